@@ -1,0 +1,114 @@
+"""Generator and discriminator registry, presets, and the weights file format.
+
+A weights file (``.pt``) is a plain dict loadable with ``torch.load(weights_only=True)``::
+
+    {"format": "prettier-weights/1", "arch": "edsr", "config": {...}, "state_dict": {...}, "meta": {...}}
+
+Named models are weights files shipped in ``prettier_bids/data/weights/<name>.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .common import FACTORS, count_parameters
+from .discriminator import UNetDiscriminatorSN
+from .edsr import EDSR
+from .rrdbnet import RRDBNet
+
+ARCHS = {"edsr": EDSR, "rrdbnet": RRDBNet}
+
+#: Presets: name -> (arch, config). ``edsr-compact`` is the CPU-friendly default.
+PRESETS = {
+    "edsr-compact": ("edsr", dict(n_blocks=6, n_feats=48, res_scale=1.0, tail_feats=24)),
+    "edsr-paper": ("edsr", dict(n_blocks=32, n_feats=256, res_scale=0.1, tail_feats=64)),
+    "rrdbnet-small": ("rrdbnet", dict(n_blocks=3, n_feats=32, growth=16, tail_feats=24)),
+    "rrdbnet-realesrgan": ("rrdbnet", dict(n_blocks=23, n_feats=64, growth=32, tail_feats=32)),
+}
+
+#: The model ``prettier-sr`` and the BIDS-App use unless told otherwise.
+DEFAULT_MODEL = "prettier-edsr-v1"
+WEIGHTS_FORMAT = "prettier-weights/1"
+
+
+class WeightsError(RuntimeError):
+    """Missing or unreadable weights (message is one line)."""
+
+
+def build_model(arch_or_preset, **overrides):
+    """Build a generator from an arch name (``edsr``/``rrdbnet``) or a preset name."""
+    if arch_or_preset in PRESETS:
+        arch, cfg = PRESETS[arch_or_preset]
+        cfg = {**cfg, **overrides}
+    elif arch_or_preset in ARCHS:
+        arch, cfg = arch_or_preset, dict(overrides)
+    else:
+        raise ValueError(f"unknown model {arch_or_preset!r}; presets: {', '.join(PRESETS)}")
+    return ARCHS[arch](**cfg), arch, cfg
+
+
+def weights_dir():
+    return Path(str(resources.files("prettier_bids") / "data" / "weights"))
+
+
+def available_models():
+    return sorted(p.stem for p in weights_dir().glob("*.pt"))
+
+
+def resolve_weights(name=None, path=None):
+    """Path of a weights file from an explicit path or a shipped model name."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        return path
+    name = name or DEFAULT_MODEL
+    candidate = weights_dir() / f"{name}.pt"
+    if not candidate.is_file():
+        shipped = ", ".join(available_models()) or "none"
+        raise WeightsError(f"no trained weights installed for model {name!r} (installed: {shipped}); "
+                           "pass --weights FILE or use --method cubic")
+    return candidate
+
+
+def sha256(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(path, model, arch, config, meta=None):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"format": WEIGHTS_FORMAT, "arch": arch, "config": dict(config), "state_dict": state,
+               "meta": dict(meta or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_weights(path):
+    """Load a weights file into a generator in eval mode; returns (model, payload)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, wrong format
+        raise WeightsError(f"cannot read weights file {path}: {exc.__class__.__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path} is not a prettier weights file ({WEIGHTS_FORMAT})")
+    model, _, _ = build_model(payload["arch"], **payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+__all__ = ["ARCHS", "DEFAULT_MODEL", "EDSR", "FACTORS", "PRESETS", "RRDBNet", "UNetDiscriminatorSN", "WeightsError",
+           "available_models", "build_model", "count_parameters", "load_weights", "resolve_weights", "save_weights",
+           "sha256"]

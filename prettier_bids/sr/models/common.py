@@ -1,0 +1,65 @@
+"""Parts shared by the generators: through-plane (anisotropic) upsampling and the cubic residual base.
+
+Tensors are laid out ``(batch, channels, slices, in-plane)``: axis 2 is the thick-slice axis
+that gets upsampled, axis 3 stays on its grid. The three channels are three contiguous
+planes (the paper's "RGB" trick), and every generator predicts all three.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..degrade import cubic_upsample_matrix
+
+#: Through-plane factors every generator supports (2-8 mm slice spacing to ~1 mm).
+FACTORS = tuple(range(2, 9))
+
+
+def conv3x3(cin, cout, bias=True):
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+
+class CubicBase(nn.Module):
+    """Cubic-spline interpolation along the slice axis, the residual base of every generator."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache: dict = {}
+
+    def forward(self, x, factor):
+        key = (x.shape[2], factor, x.device, x.dtype)
+        w = self._cache.get(key)
+        if w is None:
+            w = torch.from_numpy(cubic_upsample_matrix(x.shape[2], factor)).to(device=x.device, dtype=x.dtype)
+            self._cache[key] = w
+        return torch.einsum("os,bcsp->bcop", w, x)
+
+
+class ThroughPlaneUpsampler(nn.Module):
+    """One sub-pixel conv per factor (``r`` rows per LR row along the slice axis), then a shared tail.
+
+    The tail runs on the fine grid, so it is kept small; the body before it runs on the LR grid.
+    """
+
+    def __init__(self, n_feats, tail_feats=24, out_channels=3, factors=FACTORS, act=None):
+        super().__init__()
+        self.factors = tuple(factors)
+        self.tail_feats = tail_feats
+        self.expand = nn.ModuleDict({str(r): conv3x3(n_feats, tail_feats * r) for r in self.factors})
+        act = act or nn.ReLU(inplace=True)
+        self.tail = nn.Sequential(act, conv3x3(tail_feats, tail_feats), nn.ReLU(inplace=True),
+                                  conv3x3(tail_feats, out_channels))
+
+    def forward(self, feats, factor):
+        if str(factor) not in self.expand:
+            raise ValueError(f"factor {factor} not supported (model serves {self.factors})")
+        b, _, s, p = feats.shape
+        y = self.expand[str(factor)](feats)
+        # (b, tail*r, s, p) -> (b, tail, s*r, p): row k*r + m comes from channel block m.
+        y = y.view(b, self.tail_feats, factor, s, p).permute(0, 1, 3, 2, 4).reshape(b, self.tail_feats, s * factor, p)
+        return self.tail(y)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,125 @@
+"""Pre- and post-processing shared by training and inference: slice axis, in-plane grid, intensities.
+
+One place for each: :func:`intensity_scale` is what training patches and inference divide by,
+:func:`find_slice_axis` is how every caller finds the through-plane axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .degrade import apply_along_axis, axis_index_map, cubic_matrix
+
+#: A voxel axis at most this size (mm) counts as high resolution.
+ISOTROPIC_MAX_MM = 1.5
+#: In-plane voxel sizes inside this range are kept; others are resampled to ``INPLANE_TARGET_MM``.
+INPLANE_KEEP_RANGE = (0.8, 1.25)
+INPLANE_TARGET_MM = 1.0
+#: Percentile of the foreground that maps to 1.0.
+SCALE_PERCENTILE = 99.5
+
+
+class InputError(ValueError):
+    """An input image that the SR core cannot or should not process (message is one line)."""
+
+
+def voxel_sizes(affine):
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def find_slice_axis(zooms, force=False):
+    """Voxel axis of the thick slices (works for axial, sagittal, coronal and oblique stacks).
+
+    Raises :class:`InputError` when every axis is <= 1.5 mm (already high resolution) unless
+    ``force``, and when two axes tie for the largest spacing.
+    """
+    zooms = np.asarray(zooms, dtype=float)[:3]
+    order = np.argsort(zooms)[::-1]
+    axis = int(order[0])
+    if zooms[axis] <= ISOTROPIC_MAX_MM and not force:
+        raise InputError(
+            "image is already high resolution (voxel size %s mm, every axis <= %.1f mm); nothing to do "
+            "(use --force to process it anyway)" % ("x".join(f"{z:.2f}" for z in zooms), ISOTROPIC_MAX_MM))
+    if zooms[order[1]] > 0.8 * zooms[axis] and not force:
+        raise InputError(
+            "cannot tell the slice axis: voxel size %s mm has two similar large axes"
+            % "x".join(f"{z:.2f}" for z in zooms))
+    return axis
+
+
+def foreground_threshold(data):
+    """Foreground threshold: half the mean of the positive voxels (robust to air and skull-stripping)."""
+    finite = data[np.isfinite(data)]
+    nz = finite[finite > 0]
+    if nz.size == 0:
+        return 0.0
+    return float(0.5 * np.mean(nz))
+
+
+def intensity_scale(data):
+    """Scale s so that ``data / s`` has its foreground's 99.5th percentile at 1."""
+    thr = foreground_threshold(data)
+    fg = data[data > thr]
+    if fg.size == 0:
+        return 1.0
+    s = float(np.percentile(fg, SCALE_PERCENTILE))
+    return s if s > 0 else 1.0
+
+
+def restore_intensity(scaled, scale, reference, reference_dtype=None):
+    """Exact inverse of the scaling, clipped to the input's range, cast to the output dtype policy.
+
+    Integer inputs come back in their own dtype (rounded);
+    floating (or scaled-integer) inputs as float32.
+    """
+    out = scaled.astype(np.float32) * np.float32(scale)
+    lo, hi = float(np.min(reference)), float(np.max(reference))
+    np.clip(out, lo, hi, out=out)
+    dtype = output_dtype(reference.dtype if reference_dtype is None else reference_dtype)
+    if np.issubdtype(dtype, np.integer):
+        out = np.rint(out)
+    return out.astype(dtype)
+
+
+def output_dtype(input_dtype):
+    input_dtype = np.dtype(input_dtype)
+    if np.issubdtype(input_dtype, np.integer):
+        return input_dtype  # values are clipped to the input's range, so they fit
+    return np.dtype(np.float32)
+
+
+def inplane_plan(shape, zooms, slice_axis):
+    """New shape and voxel-index map for resampling the in-plane axes to ~1 mm when far from it."""
+    new_shape = list(shape)
+    index_map = np.eye(4)
+    for ax in range(3):
+        if ax == slice_axis:
+            continue
+        v = float(zooms[ax])
+        if INPLANE_KEEP_RANGE[0] <= v <= INPLANE_KEEP_RANGE[1]:
+            continue
+        n_new = max(1, int(round(shape[ax] * v / INPLANE_TARGET_MM)))
+        step = shape[ax] / n_new  # in old voxels: the new grid spans the same field of view
+        new_shape[ax] = n_new
+        index_map = index_map @ axis_index_map(3, ax, step, -0.5 + step / 2)
+    return tuple(new_shape), index_map
+
+
+def resample_inplane(data, index_map, new_shape):
+    """Cubic-spline resampling onto the grid of :func:`inplane_plan` (anti-aliased when shrinking)."""
+    out = data.astype(np.float32)
+    for ax in range(3):
+        step = index_map[ax, ax]
+        if new_shape[ax] == data.shape[ax] and step == 1.0:
+            continue
+        if step > 1.0:  # shrinking: Gaussian pre-filter against aliasing
+            out = ndimage.gaussian_filter1d(out, sigma=0.4 * step, axis=ax, mode="nearest")
+        positions = index_map[ax, 3] + step * np.arange(new_shape[ax])
+        out = apply_along_axis(cubic_matrix(data.shape[ax], positions), out, ax)
+    return out
+
+
+def describe_zooms(zooms):
+    return "x".join(f"{z:.2f}" for z in zooms)
+

@@ -1,0 +1,91 @@
+"""prettier-sr: outputs, metadata, and one-line errors on bad input with no partial output."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from prettier_bids.cli.sr import main
+
+
+def test_model_output_geometry_and_json(thick_nifti, tiny_weights, tmp_path):
+    out = tmp_path / "sr.nii.gz"
+    meta = tmp_path / "sr.json"
+    cmap = tmp_path / "cons.nii.gz"
+    rc = main([str(thick_nifti), str(out), "--weights", str(tiny_weights), "--json", str(meta),
+               "--consistency-map", str(cmap), "-q"])
+    assert rc == 0
+    img, src = nib.load(out), nib.load(thick_nifti)
+    assert img.shape == (40, 36, 40)
+    np.testing.assert_allclose(img.header.get_zooms(), (0.9, 0.9, 1.0), atol=1e-5)
+    assert img.get_data_dtype() == np.int16  # integer input -> same integer dtype
+    # Input slice 0 centre lies on output row 2 (factor 5, centre row 2).
+    np.testing.assert_allclose(img.affine @ [0, 0, 2, 1], src.affine @ [0, 0, 0, 1], atol=1e-4)
+    info = json.loads(meta.read_text())
+    assert info["UpsamplingFactor"] == 5 and info["SliceAxis"] == 2 and info["Model"] == "tiny"
+    assert len(info["ModelWeightsSHA256"]) == 64
+    assert nib.load(cmap).shape == src.shape
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_cubic_method_needs_no_weights(thick_nifti, tmp_path):
+    out = tmp_path / "cubic.nii.gz"
+    assert main([str(thick_nifti), str(out), "--method", "cubic", "-q"]) == 0
+    got = nib.load(out).get_fdata()
+    src = nib.load(thick_nifti).get_fdata()
+    np.testing.assert_allclose(got[..., 2::5], src, atol=1.0)  # passes through the input samples
+
+
+def _bad(tmp_path, name, data=None, affine=None, raw=None):
+    path = tmp_path / name
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        nib.save(nib.Nifti1Image(data, affine if affine is not None else np.diag([1, 1, 5, 1])), path)
+    return path
+
+
+@pytest.mark.parametrize("case,code,msg", [
+    ("missing", 66, "not found"),
+    ("not_nifti", 65, "cannot read"),
+    ("four_d", 65, "3D"),
+    ("nan", 65, "NaN"),
+    ("isotropic", 65, "already high resolution"),
+    ("truncated", 65, "cannot read"),
+])
+def test_bad_input_one_line_error_no_output(tmp_path, capsys, case, code, msg, thick_nifti):
+    if case == "missing":
+        src = tmp_path / "nope.nii.gz"
+    elif case == "not_nifti":
+        src = _bad(tmp_path, "x.nii.gz", raw=b"hello, not an image")
+    elif case == "four_d":
+        src = _bad(tmp_path, "x.nii.gz", np.zeros((8, 8, 8, 4), np.float32))
+    elif case == "nan":
+        d = np.ones((8, 8, 8), np.float32)
+        d[1, 1, 1] = np.nan
+        src = _bad(tmp_path, "x.nii.gz", d)
+    elif case == "isotropic":
+        src = _bad(tmp_path, "x.nii.gz", np.ones((8, 8, 8), np.float32), np.diag([1.0, 1.0, 1.2, 1]))
+    else:
+        raw = thick_nifti.read_bytes()
+        src = _bad(tmp_path, "x.nii.gz", raw=raw[: len(raw) // 2])
+    out = tmp_path / "out.nii.gz"
+    rc = main([str(src), str(out), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code
+    assert len(err) == 1 and err[0].startswith("prettier-sr: error:") and msg in err[0]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unwritable_output_and_missing_weights(thick_nifti, tmp_path, capsys, monkeypatch):
+    assert main([str(thick_nifti), str(tmp_path / "no" / "dir" / "o.nii.gz"), "-q"]) == 73
+    assert main([str(thick_nifti), str(tmp_path / "o.nii.gz"), "--weights", str(tmp_path / "none.pt"), "-q"]) == 66
+    import prettier_bids.sr.models as models
+
+    monkeypatch.setattr(models, "weights_dir", lambda: tmp_path / "empty")
+    assert main([str(thick_nifti), str(tmp_path / "o.nii.gz"), "--model", "nonexistent", "-q"]) == 66
+    err = capsys.readouterr().err
+    assert "no trained weights installed" in err
+    assert not (tmp_path / "o.nii.gz").exists()
