@@ -110,3 +110,18 @@ def test_gan_path_runs_end_to_end(tmp_path):
     ck = torch.load(tmp_path / "gan" / "checkpoint.pt", weights_only=False)
     assert res.step == 4 and "disc" in ck
     assert json.loads(json.dumps(ck["config"]["gan"]))["weight"] == 0.05
+
+
+def test_optuna_study_runs_and_records_trials(tmp_path):
+    optuna = __import__("pytest").importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from prettier_bids.sr.train import optuna_search
+
+    vols = _volumes()
+    cfg = _cfg(steps=6)
+    cfg["model"] = {"preset": "edsr-compact", "tail_feats": 8}
+    study = optuna_search(cfg, vols[:1], vols[1:], tmp_path / "opt", n_trials=2, trial_steps=4)
+    assert len(study.trials) == 2
+    report = json.loads((tmp_path / "opt" / "optuna.json").read_text())
+    assert set(report["best_params"]) >= {"lr", "n_feats", "n_blocks"}
+    assert report["best_value"] > 0

@@ -1,0 +1,406 @@
+"""BIDS side of the app: the dataset checks, pybids queries, thick-slice selection and output names.
+
+The query spec is data (``prettier_bids/data/io_spec.json``, like sMRIPrep's): one pybids query
+per contrast, the ``desc-`` labels of the outputs and the path patterns of the derivatives.
+Thick-slice detection reuses the SR core's :func:`~prettier_bids.sr.preprocess.find_slice_axis`
+on the header's voxel sizes; the slice thickness fed to the core comes from the sidecar's
+``SliceThickness`` when present.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .sr.preprocess import ISOTROPIC_MAX_MM, InputError, find_slice_axis, voxel_sizes
+
+LOGGER = logging.getLogger("prettier_bids")
+
+#: Default of ``--min-slice-spacing`` (mm): thinner slices are left alone.
+MIN_SLICE_SPACING_MM = 2.0
+#: Sidecar SpacingBetweenSlices and the header's slice spacing may differ by this much (relative).
+SPACING_TOLERANCE = 0.1
+
+
+class BIDSError(Exception):
+    """A problem with the input dataset or the selection; ``code`` is the exit status to use."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+@lru_cache(maxsize=None)
+def _io_spec_text():
+    return (resources.files("prettier_bids") / "data" / "io_spec.json").read_text()
+
+
+def load_io_spec():
+    """The query spec (a fresh copy: callers may modify it)."""
+    return json.loads(_io_spec_text())
+
+
+def contrasts_available(spec=None):
+    return list((spec or load_io_spec())["queries"])
+
+
+def pattern_entities(spec=None):
+    """Entities that output names can carry (those named in the path patterns)."""
+    spec = spec or load_io_spec()
+    names = set()
+    for pattern in spec["patterns"]:
+        names.update(re.findall(r"\{(\w+)", pattern))
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset and labels
+# --------------------------------------------------------------------------------------------
+
+def check_bids_dir(bids_dir):
+    """Fail early with an exit code when BIDS_DIR is not a dataset (66 missing, 16 not BIDS)."""
+    bids_dir = Path(bids_dir)
+    if not bids_dir.exists():
+        raise BIDSError(f"BIDS_DIR does not exist: {bids_dir}", 66)
+    if not bids_dir.is_dir():
+        raise BIDSError(f"BIDS_DIR is not a folder: {bids_dir}", 66)
+    desc = bids_dir / "dataset_description.json"
+    if not desc.is_file():
+        raise BIDSError(f"not a BIDS dataset: {desc} is missing", 16)
+    try:
+        data = json.loads(desc.read_text())
+    except (OSError, ValueError) as exc:
+        raise BIDSError(f"cannot read {desc}: {exc.__class__.__name__}: {exc}".splitlines()[0], 16) from None
+    if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
+        raise BIDSError(f"{desc} must be a JSON object with Name and BIDSVersion", 16)
+    return data
+
+
+def strip_prefix(labels, prefix):
+    """``["sub-01", "02"]`` -> ``["01", "02"]`` (duplicates dropped, order kept)."""
+    out = []
+    for label in labels or []:
+        for part in str(label).replace(",", " ").split():
+            part = part[len(prefix):] if part.startswith(prefix) else part
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def get_layout(bids_dir, exclude=(), database_dir=None):
+    """A pybids layout of the raw dataset that never writes into it (no validation by pybids).
+
+    ``exclude``: folders not to index when they lie inside ``bids_dir`` (the output and work dirs).
+    """
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+
+    spec = load_io_spec()
+    ignore = [re.compile(p) if p.startswith("^") else p for p in spec["ignore"]]
+    root = Path(bids_dir).resolve()
+    for folder in exclude:
+        try:
+            rel = Path(folder).resolve().relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            ignore.append(rel.as_posix())
+    indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
+    kwargs = {}
+    if database_dir is not None:
+        kwargs = {"database_path": str(database_dir), "reset_database": True}
+    return BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
+
+
+def resolve_participants(layout, labels=None):
+    """The participant labels to process; unknown labels are an error (exit code 18)."""
+    known = sorted(layout.get_subjects())
+    if not known:
+        raise BIDSError(f"no participants (sub-* folders) found in {layout.root}", 18)
+    wanted = strip_prefix(labels, "sub-")
+    if not wanted:
+        return known
+    missing = [x for x in wanted if x not in known]
+    if missing:
+        raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
+                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known])), 18)
+    return wanted
+
+
+def check_participant_labels(bids_dir, labels):
+    """Cheap early check (no indexing) that every requested ``sub-<label>`` folder exists."""
+    wanted = strip_prefix(labels, "sub-")
+    known = sorted(p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir())
+    missing = [x for x in wanted if x not in known]
+    if missing:
+        raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
+                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known]) or "none"),
+                        18)
+    return wanted
+
+
+def _abbrev(items, n=8):
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def load_bids_filters(path, spec=None):
+    """Read an fMRIPrep-style ``--bids-filter-file``: ``{"flair": {"acquisition": "ax"}, "t1w": {...}}``.
+
+    Keys are contrasts (case-insensitive); ``null`` means "entity absent", ``"*"`` any value.
+    """
+    spec = spec or load_io_spec()
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.strerror or exc}", 66) from None
+    except ValueError as exc:
+        raise BIDSError(f"--bids-filter-file {path} is not valid JSON ({exc})", 64) from None
+    if not isinstance(data, dict):
+        raise BIDSError(f"--bids-filter-file {path} must hold a JSON object", 64)
+    by_lower = {c.lower(): c for c in spec["queries"]}
+    out = {}
+    for key, value in data.items():
+        if key.lower() not in by_lower:
+            raise BIDSError(f"--bids-filter-file: unknown query {key!r} (known: {', '.join(sorted(by_lower))})", 64)
+        if not isinstance(value, dict):
+            raise BIDSError(f"--bids-filter-file: the value of {key!r} must be a JSON object", 64)
+        out[by_lower[key.lower()]] = value
+    return out
+
+
+def _query_value(value):
+    from bids.layout import Query
+
+    if value is None:
+        return Query.NONE
+    if value == "*":
+        return Query.ANY
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates: one per input image
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    """One input image, its geometry and what the app does with it."""
+
+    path: Path
+    relpath: str
+    contrast: str
+    entities: dict
+    metadata: dict = field(default_factory=dict)
+    status: str = "selected"  # selected | skipped | failed (then done | failed after the run)
+    reason: str = ""
+    zooms: tuple = ()
+    shape: tuple = ()
+    slice_axis: int | None = None
+    spacing: float | None = None
+    thickness: float | None = None
+    thickness_source: str = ""
+    plane: str = ""
+    warnings: list = field(default_factory=list)
+
+    @property
+    def subject(self):
+        return self.entities["subject"]
+
+    @property
+    def session(self):
+        return self.entities.get("session")
+
+    @property
+    def key(self):
+        """A stable identifier (file name without extension), e.g. ``sub-01_ses-1_FLAIR``."""
+        name = self.path.name
+        return name[:-7] if name.endswith(".nii.gz") else self.path.stem
+
+    @property
+    def source_uri(self):
+        return bids_uri(self.relpath)
+
+    def as_row(self):
+        return {"participant_id": f"sub-{self.subject}", "session": f"ses-{self.session}" if self.session else "n/a",
+                "contrast": self.contrast, "input": self.relpath, "status": self.status,
+                "reason": self.reason or "n/a"}
+
+
+def bids_uri(relpath, dataset="raw"):
+    """BIDS URI of a file of the raw dataset (``bids:raw:sub-01/anat/...``; DatasetLinks maps ``raw``)."""
+    return f"bids:{dataset}:{Path(relpath).as_posix()}"
+
+
+def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=None, spec=None):
+    """Every image matching the queries, as :class:`Candidate` (not yet inspected)."""
+    spec = spec or load_io_spec()
+    contrasts = contrasts or spec["default_contrasts"]
+    filters = filters or {}
+    sessions = strip_prefix(sessions, "ses-")
+    root = Path(layout.root)
+    supported = pattern_entities(spec) | {"suffix", "extension", "datatype"}
+    out = []
+    for contrast in contrasts:
+        query = dict(spec["queries"][contrast])
+        query.update({k: _query_value(v) for k, v in filters.get(contrast, {}).items()})
+        query["subject"] = list(subjects)
+        if sessions:
+            query["session"] = sessions
+        for bf in layout.get(return_type="object", **query):
+            path = Path(bf.path)
+            entities = {k: v for k, v in bf.get_entities().items() if k in supported}
+            cand = Candidate(path=path, relpath=path.relative_to(root).as_posix(), contrast=contrast,
+                             entities=entities)
+            extra = sorted(set(bf.get_entities()) - supported - {"desc"})
+            try:
+                cand.metadata = dict(layout.get_metadata(bf.path))
+            except Exception as exc:  # a broken sidecar: report it, do not stop everyone
+                cand.status, cand.reason = "failed", f"cannot read the JSON sidecar ({exc.__class__.__name__})"
+            if extra and cand.status == "selected":
+                cand.status = "failed"
+                cand.reason = f"entities not supported in output names: {', '.join(extra)}"
+            out.append(cand)
+    out.sort(key=lambda c: (c.subject, c.session or "", c.relpath))
+    return out
+
+
+def _sidecar_float(metadata, key):
+    value = metadata.get(key)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
+    """Fill in the geometry of ``cand`` from its header and sidecar and decide whether to process it.
+
+    Header voxel sizes decide the slice axis and spacing (the same rule as the SR core);
+    ``SliceThickness`` from the sidecar gives the slice thickness (else thickness = spacing),
+    ``SpacingBetweenSlices`` is cross-checked against the header.
+    """
+    if cand.status != "selected":
+        return cand
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(cand.path))
+        shape = tuple(int(n) for n in img.shape)
+        zooms = voxel_sizes(img.affine)
+    except Exception as exc:  # nibabel raises many types for corrupt headers
+        cand.status, cand.reason = "failed", f"cannot read the NIfTI header ({exc.__class__.__name__})"
+        return cand
+    cand.shape, cand.zooms = shape, tuple(round(float(z), 4) for z in zooms)
+    zs = "x".join(f"{z:.2f}" for z in zooms)
+    if len(shape) == 4 and shape[3] > 1:
+        cand.status, cand.reason = "skipped", f"4D image with {shape[3]} volumes (expected 3D)"
+        return cand
+    try:
+        axis = find_slice_axis(zooms)
+    except InputError as exc:
+        if max(zooms) <= ISOTROPIC_MAX_MM:
+            cand.status = "skipped"
+            cand.reason = f"already high resolution ({zs} mm, every axis <= {ISOTROPIC_MAX_MM} mm)"
+        else:
+            cand.status, cand.reason = "skipped", str(exc).split(" (use --force")[0]
+        return cand
+    spacing = float(zooms[axis])
+    cand.slice_axis, cand.spacing = axis, round(spacing, 4)
+    cand.plane = slice_plane(img.affine, axis)
+    if spacing < min_slice_spacing:
+        cand.status = "skipped"
+        cand.reason = f"slice spacing {spacing:.2f} mm is below --min-slice-spacing {min_slice_spacing:g} mm ({zs} mm)"
+        return cand
+    sidecar_spacing = _sidecar_float(cand.metadata, "SpacingBetweenSlices")
+    if sidecar_spacing and abs(sidecar_spacing - spacing) > SPACING_TOLERANCE * spacing:
+        cand.warnings.append(f"sidecar SpacingBetweenSlices {sidecar_spacing:g} mm differs from the header's slice "
+                             f"spacing {spacing:.2f} mm; using the header")
+    thickness = _sidecar_float(cand.metadata, "SliceThickness")
+    if thickness is None:
+        cand.thickness, cand.thickness_source = round(spacing, 4), "header (no SliceThickness in the sidecar)"
+    elif thickness > 2.5 * spacing or thickness < 0.2 * spacing:
+        cand.warnings.append(f"sidecar SliceThickness {thickness:g} mm does not fit the slice spacing "
+                             f"{spacing:.2f} mm; assuming thickness = spacing")
+        cand.thickness, cand.thickness_source = round(spacing, 4), "header (sidecar SliceThickness ignored)"
+    else:
+        cand.thickness, cand.thickness_source = round(thickness, 4), "sidecar SliceThickness"
+    return cand
+
+
+def slice_plane(affine, axis):
+    """Anatomical plane of the slices: the world axis closest to the slice direction ("axial", ...)."""
+    col = np.asarray(affine, dtype=float)[:3, axis]
+    col = col / np.linalg.norm(col)
+    world = int(np.argmax(np.abs(col)))
+    plane = ("sagittal", "coronal", "axial")[world]
+    return plane if abs(col[world]) > np.cos(np.radians(5)) else f"{plane} (oblique)"
+
+
+def select(layout, subjects, sessions=None, contrasts=None, filters=None,
+           min_slice_spacing=MIN_SLICE_SPACING_MM, spec=None):
+    """Query, inspect and classify every matching image; raises BIDSError(18) when nothing matched."""
+    cands = collect_candidates(layout, subjects, sessions, contrasts, filters, spec)
+    if not cands:
+        what = "/".join(contrasts or (spec or load_io_spec())["default_contrasts"])
+        ses = f", session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""
+        raise BIDSError(f"no {what} images found for participant(s) {_abbrev(['sub-' + s for s in subjects])}{ses}"
+                        + (" with the --bids-filter-file filters" if filters else ""), 18)
+    for cand in cands:
+        inspect_candidate(cand, min_slice_spacing)
+    check_unique_outputs(cands, spec)
+    return cands
+
+
+def check_unique_outputs(cands, spec=None):
+    seen = {}
+    for cand in cands:
+        if cand.status != "selected":
+            continue
+        name = derivative_relpath(cand.entities, "prettier", spec=spec)
+        if name in seen:
+            raise BIDSError(f"{cand.relpath} and {seen[name]} would both be written to {name}", 65)
+        seen[name] = cand.relpath
+
+
+def summarize(cands):
+    """A human-readable account of what was found, selected and skipped (one line per image)."""
+    n_sub = len({c.subject for c in cands})
+    by_contrast = Counter(c.contrast for c in cands)
+    status = Counter(c.status for c in cands)
+    lines = [f"found {len(cands)} image(s) of {n_sub} participant(s) ("
+             + ", ".join(f"{k}: {v}" for k, v in sorted(by_contrast.items())) + "); "
+             + ", ".join(f"{v} {k}" for k, v in sorted(status.items()))]
+    for c in cands:
+        geo = ""
+        if c.spacing:
+            geo = f" [slice axis {c.slice_axis}, spacing {c.spacing:g} mm"
+            geo += f", thickness {c.thickness:g} mm]" if c.thickness else "]"
+        lines.append(f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else ""))
+        lines.extend(f"           warning: {w}" for w in c.warnings)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Output names
+# --------------------------------------------------------------------------------------------
+
+def derivative_relpath(entities, desc, extension=".nii.gz", datatype=None, spec=None):
+    """Output path (relative to the derivatives root) keeping the source entities plus ``desc-``."""
+    from bids.layout.writing import build_path
+
+    spec = spec or load_io_spec()
+    ents = {k: v for k, v in entities.items() if k not in ("desc", "extension")}
+    ents.update({"desc": desc, "extension": extension})
+    ents["datatype"] = datatype or ents.get("datatype") or "anat"
+    path = build_path(ents, spec["patterns"], strict=False)
+    if path is None:
+        raise BIDSError(f"cannot build an output name for entities {ents}", 65)
+    return path

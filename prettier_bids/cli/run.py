@@ -1,0 +1,433 @@
+"""``prettier-bids BIDS_DIR OUTPUT_DIR {participant,group}``: the BIDS-App.
+
+Exit codes (BIDS execution spec / sysexits): 0 success, 1 some inputs failed, 16 input dataset is
+not BIDS, 17 unknown analysis level, 18 the selection matched no participant or image, 64 usage
+error, 65 data error, 66 missing input (BIDS_DIR, weights), 73 cannot create the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__
+
+PROG = "prettier-bids"
+EXIT_OK, EXIT_FAIL = 0, 1
+EXIT_BIDS_INVALID, EXIT_BAD_LEVEL, EXIT_NO_MATCH = 16, 17, 18
+EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT, EXIT_CANTCREAT = 64, 65, 66, 73
+LEVELS = ("participant", "group")
+CONTRASTS = ("FLAIR", "T1w", "T2w")
+VALIDATORS = ("bids-validator-deno", "bids-validator")
+
+LOGGER = logging.getLogger("prettier_bids")
+
+EPILOG = f"""\
+examples:
+  {PROG} /data/bids /data/bids/derivatives participant
+      super-resolve every thick-slice FLAIR and T1w; outputs in /data/bids/derivatives/prettier
+  {PROG} /data/bids /out participant --participant-label 01 02 --contrast FLAIR --nprocs 4
+  {PROG} /data/bids /out participant --session-label 1 --write-cubic -w /scratch/work_sub01
+  {PROG} /data/bids /out participant --method cubic        (cubic baseline only, no model needed)
+  {PROG} /data/bids /out group                             (QC table and HTML over all outputs)
+
+Reruns skip inputs whose outputs are complete (the main JSON sidecar is written last) and
+reuse the work directory; logs/summary_<run id>.tsv lists every input as done/skipped/failed.
+Use one work directory per job when running participants in parallel.
+
+exit codes: 0 ok, 1 some inputs failed, 16 not BIDS, 17 unknown analysis level,
+  18 no matching participant or image, 64 usage, 65 data error, 66 missing input or weights,
+  73 cannot create output
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 64 (argparse's default is usage + exit 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} --help)\n")
+
+
+def build_parser():
+    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+                description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
+                            "to ~1 mm isotropic, as a BIDS-App. Outputs form a BIDS derivatives dataset in "
+                            "OUTPUT_DIR/prettier.")
+    p.add_argument("bids_dir", metavar="BIDS_DIR", help="the input BIDS dataset (never modified)")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="outputs go to OUTPUT_DIR/prettier")
+    p.add_argument("analysis_level", metavar="{participant,group}",
+                   help="participant: super-resolve; group: QC table and HTML over existing outputs")
+    g = p.add_argument_group("selecting inputs")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="participants to process, with or without 'sub-' (default: all)")
+    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                   help="sessions to process, with or without 'ses-' (default: all)")
+    g.add_argument("--contrast", nargs="+", metavar="CONTRAST", type=_contrast,
+                   help="contrasts to process: FLAIR, T1w, T2w (default: FLAIR T1w)")
+    g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE",
+                   help='JSON with extra pybids filters per contrast, fMRIPrep style: {"flair": {"acquisition": '
+                        '"ax"}}')
+    g.add_argument("--min-slice-spacing", type=float, default=2.0, metavar="MM",
+                   help="skip images whose slice spacing is below this (default: 2 mm)")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not run the BIDS validator on the input")
+    m = p.add_argument_group("super-resolution")
+    mx = m.add_mutually_exclusive_group()
+    mx.add_argument("--model", default=None, metavar="NAME", help="a shipped model (default: the default model)")
+    mx.add_argument("--weights", default=None, metavar="FILE", help="a weights file (.pt) from prettier-train")
+    m.add_argument("--method", choices=("model", "cubic"), default="model",
+                   help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")
+    m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")
+    m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
+                   help="slice profile for the consistency check (default: boxcar)")
+    m.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    m.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (memory vs speed)")
+    r = p.add_argument_group("resources and execution")
+    r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
+                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
+    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=int, default=None, metavar="N",
+                   help="processes to run at once (default: all CPUs)")
+    r.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+                   help="threads per super-resolution process (default: min(nprocs - 1, 8), at least 1)")
+    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=float, default=None, metavar="GB",
+                   help="memory limit for scheduling parallel jobs")
+    r.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed image")
+    r.add_argument("--notrack", action="store_true", help="accepted for compatibility: nothing is ever sent")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: Nipype's too)")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+def _contrast(text):
+    by_lower = {c.lower(): c for c in CONTRASTS}
+    if text.lower() not in by_lower:
+        raise argparse.ArgumentTypeError(f"unknown contrast {text!r} (choose from {', '.join(CONTRASTS)})")
+    return by_lower[text.lower()]
+
+
+def _error(msg, code):
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+def _setup_environment(args):
+    """Thread limits and caches before the heavy imports; nothing is fetched from the network."""
+    os.environ["NIPYPE_NO_ET"] = "1"
+    os.environ["OMP_NUM_THREADS"] = str(args.omp_nthreads)
+    home = Path(os.path.expanduser("~"))
+    if not os.access(home, os.W_OK):  # read-only HOME (Singularity/Apptainer): caches go to the work dir
+        os.environ.setdefault("MPLCONFIGDIR", str(Path(args.work_dir).absolute() / ".cache" / "matplotlib"))
+        os.environ.setdefault("DENO_DIR", str(Path(args.work_dir).absolute() / ".cache" / "deno"))
+
+
+def _setup_logging(verbose, log_file=None):
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    fmt = logging.Formatter("%(asctime)s prettier-bids: %(message)s", datefmt="%y%m%d-%H:%M:%S")
+    LOGGER.setLevel(logging.DEBUG)
+    LOGGER.propagate = False
+    for h in list(LOGGER.handlers):
+        LOGGER.removeHandler(h)
+    logging.getLogger("prettier_bids.sr").setLevel(logging.INFO if verbose else logging.WARNING)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(fmt)
+    LOGGER.addHandler(console)
+    from nipype import config as ncfg, logging as nlog
+
+    ncfg.set("logging", "workflow_level", "INFO" if verbose >= 2 else "ERROR" if verbose else "CRITICAL")
+    ncfg.set("logging", "interface_level", "INFO" if verbose >= 2 else "CRITICAL")
+    ncfg.set("logging", "utils_level", "WARNING" if verbose >= 2 else "CRITICAL")
+    nlog.update_logging(ncfg)
+    if log_file is not None:
+        fh = logging.FileHandler(log_file)
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(fmt)
+        LOGGER.addHandler(fh)
+        nlog.getLogger("nipype.workflow").addHandler(fh)
+        return fh
+    return None
+
+
+def _close_log_file(handler):
+    if handler is None:
+        return
+    from nipype import logging as nlog
+
+    for logger in (LOGGER, nlog.getLogger("nipype.workflow")):
+        logger.removeHandler(handler)
+    handler.close()
+
+
+def _check_output(output_dir, bids_dir):
+    out = Path(output_dir).absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Exit(f"cannot create OUTPUT_DIR {out}: {exc.strerror or exc}", EXIT_CANTCREAT) from None
+    if not os.access(out, os.W_OK):
+        raise _Exit(f"cannot write to OUTPUT_DIR {out}", EXIT_CANTCREAT)
+    if out.resolve() == Path(bids_dir).resolve():
+        raise _Exit("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", EXIT_USAGE)
+    return out
+
+
+class _Exit(Exception):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def run_bids_validator(bids_dir, report_file):
+    """Run the BIDS validator if installed: None when valid or unavailable, else a one-line summary."""
+    exe = next((shutil.which(v) for v in VALIDATORS if shutil.which(v)), None)
+    if exe is None:
+        LOGGER.warning("BIDS validation skipped: no validator installed (pip install bids-validator-deno)")
+        return None
+    cmd = [exe, str(bids_dir), "--format", "json"] if "deno" in Path(exe).name else [exe, str(bids_dir), "--json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        report = json.loads(proc.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        LOGGER.warning("BIDS validation skipped: %s could not run (%s)", Path(exe).name, exc.__class__.__name__)
+        return None
+    report_file = Path(report_file)
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    report_file.write_text(proc.stdout)
+    issues = report.get("issues", {})
+    errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
+              if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
+    if not errors:
+        LOGGER.info("BIDS validation passed (%s)", Path(exe).name)
+        return None
+    first = errors[0]
+    where = first.get("location") or ""
+    return (f"the input is not a valid BIDS dataset ({len(errors)} error(s); first: {first.get('code', first)}"
+            f"{' at ' + where if where else ''}); details in {report_file}, "
+            "or use --skip-bids-validation")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args, argv)
+    except _Exit as exc:
+        return _error(str(exc), exc.code)
+    except KeyboardInterrupt:
+        return _error("interrupted; rerun the same command to resume", 130)
+
+
+def _main(args, argv):
+    from ..bids import BIDSError, check_bids_dir, check_participant_labels, load_bids_filters
+
+    if args.analysis_level not in LEVELS:
+        raise _Exit(f"unknown analysis level {args.analysis_level!r} (choose participant or group)", EXIT_BAD_LEVEL)
+    if args.nprocs is not None and args.nprocs < 1:
+        raise _Exit("--nprocs must be >= 1", EXIT_USAGE)
+    if args.omp_nthreads is not None and args.omp_nthreads < 1:
+        raise _Exit("--omp-nthreads must be >= 1", EXIT_USAGE)
+    if args.batch_size < 1:
+        raise _Exit("--batch-size must be >= 1", EXIT_USAGE)
+    if args.min_slice_spacing <= 0:
+        raise _Exit("--min-slice-spacing must be > 0", EXIT_USAGE)
+    args.nprocs = args.nprocs or _cpu_count()
+    args.omp_nthreads = args.omp_nthreads or max(1, min(args.nprocs - 1, 8))
+    args.omp_nthreads = min(args.omp_nthreads, args.nprocs)
+    bids_dir = Path(args.bids_dir).absolute()
+    try:
+        raw_description = check_bids_dir(bids_dir)
+        check_participant_labels(bids_dir, args.participant_label)
+        args.bids_filters = load_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
+    except BIDSError as exc:
+        raise _Exit(str(exc), exc.code) from None
+    output_dir = _check_output(args.output_dir, bids_dir)
+    _setup_environment(args)
+    if args.analysis_level == "group":
+        return run_group_level(args, output_dir)
+    return run_participant_level(args, bids_dir, output_dir, raw_description, argv)
+
+
+def run_group_level(args, output_dir):
+    from ..bids import strip_prefix
+    from ..outputs import derivatives_root
+    from ..reports.group import run_group
+
+    _setup_logging(args.verbose)
+    root = derivatives_root(output_dir)
+    if not (root / "dataset_description.json").is_file():
+        raise _Exit(f"no participant-level outputs in {root} (run the participant level first)", EXIT_NOINPUT)
+    tsv, page, rows = run_group(root, strip_prefix(args.participant_label, "sub-") or None)
+    LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
+    return EXIT_OK
+
+
+def load_model_or_exit(args):
+    """The model, loaded once here to fail fast (its weights' hash decides which outputs are current)."""
+    if args.method != "model":
+        return None
+    import torch
+
+    from ..sr.models import WeightsError
+    from ..sr.reconstruct import load_model
+
+    torch.set_num_threads(1)  # the parent only loads weights; image nodes set their own thread count
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise _Exit("--device cuda requested but no CUDA device is available", EXIT_USAGE)
+    try:
+        return load_model(args.model, args.weights, device="cpu")
+    except WeightsError as exc:
+        raise _Exit(str(exc), EXIT_NOINPUT) from None
+
+
+def run_participant_level(args, bids_dir, output_dir, raw_description, argv):
+    from ..outputs import derivatives_root, new_run_id
+
+    model = load_model_or_exit(args)
+    run_id = new_run_id()
+    root = derivatives_root(output_dir)
+    log_dir = root / "logs"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Exit(f"cannot create {log_dir}: {exc.strerror or exc}", EXIT_CANTCREAT) from None
+    handler = _setup_logging(args.verbose, log_dir / f"prettier-bids_{run_id}.log")
+    try:
+        return _participant(args, bids_dir, root, raw_description, argv, run_id, model)
+    finally:
+        _close_log_file(handler)
+
+
+def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
+    from ..bids import BIDSError, get_layout, resolve_participants, select, summarize
+    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, write_dataset_files
+
+    command = " ".join(shlex.quote(a) for a in [PROG] + list(sys.argv[1:] if argv is None else argv))
+    LOGGER.info("prettier-bids %s, run %s: %s", __version__, run_id, command)
+    if model is not None:
+        LOGGER.info("model %s (%s, sha256 %s...)", model.name, model.path, model.sha256[:12])
+    t0 = time.time()
+
+    if not args.skip_bids_validation:
+        problem = run_bids_validator(bids_dir, root / "logs" / f"bids_validator_{run_id}.json")
+        if problem:
+            raise _Exit(problem, EXIT_BIDS_INVALID)
+    try:
+        layout = get_layout(bids_dir, exclude=[root.parent, Path(args.work_dir)])
+        subjects = resolve_participants(layout, args.participant_label)
+        cands = select(layout, subjects, args.session_label, args.contrast, args.bids_filters,
+                       args.min_slice_spacing)
+    except BIDSError as exc:
+        raise _Exit(str(exc), exc.code) from None
+    LOGGER.info("%s", summarize(cands))
+
+    write_dataset_files(root, bids_dir, raw_description)
+    clean_stale_temporaries(root, subjects)
+    sha = model.sha256 if model else None
+    expected = {c.relpath: expected_outputs(c, root, args.method, args.write_cubic)
+                for c in cands if c.status == "selected"}
+    todo = _skip_complete(cands, expected, sha)
+    ok = _process(todo, expected, sha, args, root, run_id, model) if todo else True
+
+    summary = RunSummary(root, run_id)
+    for cand in cands:
+        done = cand.status == "done"
+        summary.add(cand, [p.relative_to(root).as_posix() for p in expected[cand.relpath].niftis.values()]
+                    if done else ())
+    summary_path = summary.write()
+    _write_reports(root, subjects, cands, model, args.method, run_id, command)
+
+    failed = sorted((c for c in cands if c.status == "failed"), key=lambda c: (c.subject, c.relpath))
+    LOGGER.info("finished in %.0f s: %s; summary in %s", time.time() - t0,
+                ", ".join(f"{v} {k}" for k, v in sorted(summary.counts().items())), summary_path)
+    for c in failed:
+        LOGGER.error("FAILED sub-%s: %s: %s", c.subject, c.relpath, c.reason)
+    if failed:
+        subs = ", ".join(sorted({"sub-" + c.subject for c in failed}))
+        return _error(f"{len(failed)} of {len(cands)} input(s) failed (participant(s) {subs}); see {summary_path}",
+                      EXIT_FAIL)
+    if not ok:
+        return _error(f"the workflow did not finish cleanly; see the crash files under {root}/sub-*/log/{run_id}",
+                      EXIT_FAIL)
+    return EXIT_OK
+
+
+def _skip_complete(cands, expected, sha):
+    """Mark inputs whose outputs are complete as done; return the others by participant."""
+    from ..outputs import completion
+
+    todo = {}
+    for cand in cands:
+        if cand.status != "selected":
+            continue
+        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        if done:
+            cand.status, cand.reason = "done", "outputs already complete (earlier run)"
+            LOGGER.info("already done, skipping: %s", cand.relpath)
+        else:
+            LOGGER.debug("to do: %s (%s)", cand.relpath, why)
+            todo.setdefault(cand.subject, []).append(cand)
+    return todo
+
+
+def _process(todo, expected, sha, args, root, run_id, model):
+    """Build and run the workflow of the inputs in ``todo``; set each one's status from what is on disk."""
+    from ..outputs import completion, software_versions
+    from ..workflows import RunOptions, init_main_wf
+    from ..workflows.base import failure_reason, run_workflow
+
+    opts = RunOptions(output_root=root, work_dir=Path(args.work_dir).absolute(), run_id=run_id,
+                      method=args.method, weights=model.path if model else None, write_cubic=args.write_cubic,
+                      slice_profile=args.slice_profile, device=args.device, batch_size=args.batch_size,
+                      nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
+                      stop_on_first_crash=args.stop_on_first_crash, software_versions=software_versions())
+    try:
+        opts.work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Exit(f"cannot create the work directory {opts.work_dir}: {exc.strerror or exc}",
+                    EXIT_CANTCREAT) from None
+    ok = run_workflow(init_main_wf(todo, opts), opts)
+    for cand in (c for cands in todo.values() for c in cands):
+        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        if done:
+            cand.status, cand.reason = "done", "processed in this run"
+        else:
+            cand.status = "failed"
+            cand.reason = failure_reason(cand, opts) or (
+                "not run (stopped after an earlier failure)" if args.stop_on_first_crash
+                else f"incomplete outputs ({why})")
+    return ok
+
+
+def _write_reports(root, subjects, cands, model, method, run_id, command):
+    """logs/CITATION.md and one HTML report per participant of this run."""
+    from ..outputs import citation_text, write_citation
+    from ..reports.subject import write_subject_report
+
+    counts = {}
+    for cand in cands:
+        if cand.status == "done":
+            counts[cand.contrast] = counts.get(cand.contrast, 0) + 1
+    write_citation(root, counts, model, method)
+    citation = citation_text(counts, model, method)
+    for subject in subjects:
+        mine = [c for c in cands if c.subject == subject]
+        if mine:
+            write_subject_report(root, subject, mine, run_id, citation, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

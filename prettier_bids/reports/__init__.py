@@ -1,0 +1,1 @@
+"""Report figures, per-subject HTML reports and the group-level QC summary."""

@@ -1,0 +1,135 @@
+"""Group level: one TSV row per output with its QC figures (``group_qc.tsv``) and an HTML summary."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..outputs import read_json
+from ..sr.io import write_text_atomic
+from .subject import CSS
+
+COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
+           "ModelWeightsSHA256", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness", "UpsamplingFactor",
+           "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
+           "RuntimeSeconds", "flag"]
+DESCS = ("prettier", "cubic")
+#: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
+FLAG_MADS = 3.0
+
+
+def _entities(name):
+    ents = dict(p.split("-", 1) for p in name.split("_")[:-1] if "-" in p)
+    ents["suffix"] = name.split("_")[-1].split(".")[0]
+    return ents
+
+
+def collect_rows(root, participants=None):
+    root = Path(root)
+    rows = []
+    for sub_dir in sorted(root.glob("sub-*")):
+        if not sub_dir.is_dir() or (participants and sub_dir.name[4:] not in participants):
+            continue
+        for sidecar in sorted(sub_dir.rglob("*.json")):
+            if "figures" in sidecar.parts or "log" in sidecar.parts:
+                continue
+            ents = _entities(sidecar.name)
+            nifti = sidecar.with_name(sidecar.name[:-5] + ".nii.gz")
+            meta = read_json(sidecar)
+            if ents.get("desc") not in DESCS or meta is None or not nifti.is_file():
+                continue
+            row = {"participant_id": f"sub-{ents['sub']}", "session": ents.get("ses", "n/a"),
+                   "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
+                   "source": ";".join(meta.get("Sources", []))}
+            for key in COLUMNS[6:-1]:
+                value = meta.get(key, "n/a")
+                row[key] = "x".join(str(v) for v in value) if isinstance(value, list) else value
+            rows.append(row)
+    _flag(rows)
+    return rows
+
+
+def _flag(rows):
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["contrast"], row["desc"]), []).append(row)
+    for members in groups.values():
+        vals = np.array([float(r["ConsistencyPSNR"]) for r in members
+                         if isinstance(r["ConsistencyPSNR"], (int, float))])
+        med = float(np.median(vals)) if vals.size else 0.0
+        mad = 1.4826 * float(np.median(np.abs(vals - med))) if vals.size else 0.0
+        for r in members:
+            psnr = r["ConsistencyPSNR"]
+            low = isinstance(psnr, (int, float)) and vals.size >= 3 and mad > 0 and psnr < med - FLAG_MADS * mad
+            r["flag"] = "low consistency PSNR" if low else "n/a"
+
+
+def write_tsv(rows, path):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS, delimiter="\t", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "n/a") for k in COLUMNS})
+    write_text_atomic(buf.getvalue(), path)
+    return path
+
+
+def _psnr_plot(rows):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = sorted({(r["contrast"], r["desc"]) for r in rows})
+    fig = Figure(figsize=(1.6 + 1.4 * len(groups), 3.2), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rng = np.random.default_rng(0)
+    for i, g in enumerate(groups):
+        vals = [float(r["ConsistencyPSNR"]) for r in rows if (r["contrast"], r["desc"]) == g
+                and isinstance(r["ConsistencyPSNR"], (int, float))]
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=18)
+    ax.set_xticks(range(len(groups)), [f"{c}\ndesc-{d}" for c, d in groups])
+    ax.set_ylabel("consistency PSNR (dB)")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_group_html(rows, path):
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>prettier_bids group QC</title>"
+             f"<style>{CSS}</style></head><body><h1>prettier_bids group QC</h1>",
+             f"<p>{len(rows)} output(s) of {len({r['participant_id'] for r in rows})} participant(s); "
+             f"prettier_bids {html.escape(__version__)}. Full table: <code>group_qc.tsv</code>.</p>"]
+    if rows:
+        parts.append(f"<p><img src='data:image/png;base64,{_psnr_plot(rows)}' alt='consistency PSNR per group' "
+                     "style='max-width:600px;border:none'></p>")
+        flagged = [r for r in rows if r["flag"] != "n/a"]
+        parts.append(f"<h2>Flagged ({len(flagged)})</h2>"
+                     + ("<ul>" + "".join(f"<li>{html.escape(r['file'])}: {html.escape(r['flag'])}</li>"
+                                         for r in flagged) + "</ul>" if flagged else "<p>None.</p>"))
+        shown = ["participant_id", "session", "contrast", "desc", "SlicePlane", "SliceSpacing", "SliceThickness",
+                 "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "RuntimeSeconds", "flag"]
+        parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in shown) + "</tr>")
+        for r in rows:
+            link = f"{r['participant_id']}.html"
+            cells = [f"<a href='{html.escape(link)}'>{html.escape(r['participant_id'])}</a>"]
+            cells += [html.escape(str(r.get(c, "n/a"))) for c in shown[1:]]
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    write_text_atomic("\n".join(parts), path)
+    return path
+
+
+def run_group(root, participants=None):
+    """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root; returns (tsv, html, rows)."""
+    root = Path(root)
+    rows = collect_rows(root, participants)
+    return write_tsv(rows, root / "group_qc.tsv"), write_group_html(rows, root / "group_qc.html"), rows

@@ -1,0 +1,138 @@
+"""Command-line contract of ``prettier-bids``: one-line errors and BIDS-Apps exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _bids_support import TEST_BIDS, app_environment, copy_dataset, read_tsv
+from prettier_bids import __version__
+from prettier_bids.cli import run as cli
+from prettier_bids.sr import models
+
+
+def _run(capsys, *args):
+    """Exit code (returned or raised by argparse) and the non-empty stderr lines."""
+    with app_environment():
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    err = capsys.readouterr().err
+    return code, [ln for ln in err.splitlines() if ln.strip()]
+
+
+def _one_error(lines):
+    errors = [ln for ln in lines if ln.startswith("prettier-bids: error: ")]
+    assert len(errors) == 1, lines
+    return errors[0]
+
+
+def test_missing_bids_dir(tmp_path, capsys):
+    code, lines = _run(capsys, tmp_path / "nope", tmp_path / "out", "participant")
+    assert code == 66
+    assert lines == [f"prettier-bids: error: BIDS_DIR does not exist: {tmp_path / 'nope'}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dataset_description(tmp_path, capsys):
+    (tmp_path / "bids" / "sub-01").mkdir(parents=True)
+    code, lines = _run(capsys, tmp_path / "bids", tmp_path / "out", "participant")
+    assert code == 16
+    assert lines == [f"prettier-bids: error: not a BIDS dataset: {tmp_path / 'bids' / 'dataset_description.json'}"
+                     " is missing"]
+
+
+def test_unknown_participant(tmp_path, capsys):
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--participant-label", "sub-01", "7")
+    assert code == 18
+    assert lines == ["prettier-bids: error: participant label(s) not found in the dataset: sub-7 "
+                     "(available: sub-01, sub-02, sub-03)"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["bogus"], 17, "unknown analysis level 'bogus' (choose participant or group)"),
+    (["participant", "--nprocs", "0"], 64, "--nprocs must be >= 1"),
+    (["participant", "--frobnicate"], 64, "unrecognized arguments: --frobnicate"),
+    (["participant", "--contrast", "bold"], 64, "unknown contrast 'bold'"),
+    (["participant", "--model", "a", "--weights", "b"], 64, "not allowed with argument"),
+])
+def test_usage_errors(tmp_path, capsys, args, code, text):
+    got, lines = _run(capsys, TEST_BIDS, tmp_path / "out", *args)
+    assert got == code
+    assert text in _one_error(lines)
+    assert len(lines) == 1  # one line, no usage dump
+
+
+def test_bad_filter_file(tmp_path, capsys):
+    path = tmp_path / "f.json"
+    path.write_text('{"flair": {"session": "1"},')
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--bids-filter-file", path)
+    assert code == 64 and "is not valid JSON" in _one_error(lines)
+
+
+def test_output_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "file" / "out", "participant")
+    assert code == 73 and "cannot create OUTPUT_DIR" in _one_error(lines)
+
+
+def test_no_weights_installed(tmp_path, capsys, monkeypatch):
+    """Without shipped weights and without --weights: the core's one-line WeightsError, exit 66, no outputs."""
+    monkeypatch.setattr(models, "weights_dir", lambda: tmp_path / "empty")
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "-w", tmp_path / "work")
+    assert code == 66
+    assert lines == ["prettier-bids: error: no trained weights installed for model 'prettier-edsr-v1' "
+                     "(installed: none); pass --weights FILE or use --method cubic"]
+    assert not (tmp_path / "out" / "prettier").exists() and not (tmp_path / "work").exists()
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--weights", tmp_path / "missing.pt")
+    assert code == 66 and "weights file not found" in _one_error(lines)
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"prettier-bids {__version__}"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for flag in ("--participant-label", "--session-label", "--contrast", "--bids-filter-file", "--work-dir",
+                 "--nprocs", "--omp-nthreads", "--skip-bids-validation", "--model", "--weights", "--device",
+                 "--min-slice-spacing", "--write-cubic", "--verbose", "examples:", "exit codes:"):
+        assert flag in out
+
+
+def test_group_without_participant_outputs(tmp_path, capsys):
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "group")
+    assert code == 66 and "run the participant level first" in _one_error(lines)
+
+
+def test_unreadable_header_is_a_failure(tmp_path, capsys, tiny_weights):
+    bids = copy_dataset(tmp_path / "bids")
+    (bids / "sub-03/anat/sub-03_FLAIR.nii.gz").write_bytes(b"\x00" * 100)
+    code, lines = _run(capsys, bids, tmp_path / "out", "participant", "--participant-label", "03", "--weights",
+                       tiny_weights, "-w", tmp_path / "work", "--skip-bids-validation")
+    assert code == 1
+    assert "1 of 2 input(s) failed (participant(s) sub-03)" in _one_error(lines)
+    (summary,) = (tmp_path / "out/prettier/logs").glob("summary_*.tsv")
+    rows = {r["input"]: r for r in read_tsv(summary)}
+    assert rows["sub-03/anat/sub-03_FLAIR.nii.gz"]["status"] == "failed"
+    assert "cannot read the NIfTI header" in rows["sub-03/anat/sub-03_FLAIR.nii.gz"]["reason"]
+
+
+def test_method_cubic_needs_no_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(models, "weights_dir", lambda: tmp_path / "empty")
+    out = tmp_path / "out"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--participant-label", "03", "--contrast", "flair",
+                       "t2w", "--method", "cubic", "-w", tmp_path / "work", "--skip-bids-validation")
+    assert code == 0, lines
+    anat = out / "prettier/sub-03/anat"
+    assert sorted(p.name for p in anat.iterdir()) == sorted(
+        f"sub-03_desc-{d}_{s}.{e}" for d in ("cubic", "consistency") for s in ("FLAIR", "T2w")
+        for e in ("json", "nii.gz"))
+    meta = json.loads((anat / "sub-03_desc-cubic_T2w.json").read_text())
+    assert meta["Method"] == "cubic" and meta["SliceAxis"] == 1 and meta["SlicePlane"] == "coronal"
+    assert (out / "prettier/sub-03/figures/sub-03_desc-cubic_T2w.png").is_file()
