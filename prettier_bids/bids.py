@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sr.preprocess import ISOTROPIC_MAX_MM, InputError, find_slice_axis, voxel_sizes
+from .sr.preprocess import InputError, find_slice_axis, voxel_sizes
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -305,12 +305,8 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
         return cand
     try:
         axis = find_slice_axis(zooms)
-    except InputError as exc:
-        if max(zooms) <= ISOTROPIC_MAX_MM:
-            cand.status = "skipped"
-            cand.reason = f"already high resolution ({zs} mm, every axis <= {ISOTROPIC_MAX_MM} mm)"
-        else:
-            cand.status, cand.reason = "skipped", str(exc).split(" (use --force")[0]
+    except InputError as exc:  # already high resolution, or no distinct slice axis
+        cand.status, cand.reason = "skipped", str(exc)
         return cand
     spacing = float(zooms[axis])
     cand.slice_axis, cand.spacing = axis, round(spacing, 4)

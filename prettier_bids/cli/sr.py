@@ -81,7 +81,7 @@ def main(argv=None):
 
     from ..sr.models import WeightsError
     from ..sr.io import save_nifti_atomic, write_text_atomic
-    from ..sr.preprocess import InputError
+    from ..sr.preprocess import AlreadyHighResolution, InputError
     from ..sr.reconstruct import load_model, super_resolve
 
     if args.threads:
@@ -103,6 +103,8 @@ def main(argv=None):
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
                             profile=args.slice_profile, force=args.force, device=args.device,
                             batch_size=args.batch_size, progress=Progress(args.quiet))
+    except AlreadyHighResolution as exc:
+        return _error(f"{inp}: {exc} (use --force to process it anyway)", EXIT_DATAERR)
     except InputError as exc:
         return _error(f"{inp}: {exc}", EXIT_DATAERR)
     try:

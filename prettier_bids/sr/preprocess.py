@@ -24,6 +24,10 @@ class InputError(ValueError):
     """An input image that the SR core cannot or should not process (message is one line)."""
 
 
+class AlreadyHighResolution(InputError):
+    """Every voxel axis is <= ``ISOTROPIC_MAX_MM``: there are no thick slices to super-resolve."""
+
+
 def voxel_sizes(affine):
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
@@ -38,13 +42,12 @@ def find_slice_axis(zooms, force=False):
     order = np.argsort(zooms)[::-1]
     axis = int(order[0])
     if zooms[axis] <= ISOTROPIC_MAX_MM and not force:
-        raise InputError(
-            "image is already high resolution (voxel size %s mm, every axis <= %.1f mm); nothing to do "
-            "(use --force to process it anyway)" % ("x".join(f"{z:.2f}" for z in zooms), ISOTROPIC_MAX_MM))
+        raise AlreadyHighResolution(
+            "already high resolution (%s mm, every axis <= %.1f mm); nothing to do"
+            % (describe_zooms(zooms), ISOTROPIC_MAX_MM))
     if zooms[order[1]] > 0.8 * zooms[axis] and not force:
-        raise InputError(
-            "cannot tell the slice axis: voxel size %s mm has two similar large axes"
-            % "x".join(f"{z:.2f}" for z in zooms))
+        raise InputError("cannot tell the slice axis: voxel size %s mm has two similar large axes"
+                         % describe_zooms(zooms))
     return axis
 
 
