@@ -1,0 +1,256 @@
+"""Archive batch mode (docker/slurm/): the summary merger, the local engine, and a real SLURM run.
+
+The SLURM tests are opt-in (PRETTIER_TEST_SLURM=1) and need root: they start a single-node
+cluster on localhost with docker/slurm/local_cluster.sh (munge, slurmctld, slurmd; install the
+Debian packages first with `bash docker/slurm/local_cluster.sh install`, or let docker/ci.sh do it).
+
+    PRETTIER_TEST_SLURM=1 python -m pytest -q tests/test_slurm.py
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_BIDS = REPO / "data" / "test_bids"
+SLURM = REPO / "docker" / "slurm"
+OPT_IN = "PRETTIER_TEST_SLURM"
+PARTICIPANTS = [line.split("\t")[0][4:] for line in
+                (TEST_BIDS / "participants.tsv").read_text().splitlines()[1:] if line.strip()]
+
+
+def method_args():
+    """Cubic when no weights are shipped (for runs that cannot see a host weights file)."""
+    if list((REPO / "prettier_bids" / "data" / "weights").glob("*.pt")):
+        return []
+    return ["--method", "cubic"]
+
+
+@pytest.fixture(scope="module")
+def model_args(tmp_path_factory):
+    """The shipped model, else a tiny randomly initialised network (--weights): the network runs."""
+    if list((REPO / "prettier_bids" / "data" / "weights").glob("*.pt")):
+        return []
+    import torch
+
+    from prettier_bids.sr.models import build_model, save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.manual_seed(0)
+    net, arch, cfg = build_model("edsr-compact", n_blocks=1, n_feats=8, tail_feats=8)
+    save_weights(path, net, arch, cfg, meta={"note": "random init, tests only"})
+    return ["--weights", str(path)]
+
+
+def app_env(**extra):
+    env = dict(os.environ)
+    env["PRETTIER_CMD"] = f"{sys.executable} -m prettier_bids.cli.run"  # this checkout's package
+    env.update(extra)
+    return env
+
+
+def read_tsv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def check_batch(out, participants):
+    """Every participant has rows, none failed, every listed output exists."""
+    rows = read_tsv(out / "prettier" / "logs" / "batch_summary.tsv")
+    assert {r["participant_id"] for r in rows} == {f"sub-{p}" for p in participants}
+    assert all(r["status"] in ("done", "skipped") for r in rows), rows
+    done = [r for r in rows if r["status"] == "done"]
+    assert done
+    for r in done:
+        for rel in r["outputs"].split(","):
+            assert (out / "prettier" / rel).is_file(), rel
+    return rows
+
+
+def same_niftis(a, b):
+    import nibabel as nib
+
+    files = sorted(p.relative_to(a) for p in a.rglob("*.nii.gz"))
+    assert files and files == sorted(p.relative_to(b) for p in b.rglob("*.nii.gz"))
+    for rel in files:
+        ia, ib = nib.load(a / rel), nib.load(b / rel)
+        assert np.allclose(ia.affine, ib.affine)
+        assert np.array_equal(np.asarray(ia.dataobj), np.asarray(ib.dataobj)), rel
+
+
+# ------------------------------------------------------------------------------ batch_summary.py
+
+SUMMARY_HEADER = "participant_id\tsession\tcontrast\tinput\tstatus\treason\toutputs\n"
+
+
+def _summary(root, run_id, rows):
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    (root / "logs" / f"summary_{run_id}.tsv").write_text(
+        SUMMARY_HEADER + "".join("\t".join(r) + "\n" for r in rows))
+
+
+def test_batch_summary_keeps_the_latest_row_and_explains_missing(tmp_path):
+    root = tmp_path / "out" / "prettier"
+    _summary(root, "20240101-100000_aaaa", [
+        ("sub-01", "n/a", "FLAIR", "sub-01/anat/sub-01_FLAIR.nii.gz", "failed", "sr failed: boom", "n/a"),
+        ("sub-02", "n/a", "FLAIR", "sub-02/anat/sub-02_FLAIR.nii.gz", "done", "processed in this run", "x.nii.gz")])
+    _summary(root, "20240102-100000_bbbb", [
+        ("sub-01", "n/a", "FLAIR", "sub-01/anat/sub-01_FLAIR.nii.gz", "done", "processed in this run", "y.nii.gz")])
+    (tmp_path / "all.txt").write_text("01\nsub-02\n03\n04\n05\n")
+    status = tmp_path / "status"
+    status.mkdir()
+    (status / "task_2.status").write_text("sub-03\t66\t12\t77\n")
+    (status / "task_3.status").write_text("sub-04\t18\t3\t78\n")
+    script = [sys.executable, str(SLURM / "batch_summary.py"), str(tmp_path / "out")]
+    proc = subprocess.run(script + ["--participants", str(tmp_path / "all.txt"), "--status-dir", str(status)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["participant_id"]: r for r in read_tsv(root / "logs" / "batch_summary.tsv")}
+    assert rows["sub-01"]["status"] == "done" and rows["sub-01"]["run_id"] == "20240102-100000_bbbb"
+    assert rows["sub-02"]["status"] == "done"
+    assert rows["sub-03"]["status"] == "failed" and "exit 66" in rows["sub-03"]["reason"]
+    assert "weights" in rows["sub-03"]["reason"]
+    assert rows["sub-04"]["status"] == "skipped"
+    assert rows["sub-05"]["status"] == "failed" and "never finished" in rows["sub-05"]["reason"]
+    assert "5 participant(s)" in proc.stderr
+    # --check fails while anything failed; --todo lists what a resumed batch must submit
+    assert subprocess.run(script + ["--participants", str(tmp_path / "all.txt"), "--check"],
+                          capture_output=True).returncode == 1
+    todo = subprocess.run(script + ["--participants", str(tmp_path / "all.txt"), "--todo"],
+                          capture_output=True, text=True).stdout.split()
+    assert todo == ["03", "04", "05"]
+
+
+def test_batch_summary_todo_sees_new_input_files(tmp_path):
+    root = tmp_path / "out" / "prettier"
+    _summary(root, "20240101-100000_aaaa", [
+        ("sub-01", "n/a", "FLAIR", "sub-01/anat/sub-01_FLAIR.nii.gz", "done", "processed", "y.nii.gz")])
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "ses-2" / "anat").mkdir(parents=True)
+    new = bids / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_FLAIR.nii.gz"
+    new.write_bytes(b"")
+    (tmp_path / "all.txt").write_text("01\n")
+    script = [sys.executable, str(SLURM / "batch_summary.py"), str(tmp_path / "out"), "--todo",
+              "--participants", str(tmp_path / "all.txt")]
+    summary = root / "logs" / "summary_20240101-100000_aaaa.tsv"
+    os.utime(new, (summary.stat().st_mtime + 60,) * 2)
+    assert subprocess.run(script + ["--bids", str(bids)], capture_output=True, text=True).stdout.split() == ["01"]
+    os.utime(new, (summary.stat().st_mtime - 60,) * 2)
+    assert subprocess.run(script + ["--bids", str(bids)], capture_output=True, text=True).stdout.split() == []
+
+
+# ------------------------------------------------------------------------------ local engine (no scheduler)
+
+@pytest.mark.slow
+def test_local_batch_processes_everyone_and_resumes(model_args, tmp_path):
+    out = tmp_path / "out"
+    cmd = ["bash", str(SLURM / "prettier_batch.sh"), str(TEST_BIDS), str(out), "--engine", "local",
+           "--max-parallel", "1", "--cpus", "2", "--work-root", str(tmp_path / "work"), "--", *model_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=app_env(), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"{len(PARTICIPANTS)} of {len(PARTICIPANTS)} participant(s) to process" in proc.stderr
+    check_batch(out, PARTICIPANTS)
+    assert not list((tmp_path / "work").rglob("*.pklz")), "work dirs of successful tasks are removed"
+    # resumed: nothing left to do
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=app_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"0 of {len(PARTICIPANTS)} participant(s) to process" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ real SLURM on localhost
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if os.environ.get(OPT_IN) != "1":
+        pytest.skip(f"opt-in: set {OPT_IN}=1 (starts a single-node SLURM cluster on localhost; needs root)")
+    if os.geteuid() != 0:
+        pytest.skip("starting munged/slurmctld/slurmd needs root")
+    if not all(shutil.which(x) for x in ("slurmctld", "slurmd", "sbatch", "munged")):
+        pytest.skip("SLURM not installed (bash docker/slurm/local_cluster.sh install)")
+    script = SLURM / "local_cluster.sh"
+    was_running = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        pytest.skip(f"could not start SLURM: {proc.stderr.strip()[-500:]}")
+    yield
+    if not was_running:
+        subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, model_args):
+    """One local run over the whole test dataset, for comparison."""
+    out = tmp_path_factory.mktemp("ref")
+    proc = subprocess.run([sys.executable, "-m", "prettier_bids.cli.run", str(TEST_BIDS), str(out), "participant",
+                           "-w", str(tmp_path_factory.mktemp("refwork")), *model_args],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out / "prettier"
+
+
+@pytest.mark.slow
+def test_slurm_array_processes_every_participant(slurm_cluster, reference, model_args, tmp_path):
+    out = tmp_path / "out"
+    t0 = time.time()
+    cmd = ["bash", str(SLURM / "prettier_batch.sh"), str(TEST_BIDS), str(out), "--engine", "slurm",
+           "--cpus", "1", "--mem", "2G", "--time", "00:30:00", "--max-parallel", "2", "--wait",
+           "--work-root", str(tmp_path / "work"), "--", *model_args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=app_env(), timeout=3600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    sys.stderr.write(f"SLURM array over {len(PARTICIPANTS)} participants: {time.time() - t0:.0f} s\n")
+    check_batch(out, PARTICIPANTS)
+    batch = next((out / "prettier" / "logs").glob("batch_*"))
+    logs = sorted(batch.glob("slurm_*_*.log"))
+    assert len(logs) == len(PARTICIPANTS)  # one array task per participant
+    for log in logs:
+        assert "finished with exit code 0" in log.read_text(), log.read_text()[-2000:]
+    statuses = [p.read_text().split("\t") for p in (batch / "status").glob("task_*.status")]
+    assert sorted(s[0] for s in statuses) == [f"sub-{p}" for p in PARTICIPANTS]
+    assert all(s[1] == "0" for s in statuses)
+    same_niftis(reference, out / "prettier")
+    # resumed batch: nothing to submit
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=app_env(), timeout=600)
+    assert proc.returncode == 0 and f"0 of {len(PARTICIPANTS)} participant(s)" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_nipype_slurm_plugin_runs_images_as_jobs(slurm_cluster, reference, model_args, tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    label = PARTICIPANTS[0]
+    proc = subprocess.run([sys.executable, str(SLURM / "prettier_bids_slurm.py"), str(TEST_BIDS), str(out),
+                           "participant", "--participant-label", label, "-w", str(work), *model_args,
+                           "--sbatch-args", "--cpus-per-task=1 --mem=2G", "--poll-seconds", "1"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "with SLURM" in proc.stderr
+    scripts = list(work.rglob("batch/batchscript_*.sh"))
+    assert scripts, "Nipype submitted no SLURM job"
+    ref = reference / f"sub-{label}"
+    same_niftis(ref, out / "prettier" / f"sub-{label}")
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_slurm_array_with_the_docker_image(slurm_cluster, tmp_path):
+    if os.environ.get("PRETTIER_TEST_DOCKER") != "1":
+        pytest.skip("also needs PRETTIER_TEST_DOCKER=1 and a built image")
+    image = os.environ.get("PRETTIER_TEST_IMAGE", "prettier:latest")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.skip(f"no image {image} (bash docker/build.sh)")
+    out = tmp_path / "out"
+    (tmp_path / "list.txt").write_text(PARTICIPANTS[-1] + "\n")
+    proc = subprocess.run(["bash", str(SLURM / "prettier_batch.sh"), str(TEST_BIDS), str(out), "--engine", "slurm",
+                           "--runner", "docker", "--image", image, "--participants", str(tmp_path / "list.txt"),
+                           "--cpus", "2", "--mem", "2G", "--wait", "--work-root", str(tmp_path / "work"),
+                           "--", *method_args()], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    check_batch(out, PARTICIPANTS[-1:])
