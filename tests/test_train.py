@@ -125,3 +125,15 @@ def test_optuna_study_runs_and_records_trials(tmp_path):
     report = json.loads((tmp_path / "opt" / "optuna.json").read_text())
     assert set(report["best_params"]) >= {"lr", "n_feats", "n_blocks"}
     assert report["best_value"] > 0
+
+
+def test_degradation_stages_switch_at_their_step():
+    from prettier_bids.sr.train import degradation_space
+
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "prettier_bids" / "data" / "configs" / "edsr-compact.json")
+    early, late = degradation_space(cfg, 0), degradation_space(cfg, 6000)
+    assert early.spacing_probs[6] == 0.45 and late.spacing_probs[6] == 0.7
+    assert set(late.spacing_probs) == set(range(2, 9))
+    assert degradation_space(cfg, 5999).spacing_probs == early.spacing_probs

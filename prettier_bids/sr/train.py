@@ -78,6 +78,21 @@ def load_split_volumes(data_root, split, names):
     return vols
 
 
+def degradation_space(cfg, step):
+    """The simulated-acquisition distribution in force at ``step``.
+
+    ``cfg["degradation"]`` holds the base settings; ``cfg["degradation_stages"]`` (optional) is a list
+    of ``{"from_step": N, ...}`` overrides, the last one whose ``from_step <= step`` applies.
+    """
+    settings = dict(cfg.get("degradation", {}))
+    for stage in sorted(cfg.get("degradation_stages") or [], key=lambda st: st["from_step"]):
+        if stage["from_step"] <= step:
+            settings.update({k: v for k, v in stage.items() if k != "from_step"})
+    if "spacing_probs" in settings:
+        settings["spacing_probs"] = {int(s): float(p) for s, p in settings["spacing_probs"].items()}
+    return DegradationSpace(**settings)
+
+
 def make_scheduler(optimizer, cfg):
     sc = cfg["scheduler"]
     if sc["name"] == "cosine_restarts":
@@ -148,9 +163,7 @@ def train(cfg, train_volumes, val_volumes, run_dir, device=None, max_minutes=Non
         disc = UNetDiscriminatorSN(n_feats=int(g.get("disc_feats", 64))).to(device).train()
         d_opt = torch.optim.Adam(disc.parameters(), lr=float(g.get("disc_lr", 5e-6)), betas=(0.9, 0.99))
 
-    space = DegradationSpace(**{k: ({int(s): p for s, p in v.items()} if k == "spacing_probs" else v)
-                                for k, v in cfg["degradation"].items()})
-    sampler = PatchSampler(train_volumes, space=space, seed=cfg["seed"], **cfg["patch"])
+    sampler = PatchSampler(train_volumes, space=degradation_space(cfg, 0), seed=cfg["seed"], **cfg["patch"])
     vcfg = cfg["val"]
     val_batches = fixed_batches(val_volumes, vcfg["batches"], vcfg["batch_size"], vcfg["seed"],
                                 spacing=int(vcfg.get("spacing", 6)), thickness=float(vcfg.get("thickness", 5.0)),
@@ -188,6 +201,7 @@ def train(cfg, train_volumes, val_volumes, run_dir, device=None, max_minutes=Non
     log_every = int(cfg.get("log_every", 50))
     with open(run_dir / "log.tsv", "a") as log:
         while step < total:
+            sampler.space = degradation_space(cfg, step)
             batch = sampler.batch(int(cfg["batch_size"]))
             lr_t, hr_t = _to(batch, device)
             with autocast:
