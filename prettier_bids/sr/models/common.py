@@ -63,3 +63,19 @@ class ThroughPlaneUpsampler(nn.Module):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
+
+
+class LRGridGenerator(nn.Module):
+    """Shared skeleton: ``head`` and ``body`` on the LR grid (global skip), the through-plane
+    ``upsample``, and the result added to cubic interpolation of the input (residual learning)."""
+
+    def __init__(self, head, body, upsample, factors=FACTORS):
+        super().__init__()
+        self.head, self.body, self.upsample = head, body, upsample
+        self.cubic = CubicBase()
+        self.factors = tuple(factors)
+
+    def forward(self, x, factor):
+        f = self.head(x)
+        f = f + self.body(f)
+        return self.cubic(x, factor) + self.upsample(f, factor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import FACTORS, CubicBase, ThroughPlaneUpsampler, conv3x3
+from .common import FACTORS, LRGridGenerator, ThroughPlaneUpsampler, conv3x3
 
 
 class ResBlock(nn.Module):
@@ -17,19 +17,12 @@ class ResBlock(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
-class EDSR(nn.Module):
+class EDSR(LRGridGenerator):
     """EDSR generator: head, ``n_blocks`` residual blocks without batch norm, global skip,
     through-plane sub-pixel upsampler, and a residual over cubic-spline interpolation."""
 
     def __init__(self, n_blocks=6, n_feats=48, res_scale=1.0, tail_feats=24, channels=3, factors=FACTORS):
-        super().__init__()
-        self.head = conv3x3(channels, n_feats)
-        self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_blocks)], conv3x3(n_feats, n_feats))
-        self.upsample = ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors)
-        self.cubic = CubicBase()
-        self.factors = tuple(factors)
-
-    def forward(self, x, factor):
-        f = self.head(x)
-        f = f + self.body(f)
-        return self.cubic(x, factor) + self.upsample(f, factor)
+        super().__init__(
+            conv3x3(channels, n_feats),
+            nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_blocks)], conv3x3(n_feats, n_feats)),
+            ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors), factors)

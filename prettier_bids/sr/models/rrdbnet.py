@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import FACTORS, CubicBase, ThroughPlaneUpsampler, conv3x3
+from .common import FACTORS, LRGridGenerator, ThroughPlaneUpsampler, conv3x3
 
 
 class ResidualDenseBlock(nn.Module):
@@ -31,19 +31,12 @@ class RRDB(nn.Module):
         return x + 0.2 * self.rdbs(x)
 
 
-class RRDBNet(nn.Module):
+class RRDBNet(LRGridGenerator):
     """Residual-in-residual dense blocks on the LR grid, then the shared through-plane upsampler."""
 
     def __init__(self, n_blocks=23, n_feats=64, growth=32, tail_feats=32, channels=3, factors=FACTORS):
-        super().__init__()
-        self.head = conv3x3(channels, n_feats)
-        self.body = nn.Sequential(*[RRDB(n_feats, growth) for _ in range(n_blocks)], conv3x3(n_feats, n_feats))
-        self.upsample = ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors,
-                                              act=nn.LeakyReLU(0.2, inplace=True))
-        self.cubic = CubicBase()
-        self.factors = tuple(factors)
-
-    def forward(self, x, factor):
-        f = self.head(x)
-        f = f + self.body(f)
-        return self.cubic(x, factor) + self.upsample(f, factor)
+        super().__init__(
+            conv3x3(channels, n_feats),
+            nn.Sequential(*[RRDB(n_feats, growth) for _ in range(n_blocks)], conv3x3(n_feats, n_feats)),
+            ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors, act=nn.LeakyReLU(0.2, inplace=True)),
+            factors)
