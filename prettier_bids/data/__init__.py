@@ -1,0 +1,1 @@
+"""Package data: io spec, configs, split, model weights and cards."""
