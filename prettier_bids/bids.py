@@ -95,10 +95,12 @@ def strip_prefix(labels, prefix):
     return out
 
 
-def get_layout(bids_dir, exclude=(), database_dir=None):
+def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     """A pybids layout of the raw dataset that never writes into it (no validation by pybids).
 
     ``exclude``: folders not to index when they lie inside ``bids_dir`` (the output and work dirs).
+    ``participants``: when given, other ``sub-*`` folders are not indexed at all (one array task of
+    a large archive then indexes its own participant only).
     """
     from bids.layout import BIDSLayout, BIDSLayoutIndexer
 
@@ -112,6 +114,9 @@ def get_layout(bids_dir, exclude=(), database_dir=None):
             continue
         if rel.parts:
             ignore.append(rel.as_posix())
+    if participants:
+        wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
+        ignore += [p.name for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:

@@ -243,3 +243,11 @@ def test_dataset_files_and_summary(tmp_path, monkeypatch):
     assert rows == [{"participant_id": "sub-01", "session": "n/a", "contrast": "FLAIR",
                      "input": "sub-01/anat/sub-01_FLAIR.nii.gz", "status": "failed",
                      "reason": "validate failed: bad file", "outputs": "n/a"}]
+
+
+def test_layout_indexes_only_selected_participants():
+    from prettier_bids.bids import get_layout
+
+    layout = get_layout(TEST_BIDS, participants=["sub-02"])
+    assert layout.get_subjects() == ["02"]
+    assert {f.entities["subject"] for f in layout.get(extension=".nii.gz")} == {"02"}

@@ -326,7 +326,8 @@ def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
         if problem:
             raise _Exit(problem, EXIT_BIDS_INVALID)
     try:
-        layout = get_layout(bids_dir, exclude=[root.parent, Path(args.work_dir)])
+        layout = get_layout(bids_dir, exclude=[root.parent, Path(args.work_dir)],
+                            participants=args.participant_label)
         subjects = resolve_participants(layout, args.participant_label)
         cands = select(layout, subjects, args.session_label, args.contrast, args.bids_filters,
                        args.min_slice_spacing)

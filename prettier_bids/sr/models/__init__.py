@@ -95,6 +95,15 @@ def save_weights(path, model, arch, config, meta=None):
     return path
 
 
+def export_weights(src, dest, name, version, **meta):
+    """Copy a training run's ``best.pt`` into a shipped weights file with a name and version."""
+    model, payload = load_weights(src)
+    train_meta = payload.get("meta", {})
+    keep = {k: train_meta[k] for k in ("step", "val_loss", "val_psnr_gain_db") if k in train_meta}
+    return save_weights(dest, model, payload["arch"], payload["config"],
+                        meta={"name": name, "version": version, **keep, **meta})
+
+
 def load_weights(path):
     """Load a weights file into a generator in eval mode; returns (model, payload)."""
     try:
@@ -110,5 +119,5 @@ def load_weights(path):
 
 
 __all__ = ["ARCHS", "DEFAULT_MODEL", "EDSR", "FACTORS", "PRESETS", "RRDBNet", "UNetDiscriminatorSN", "WeightsError",
-           "available_models", "build_model", "count_parameters", "load_weights", "resolve_weights", "save_weights",
+           "available_models", "build_model", "count_parameters", "export_weights", "load_weights", "resolve_weights", "save_weights",
            "sha256"]
