@@ -47,7 +47,7 @@ def _window(vols):
     return 0.0, float(np.percentile(vals, 99.5)) or 1.0
 
 
-def ortho_figure(source, outputs, consistency, out_file, title="", dpi=72):
+def ortho_figure(source, outputs, consistency, out_file, title="", dpi=100):
     """Write a PNG with one row per image (``outputs``: list of (label, path)) plus the consistency map.
 
     ``source`` is the thick-slice input; the last output defines the display grid.
@@ -69,10 +69,11 @@ def ortho_figure(source, outputs, consistency, out_file, title="", dpi=72):
     lo, hi = _window(vols[1:len(rows)])
 
     n_rows = len(rows) + (1 if cmap is not None else 0)
-    fig = Figure(figsize=(9, 2.6 * n_rows), dpi=dpi)
+    fig = Figure(figsize=(12, 3.6 * n_rows), dpi=dpi)
     FigureCanvasAgg(fig)
     fig.patch.set_facecolor("black")
     axes = fig.subplots(n_rows, 3, squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.01, top=0.95, wspace=0.02, hspace=0.06)
     for r in range(n_rows):
         is_map = cmap is not None and r == n_rows - 1
         label = "Consistency |re-degraded - input|" if is_map else rows[r][0]
