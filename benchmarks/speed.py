@@ -49,14 +49,15 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
             model = load_model()
             out["weights"] = "shipped"
         except Exception:
-            model = LoadedModel(build_model("edsr-compact")[0].eval(), "edsr-compact (random init)", "", "")
+            net = build_model("edsr-compact")[0].eval().to(memory_format=torch.channels_last)
+            model = LoadedModel(net, "edsr-compact (random init)", "", "")
             out["weights"] = "random init (no shipped weights)"
         t0 = time.time()
         res = super_resolve(img, model=model, batch_size=batch_size)
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
     elif method == "paper":
-        model = build_model("edsr-paper")[0].eval()
+        model = build_model("edsr-paper")[0].eval().to(memory_format=torch.channels_last)  # as load_model does
         axis = int(np.argmax(zooms))
         factor = int(round(zooms[axis]))
         n_windows = sum(shape[a] - 2 for a in range(3) if a != axis)
