@@ -42,6 +42,7 @@ def main(argv=None):
 
     from ..sr import evaluate as ev
     from ..sr.models import WeightsError
+    from ..sr.patches import load_training_volume
     from ..sr.reconstruct import load_model
 
     if args.threads:
@@ -69,7 +70,7 @@ def main(argv=None):
             if not path.is_file():
                 print(f"prettier-eval: error: test volume not found: {path}", file=sys.stderr)
                 return 66
-            vol = ev.load_test_volume(path, entry["file"])
+            vol = load_training_volume(path, name=entry["file"])
             vols.setdefault(contrast, []).append(vol)
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
             keep = (2, 6.0) if out_dir else None

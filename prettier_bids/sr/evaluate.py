@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .degrade import centre_row, centred_first_slice, simulate_thick_slices
 from .metrics import patch_metrics, psnr, ssim
-from .patches import TrainVolume, fixed_batches, load_training_volume
+from .patches import TrainVolume, fixed_batches
 from .reconstruct import super_resolve
 
 LOGGER = logging.getLogger("prettier_bids.eval")
@@ -94,11 +94,6 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
                 lr_up = np.roll(lr_up, -c, axis=axis)
                 example = {"lr": lr_up, "cubic": outs["cubic"], "model": outs["model"], "hr": ref_c, "axis": axis}
     return scores, example
-
-
-def load_test_volume(path, name):
-    vol = load_training_volume(path, name=name)
-    return vol
 
 
 def summarise(scores):

@@ -57,18 +57,19 @@ def _torchvision_standin():
 def import_piq():
     """piq, or None when it cannot be imported here."""
     try:
-        import piq  # noqa: F401
+        import piq
+
+        return piq
     except Exception:
         for key in [k for k in sys.modules if k.startswith("torchvision") or k.startswith("piq")]:
             del sys.modules[key]
         _torchvision_standin()
-        try:
-            import piq  # noqa: F811
-        except Exception:
-            return None
-    import piq
+    try:
+        import piq
 
-    return piq
+        return piq
+    except Exception:
+        return None
 
 
 def patch_metrics(pred, ref):
