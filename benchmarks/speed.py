@@ -33,7 +33,7 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
     import torch
 
     from prettier_bids.sr.models import build_model, resolve_weights
-    from prettier_bids.sr.reconstruct import LoadedModel, load_model, super_resolve, sweep
+    from prettier_bids.sr.reconstruct import LoadedModel, load_model, prepare_for_inference, super_resolve, sweep
 
     torch.set_num_threads(threads)
     img = synthetic_clinical(shape, zooms)
@@ -49,7 +49,7 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
             model = load_model()
             out["weights"] = "shipped"
         except Exception:
-            net = build_model("edsr-compact")[0].eval().to(memory_format=torch.channels_last)
+            net = prepare_for_inference(build_model("edsr-compact")[0])
             model = LoadedModel(net, "edsr-compact (random init)", "", "")
             out["weights"] = "random init (no shipped weights)"
         t0 = time.time()
@@ -57,7 +57,7 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
     elif method == "paper":
-        model = build_model("edsr-paper")[0].eval().to(memory_format=torch.channels_last)  # as load_model does
+        model = prepare_for_inference(build_model("edsr-paper")[0])
         axis = int(np.argmax(zooms))
         factor = int(round(zooms[axis]))
         n_windows = sum(shape[a] - 2 for a in range(3) if a != axis)

@@ -111,13 +111,17 @@ class LoadedModel:
     meta: dict = field(default_factory=dict)
 
 
+def prepare_for_inference(model, device="cpu"):
+    """Eval mode on ``device`` with channels_last: ~25 % faster convolutions on CPU, identical results
+    (bf16 was measured no faster here and 1 % off, so inference stays fp32 unless asked)."""
+    return model.eval().to(device=device, memory_format=torch.channels_last)
+
+
 def load_model(name=None, weights=None, device="cpu"):
     """Load a shipped model by name, or a weights file; raises WeightsError with a one-line message."""
     path = resolve_weights(name, weights)
     model, payload = load_weights(path)
-    # channels_last: ~25 % faster convolutions on CPU, identical results (bf16 measured no faster
-    # here and 1 % off, so inference stays fp32 unless asked).
-    model.to(device=device, memory_format=torch.channels_last)
+    prepare_for_inference(model, device)
     label = name or (path.stem if weights else DEFAULT_MODEL)
     return LoadedModel(model, label, str(path), sha256(path), payload.get("meta", {}))
 
