@@ -43,12 +43,15 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
         res = super_resolve(img, method="cubic")
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
-    elif method == "default":
+    elif method == "default" or method.startswith("model:"):
+        name = method.split(":", 1)[1] if ":" in method else None
         try:
-            resolve_weights()
-            model = load_model()
-            out["weights"] = "shipped"
+            resolve_weights(name)
+            model = load_model(name)
+            out["weights"] = f"shipped {model.name}"
         except Exception:
+            if name:
+                raise
             net = prepare_for_inference(build_model("edsr-compact")[0])
             model = LoadedModel(net, "edsr-compact (random init)", "", "")
             out["weights"] = "random init (no shipped weights)"
@@ -79,7 +82,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--paper-windows", type=int, default=6)
-    p.add_argument("--methods", default="cubic,default,paper")
+    p.add_argument("--methods", default="cubic,default,model:prettier-edsr-v1,paper",
+                   help="comma-separated: cubic, default, model:NAME (a shipped model), paper")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:

@@ -84,7 +84,7 @@ def test_no_weights_installed(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(models, "weights_dir", lambda: tmp_path / "empty")
     code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "-w", tmp_path / "work")
     assert code == 66
-    assert lines == ["prettier-bids: error: no trained weights installed for model 'prettier-edsr-v1' "
+    assert lines == [f"prettier-bids: error: no trained weights installed for model '{models.DEFAULT_MODEL}' "
                      "(installed: none); pass --weights FILE or use --method cubic"]
     assert not (tmp_path / "out" / "prettier").exists() and not (tmp_path / "work").exists()
     code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--weights", tmp_path / "missing.pt")

@@ -137,3 +137,24 @@ def test_degradation_stages_switch_at_their_step():
     assert early.spacing_probs[6] == 0.45 and late.spacing_probs[6] == 0.7
     assert set(late.spacing_probs) == set(range(2, 9))
     assert degradation_space(cfg, 5999).spacing_probs == early.spacing_probs
+
+
+def test_worker_batches_follow_their_steps_and_training_resumes(tmp_path):
+    """The GPU path (batches made in DataLoader workers): worker w makes the batches of steps
+    start + w, start + w + n, ... with the degradation stage of those steps; training runs and resumes."""
+    from prettier_bids.sr.train import _BatchStream
+
+    vols = _volumes()
+    cfg = _cfg(degradation={"spacing_probs": {"4": 1.0}},
+               degradation_stages=[{"from_step": 3, "spacing_probs": {"2": 1.0}}])
+    it = iter(_BatchStream(cfg, vols[:1], start_step=0))  # in the main process: steps 0, 1, 2, ...
+    factors = [next(it)[2] for _ in range(5)]
+    assert factors == [4, 4, 4, 2, 2]
+    lr, hr, f = next(iter(_BatchStream(cfg, vols[:1], start_step=10)))
+    assert f == 2 and tuple(lr.shape) == (4, 3, 8, 32) and tuple(hr.shape) == (4, 3, 16, 32)
+
+    cfg = _cfg(workers=2)
+    res = train(cfg, vols[:1], vols[1:], tmp_path / "w", device="cpu")
+    assert res.step == 60 and res.history[-1]["val_psnr"] > res.history[-1]["val_psnr_cubic"] - 1.0
+    res2 = train(cfg, vols[:1], vols[1:], tmp_path / "w", device="cpu", steps=70)
+    assert res2.step == 70 and len(res2.history) == 3

@@ -31,6 +31,10 @@ def build_parser():
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes making training batches (overrides the config; 0 = in the main process)")
+    p.add_argument("--init-weights", default=None, metavar="FILE",
+                   help="start from these weights (a best.pt or shipped .pt; overrides the config)")
     p.add_argument("--optuna", type=int, default=0, metavar="N", help="run an Optuna TPE study of N trials")
     p.add_argument("--trial-steps", type=int, default=300, help="steps per Optuna trial")
     p.add_argument("--version", action="version", version=f"prettier-train {__version__}")
@@ -48,6 +52,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     try:
         cfg = load_config(args.config)
+        if args.init_weights:
+            cfg["init_weights"] = args.init_weights
+        if args.workers is not None:
+            cfg["workers"] = args.workers
         with open(args.split or _default_split()) as f:
             split = json.load(f)
         train_vols = load_split_volumes(args.data_root, "train", split["train"])

@@ -25,13 +25,14 @@ ARCHS = {"edsr": EDSR, "rrdbnet": RRDBNet}
 #: Presets: name -> (arch, config). ``edsr-compact`` is the CPU-friendly default.
 PRESETS = {
     "edsr-compact": ("edsr", dict(n_blocks=6, n_feats=48, res_scale=1.0, tail_feats=24)),
+    "edsr-medium": ("edsr", dict(n_blocks=12, n_feats=64, res_scale=1.0, tail_feats=32)),
     "edsr-paper": ("edsr", dict(n_blocks=32, n_feats=256, res_scale=0.1, tail_feats=64)),
     "rrdbnet-small": ("rrdbnet", dict(n_blocks=3, n_feats=32, growth=16, tail_feats=24)),
     "rrdbnet-realesrgan": ("rrdbnet", dict(n_blocks=23, n_feats=64, growth=32, tail_feats=32)),
 }
 
 #: The model ``prettier-sr`` and the BIDS-App use unless told otherwise.
-DEFAULT_MODEL = "prettier-edsr-v1"
+DEFAULT_MODEL = "prettier-edsr-v2"
 WEIGHTS_FORMAT = "prettier-weights/1"
 
 
