@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train prettier-edsr-v2 on a lent GPU machine (see training/README.md).
-# usage: bash training/gpu_session.sh {1|2} DATA_ROOT [RUNS_DIR] [MINUTES]
+# usage: bash training/gpu_session.sh {1|2|all} DATA_ROOT [RUNS_DIR] [MINUTES]
 #   phase 1: edsr-medium.json from scratch to step 30,000 (H100: ~62 steps/s, about 8 min)
 #   phase 2: edsr-medium-ft.json, fine-tune of phase 1's best.pt (22,000 steps, about 6.5 min)
+#   all:     phase 1 then phase 2 (one command where no per-call time limit applies)
 # Each phase is resumable: rerun the same command. RUNS_DIR defaults to /tmp/prettier-runs: keep it outside
 # the repository copy, which a device machine replaces on every call (a run there starts again from scratch).
 set -euo pipefail
@@ -14,11 +15,14 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 mkdir -p "$RUNS"
+if [[ $PHASE == all ]]; then
+    "$0" 1 "$DATA" "$RUNS" "${4:-600}" && exec "$0" 2 "$DATA" "$RUNS" "${4:-600}"
+fi
 case $PHASE in
 1) python3 -m prettier_bids.cli.train --config prettier_bids/data/configs/edsr-medium.json --data-root "$DATA" \
        --out "$RUNS/medium" --steps 30000 --max-minutes "$MIN" 2>&1 | tee -a "$RUNS/medium.log" ;;
 2) python3 -m prettier_bids.cli.train --config prettier_bids/data/configs/edsr-medium-ft.json --data-root "$DATA" \
        --init-weights "$RUNS/medium/best.pt" --out "$RUNS/medium-ft" --max-minutes "$MIN" 2>&1 \
        | tee -a "$RUNS/medium-ft.log" ;;
-*) echo "usage: $0 {1|2} DATA_ROOT [RUNS_DIR] [MINUTES]" >&2; exit 64 ;;
+*) echo "usage: $0 {1|2|all} DATA_ROOT [RUNS_DIR] [MINUTES]" >&2; exit 64 ;;
 esac
