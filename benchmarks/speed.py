@@ -32,7 +32,7 @@ def synthetic_clinical(shape, zooms, seed=0):
 def run_one(method, shape, zooms, threads, batch_size, paper_windows):
     import torch
 
-    from prettier_bids.sr.models import build_model, resolve_weights
+    from prettier_bids.sr.models import build_model
     from prettier_bids.sr.reconstruct import LoadedModel, load_model, prepare_for_inference, super_resolve, sweep
 
     torch.set_num_threads(threads)
@@ -46,7 +46,6 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
     elif method == "default" or method.startswith("model:"):
         name = method.split(":", 1)[1] if ":" in method else None
         try:
-            resolve_weights(name)
             model = load_model(name)
             out["weights"] = f"shipped {model.name}"
         except Exception:

@@ -8,6 +8,9 @@
 # the repository copy, which a device machine replaces on every call (a run there starts again from scratch).
 set -euo pipefail
 PHASE=$1; DATA=$2; RUNS=${3:-/tmp/prettier-runs}; MIN=${4:-9}
+if [[ $PHASE == all ]]; then
+    "$0" 1 "$DATA" "$RUNS" "${4:-600}" && exec "$0" 2 "$DATA" "$RUNS" "${4:-600}"
+fi
 if ls .gpuwhl/*.whl >/dev/null 2>&1; then  # packages the GPU image lacks (nibabel), carried as wheels
     python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .gpuwhl/*.whl
     export PYTHONPATH=/tmp/site
@@ -15,9 +18,6 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 mkdir -p "$RUNS"
-if [[ $PHASE == all ]]; then
-    "$0" 1 "$DATA" "$RUNS" "${4:-600}" && exec "$0" 2 "$DATA" "$RUNS" "${4:-600}"
-fi
 case $PHASE in
 1) python3 -m prettier_bids.cli.train --config prettier_bids/data/configs/edsr-medium.json --data-root "$DATA" \
        --out "$RUNS/medium" --steps 30000 --max-minutes "$MIN" 2>&1 | tee -a "$RUNS/medium.log" ;;

@@ -131,12 +131,22 @@ def validate(model, batches, loss_fn, device):
     return float(np.mean(losses)), float(np.mean(psnr)), float(np.mean(psnr_cubic))
 
 
+def _batches(sampler, cfg, step, stride=1):
+    """Training batches for steps ``step``, ``step + stride``, ...: each made under the degradation stage
+    of its step, as (lr, hr, factor) with CPU tensors."""
+    while True:
+        sampler.space = degradation_space(cfg, step)
+        b = sampler.batch(int(cfg["batch_size"]))
+        yield torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor
+        step += stride
+
+
 class _BatchStream(torch.utils.data.IterableDataset):
     """Training batches made in DataLoader worker processes (``cfg["workers"] > 0``, for GPUs).
 
     Worker ``w`` of ``n`` makes the batches of steps ``start + w``, ``start + w + n``, ... with its own
-    sampler seeded from (seed, start, w), following the degradation stages of those steps. Resuming is
-    then not bit-identical to an uninterrupted run (it is with ``workers = 0``).
+    sampler seeded from (seed, start, w). Resuming is then not bit-identical to an uninterrupted run
+    (it is with ``workers = 0``, where the checkpointed sampler makes the batches).
     """
 
     def __init__(self, cfg, volumes, start_step):
@@ -147,12 +157,7 @@ class _BatchStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
         sampler = PatchSampler(self.volumes, seed=[int(self.cfg["seed"]), self.start, wid], **self.cfg["patch"])
-        step = self.start + wid
-        while True:
-            sampler.space = degradation_space(self.cfg, step)
-            b = sampler.batch(int(self.cfg["batch_size"]))
-            yield torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor
-            step += n
+        return _batches(sampler, self.cfg, self.start + wid, n)
 
 
 @dataclass
@@ -221,24 +226,19 @@ def train(cfg, train_volumes, val_volumes, run_dir, device=None, max_minutes=Non
 
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.get("precision") == "bf16" else _NullContext())
-    stream = None
     if int(cfg.get("workers") or 0) > 0:
         stream = iter(torch.utils.data.DataLoader(
             _BatchStream(cfg, train_volumes, step), batch_size=None, num_workers=int(cfg["workers"]),
             pin_memory=device.type == "cuda", prefetch_factor=4, persistent_workers=True))
+    else:
+        stream = _batches(sampler, cfg, step)
     t_start, t_last, step_at_last = time.time(), time.time(), step
     deadline = t_start + 60 * max_minutes if max_minutes else None
     log_every = int(cfg.get("log_every", 50))
     with open(run_dir / "log.tsv", "a") as log:
         while step < total:
-            if stream is None:
-                sampler.space = degradation_space(cfg, step)
-                batch = sampler.batch(int(cfg["batch_size"]))
-                lr_t, hr_t = _to(batch, device)
-                factor = batch.factor
-            else:
-                lr_t, hr_t, factor = next(stream)
-                lr_t, hr_t = lr_t.to(device, non_blocking=True), hr_t.to(device, non_blocking=True)
+            lr_t, hr_t, factor = next(stream)
+            lr_t, hr_t = lr_t.to(device, non_blocking=True), hr_t.to(device, non_blocking=True)
             with autocast:
                 pred = model(lr_t, factor)
                 loss = loss_fn(pred.float(), hr_t)
