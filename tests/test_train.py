@@ -212,3 +212,34 @@ def test_worker_batches_follow_their_steps_and_training_resumes(tmp_path):
     assert res.step == 60 and res.history[-1]["val_psnr"] > res.history[-1]["val_psnr_cubic"] - 1.0
     res2 = train(cfg, vols[:1], vols[1:], tmp_path / "w", device="cpu", steps=70)
     assert res2.step == 70 and len(res2.history) == 3
+
+
+@pytest.mark.slow  # two interpreter starts with torch: ~11 s here
+def test_prettier_train_cli_trains_resumes_and_starts_from_weights(tmp_path, tiny_weights):
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    for i, v in enumerate(_volumes(shape=(48, 48, 48))):
+        nib.save(nib.Nifti1Image(v.data, np.eye(4)), tmp_path / f"v{i}.nii.gz")
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["v0.nii.gz"], "validation": ["v1.nii.gz"]}))
+    cfg = {k: v for k, v in BASE.items() if k != "model"}
+    cfg.update(model={"preset": "edsr-compact", "n_blocks": 1, "n_feats": 8, "tail_feats": 8},
+               val={"every": 2, "batches": 1, "batch_size": 2, "spacing": 4, "thickness": 4.0})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+
+    def run(*extra):
+        cmd = [sys.executable, "-m", "prettier_bids.cli.train", "--config", str(tmp_path / "cfg.json"),
+               "--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "run"),
+               "--threads", "1", *extra]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    out = run("--steps", "2", "--init-weights", str(tiny_weights))
+    assert out["step"] == 2 and (tmp_path / "run" / "best.pt").is_file()
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["config"]["init_weights"] == str(tiny_weights)
+    assert run("--steps", "4")["step"] == 4  # resumed from step 2
+    assert [int(r.split("\t")[0]) for r in (tmp_path / "run" / "log.tsv").read_text().strip().splitlines()] == [2, 4]
