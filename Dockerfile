@@ -65,11 +65,8 @@ LABEL org.opencontainers.image.title="prettier_bids" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.url="https://github.com/prettier-bids/prettier_bids" \
-      org.opencontainers.image.source="https://github.com/prettier-bids/prettier_bids" \
-      org.opencontainers.image.documentation="https://github.com/prettier-bids/prettier_bids#readme" \
       org.opencontainers.image.vendor="prettier_bids" \
-      io.github.prettier-bids.torch-variant="${TORCH_VARIANT}"
+      prettier-bids.torch-variant="${TORCH_VARIANT}"
 
 # Non-root user. HOME is world-writable so that `docker run -u $(id -u):$(id -g)` (any uid)
 # still has a usable home; matplotlib/nipype caches go to /tmp, which Apptainer binds.

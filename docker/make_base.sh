@@ -11,7 +11,7 @@
 # Idempotent and cached: if the image exists nothing is done; if the root file
 # system tarball is in the cache ($PRETTIER_CACHE_DIR/base/) it is just imported
 # (seconds); only a clean machine runs debootstrap (a few minutes).
-# Needs root, debootstrap (apt-get install debootstrap) and a running dockerd.
+# Needs root and a running dockerd; debootstrap is installed with apt-get when missing.
 # The Debian mirror is taken from the host's apt sources (override: DEBIAN_MIRROR).
 set -euo pipefail
 
@@ -36,7 +36,15 @@ if [[ $FORCE == 1 || ! -s "$TARBALL" ]]; then
         log "debootstrap needs root: run as root, or build with a public base (BASE_IMAGE=python:3.11-slim-bookworm)"
         exit 1
     fi
-    command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 1; }
+    if ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null; then
+        # as docker/ci.sh does: root with apt installs what it needs
+        log "installing debootstrap (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -qq update >/dev/null 2>&1 || true
+        apt-get -qq install -y --no-install-recommends debootstrap >/dev/null 2>&1 \
+            || log "apt-get install debootstrap failed"
+    fi
+    command -v debootstrap >/dev/null || { log "debootstrap missing and not installable here (no apt-get?): install it, or build with BASE_IMAGE=python:3.11-slim-bookworm"; exit 1; }
     if [[ -z "${DEBIAN_MIRROR:-}" ]]; then
         # first deb.debian.org-style URI of the host's apt configuration (deb822 or one-line format)
         DEBIAN_MIRROR=$(grep -hsE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sr.preprocess import InputError, find_slice_axis, voxel_sizes
+from .sr.preprocess import InputError, find_slice_axis, plausible_thickness, voxel_sizes
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -327,7 +327,7 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
     thickness = _sidecar_float(cand.metadata, "SliceThickness")
     if thickness is None:
         cand.thickness, cand.thickness_source = round(spacing, 4), "header (no SliceThickness in the sidecar)"
-    elif thickness > 2.5 * spacing or thickness < 0.2 * spacing:
+    elif not plausible_thickness(thickness, spacing):
         cand.warnings.append(f"sidecar SliceThickness {thickness:g} mm does not fit the slice spacing "
                              f"{spacing:.2f} mm; assuming thickness = spacing")
         cand.thickness, cand.thickness_source = round(spacing, 4), "header (sidecar SliceThickness ignored)"

@@ -26,6 +26,8 @@ from prettier_bids.cli.run import main
 from prettier_bids.sr.models import sha256
 from prettier_bids.sr.preprocess import voxel_sizes
 
+pytestmark = pytest.mark.slow  # every test shares one end-to-end run (~16 s)
+
 #: selected input -> (slice axis, spacing, thickness from the sidecar, factor, plane)
 SELECTED = {
     "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz": (2, 5.0, 4.0, 5, "axial"),

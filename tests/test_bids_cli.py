@@ -123,6 +123,7 @@ def test_unreadable_header_is_a_failure(tmp_path, capsys, tiny_weights):
     assert "cannot read the NIfTI header" in rows["sub-03/anat/sub-03_FLAIR.nii.gz"]["reason"]
 
 
+@pytest.mark.slow  # a full participant run (~13 s)
 def test_method_cubic_needs_no_weights(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(models, "weights_dir", lambda: tmp_path / "empty")
     out = tmp_path / "out"

@@ -53,6 +53,7 @@ def test_dataset_is_small():
     assert total < 4 * 2 ** 20
 
 
+@pytest.mark.slow  # regenerates the dataset (~9 s)
 def test_generator_is_deterministic(tmp_path):
     """The committed script regenerates the same images (from nilearn's template only).
 

@@ -11,8 +11,11 @@ import time
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from _bids_support import REPO, copy_dataset, read_tsv, run_app, validator, validator_errors
+
+pytestmark = pytest.mark.slow  # end-to-end runs (~20 s each)
 
 SUB01 = ["sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz",
          "sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz"]

@@ -34,7 +34,8 @@ def build_parser():
     p.add_argument("--workers", type=int, default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
     p.add_argument("--init-weights", default=None, metavar="FILE",
-                   help="start from these weights (a best.pt or shipped .pt; overrides the config)")
+                   help="start from these weights: a weights file (a run's best.pt) or a shipped model name "
+                        "(e.g. prettier-edsr-v2); overrides the config")
     p.add_argument("--optuna", type=int, default=0, metavar="N", help="run an Optuna TPE study of N trials")
     p.add_argument("--trial-steps", type=int, default=300, help="steps per Optuna trial")
     p.add_argument("--version", action="version", version=f"prettier-train {__version__}")
@@ -46,24 +47,29 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import torch
 
-    from ..sr.train import load_config, load_split_volumes, optuna_search, train
+    from ..sr.models import WeightsError
+    from ..sr.train import load_config, load_split_volumes, resolve_init_weights, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        cfg = load_config(args.config)
+        over = {}
         if args.init_weights:
-            cfg["init_weights"] = args.init_weights
+            over["init_weights"] = args.init_weights
         if args.workers is not None:
-            cfg["workers"] = args.workers
+            over["workers"] = args.workers
+        cfg = load_config(args.config, over)
+        resolve_init_weights(cfg.init_weights)  # a wrong name or path fails here, before the data loads
         with open(args.split or _default_split()) as f:
             split = json.load(f)
         train_vols = load_split_volumes(args.data_root, "train", split["train"])
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, WeightsError) as exc:
         print(f"prettier-train: error: {exc}", file=sys.stderr)
         return 66
     if args.optuna:
+        from ..sr.tune import optuna_search
+
         study = optuna_search(cfg, train_vols, val_vols, args.out, args.optuna, args.trial_steps, args.device)
         print(json.dumps({"best_params": study.best_params, "best_value": study.best_value}))
         return 0

@@ -10,6 +10,6 @@ One call on a NIfTI image::
 """
 
 from .preprocess import InputError
-from .reconstruct import SRResult, load_model, super_resolve, super_resolve_file
+from .reconstruct import SRResult, load_model, super_resolve
 
-__all__ = ["InputError", "SRResult", "load_model", "super_resolve", "super_resolve_file"]
+__all__ = ["InputError", "SRResult", "load_model", "super_resolve"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .degrade import redegrade
+from .metrics import psnr_from_mse
 from .preprocess import foreground_threshold
 
 MAX_PSNR_DB = 100.0
@@ -34,5 +35,4 @@ def check_consistency(sr_scaled, lr_scaled, axis, factor, spacing, thickness, pr
     if not mask.any():
         mask = np.ones_like(lr_scaled, dtype=bool)
     mse = float(np.mean(err[mask] ** 2))
-    psnr = MAX_PSNR_DB if mse <= 10 ** (-MAX_PSNR_DB / 10) else float(10 * np.log10(1.0 / mse))
-    return Consistency(psnr_db=psnr, error_map=err, frac_above_10pct=float(np.mean(err[mask] > 0.1)))
+    return Consistency(psnr_db=psnr_from_mse(mse, 1.0, max_db=MAX_PSNR_DB), error_map=err, frac_above_10pct=float(np.mean(err[mask] > 0.1)))

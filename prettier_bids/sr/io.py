@@ -33,3 +33,18 @@ def write_text_atomic(text, path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_torch_atomic(obj, path):
+    """``torch.save(obj)`` to a temporary file beside ``path``, then a rename: readers never see half a file."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

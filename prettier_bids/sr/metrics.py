@@ -15,12 +15,29 @@ import numpy as np
 import torch
 
 
+def psnr_from_mse(mse, data_range=1.0, max_db=None):
+    """PSNR (dB) of a mean squared error: the one formula every PSNR in the package goes through.
+
+    ``mse == 0`` gives ``inf``, or ``max_db`` when given (which also caps larger values).
+    """
+    mse = float(mse)
+    value = float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
+    return value if max_db is None else min(float(max_db), value)
+
+
 def psnr(pred, ref, mask=None, data_range=1.0):
+    """PSNR of ``pred`` against ``ref`` (arrays), over ``mask`` when given."""
     diff = (np.asarray(pred, np.float64) - np.asarray(ref, np.float64))
     if mask is not None:
         diff = diff[mask]
-    mse = float(np.mean(diff ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
+    return psnr_from_mse(np.mean(diff ** 2), data_range)
+
+
+def batch_psnr(pred, ref, data_range=1.0, max_db=120.0):
+    """Mean over a batch (first axis; torch tensors or arrays) of the per-sample PSNR."""
+    diff = torch.as_tensor(pred).detach().double() - torch.as_tensor(ref).detach().double()
+    mse = diff.reshape(diff.shape[0], -1).pow(2).mean(dim=1).cpu().numpy()
+    return float(np.mean([psnr_from_mse(m, data_range, max_db) for m in mse]))
 
 
 def ssim(pred, ref, mask=None, data_range=1.0):

@@ -7,6 +7,7 @@ One place for each: :func:`intensity_scale` is what training patches and inferen
 from __future__ import annotations
 
 import numpy as np
+from nibabel.affines import voxel_sizes  # noqa: F401  (re-exported: the one way voxel sizes are computed)
 from scipy import ndimage
 
 from .degrade import apply_along_axis, axis_index_map, cubic_matrix
@@ -18,6 +19,8 @@ INPLANE_KEEP_RANGE = (0.8, 1.25)
 INPLANE_TARGET_MM = 1.0
 #: Percentile of the foreground that maps to 1.0.
 SCALE_PERCENTILE = 99.5
+#: A slice thickness is plausible between these multiples of the slice spacing (gaps and overlaps included).
+THICKNESS_RANGE = (0.2, 2.5)
 
 
 class InputError(ValueError):
@@ -26,10 +29,6 @@ class InputError(ValueError):
 
 class AlreadyHighResolution(InputError):
     """Every voxel axis is <= ``ISOTROPIC_MAX_MM``: there are no thick slices to super-resolve."""
-
-
-def voxel_sizes(affine):
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
 def find_slice_axis(zooms, force=False):
@@ -51,6 +50,16 @@ def find_slice_axis(zooms, force=False):
     return axis
 
 
+def plausible_thickness(thickness, spacing):
+    """Whether a slice ``thickness`` fits the slice ``spacing`` (within :data:`THICKNESS_RANGE` times it).
+
+    The one rule for every caller: the SR core refuses other thicknesses, the BIDS side ignores such a
+    sidecar ``SliceThickness`` and assumes thickness = spacing.
+    """
+    lo, hi = THICKNESS_RANGE
+    return bool(thickness > 0 and lo * spacing <= thickness <= hi * spacing)
+
+
 def foreground_threshold(data):
     """Foreground threshold: half the mean of the positive voxels (robust to air and skull-stripping)."""
     finite = data[np.isfinite(data)]
@@ -61,7 +70,7 @@ def foreground_threshold(data):
 
 
 def intensity_scale(data):
-    """Scale s so that ``data / s`` has its foreground's 99.5th percentile at 1."""
+    """Scale s so that ``data / s`` has its foreground's :data:`SCALE_PERCENTILE` (99.5th) percentile at 1."""
     thr = foreground_threshold(data)
     fg = data[data > thr]
     if fg.size == 0:

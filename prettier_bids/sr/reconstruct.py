@@ -24,11 +24,13 @@ from .consistency import check_consistency
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
 from .models import DEFAULT_MODEL, load_weights, resolve_weights, sha256
 from .preprocess import (
+    SCALE_PERCENTILE,
     InputError,
     describe_zooms,
     find_slice_axis,
     inplane_plan,
     intensity_scale,
+    plausible_thickness,
     resample_inplane,
     restore_intensity,
     voxel_sizes,
@@ -195,7 +197,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
     thickness = float(slice_thickness) if slice_thickness else spacing
-    if thickness <= 0 or thickness > 2.5 * spacing:
+    if not plausible_thickness(thickness, spacing):
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
 
@@ -232,7 +234,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
         "OutputShape": [int(n) for n in hr_shape],
         "InplaneResampled": bool(new_shape != data.shape),
-        "IntensityScale": {"Percentile": 99.5, "Value": float(scale),
+        "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
         "ConsistencyPSNR": round(cons.psnr_db, 3),
         "ConsistencyFractionAbove10pct": round(cons.frac_above_10pct, 5),
@@ -241,12 +243,3 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "RuntimeSeconds": round(time.time() - t0, 2),
     }
     return SRResult(image, cmap, info)
-
-
-def super_resolve_file(in_path, out_path=None, **kwargs):
-    """Convenience wrapper: load ``in_path``, super-resolve, optionally save to ``out_path``."""
-    img = nib.load(str(in_path))
-    result = super_resolve(img, **kwargs)
-    if out_path is not None:
-        nib.save(result.image, str(out_path))
-    return result

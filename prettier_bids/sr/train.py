@@ -1,15 +1,17 @@
-"""Training loop: content loss, Adam, cosine annealing with warm restarts, best-by-validation, resume.
+"""Training: a small :class:`Trainer` (in the spirit of BasicSR's models) and the one-call :func:`train`.
 
-Configs are JSON files (see ``prettier_bids/data/configs/``). A run directory holds
-``checkpoint.pt`` (everything needed to resume: model, optimiser, scheduler, step, random
-states) and ``best.pt`` (a weights file, see :mod:`prettier_bids.sr.models`), plus a
-``log.tsv`` of training and validation losses. Rerunning the same command resumes.
+Content loss, Adam, cosine annealing (with warm restarts), optional GAN (U-Net discriminator),
+best-by-validation, resume. Configs are JSON files (see ``prettier_bids/data/configs/`` and
+:mod:`prettier_bids.sr.train_config`). A run directory holds ``checkpoint.pt`` (everything needed
+to resume: model, optimiser, scheduler, step, random states) and ``best.pt`` (a weights file, see
+:mod:`prettier_bids.sr.models`), plus a ``log.tsv`` of training and validation losses. Rerunning
+the same command resumes; with ``workers = 0`` a resumed run is bit-identical to an uninterrupted
+one. Hyper-parameter search is in :mod:`prettier_bids.sr.tune`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import contextlib
 import logging
 import math
 import random
@@ -20,39 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import save_torch_atomic
 from .losses import ContentLoss, gan_loss
-from .models import UNetDiscriminatorSN, build_model, load_weights, save_weights
-from .patches import DegradationSpace, PatchSampler, fixed_batches, load_training_volume
+from .metrics import batch_psnr
+from .models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_weights, resolve_weights, \
+    save_weights
+from .patches import PatchSampler, fixed_batches, load_training_volume
+from .train_config import ConfigError, TrainConfig, load_config
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
-DEFAULTS = {
-    "model": {"preset": "edsr-compact"},
-    "batch_size": 16,
-    "steps": 14000,
-    "lr": 5e-4,
-    "scheduler": {"name": "cosine_restarts", "T0": 2000, "Tmult": 2, "eta_min": 1e-6},
-    "loss": {"l1": 1.0, "perceptual": 0.0},
-    "gan": None,
-    "degradation": {},
-    "patch": {"lr_rows": 16, "width": 96, "min_foreground": 0.3},
-    "val": {"every": 500, "batches": 12, "batch_size": 16, "seed": 1234},
-    "log_every": 50,
-    "seed": 0,
-    "precision": "fp32",
-    "init_weights": None,
-    "workers": 0,
-}
-
-
-def load_config(path=None, overrides=None):
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        with open(path) as f:
-            cfg.update(json.load(f))
-    if overrides:
-        cfg.update(overrides)
-    return cfg
+__all__ = ["ConfigError", "TrainConfig", "TrainResult", "Trainer", "degradation_space", "load_config",
+           "load_split_volumes", "resolve_init_weights", "train"]
 
 
 def seed_everything(seed):
@@ -80,55 +61,32 @@ def load_split_volumes(data_root, split, names):
 
 
 def degradation_space(cfg, step):
-    """The simulated-acquisition distribution in force at ``step``.
+    """The simulated-acquisition distribution in force at ``step`` (see ``TrainConfig.degradation_at``)."""
+    return cfg.degradation_at(step)
 
-    ``cfg["degradation"]`` holds the base settings; ``cfg["degradation_stages"]`` (optional) is a list
-    of ``{"from_step": N, ...}`` overrides, the last one whose ``from_step <= step`` applies.
-    """
-    settings = dict(cfg.get("degradation", {}))
-    for stage in sorted(cfg.get("degradation_stages") or [], key=lambda st: st["from_step"]):
-        if stage["from_step"] <= step:
-            settings.update({k: v for k, v in stage.items() if k != "from_step"})
-    if "spacing_probs" in settings:
-        settings["spacing_probs"] = {int(s): float(p) for s, p in settings["spacing_probs"].items()}
-    return DegradationSpace(**settings)
+
+def resolve_init_weights(value):
+    """Path of the starting weights: a weights file, or the name of a shipped model; None for none."""
+    if not value:
+        return None
+    if Path(value).is_file():
+        return Path(value)
+    if value in available_models():
+        return resolve_weights(name=value)
+    raise WeightsError(f"init_weights {value!r} is neither a file nor a shipped model "
+                       f"(shipped: {', '.join(available_models()) or 'none'})")
 
 
 def make_scheduler(optimizer, cfg):
-    sc = cfg["scheduler"]
-    if sc["name"] == "cosine_restarts":
+    sc = cfg.scheduler
+    if sc.name == "cosine_restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=int(sc["T0"]), T_mult=int(sc["Tmult"]), eta_min=float(sc["eta_min"]))
-    if sc["name"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(cfg["steps"]),
-                                                          eta_min=float(sc["eta_min"]))
-    if sc["name"] == "constant":
+            optimizer, T_0=int(sc.T0), T_mult=int(sc.Tmult), eta_min=float(sc.eta_min))
+    if sc.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(cfg.steps), eta_min=float(sc.eta_min))
+    if sc.name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"unknown scheduler {sc['name']!r}")
-
-
-def _to(batch, device):
-    return torch.from_numpy(batch.lr).to(device), torch.from_numpy(batch.hr).to(device)
-
-
-def _psnr(pred, target):
-    mse = torch.mean((pred - target) ** 2, dim=(1, 2, 3)).clamp_min(1e-12)
-    return (10 * torch.log10(1.0 / mse)).mean().item()
-
-
-@torch.no_grad()
-def validate(model, batches, loss_fn, device):
-    """Mean content loss, model PSNR and cubic PSNR over fixed validation batches."""
-    model.eval()
-    losses, psnr, psnr_cubic = [], [], []
-    for b in batches:
-        lr, hr = _to(b, device)
-        pred = model(lr, b.factor)
-        losses.append(loss_fn(pred, hr).item())
-        psnr.append(_psnr(pred, hr))
-        psnr_cubic.append(_psnr(model.cubic(lr, b.factor), hr))
-    model.train()
-    return float(np.mean(losses)), float(np.mean(psnr)), float(np.mean(psnr_cubic))
+    raise ConfigError(f"unknown scheduler {sc.name!r} (cosine_restarts, cosine or constant)")
 
 
 def _batches(sampler, cfg, step, stride=1):
@@ -136,13 +94,13 @@ def _batches(sampler, cfg, step, stride=1):
     of its step, as (lr, hr, factor) with CPU tensors."""
     while True:
         sampler.space = degradation_space(cfg, step)
-        b = sampler.batch(int(cfg["batch_size"]))
+        b = sampler.batch(int(cfg.batch_size))
         yield torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor
         step += stride
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
-    """Training batches made in DataLoader worker processes (``cfg["workers"] > 0``, for GPUs).
+    """Training batches made in DataLoader worker processes (``cfg.workers > 0``, for GPUs).
 
     Worker ``w`` of ``n`` makes the batches of steps ``start + w``, ``start + w + n``, ... with its own
     sampler seeded from (seed, start, w). Resuming is then not bit-identical to an uninterrupted run
@@ -156,7 +114,7 @@ class _BatchStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, n = (info.id, info.num_workers) if info is not None else (0, 1)
-        sampler = PatchSampler(self.volumes, seed=[int(self.cfg["seed"]), self.start, wid], **self.cfg["patch"])
+        sampler = PatchSampler(self.volumes, seed=[int(self.cfg.seed), self.start, wid], **vars(self.cfg.patch))
         return _batches(sampler, self.cfg, self.start + wid, n)
 
 
@@ -168,161 +126,201 @@ class TrainResult:
     history: list
 
 
-def train(cfg, train_volumes, val_volumes, run_dir, device=None, max_minutes=None, steps=None, resume=True,
-          trial=None):
-    """Train (or resume) a generator; returns a :class:`TrainResult`. ``trial``: optional Optuna trial."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    total = int(steps or cfg["steps"])
-    device = pick_device(device)
-    seed_everything(cfg["seed"])
-    mcfg = dict(cfg["model"])
-    preset = mcfg.pop("preset", "edsr")
-    model, arch, arch_cfg = build_model(preset, **mcfg)
-    if cfg.get("init_weights"):
-        init, _ = load_weights(cfg["init_weights"])
-        model.load_state_dict(init.state_dict())
-    model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), betas=(0.9, 0.999))
-    scheduler = make_scheduler(optimizer, cfg)
-    loss_fn = ContentLoss(**cfg["loss"]).to(device)
+class Trainer:
+    """One training run: :meth:`setup` builds everything, then :meth:`resume`, :meth:`step` (or
+    :meth:`gan_step`), :meth:`validate`, :meth:`save_checkpoint`; :meth:`fit` is the loop.
 
-    disc = d_opt = None
-    if cfg.get("gan"):
-        g = cfg["gan"]
-        disc = UNetDiscriminatorSN(n_feats=int(g.get("disc_feats", 64))).to(device).train()
-        d_opt = torch.optim.Adam(disc.parameters(), lr=float(g.get("disc_lr", 5e-6)), betas=(0.9, 0.99))
+    ``on_validation(step, val_loss)``: optional hook called after each validation (Optuna pruning).
+    """
 
-    sampler = PatchSampler(train_volumes, space=degradation_space(cfg, 0), seed=cfg["seed"], **cfg["patch"])
-    vcfg = cfg["val"]
-    val_batches = fixed_batches(val_volumes, vcfg["batches"], vcfg["batch_size"], vcfg["seed"],
-                                spacing=int(vcfg.get("spacing", 6)), thickness=float(vcfg.get("thickness", 5.0)),
-                                **cfg["patch"])
+    def __init__(self, cfg, train_volumes, val_volumes, run_dir, device=None, on_validation=None):
+        if isinstance(cfg, dict):
+            cfg = load_config(None, cfg)
+        self.cfg = cfg
+        self.train_volumes, self.val_volumes = train_volumes, val_volumes
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(device)
+        self.on_validation = on_validation
+        self.step_count, self.best_val, self.history = 0, math.inf, []
+        self.setup()
 
-    step, best_val, history = 0, math.inf, []
-    ckpt_path = run_dir / "checkpoint.pt"
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if disc is not None and "disc" in ck:
-            disc.load_state_dict(ck["disc"])
-            d_opt.load_state_dict(ck["d_opt"])
-        step, best_val, history = ck["step"], ck["best_val"], ck["history"]
-        sampler.rng.bit_generator.state = ck["sampler_rng"]
+    # -- setup ------------------------------------------------------------------------------------------------
+
+    def setup(self):
+        """Generator (optionally from init weights), optimiser, scheduler, loss, GAN discriminator, batches."""
+        cfg, device = self.cfg, self.device
+        seed_everything(cfg.seed)
+        self.model, self.arch, self.arch_cfg = build_model(cfg.model.preset, **cfg.model.overrides())
+        init = resolve_init_weights(cfg.init_weights)
+        if init is not None:
+            self.model.load_state_dict(load_weights(init)[0].state_dict())
+            LOGGER.info("starting from the weights %s", init)
+        self.model.to(device).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(cfg.lr), betas=(0.9, 0.999))
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.loss_fn = ContentLoss(l1=cfg.loss.l1, perceptual=cfg.loss.perceptual).to(device)
+        self.disc = self.d_opt = None
+        if cfg.gan is not None:
+            self.disc = UNetDiscriminatorSN(n_feats=int(cfg.gan.disc_feats)).to(device).train()
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=float(cfg.gan.disc_lr), betas=(0.9, 0.99))
+        self.sampler = PatchSampler(self.train_volumes, space=degradation_space(cfg, 0), seed=cfg.seed,
+                                    **vars(cfg.patch))
+        v = cfg.val
+        self.val_batches = fixed_batches(self.val_volumes, v.batches, v.batch_size, v.seed, spacing=int(v.spacing),
+                                         thickness=float(v.thickness), **vars(cfg.patch))
+        self.autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                         if cfg.precision == "bf16" else contextlib.nullcontext())
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self):
+        return self.run_dir / "checkpoint.pt"
+
+    def save_checkpoint(self):
+        ck = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+              "scheduler": self.scheduler.state_dict(), "step": self.step_count, "best_val": self.best_val,
+              "history": self.history, "config": self.cfg.to_dict(),
+              "sampler_rng": self.sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        if self.disc is not None:
+            ck["disc"], ck["d_opt"] = self.disc.state_dict(), self.d_opt.state_dict()
+        save_torch_atomic(ck, self.checkpoint_path)
+
+    def resume(self):
+        """Load ``checkpoint.pt`` of the run directory if there is one; returns whether it did."""
+        if not self.checkpoint_path.is_file():
+            return False
+        ck = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        if self.disc is not None and "disc" in ck:
+            self.disc.load_state_dict(ck["disc"])
+            self.d_opt.load_state_dict(ck["d_opt"])
+        self.step_count, self.best_val, self.history = ck["step"], ck["best_val"], ck["history"]
+        self.sampler.rng.bit_generator.state = ck["sampler_rng"]
         torch.set_rng_state(ck["torch_rng"].cpu())
-        LOGGER.info("resumed %s at step %d (best validation loss %.5f)", run_dir, step, best_val)
+        LOGGER.info("resumed %s at step %d (best validation loss %.5f)", self.run_dir, self.step_count,
+                    self.best_val)
+        return True
 
-    def save_checkpoint():
-        ck = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-              "step": step, "best_val": best_val, "history": history, "config": cfg,
-              "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
-        if disc is not None:
-            ck["disc"], ck["d_opt"] = disc.state_dict(), d_opt.state_dict()
-        tmp = ckpt_path.with_name("checkpoint.pt.tmp")
-        torch.save(ck, tmp)
-        tmp.replace(ckpt_path)
+    def save_weights(self, name, **meta):
+        return save_weights(self.run_dir / name, self.model, self.arch, self.arch_cfg,
+                            meta={"step": self.step_count, **meta, "config": self.cfg.to_dict()})
 
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if cfg.get("precision") == "bf16" else _NullContext())
-    if int(cfg.get("workers") or 0) > 0:
-        stream = iter(torch.utils.data.DataLoader(
-            _BatchStream(cfg, train_volumes, step), batch_size=None, num_workers=int(cfg["workers"]),
-            pin_memory=device.type == "cuda", prefetch_factor=4, persistent_workers=True))
-    else:
-        stream = _batches(sampler, cfg, step)
-    t_start, t_last, step_at_last = time.time(), time.time(), step
-    deadline = t_start + 60 * max_minutes if max_minutes else None
-    log_every = int(cfg.get("log_every", 50))
-    with open(run_dir / "log.tsv", "a") as log:
-        while step < total:
-            lr_t, hr_t, factor = next(stream)
-            lr_t, hr_t = lr_t.to(device, non_blocking=True), hr_t.to(device, non_blocking=True)
-            with autocast:
-                pred = model(lr_t, factor)
-                loss = loss_fn(pred.float(), hr_t)
-                if disc is not None:
-                    for p in disc.parameters():
-                        p.requires_grad_(False)
-                    loss = loss + float(cfg["gan"].get("weight", 0.05)) * gan_loss(disc(pred.float()), True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if disc is not None:
-                for p in disc.parameters():
-                    p.requires_grad_(True)
-                d_loss = gan_loss(disc(hr_t), True) + gan_loss(disc(pred.detach().float()), False)
-                d_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_opt.step()
-            scheduler.step()
-            step += 1
-            if step % log_every == 0 or step == total:
-                now = time.time()
-                rate = (now - t_last) / max(1, step - step_at_last)
-                t_last, step_at_last = now, step
-                LOGGER.info("step %d/%d  loss %.5f  lr %.2e  %.2f s/step  ETA %.0f min", step, total, loss.item(),
-                            optimizer.param_groups[0]["lr"], rate, rate * (total - step) / 60)
-            val_due = step % int(vcfg["every"]) == 0 or step == total
-            out_of_time = deadline is not None and time.time() > deadline
-            if val_due or out_of_time:
-                vloss, vpsnr, vcubic = validate(model, val_batches, loss_fn, device)
-                history.append({"step": step, "val_loss": vloss, "val_psnr": vpsnr, "val_psnr_cubic": vcubic,
-                                "train_loss": float(loss.item()), "time": time.time()})
-                log.write(f"{step}\t{loss.item():.6f}\t{vloss:.6f}\t{vpsnr:.3f}\t{vcubic:.3f}\n")
-                log.flush()
-                LOGGER.info("validation at step %d: loss %.5f  PSNR %.2f dB (cubic %.2f dB, gain %+.2f dB)", step,
-                            vloss, vpsnr, vcubic, vpsnr - vcubic)
-                if vloss < best_val:
-                    best_val = vloss
-                    save_weights(run_dir / "best.pt", model, arch, arch_cfg,
-                                 meta={"step": step, "val_loss": vloss, "val_psnr_gain_db": vpsnr - vcubic,
-                                       "config": cfg})
-                save_checkpoint()
-                if trial is not None:
-                    trial.report(vloss, step)
-                    if trial.should_prune():
-                        import optuna
-                        raise optuna.TrialPruned()
-            if out_of_time:
-                LOGGER.info("time limit reached at step %d; rerun the same command to resume", step)
-                break
-    save_weights(run_dir / "last.pt", model, arch, arch_cfg, meta={"step": step, "config": cfg})
-    return TrainResult(run_dir, step, best_val, history)
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def batches(self):
+        """The training batches from the current step on (in DataLoader workers when ``workers > 0``)."""
+        if int(self.cfg.workers) > 0:
+            return iter(torch.utils.data.DataLoader(
+                _BatchStream(self.cfg, self.train_volumes, self.step_count), batch_size=None,
+                num_workers=int(self.cfg.workers), pin_memory=self.device.type == "cuda", prefetch_factor=4,
+                persistent_workers=True))
+        return _batches(self.sampler, self.cfg, self.step_count)
+
+    def step(self, lr_t, hr_t, factor):
+        """One generator update on content loss; returns the loss tensor."""
+        lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
+        with self.autocast:
+            pred = self.model(lr_t, factor)
+            loss = self.loss_fn(pred.float(), hr_t)
+        self._update(loss)
+        return loss
+
+    def gan_step(self, lr_t, hr_t, factor):
+        """One generator update on content + adversarial loss, then one discriminator update."""
+        lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
+        disc = self.disc
+        with self.autocast:
+            pred = self.model(lr_t, factor)
+            loss = self.loss_fn(pred.float(), hr_t)
+            for p in disc.parameters():
+                p.requires_grad_(False)
+            loss = loss + float(self.cfg.gan.weight) * gan_loss(disc(pred.float()), True)
+        self._update(loss)
+        for p in disc.parameters():
+            p.requires_grad_(True)
+        d_loss = gan_loss(disc(hr_t), True) + gan_loss(disc(pred.detach().float()), False)
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        return loss
+
+    def _update(self, loss):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def validate(self):
+        """Mean content loss, model PSNR and cubic PSNR over the fixed validation batches."""
+        model, device = self.model, self.device
+        model.eval()
+        losses, psnr, psnr_cubic = [], [], []
+        for b in self.val_batches:
+            lr, hr = torch.from_numpy(b.lr).to(device), torch.from_numpy(b.hr).to(device)
+            pred = model(lr, b.factor)
+            losses.append(self.loss_fn(pred, hr).item())
+            psnr.append(batch_psnr(pred, hr))
+            psnr_cubic.append(batch_psnr(model.cubic(lr, b.factor), hr))
+        model.train()
+        return float(np.mean(losses)), float(np.mean(psnr)), float(np.mean(psnr_cubic))
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def _validate_and_keep(self, train_loss, log):
+        step = self.step_count
+        vloss, vpsnr, vcubic = self.validate()
+        self.history.append({"step": step, "val_loss": vloss, "val_psnr": vpsnr, "val_psnr_cubic": vcubic,
+                             "train_loss": train_loss, "time": time.time()})
+        log.write(f"{step}\t{train_loss:.6f}\t{vloss:.6f}\t{vpsnr:.3f}\t{vcubic:.3f}\n")
+        log.flush()
+        LOGGER.info("validation at step %d: loss %.5f  PSNR %.2f dB (cubic %.2f dB, gain %+.2f dB)", step, vloss,
+                    vpsnr, vcubic, vpsnr - vcubic)
+        if vloss < self.best_val:
+            self.best_val = vloss
+            self.save_weights("best.pt", val_loss=vloss, val_psnr_gain_db=vpsnr - vcubic)
+        self.save_checkpoint()
+        if self.on_validation is not None:
+            self.on_validation(step, vloss)
+
+    def fit(self, total=None, max_minutes=None):
+        """Train to step ``total`` (default: the config's), or until ``max_minutes``; returns a TrainResult."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        total = int(total or self.cfg.steps)
+        step_fn = self.gan_step if self.disc is not None else self.step
+        stream = self.batches()
+        t_last, step_at_last = time.time(), self.step_count
+        deadline = time.time() + 60 * max_minutes if max_minutes else None
+        log_every, val_every = int(self.cfg.log_every), int(self.cfg.val.every)
+        with open(self.run_dir / "log.tsv", "a") as log:
+            while self.step_count < total:
+                loss = step_fn(*next(stream))
+                self.scheduler.step()
+                self.step_count += 1
+                step = self.step_count
+                if step % log_every == 0 or step == total:
+                    now = time.time()
+                    rate = (now - t_last) / max(1, step - step_at_last)
+                    t_last, step_at_last = now, step
+                    LOGGER.info("step %d/%d  loss %.5f  lr %.2e  %.2f s/step  ETA %.0f min", step, total, loss.item(),
+                                self.optimizer.param_groups[0]["lr"], rate, rate * (total - step) / 60)
+                out_of_time = deadline is not None and time.time() > deadline
+                if step % val_every == 0 or step == total or out_of_time:
+                    self._validate_and_keep(float(loss.item()), log)
+                if out_of_time:
+                    LOGGER.info("time limit reached at step %d; rerun the same command to resume", step)
+                    break
+        self.save_weights("last.pt")
+        return TrainResult(self.run_dir, self.step_count, self.best_val, self.history)
 
 
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def optuna_search(cfg, train_volumes, val_volumes, run_dir, n_trials, trial_steps, device=None, seed=0):
-    """Optuna TPE over learning rate, loss weights and model size; returns the study."""
-    import optuna
-
-    def objective(trial):
-        tcfg = copy.deepcopy(cfg)
-        tcfg["lr"] = trial.suggest_float("lr", 1e-4, 2e-3, log=True)
-        tcfg["model"] = dict(tcfg["model"])
-        tcfg["model"]["n_feats"] = trial.suggest_categorical("n_feats", [32, 48, 64])
-        tcfg["model"]["n_blocks"] = trial.suggest_int("n_blocks", 4, 10, step=2)
-        if tcfg["loss"].get("perceptual", 0) > 0:
-            tcfg["loss"] = {"l1": 1.0, "perceptual": trial.suggest_float("perceptual", 1e-3, 1.0, log=True)}
-        tcfg["scheduler"] = {"name": "cosine", "eta_min": 1e-6}
-        tcfg["val"] = {**tcfg["val"], "every": max(1, trial_steps // 4)}
-        res = train(tcfg, train_volumes, val_volumes, Path(run_dir) / f"trial{trial.number:03d}", device=device,
-                    steps=trial_steps, resume=False, trial=trial)
-        return res.best_val
-
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_warmup_steps=1))
-    study.optimize(objective, n_trials=n_trials)
-    with open(Path(run_dir) / "optuna.json", "w") as f:
-        json.dump({"best_params": study.best_params, "best_value": study.best_value,
-                   "trials": [{"params": t.params, "value": t.value, "state": str(t.state)} for t in study.trials]},
-                  f, indent=2)
-    return study
+def train(cfg, train_volumes, val_volumes, run_dir, device=None, max_minutes=None, steps=None, resume=True,
+          on_validation=None):
+    """Train (or resume) a generator; returns a :class:`TrainResult`. ``cfg``: a TrainConfig (or a dict of
+    overrides of the defaults)."""
+    trainer = Trainer(cfg, train_volumes, val_volumes, run_dir, device=device, on_validation=on_validation)
+    if resume:
+        trainer.resume()
+    return trainer.fit(steps, max_minutes)

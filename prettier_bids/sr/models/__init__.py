@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import save_torch_atomic
 from .common import FACTORS, count_parameters
 from .discriminator import UNetDiscriminatorSN
 from .edsr import EDSR
@@ -90,10 +91,7 @@ def save_weights(path, model, arch, config, meta=None):
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {"format": WEIGHTS_FORMAT, "arch": arch, "config": dict(config), "state_dict": state,
                "meta": dict(meta or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch_atomic(payload, path)
 
 
 def export_weights(src, dest, name, version, **meta):

@@ -1,0 +1,256 @@
+"""Training configuration: nested dataclasses with defaults; a JSON config is deep-merged over them.
+
+Every block of a JSON config (``model``, ``scheduler``, ``loss``, ``gan``, ``degradation``, ``patch``,
+``val``) keeps the defaults of the keys it does not name, and an unknown key anywhere is an error
+(:class:`ConfigError`, one line naming the key and the keys allowed there). Keys that start with
+``_`` (``"_comment"``) are notes and are ignored. Dict-valued settings (``degradation.spacing_probs``)
+are values, not blocks: a config that names them replaces them whole.
+
+``TrainConfig.to_dict()`` gives plain JSON-compatible data (what checkpoints and weights files
+record); :func:`load_config` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+
+from .patches import DegradationSpace
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used (message is one line)."""
+
+
+@dataclass
+class ModelConfig:
+    """A preset of :data:`prettier_bids.sr.models.PRESETS` and overrides of its architecture settings
+    (``None``: the preset's value)."""
+
+    preset: str = "edsr-compact"
+    n_blocks: typing.Optional[int] = None
+    n_feats: typing.Optional[int] = None
+    res_scale: typing.Optional[float] = None
+    tail_feats: typing.Optional[int] = None
+    growth: typing.Optional[int] = None
+
+    def overrides(self):
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine_restarts"  # cosine_restarts | cosine | constant
+    T0: int = 2000
+    Tmult: int = 2
+    eta_min: float = 1e-6
+
+
+@dataclass
+class LossConfig:
+    l1: float = 1.0
+    perceptual: float = 0.0
+
+
+@dataclass
+class GanConfig:
+    weight: float = 0.05
+    disc_lr: float = 5e-6
+    disc_feats: int = 64
+
+
+@dataclass
+class PatchConfig:
+    lr_rows: int = 16
+    width: int = 96
+    min_foreground: float = 0.3
+
+
+@dataclass
+class ValConfig:
+    every: int = 500
+    batches: int = 12
+    batch_size: int = 16
+    seed: int = 1234
+    spacing: int = 6
+    thickness: float = 5.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 16
+    steps: int = 14000
+    lr: float = 5e-4
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    gan: typing.Optional[GanConfig] = None
+    #: the simulated acquisitions at step 0 (:class:`prettier_bids.sr.patches.DegradationSpace`)
+    degradation: DegradationSpace = field(default_factory=DegradationSpace)
+    #: ``[{"from_step": N, <degradation keys>}, ...]``: the last stage with ``from_step <= step`` applies
+    degradation_stages: list = field(default_factory=list)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    log_every: int = 50
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16
+    #: weights to start from: a weights file, or the name of a shipped model (``prettier-edsr-v2``)
+    init_weights: typing.Optional[str] = None
+    #: DataLoader worker processes making batches (0: in the main process, resume bit-identical)
+    workers: int = 0
+
+    def to_dict(self):
+        return _to_plain(self)
+
+    def merged(self, overrides):
+        """A new config: ``overrides`` (a dict, as in a JSON config) deep-merged over this one."""
+        return _build(TrainConfig, _deep_merge(self.to_dict(), overrides or {}, "config"), "config")
+
+    def degradation_at(self, step):
+        """The simulated-acquisition distribution in force at ``step``."""
+        space = self.degradation
+        for stage in sorted(self.degradation_stages, key=lambda st: st["from_step"]):
+            if stage["from_step"] <= step:
+                space = dataclasses.replace(space, **{k: v for k, v in stage.items() if k != "from_step"})
+        return space
+
+
+def load_config(path=None, overrides=None):
+    """The defaults, then the JSON file ``path``, then the dict ``overrides``, each deep-merged over the last."""
+    cfg = TrainConfig()
+    if path is not None:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config is a JSON object")
+        try:
+            cfg = cfg.merged(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    if overrides:
+        cfg = cfg.merged(overrides)
+    return cfg
+
+
+# -- deep merge and validation ---------------------------------------------------------------------------------
+
+#: dict-valued settings that a config replaces whole (not blocks)
+VALUE_DICTS = ("spacing_probs",)
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _block_type(hint):
+    """The dataclass behind a field's type hint (``X`` or ``Optional[X]``), else None."""
+    for cand in (hint, *typing.get_args(hint)):
+        if isinstance(cand, type) and dataclasses.is_dataclass(cand):
+            return cand
+    return None
+
+
+def _deep_merge(base, over, where):
+    """``over`` merged into ``base``: dicts that are blocks of the schema merge key by key."""
+    if not isinstance(over, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(over).__name__}")
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in VALUE_DICTS:
+            out[key] = _deep_merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def _unknown(key, allowed, where):
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(f"unknown key {key!r} in {where}{maybe}; allowed: {', '.join(allowed)}")
+
+
+def _build(cls, data, where):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue  # a note ("_comment")
+        if key not in names:
+            raise _unknown(key, names, where)
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}", key)
+    return cls(**kwargs)
+
+
+def _convert(value, hint, where, key):
+    block = _block_type(hint)
+    if block is not None:
+        if value is None:
+            if type(None) in typing.get_args(hint):
+                return None
+            raise ConfigError(f"{where} cannot be null")
+        if isinstance(value, block):
+            return value
+        defaults = _to_plain(block())
+        return _build(block, _deep_merge(defaults, value, where), where)
+    if key == "spacing_probs":
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"{where} must map slice spacings (mm) to probabilities")
+        try:
+            return {int(s): float(p) for s, p in value.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: slice spacings must be whole mm and probabilities numbers") from None
+    if key == "gaps":
+        return tuple(float(g) for g in value)
+    if key == "degradation_stages":
+        return _stages(value, where)
+    base = [t for t in (hint, *typing.get_args(hint)) if t in (int, float, str)]
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise ConfigError(f"{where} cannot be null")
+    if base:
+        t = base[0]
+        if t is str and not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        if t in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if t is int and float(value) != int(value):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        return t(value)
+    return value
+
+
+def _stages(value, where):
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of stages")
+    allowed = ["from_step"] + [f.name for f in dataclasses.fields(DegradationSpace)]
+    hints = typing.get_type_hints(DegradationSpace)
+    stages = []
+    for i, stage in enumerate(value):
+        w = f"{where}[{i}]"
+        if not isinstance(stage, dict) or "from_step" not in stage:
+            raise ConfigError(f"{w} must be an object with a from_step")
+        out = {}
+        for key, v in stage.items():
+            if key.startswith("_"):
+                continue
+            if key not in allowed:
+                raise _unknown(key, allowed, w)
+            out[key] = int(v) if key == "from_step" else _convert(v, hints[key], f"{w}.{key}", key)
+        stages.append(out)
+    return stages

@@ -1,0 +1,93 @@
+"""sr/evaluate.py (the source of the model-card numbers) on tiny generated volumes with known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from prettier_bids.sr.evaluate import VolumeScore, brain_mask, evaluate_volume, headline, summarise
+from prettier_bids.sr.metrics import psnr, psnr_from_mse
+from prettier_bids.sr.models.common import CubicBase
+from prettier_bids.sr.reconstruct import LoadedModel
+
+EPS = 0.02
+
+
+class ScaledCubic(torch.nn.Module):
+    """A 'generator' whose output is the cubic base times (1 + EPS): its error is known in closed form."""
+
+    def __init__(self, eps):
+        super().__init__()
+        self.cubic, self.eps = CubicBase(), eps
+
+    def forward(self, x, factor):
+        return self.cubic(x, factor) * (1 + self.eps)
+
+
+def _ramp():
+    """A linear ramp along the slice axis (z): boxcar slices of it are samples of the same line, and
+    cubic interpolation reproduces a line away from the edges, so cubic is (nearly) exact there."""
+    z = np.arange(60, dtype=np.float32)
+    vol = np.broadcast_to(0.1 + 0.015 * z, (24, 20, 60)).copy()
+    mask = np.zeros(vol.shape, bool)
+    mask[:, :, 12:40] = True  # away from the edges, and below the clip at the input's maximum
+    return vol, mask
+
+
+@pytest.mark.parametrize("eps", [EPS, 2 * EPS])
+def test_evaluate_volume_scores_a_known_error(eps):
+    vol, mask = _ramp()
+    model = LoadedModel(ScaledCubic(eps).eval(), "scaled-cubic", "", "")
+    scores, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,))
+    assert [(s.method, s.spacing) for s in scores] == [("cubic", 6), ("model", 6), ("cubic", 4), ("model", 4)]
+    # the model's output is (1 + eps) x truth inside the mask: PSNR = -10 log10(eps^2 mean(truth^2))
+    expected = psnr_from_mse(eps ** 2 * np.mean(vol[mask].astype(np.float64) ** 2))
+    for s in scores:
+        if s.method == "model":
+            assert s.psnr == pytest.approx(expected, abs=0.01), s
+            assert s.ssim < 1.0
+        else:
+            assert s.psnr > 60 and s.ssim > 0.9999, s  # cubic reproduces the line
+        assert s.name == "ramp" and s.contrast == "T1w" and s.axis == 2
+    # doubling the error costs 20 log10(2) = 6.02 dB
+    if eps == 2 * EPS:
+        assert expected == pytest.approx(psnr_from_mse(EPS ** 2 * np.mean(vol[mask] ** 2.0)) - 6.0206, abs=1e-3)
+
+
+def test_summary_and_headline_are_means_of_the_scores():
+    def score(method, p, s, spacing=6, axis=2, name="a"):
+        return VolumeScore(name, "T1w", axis, spacing, 5.0, method, p, s, 40.0, 1.0)
+
+    scores = [score("cubic", 30.0, 0.90), score("model", 33.0, 0.94),
+              score("cubic", 28.0, 0.80, name="b"), score("model", 29.0, 0.84, name="b"),
+              score("cubic", 35.0, 0.95, spacing=4), score("model", 36.5, 0.96, spacing=4)]
+    table = summarise(scores)
+    six = [r for r in table if r["spacing"] == 6]
+    assert len(table) == 2 and len(six) == 1 and six[0]["n"] == 2
+    assert six[0]["cubic_psnr"] == pytest.approx(29.0) and six[0]["model_psnr"] == pytest.approx(31.0)
+    assert six[0]["gain_psnr"] == pytest.approx(2.0) and six[0]["gain_ssim"] == pytest.approx(0.04)
+    head = headline(scores, spacing=6)
+    assert head["T1w"]["gain_psnr"] == pytest.approx(2.0) and head["T1w"]["n"] == 2
+    assert headline(scores, spacing=4)["T1w"]["gain_psnr"] == pytest.approx(1.5)
+    assert headline(scores, spacing=3) == {}
+
+
+def test_psnr_known_values_and_mask():
+    ref = np.zeros((4, 4))
+    pred = ref + 0.1  # mse 0.01 -> 20 dB
+    assert psnr(pred, ref) == pytest.approx(20.0)
+    pred[0, 0] = 1.0
+    mask = np.ones((4, 4), bool)
+    mask[0, 0] = False
+    assert psnr(pred, ref, mask) == pytest.approx(20.0)
+    assert psnr(ref, ref) == float("inf") and psnr_from_mse(0.0, max_db=100.0) == 100.0
+    assert psnr(pred * 255, ref, mask, data_range=255.0) == pytest.approx(20.0)
+
+
+def test_brain_mask_of_a_skull_stripped_volume_fills_holes():
+    x, y, z = np.mgrid[:32, :32, :32]
+    ball = ((x - 16) ** 2 + (y - 16) ** 2 + (z - 16) ** 2) < 10 ** 2
+    vol = ball * 0.8
+    vol[14:18, 14:18, 14:18] = 0.0  # a dark 'ventricle' inside stays in the mask
+    m = brain_mask(vol.astype(np.float32), skull_stripped=True)
+    assert m[16, 16, 16] and m[ball].all() and not m[0, 0, 0]
+    assert m.sum() == pytest.approx(ball.sum(), rel=0.02)

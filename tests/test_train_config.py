@@ -1,0 +1,101 @@
+"""Training config: deep merge over the defaults, unknown keys rejected, shipped configs load."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prettier_bids.sr.train import resolve_init_weights
+from prettier_bids.sr.train_config import ConfigError, TrainConfig, load_config
+from prettier_bids.sr.models import WeightsError
+
+CONFIGS = sorted((Path(__file__).parents[1] / "prettier_bids" / "data" / "configs").glob("*.json"))
+
+
+def _write(tmp_path, data, name="cfg.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_round_trips(path):
+    cfg = load_config(path)
+    raw = json.loads(path.read_text())
+    assert cfg.model.preset == raw["model"]["preset"] and cfg.steps == raw["steps"] and cfg.lr == raw["lr"]
+    assert cfg.init_weights is None  # no repository path inside the wheel
+    again = load_config(None, cfg.to_dict())
+    assert again == cfg
+    json.dumps(cfg.to_dict())  # what checkpoints record is plain JSON-compatible data
+
+
+def test_partial_block_keeps_its_defaults(tmp_path):
+    cfg = load_config(_write(tmp_path, {"val": {"every": 7}, "scheduler": {"T0": 10},
+                                        "model": {"n_feats": 32}}))
+    d = TrainConfig()
+    assert cfg.val.every == 7 and cfg.val.batches == d.val.batches and cfg.val.seed == d.val.seed
+    assert cfg.val.spacing == 6 and cfg.val.thickness == 5.0
+    assert cfg.scheduler.T0 == 10 and cfg.scheduler.name == "cosine_restarts" and cfg.scheduler.Tmult == 2
+    assert cfg.model.preset == "edsr-compact" and cfg.model.overrides() == {"n_feats": 32}
+    assert cfg.patch == d.patch and cfg.loss == d.loss and cfg.gan is None
+
+
+def test_overrides_merge_over_the_file_and_value_dicts_replace(tmp_path):
+    path = _write(tmp_path, {"degradation": {"spacing_probs": {"4": 1.0}, "gaussian_prob": 0.5},
+                             "gan": {"weight": 0.1}})
+    cfg = load_config(path, {"degradation": {"paper_prob": 0.0}, "workers": 3})
+    assert cfg.degradation.spacing_probs == {4: 1.0}  # replaced whole, not merged with the default spacings
+    assert cfg.degradation.gaussian_prob == 0.5 and cfg.degradation.paper_prob == 0.0
+    assert cfg.gan.weight == 0.1 and cfg.gan.disc_feats == 64 and cfg.workers == 3
+    assert cfg.merged({"gan": None}).gan is None
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"batchsize": 8}, "unknown key 'batchsize' in config (did you mean 'batch_size'?)"),
+    ({"val": {"evry": 10}}, "unknown key 'evry' in config.val (did you mean 'every'?)"),
+    ({"model": {"n_block": 4}}, "unknown key 'n_block' in config.model"),
+    ({"degradation": {"gap": [0.5]}}, "unknown key 'gap' in config.degradation"),
+    ({"degradation_stages": [{"from_step": 5, "spacing_prob": {"6": 1}}]}, "config.degradation_stages[0]"),
+    ({"gan": {"weigth": 0.1}}, "unknown key 'weigth' in config.gan"),
+])
+def test_unknown_keys_are_rejected_with_their_place(tmp_path, data, where):
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert where in msg and str(path) in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("data", [{"steps": "many"}, {"steps": 10.5}, {"batch_size": True}, {"val": 5},
+                                  {"model": {"preset": 3}}, {"degradation": {"spacing_probs": {"six": 1}}}])
+def test_wrong_types_are_rejected(data):
+    with pytest.raises(ConfigError):
+        load_config(None, data)
+
+
+def test_comments_are_ignored_and_stages_apply_from_their_step():
+    cfg = load_config(None, {"_comment": "a note", "degradation": {"spacing_probs": {"4": 1.0}},
+                             "degradation_stages": [{"from_step": 3, "spacing_probs": {"2": 1.0}, "_why": "x"}]})
+    assert cfg.degradation_at(2).spacing_probs == {4: 1.0} and cfg.degradation_at(3).spacing_probs == {2: 1.0}
+    assert cfg.degradation_at(3).gaps == cfg.degradation.gaps
+
+
+def test_init_weights_by_file_or_shipped_name(tmp_path, tiny_weights):
+    assert resolve_init_weights(None) is None
+    assert resolve_init_weights(str(tiny_weights)) == tiny_weights
+    assert resolve_init_weights("prettier-edsr-v2").name == "prettier-edsr-v2.pt"
+    with pytest.raises(WeightsError, match="neither a file nor a shipped model"):
+        resolve_init_weights("training/runs/nowhere.pt")
+
+
+def test_prettier_train_rejects_a_bad_config_in_one_line(tmp_path):
+    path = _write(tmp_path, {"model": {"preset": "edsr-compact"}, "stepz": 10})
+    p = subprocess.run([sys.executable, "-m", "prettier_bids.cli.train", "--config", str(path), "--data-root",
+                        str(tmp_path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert p.returncode == 66
+    err = [line for line in p.stderr.splitlines() if line.strip()]
+    assert err == [f"prettier-train: error: {path}: unknown key 'stepz' in config (did you mean 'steps'?); "
+                   f"allowed: {', '.join(TrainConfig.__dataclass_fields__)}"]
+    assert not (tmp_path / "run").exists()
