@@ -224,15 +224,22 @@ def test_run_summary_and_logs(run):
 
 
 def test_subject_reports(run):
+    from reports_support import assert_flicker_svg
+
     for sub in ("01", "02", "03"):
         page = (run.root / f"sub-{sub}.html").read_text()
         mine = [rel for rel in SELECTED if rel.startswith(f"sub-{sub}/")]
         for rel in mine:
-            fig = f"sub-{sub}/figures/" + out_name(rel, "prettier", ".png").rsplit("/", 1)[1]
-            assert f"src='{fig}'" in page
-            assert (run.root / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert page.count("<img ") == len(mine)
-        assert "Consistency PSNR" in page
+            for desc, flicker in (("flickerinput", True), ("flickercubic", True), ("consistency", False)):
+                fig = f"sub-{sub}/figures/" + out_name(rel, desc, ".svg").rsplit("/", 1)[1]
+                assert f"./{fig}" in page  # nireports embeds SVG reportlets by reference
+                assert_flicker_svg((run.root / fig).read_text(), flicker)
+            qc = f"sub-{sub}/figures/" + out_name(rel, "qc", ".html").rsplit("/", 1)[1]
+            assert "Consistency PSNR" in (run.root / qc).read_text()
+        assert page.count('class="svg-reportlet"') == 3 * len(mine)
+        assert page.count("Consistency PSNR") == len(mine)
+        assert "Methods" in page and "sliding windows of three adjacent planes" in page  # logs/CITATION.md
+        assert "No errors to report!" in page
     assert "already high resolution" in (run.root / "sub-01.html").read_text()
 
 
