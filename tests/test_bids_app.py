@@ -81,7 +81,8 @@ def test_output_names(run):
         for desc in ("prettier", "cubic", "consistency"):
             expected |= {out_name(rel, desc), out_name(rel, desc, ".json")}
         sub = rel.split("/")[0]
-        expected.add(f"{sub}/figures/{out_name(rel, 'prettier', '.png').rsplit('/', 1)[1]}")
+        for desc, ext in (("flickerinput", ".svg"), ("flickercubic", ".svg"), ("consistency", ".svg"), ("qc", ".html")):
+            expected.add(f"{sub}/figures/{out_name(rel, desc, ext).rsplit('/', 1)[1]}")
     expected |= {"sub-01.html", "sub-02.html", "sub-03.html", "dataset_description.json", ".bidsignore",
                  "descriptions.tsv", "README.md", "group_qc.tsv", "group_qc.html", "logs/CITATION.md"}
     logs = {f for f in files if f.startswith("logs/") and f != "logs/CITATION.md"}
@@ -285,3 +286,19 @@ def test_rerun_skips_complete_outputs_and_redoes_incomplete(run, tmp_path):
 
 
 SELECTED_FIRST = next(iter(SELECTED))
+
+
+def test_nipreps_packages_in_use(run):
+    import sys
+
+    from niworkflows.interfaces.bids import DerivativesDataSink
+
+    from prettier_bids.interfaces import AtomicDerivativesSink
+
+    assert DerivativesDataSink in AtomicDerivativesSink.__mro__
+    assert {"niworkflows.interfaces.bids", "niworkflows.engine.workflows", "nireports.assembler.report",
+            "nireports.reportlets.utils"} <= set(sys.modules)
+    rel = next(iter(SELECTED))
+    meta = json.loads((run.root / out_name(rel, "prettier", ".json")).read_text())
+    assert {"niworkflows", "nireports"} <= set(meta["ProcessingSoftwareVersions"])
+    assert 'content="NiReports' in (run.root / "sub-01.html").read_text()
