@@ -93,7 +93,7 @@ class ExpectedOutputs:
     """Where the outputs of one input go (absolute paths)."""
 
     niftis: dict  # kind ("sr", "cubic", "consistency") -> NIfTI path
-    figure: Path
+    figures: list  # the reportlets (figures/*.svg)
     marker_kind: str  # the kind whose sidecar is written last
 
     @property
@@ -104,7 +104,7 @@ class ExpectedOutputs:
         files = []
         for nii in self.niftis.values():
             files += [nii, sidecar_of(nii)]
-        return files + [self.figure]
+        return files + list(self.figures)
 
 
 def output_kinds(method="model", write_cubic=False):
@@ -119,9 +119,14 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
     root = Path(root)
     kinds = output_kinds(method, write_cubic)
     niftis = {k: root / derivative_relpath(cand.entities, spec["outputs"][k]["desc"], spec=spec) for k in kinds}
-    main = "sr" if method == "model" else "cubic"
-    figure = root / derivative_relpath(cand.entities, spec["outputs"][main]["desc"], ".png", "figures", spec=spec)
-    return ExpectedOutputs(niftis=niftis, figure=figure, marker_kind=kinds[-1])
+    figures = [root / derivative_relpath(cand.entities, spec["reportlets"][k]["desc"], ".svg", "figures", spec=spec)
+               for k in reportlet_kinds(method)]
+    return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
+
+
+def reportlet_kinds(method="model"):
+    """The reportlets made for each input (keys of ``io_spec.json`` "reportlets")."""
+    return ["input", "consistency"] if method == "cubic" else ["input", "cubic", "consistency"]
 
 
 def read_json(path):
@@ -197,7 +202,7 @@ def software_versions():
     import importlib.metadata as md
 
     out = {PACKAGE_NAME: __version__}
-    for dist in ("torch", "numpy", "scipy", "nibabel", "nipype", "pybids"):
+    for dist in ("torch", "numpy", "scipy", "nibabel", "nipype", "pybids", "niworkflows", "nireports"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -243,36 +248,21 @@ def write_dataset_files(root, bids_dir, raw_description=None, spec=None):
     write_text_atomic("\n".join(rows) + "\n", root / "descriptions.tsv")
 
 
-def citation_text(n_by_contrast, model=None, method="model"):
-    """The methods boilerplate of logs/CITATION.md."""
-    vers = software_versions()
-    counted = ", ".join(f"{n} {c}" for c, n in sorted(n_by_contrast.items())) or "no"
-    if method == "model" and model is not None:
-        how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({model.name}, "
-               f"weights SHA-256 {model.sha256[:12]}..., based on EDSR [4]) applied to sliding windows of three "
-               "adjacent planes, in both in-plane directions, the two results averaged")
-    else:
-        how = "interpolated with cubic splines"
+def citation_text(description):
+    """logs/CITATION.md: the workflows' descriptions (``LiterateWorkflow.visit_desc()``) and the references."""
     return f"""# Methods boilerplate (prettier_bids {__version__})
 
-Results included in this manuscript come from super-resolution performed using *prettier_bids*
-{__version__} [1], which is based on *Nipype* {vers.get('nipype', '?')} [2] and *PyBIDS*
-{vers.get('pybids', '?')} [3], with *PyTorch* {vers.get('torch', '?')} and *NiBabel* {vers.get('nibabel', '?')}.
-
-Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
-NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when available. Each image
-was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view. Intensities were
-scaled by the 99.5th percentile of the foreground and restored afterwards. Data consistency was checked by
-re-simulating the thick slices from the output with the acquisition's slice profile and comparing them with
-the input (consistency map and PSNR in each output's JSON sidecar).
+{description.strip()}
 
 {CITATION_REFS}"""
 
 
-def write_citation(root, n_by_contrast, model=None, method="model"):
+def write_citation(root, description):
     logs = Path(root) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(citation_text(n_by_contrast, model, method), logs / "CITATION.md")
+    text = citation_text(description)
+    write_text_atomic(text, logs / "CITATION.md")
+    return text
 
 
 # --------------------------------------------------------------------------------------------

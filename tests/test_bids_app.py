@@ -83,7 +83,8 @@ def test_output_names(run):
         for desc in ("prettier", "cubic", "consistency"):
             expected |= {out_name(rel, desc), out_name(rel, desc, ".json")}
         sub = rel.split("/")[0]
-        expected.add(f"{sub}/figures/{out_name(rel, 'prettier', '.png').rsplit('/', 1)[1]}")
+        for desc, ext in (("flickerinput", ".svg"), ("flickercubic", ".svg"), ("consistency", ".svg"), ("qc", ".html")):
+            expected.add(f"{sub}/figures/{out_name(rel, desc, ext).rsplit('/', 1)[1]}")
     expected |= {"sub-01.html", "sub-02.html", "sub-03.html", "dataset_description.json", ".bidsignore",
                  "descriptions.tsv", "README.md", "group_qc.tsv", "group_qc.html", "logs/CITATION.md"}
     logs = {f for f in files if f.startswith("logs/") and f != "logs/CITATION.md"}
@@ -226,15 +227,22 @@ def test_run_summary_and_logs(run):
 
 
 def test_subject_reports(run):
+    from reports_support import assert_flicker_svg
+
     for sub in ("01", "02", "03"):
         page = (run.root / f"sub-{sub}.html").read_text()
         mine = [rel for rel in SELECTED if rel.startswith(f"sub-{sub}/")]
         for rel in mine:
-            fig = f"sub-{sub}/figures/" + out_name(rel, "prettier", ".png").rsplit("/", 1)[1]
-            assert f"src='{fig}'" in page
-            assert (run.root / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert page.count("<img ") == len(mine)
-        assert "Consistency PSNR" in page
+            for desc, flicker in (("flickerinput", True), ("flickercubic", True), ("consistency", False)):
+                fig = f"sub-{sub}/figures/" + out_name(rel, desc, ".svg").rsplit("/", 1)[1]
+                assert f"./{fig}" in page  # nireports embeds SVG reportlets by reference
+                assert_flicker_svg((run.root / fig).read_text(), flicker)
+            qc = f"sub-{sub}/figures/" + out_name(rel, "qc", ".html").rsplit("/", 1)[1]
+            assert "Consistency PSNR" in (run.root / qc).read_text()
+        assert page.count('class="svg-reportlet"') == 3 * len(mine)
+        assert page.count("Consistency PSNR") == len(mine)
+        assert "Methods" in page and "sliding windows of three adjacent planes" in page  # logs/CITATION.md
+        assert "No errors to report!" in page
     assert "already high resolution" in (run.root / "sub-01.html").read_text()
 
 
@@ -280,3 +288,19 @@ def test_rerun_skips_complete_outputs_and_redoes_incomplete(run, tmp_path):
 
 
 SELECTED_FIRST = next(iter(SELECTED))
+
+
+def test_nipreps_packages_in_use(run):
+    import sys
+
+    from niworkflows.interfaces.bids import DerivativesDataSink
+
+    from prettier_bids.interfaces import AtomicDerivativesSink
+
+    assert DerivativesDataSink in AtomicDerivativesSink.__mro__
+    assert {"niworkflows.interfaces.bids", "niworkflows.engine.workflows", "nireports.assembler.report",
+            "nireports.reportlets.utils"} <= set(sys.modules)
+    rel = next(iter(SELECTED))
+    meta = json.loads((run.root / out_name(rel, "prettier", ".json")).read_text())
+    assert {"niworkflows", "nireports"} <= set(meta["ProcessingSoftwareVersions"])
+    assert 'content="NiReports' in (run.root / "sub-01.html").read_text()

@@ -136,4 +136,5 @@ def test_method_cubic_needs_no_weights(tmp_path, capsys, monkeypatch):
         for e in ("json", "nii.gz"))
     meta = json.loads((anat / "sub-03_desc-cubic_T2w.json").read_text())
     assert meta["Method"] == "cubic" and meta["SliceAxis"] == 1 and meta["SlicePlane"] == "coronal"
-    assert (out / "prettier/sub-03/figures/sub-03_desc-cubic_T2w.png").is_file()
+    figures = sorted(p.name for p in (out / "prettier/sub-03/figures").glob("*_T2w.*"))
+    assert figures == ["sub-03_desc-consistency_T2w.svg", "sub-03_desc-flickerinput_T2w.svg", "sub-03_desc-qc_T2w.html"]

@@ -185,7 +185,8 @@ def test_completion_marker_rules(tmp_path):
     exp = po.expected_outputs(cand, tmp_path, "model", write_cubic=True)
     assert list(exp.niftis) == ["consistency", "cubic", "sr"] and exp.marker_kind == "sr"
     assert exp.marker == tmp_path / "sub-01/anat/sub-01_desc-prettier_FLAIR.json"
-    assert exp.figure == tmp_path / "sub-01/figures/sub-01_desc-prettier_FLAIR.png"
+    assert exp.figures == [tmp_path / f"sub-01/figures/sub-01_desc-{d}_FLAIR.svg"
+                           for d in ("flickerinput", "flickercubic", "consistency")]
     assert po.completion(exp, cand.source_uri, "abc") == (False, "no completion marker")
     for path in exp.all_files():
         _write(path)

@@ -61,7 +61,8 @@ def test_corrupt_file_fails_only_that_input(tmp_path, tiny_weights):
     assert text.startswith("Node: ") and "sub_02_wf.sr_FLAIR_wf.validate" in text
     assert str(crash.relative_to(root)) in failed["reason"]
     page = (root / "sub-02.html").read_text()
-    assert "class='failed'" in page and "cannot read image data" in page
+    assert "failed: validate failed: InputError: cannot read image data" in page
+    assert "One or more execution steps failed (1)" in page  # nireports' errors reportlet: the crash file
     _assert_whole_files(root)
     if validator():  # crash files and reports are covered by .bidsignore
         assert validator_errors(root) == []

@@ -129,10 +129,14 @@ def _setup_environment(args):
     """Thread limits and caches before the heavy imports; nothing is fetched from the network."""
     os.environ["NIPYPE_NO_ET"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(args.omp_nthreads)
+    # templateflow comes in through niworkflows/nireports: never update it from the network (nothing
+    # here needs a template; importing it only unpacks its bundled skeleton into TEMPLATEFLOW_HOME).
+    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     home = Path(os.path.expanduser("~"))
     if not os.access(home, os.W_OK):  # read-only HOME (Singularity/Apptainer): caches go to the work dir
         os.environ.setdefault("MPLCONFIGDIR", str(Path(args.work_dir).absolute() / ".cache" / "matplotlib"))
         os.environ.setdefault("DENO_DIR", str(Path(args.work_dir).absolute() / ".cache" / "deno"))
+        os.environ.setdefault("TEMPLATEFLOW_HOME", str(Path(args.work_dir).absolute() / ".cache" / "templateflow"))
 
 
 def _setup_logging(verbose, log_file=None):
@@ -349,7 +353,7 @@ def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
         summary.add(cand, [p.relative_to(root).as_posix() for p in expected[cand.relpath].niftis.values()]
                     if done else ())
     summary_path = summary.write()
-    _write_reports(root, subjects, cands, model, args.method, run_id, command)
+    _write_reports(root, subjects, cands, run_options(args, root, run_id, model), command)
 
     failed = sorted((c for c in cands if c.status == "failed"), key=lambda c: (c.subject, c.relpath))
     LOGGER.info("finished in %.0f s: %s; summary in %s", time.time() - t0,
@@ -384,17 +388,27 @@ def _skip_complete(cands, expected, sha):
     return todo
 
 
+def run_options(args, root, run_id, model):
+    """What the workflows need to know about this run."""
+    from ..outputs import software_versions
+    from ..workflows import RunOptions
+
+    return RunOptions(output_root=root, work_dir=Path(args.work_dir).absolute(), run_id=run_id,
+                      method=args.method, weights=model.path if model else None,
+                      model_name=model.name if model else None, model_sha256=model.sha256 if model else None,
+                      write_cubic=args.write_cubic, slice_profile=args.slice_profile, device=args.device,
+                      batch_size=args.batch_size, nprocs=args.nprocs, omp_nthreads=args.omp_nthreads,
+                      mem_gb=args.mem_gb, stop_on_first_crash=args.stop_on_first_crash,
+                      software_versions=software_versions())
+
+
 def _process(todo, expected, sha, args, root, run_id, model):
     """Build and run the workflow of the inputs in ``todo``; set each one's status from what is on disk."""
-    from ..outputs import completion, software_versions
-    from ..workflows import RunOptions, init_main_wf
+    from ..outputs import completion
+    from ..workflows import init_main_wf
     from ..workflows.base import failure_reason, run_workflow
 
-    opts = RunOptions(output_root=root, work_dir=Path(args.work_dir).absolute(), run_id=run_id,
-                      method=args.method, weights=model.path if model else None, write_cubic=args.write_cubic,
-                      slice_profile=args.slice_profile, device=args.device, batch_size=args.batch_size,
-                      nprocs=args.nprocs, omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
-                      stop_on_first_crash=args.stop_on_first_crash, software_versions=software_versions())
+    opts = run_options(args, root, run_id, model)
     try:
         opts.work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -413,21 +427,21 @@ def _process(todo, expected, sha, args, root, run_id, model):
     return ok
 
 
-def _write_reports(root, subjects, cands, model, method, run_id, command):
-    """logs/CITATION.md and one HTML report per participant of this run."""
-    from ..outputs import citation_text, write_citation
+def _write_reports(root, subjects, cands, opts, command):
+    """logs/CITATION.md (from the workflows' descriptions) and one HTML report per participant of this run."""
+    from ..outputs import write_citation
     from ..reports.subject import write_subject_report
+    from ..workflows.base import boilerplate
 
-    counts = {}
+    done = {}
     for cand in cands:
         if cand.status == "done":
-            counts[cand.contrast] = counts.get(cand.contrast, 0) + 1
-    write_citation(root, counts, model, method)
-    citation = citation_text(counts, model, method)
+            done.setdefault(cand.subject, []).append(cand)
+    write_citation(root, boilerplate(done, opts))
     for subject in subjects:
         mine = [c for c in cands if c.subject == subject]
         if mine:
-            write_subject_report(root, subject, mine, run_id, citation, command)
+            write_subject_report(root, subject, mine, opts.run_id, command)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Thin Nipype interfaces over the SR core, the derivatives writer and the report figures."""
+"""Thin Nipype interfaces over the SR core, the derivatives writer (niworkflows) and the reportlets (nireports)."""
 
-from .bids import DerivativesDataSink
-from .reports import SRFigure
+from .derivatives import AtomicDerivativesSink
+from .reportlets import ConsistencyMapRPT, SRBeforeAfterRPT
 from .sr import SuperResolve, ValidateImage
 
-__all__ = ["DerivativesDataSink", "SRFigure", "SuperResolve", "ValidateImage"]
+__all__ = ["AtomicDerivativesSink", "ConsistencyMapRPT", "SRBeforeAfterRPT", "SuperResolve", "ValidateImage"]

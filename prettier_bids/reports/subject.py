@@ -1,19 +1,26 @@
-"""Per-subject HTML report (``OUTPUT/prettier/sub-<label>.html``), built from what is on disk.
+"""Per-subject HTML report (``OUTPUT/prettier/sub-<label>.html``), assembled from reportlets.
 
-Every completed output of the subject is shown (including ones from earlier runs), with its
-figure (``sub-<label>/figures/*.png``) and its sidecar's QC values; the inputs of the current
-run that were skipped or failed are listed with their reasons.
+nireports' assembler (:class:`nireports.assembler.report.Report`, bootstrap file
+``prettier_bids/data/reports-spec.yml``) collects, for every completed output of the subject
+(including ones from earlier runs), its reportlets in ``sub-<label>/figures/``: the flickering
+before/after SVGs and the consistency map made by the workflow, and a QC table from its sidecar
+(written here, ``desc-qc`` HTML). The inputs of the current run, with their status, the methods
+boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
+import os
 from pathlib import Path
 
 from .. import __version__
 from ..outputs import read_json
 from ..sr.io import write_text_atomic
+
+#: nireports bootstrap file of the subject report.
+REPORT_SPEC = Path(__file__).resolve().parent.parent / "data" / "reports-spec.yml"
 
 CSS = """
 body{font-family:system-ui,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -40,7 +47,7 @@ def _fmt(value):
 
 
 def subject_outputs(root, subject, descs=("prettier", "cubic")):
-    """Main outputs of a subject on disk: list of (nifti path, sidecar dict, figure path or None)."""
+    """Main outputs of a subject on disk: list of (nifti path, sidecar dict)."""
     root = Path(root)
     out = []
     for sidecar in sorted((root / f"sub-{subject}").rglob("*.json")):
@@ -54,9 +61,8 @@ def subject_outputs(root, subject, descs=("prettier", "cubic")):
         if meta is None or not nifti.is_file():
             continue
         if desc == "cubic" and nifti.with_name(nifti.name.replace("desc-cubic", "desc-prettier")).is_file():
-            continue  # the cubic baseline is shown in the SR figure
-        fig = root / f"sub-{subject}" / "figures" / (sidecar.name[:-5] + ".png")
-        out.append((nifti, meta, fig if fig.is_file() else None))
+            continue  # the cubic baseline is shown in the SR reportlets
+        out.append((nifti, meta))
     return out
 
 
@@ -73,43 +79,53 @@ def _qc_table(meta):
     return "<table>" + "".join(rows) + "</table>"
 
 
-def write_subject_report(root, subject, cands=(), run_id="", citation="", command=""):
-    """Write ``<root>/sub-<subject>.html`` and return its path."""
-    root = Path(root)
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{html.escape(subject)}"
-             f" | prettier_bids</title><style>{CSS}</style></head><body>",
-             f"<h1>prettier_bids report: sub-{html.escape(subject)}</h1>"]
-    if cands:
-        parts.append("<h2>Summary of this run</h2><table><tr><th>Input</th><th>Status</th><th>Reason</th></tr>")
-        for c in cands:
-            parts.append(f"<tr><td>{html.escape(c.relpath)}</td><td class='{c.status}'>{c.status}</td>"
-                         f"<td>{html.escape(c.reason or '')}</td></tr>")
-        parts.append("</table>")
-    outputs = subject_outputs(root, subject)
-    parts.append(f"<h2>Super-resolved images ({len(outputs)})</h2>")
-    if not outputs:
-        parts.append("<p>No completed outputs for this subject.</p>")
-    for nifti, meta, fig in outputs:
+def _html_key(text):
+    """A metadata key for nireports' tables (which split keys at underscores)."""
+    return html.escape(text).replace("_", "&#95;")
+
+
+def write_qc_reportlets(root, subject):
+    """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject."""
+    from bids.layout import parse_file_entities
+
+    from ..bids import derivative_relpath, load_io_spec
+
+    spec = load_io_spec()
+    paths = []
+    for nifti, meta in subject_outputs(root, subject):
         rel = nifti.relative_to(root).as_posix()
         sources = ", ".join(meta.get("Sources", []))
-        parts.append(f"<h3>{html.escape(nifti.name)}</h3><p class='meta'>{html.escape(rel)} from "
-                     f"{html.escape(sources)}</p>")
-        if fig is not None:
-            parts.append(f"<p><img src='{html.escape(fig.relative_to(root).as_posix())}' "
-                         f"alt='orthogonal views of {html.escape(nifti.name)}'></p>")
-        parts.append(_qc_table(meta))
-        parts.append("<p class='meta'>Rows: the thick-slice input (nearest neighbour), the cubic baseline, the "
-                     "super-resolved image, and the consistency map (re-degraded output minus input; bright "
-                     "voxels mark structure that the super-resolution added or removed).</p>")
-    parts.append("<h2>About</h2><ul>"
-                 f"<li>prettier_bids version: {html.escape(__version__)}</li>"
-                 f"<li>Run identifier: {html.escape(run_id)}</li>"
-                 f"<li>Date: {_dt.datetime.now().isoformat(timespec='seconds')}</li>"
-                 + (f"<li>Command: <code>{html.escape(command)}</code></li>" if command else "")
-                 + "</ul>")
-    if citation:
-        parts.append(f"<h2>Methods</h2><pre>{html.escape(citation)}</pre>")
-    parts.append("</body></html>\n")
+        ents = parse_file_entities(str(nifti))
+        path = Path(root) / derivative_relpath(ents, spec["reportlets"]["qc"]["desc"], ".html", "figures", spec=spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(f"<h3>{html.escape(nifti.name)}</h3>\n<p class='meta'>{html.escape(rel)} from "
+                          f"{html.escape(sources)}</p>\n{_qc_table(meta)}\n", path)
+        paths.append(path)
+    return paths
+
+
+def write_subject_report(root, subject, cands=(), run_id="", command=""):
+    """Write ``<root>/sub-<subject>.html`` (nireports' assembler) and return its path."""
+    from nireports.assembler.report import Report
+
+    root = Path(root)
+    write_qc_reportlets(root, subject)
+    summary = {"This run": {_html_key(c.relpath): html.escape(f"{c.status}" + (f": {c.reason}" if c.reason else ""))
+                            for c in cands}} if cands else {"This run": {"inputs": "none"}}
+    provenance = {"Execution provenance": {
+        "prettier&#95;bids version": __version__,
+        "Run identifier": html.escape(run_id) or "n/a",
+        "Date processed": _dt.datetime.now().isoformat(timespec="seconds"),
+        "Command": f"<code>{html.escape(command)}</code>" if command else "n/a",
+    }}
     path = root / f"sub-{subject}.html"
-    write_text_atomic("\n".join(parts), path)
+    tmp = root / f".sub-{subject}.html.{os.getpid()}.tmp"
+    try:
+        Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
+               plugins=[], metadata={"summary-meta": summary, "provenance": provenance},
+               subject=subject).generate_report()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nipype.pipeline.engine import Workflow
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from .. import __version__
 from .sr import init_sr_wf, safe_name, sr_wf_name
@@ -29,6 +29,8 @@ class RunOptions:
     run_id: str
     method: str = "model"
     weights: str | None = None  # resolved weights file (method "model")
+    model_name: str | None = None  # for the methods boilerplate
+    model_sha256: str | None = None
     write_cubic: bool = False
     slice_profile: str = "boxcar"
     device: str = "cpu"
@@ -62,9 +64,32 @@ def init_prettier_wf(subject, cands, opts):
     return wf
 
 
+MAIN_DESC = """\
+Results included in this manuscript come from super-resolution performed using *prettier_bids*
+{prettier_bids} [1], which is based on *Nipype* {nipype} [2], *PyBIDS* {pybids} [3], *NiWorkflows*
+{niworkflows} and *NiReports* {nireports}, with *PyTorch* {torch} and *NiBabel* {nibabel}.
+
+Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
+NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when available.
+"""
+
+
+def main_description(cands_by_subject, opts):
+    """The run's part of the methods boilerplate (the images' workflows add theirs)."""
+    counts = {}
+    for cands in cands_by_subject.values():
+        for cand in cands:
+            counts[cand.contrast] = counts.get(cand.contrast, 0) + 1
+    counted = ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no"
+    vers = {k: "?" for k in ("prettier_bids", "nipype", "pybids", "niworkflows", "nireports", "torch", "nibabel")}
+    vers.update(opts.software_versions)
+    return MAIN_DESC.format(counted=counted, **vers)
+
+
 def init_main_wf(cands_by_subject, opts):
     """All participants of this run in one graph (so MultiProc can run images side by side)."""
     wf = Workflow(name=main_wf_name(), base_dir=str(opts.work_dir))
+    wf.__desc__ = main_description(cands_by_subject, opts)
     wf.config["execution"].update({
         "crashfile_format": "txt",
         "stop_on_first_crash": opts.stop_on_first_crash,
@@ -77,6 +102,11 @@ def init_main_wf(cands_by_subject, opts):
         if cands:
             wf.add_nodes([init_prettier_wf(subject, cands, opts)])
     return wf
+
+
+def boilerplate(cands_by_subject, opts):
+    """The methods text of these images: the descriptions of the workflows that make them."""
+    return init_main_wf(cands_by_subject, opts).visit_desc()
 
 
 def plugin_settings(opts):

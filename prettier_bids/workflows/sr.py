@@ -1,14 +1,16 @@
-"""``init_sr_wf``: one thick-slice image -> validated, super-resolved, checked, stored, plotted.
+"""``init_sr_wf``: one thick-slice image -> validated, super-resolved, checked, stored, reportlets.
 
 ::
 
     validate ──> super_resolve ──> ds_sr (desc-prettier + sidecar: written last, the completion marker)
-       │              └──────────> ds_consistency (desc-consistency)
-       ├──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
-       └──> report (before / cubic / SR / consistency) ──> ds_report (figures/*.png)
+       │              ├──────────> ds_consistency (desc-consistency)
+       │              └──> rpt_input / rpt_cubic / rpt_consistency ──> ds_rpt_* (figures/*.svg)
+       └──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
 
 ``super_resolve`` runs the SR core (preprocessing: in-plane grid and intensity scaling; the
 network; the data-consistency check). With ``--method cubic`` the cubic node takes its place.
+The reportlets (nireports) flicker the thick input and the cubic baseline over the SR output and
+show the consistency map. The workflow's ``__desc__`` is its part of the methods boilerplate.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ from __future__ import annotations
 import re
 
 from nipype.interfaces.utility import Merge
-from nipype.pipeline.engine import Node, Workflow
+from nipype.pipeline.engine import Node
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ..bids import derivative_relpath, load_io_spec
-from ..interfaces import DerivativesDataSink, SRFigure, SuperResolve, ValidateImage
+from ..interfaces import (
+    AtomicDerivativesSink,
+    ConsistencyMapRPT,
+    SRBeforeAfterRPT,
+    SuperResolve,
+    ValidateImage,
+)
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
@@ -45,11 +54,34 @@ def _mem_gb(cand):
     return max(0.5, round(n * 4 * 12 / 1e9, 2))
 
 
+SR_DESC = """\
+Each image was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
+Intensities were scaled by the 99.5th percentile of the foreground and restored afterwards.
+Data consistency was checked by re-simulating the thick slices from the output with the acquisition's
+slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
+JSON sidecar).
+"""
+
+
+def sr_description(opts):
+    """This workflow's part of the methods boilerplate."""
+    if opts.method == "model" and opts.weights:
+        name = opts.model_name or "unnamed model"
+        sha = f", weights SHA-256 {opts.model_sha256[:12]}..." if opts.model_sha256 else ""
+        how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({name}{sha}, "
+               "based on EDSR [4]) applied to sliding windows of three adjacent planes, in both in-plane "
+               "directions, the two results averaged")
+    else:
+        how = "interpolated with cubic splines"
+    return SR_DESC.format(how=how, profile=opts.slice_profile)
+
+
 def init_sr_wf(cand, opts, name=None):
     """The workflow of one input image (``cand``: a selected :class:`prettier_bids.bids.Candidate`)."""
     spec = load_io_spec()
-    outs = spec["outputs"]
+    outs, rpts = spec["outputs"], spec["reportlets"]
     wf = Workflow(name=name or sr_wf_name(cand))
+    wf.__desc__ = sr_description(opts)
     source = str(cand.path)
     mem = _mem_gb(cand)
     common = dict(slice_profile=opts.slice_profile, device=opts.device, batch_size=opts.batch_size)
@@ -64,9 +96,14 @@ def init_sr_wf(cand, opts, name=None):
 
     def sink(kind, **kwargs):
         meta = {"Description": outs[kind]["Description"], **static}
-        return Node(DerivativesDataSink(base_directory=str(opts.output_root), source_file=source,
-                                        desc=outs[kind]["desc"], meta_dict=meta, **kwargs),
+        return Node(AtomicDerivativesSink(base_directory=str(opts.output_root), source_file=source,
+                                          desc=outs[kind]["desc"], meta_dict=meta, **kwargs),
                     name=f"ds_{kind}", run_without_submitting=True)
+
+    def report_sink(kind):
+        return Node(AtomicDerivativesSink(base_directory=str(opts.output_root), source_file=source,
+                                          desc=rpts[kind]["desc"], datatype="figures", write_sidecar=False,
+                                          check_hdr=False), name=f"ds_rpt_{kind}", run_without_submitting=True)
 
     validate = Node(ValidateImage(in_file=source), name="validate")
     cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
@@ -78,23 +115,30 @@ def init_sr_wf(cand, opts, name=None):
     else:
         main = cubic
 
-    report = Node(SRFigure(title=cand.relpath), name="report", mem_gb=mem)
-    wf.connect([(validate, report, [("out_file", "in_file")]),
-                (cubic, report, [("out_file", "cubic_file")]),
-                (main, report, [("consistency_map", "consistency_map")])])
+    main_label = "PRETTIER super-resolution" if main is not cubic else "cubic interpolation"
+    rpt_input = Node(SRBeforeAfterRPT(before_label="thick-slice input", after_label=main_label),
+                     name="rpt_input", mem_gb=mem)
+    rpt_consistency = Node(ConsistencyMapRPT(), name="rpt_consistency", mem_gb=mem)
+    wf.connect([(validate, rpt_input, [("out_file", "before")]),
+                (main, rpt_input, [("out_file", "after")]),
+                (main, rpt_consistency, [("consistency_map", "in_file"), ("out_file", "reference")])])
+    reportlets = [("input", rpt_input), ("consistency", rpt_consistency)]
     if main is not cubic:
-        wf.connect(main, "out_file", report, "sr_file")
+        rpt_cubic = Node(SRBeforeAfterRPT(before_label="cubic interpolation", after_label=main_label),
+                         name="rpt_cubic", mem_gb=mem)
+        wf.connect([(cubic, rpt_cubic, [("out_file", "before")]), (main, rpt_cubic, [("out_file", "after")])])
+        reportlets.insert(1, ("cubic", rpt_cubic))
 
     ds_consistency = sink("consistency", info_keys=CONSISTENCY_KEYS)
     main_uri = "bids::" + derivative_relpath(cand.entities, outs[main_kind]["desc"], spec=spec)
     ds_consistency.inputs.meta_dict = {**ds_consistency.inputs.meta_dict, "Sources": [cand.source_uri, main_uri],
                                        "Units": "fraction of IntensityScale"}
-    ds_report = Node(DerivativesDataSink(base_directory=str(opts.output_root), source_file=source,
-                                         desc=outs[main_kind]["desc"], datatype="figures", write_sidecar=False,
-                                         check_hdr=False), name="ds_report", run_without_submitting=True)
-    wf.connect([(main, ds_consistency, [("consistency_map", "in_file"), ("info", "info")]),
-                (report, ds_report, [("out_file", "in_file")])])
-    before = [ds_consistency, ds_report]
+    wf.connect([(main, ds_consistency, [("consistency_map", "in_file"), ("info", "info")])])
+    before = [ds_consistency]
+    for kind, rpt in reportlets:
+        ds_rpt = report_sink(kind)
+        wf.connect(rpt, "out_report", ds_rpt, "in_file")
+        before.append(ds_rpt)
     if main is not cubic and opts.write_cubic:
         ds_cubic = sink("cubic")
         wf.connect([(cubic, ds_cubic, [("out_file", "in_file"), ("info", "info")])])
