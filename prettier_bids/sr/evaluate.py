@@ -210,3 +210,35 @@ def save_figure(example, path, title=""):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# --- Real-scan self-check (benchmarks/real.py): merge pairs of real slices, recover the originals --------
+
+def merge_adjacent_slices(vol, axis):
+    """Mean of slices (0, 1), (2, 3), ... along ``axis`` (an odd last slice is dropped): the same stack
+    acquired with slices of double thickness at double spacing."""
+    n = vol.shape[axis] // 2 * 2
+    a = np.take(vol, np.arange(0, n, 2), axis=axis)
+    b = np.take(vol, np.arange(1, n, 2), axis=axis)
+    return 0.5 * (a + b)
+
+
+def original_slab_matrix(n_merged, factor, thickness_ratio=1.0):
+    """Matrix (n_slices x n_merged * factor) averaging an SR grid of merged slices over slabs of the original
+    slice thickness (``thickness_ratio`` x the original spacing) at the original slice centres.
+
+    Merged slice ``k`` is centred between original slices ``2k`` and ``2k + 1``; SR row ``j`` lies at merged
+    coordinate ``(j - c) / factor`` (:func:`prettier_bids.sr.degrade.hr_rows_lr_coordinate`), so original slice
+    ``i`` lies at row ``c + (i - 0.5) * factor / 2``. Only slices whose slab lies inside the SR grid are kept;
+    returns (matrix, their indices in the original stack).
+    """
+    from .degrade import profile_matrix
+
+    n_rows = n_merged * factor
+    h = 1.0 / factor  # in units of the merged spacing (2 original spacings)
+    c = centre_row(factor)
+    idx = np.arange(2 * n_merged)
+    pos = (c + (idx - 0.5) * factor / 2.0) * h
+    half = 0.25 * thickness_ratio  # original thickness in merged-spacing units, halved
+    ok = (pos - half >= -h / 2 - 1e-9) & (pos + half <= (n_rows - 0.5) * h + 1e-9)
+    return profile_matrix(n_rows, h, pos[ok], 0.5 * thickness_ratio), idx[ok]
