@@ -128,3 +128,112 @@ def test_real_scan_protocol_recovers_a_linear_signal():
         inner = (idx > 14) & (idx < 26)  # away from the spline's edge conditions
         # odd factors put the original centres at quarter rows: a small staircase error of the boxcar
         assert np.allclose(back[..., inner], vol[..., idx[inner]], atol=1e-4 if factor % 2 == 0 else 1e-2)
+
+
+# --- synthetic lesions and lesion-aware patch sampling ----------------------------------------------------
+
+def _phantom(seed=0):
+    """A 1 mm 'brain': WM 0.6 with noise, brighter GM rim, dark central ventricles, zero outside."""
+    rng = np.random.default_rng(seed)
+    g = np.mgrid[:72, :80, :72].astype(np.float32)
+    r = np.sqrt(((g - np.array([36, 40, 36])[:, None, None, None]) ** 2).sum(0))
+    vol = np.where(r < 32, 0.6, 0.0).astype(np.float32)
+    vol[(r >= 27) & (r < 32)] = 0.8
+    vol[r < 9] = 0.1
+    vol += (r < 32) * 0.02 * rng.standard_normal(vol.shape).astype(np.float32)
+    return vol
+
+
+def test_inserter_paints_flair_bright_t1_dark_with_soft_edges():
+    vol = _phantom()
+    ins = L.LesionInserter({"per_patch": 4})
+    for contrast, brighter in (("FLAIR", True), ("T1w", False)):
+        out, mask = ins.insert(vol, np.random.default_rng(1), contrast, key=contrast, n=4)
+        assert mask.max() == pytest.approx(1.0, abs=1e-3) and ((mask > 0.05) & (mask < 0.95)).any()
+        assert np.array_equal(out[mask == 0], vol[mask == 0])  # untouched outside the lesions
+        core = mask > 0.99
+        ratio = np.median(out[core] / vol[core])
+        r = ins.stats["intensity_ratio"][contrast]
+        assert r["p10"] - 1e-3 <= ratio <= r["p90"] + 1e-3
+        assert (ratio > 1) == brighter
+    # a block region: lesions only inside, same shape as the block
+    region = (slice(10, 40), slice(20, 60), slice(30, 50))
+    out, mask = ins.insert(vol, np.random.default_rng(2), "FLAIR", key="FLAIR", region=region, n=6)
+    assert out.shape == mask.shape == (30, 40, 20)
+    # a contrast without statistics gets nothing
+    out, mask = ins.insert(vol, np.random.default_rng(2), "PD", key="PD", n=3)
+    assert not mask.any() and np.array_equal(out, vol)
+
+
+def _vols():
+    from scipy import ndimage
+
+    from prettier_bids.sr.patches import TrainVolume
+
+    rng = np.random.default_rng(5)
+    v = ndimage.gaussian_filter(rng.random((40, 120, 110)).astype(np.float32), 2) * 3
+    return [TrainVolume("a", v.astype(np.float32))]
+
+
+def test_patch_batches_unchanged_with_lesion_option_off():
+    """Reference sums from the sampler before the lesion option existed (same code path when it is off)."""
+    from prettier_bids.sr.patches import PatchSampler
+
+    expected = [(6, 5.0, 4644.573502779007, 27870.29087626934), (5, 4.0, 4493.246335983276, 22466.518372297287),
+                (6, 4.5, 4651.8881895542145, 27911.07174384594)]
+    for kwargs in ({}, {"lesions": None}, {"lesions": {}}):
+        s = PatchSampler(_vols(), seed=11, lr_rows=8, width=32, min_foreground=0.0, **kwargs)
+        for factor, t, lr_sum, hr_sum in expected:
+            b = s.batch(4)
+            assert (b.factor, b.thickness, b.lesion) == (factor, t, None)
+            assert float(b.lr.astype(np.float64).sum()) == pytest.approx(lr_sum, rel=1e-6)
+            assert float(b.hr.astype(np.float64).sum()) == pytest.approx(hr_sum, rel=1e-6)
+
+
+def test_patch_sampler_lesions_real_and_synthetic():
+    from prettier_bids.sr.patches import PatchSampler, TrainVolume, fixed_batches
+
+    vol = _phantom()
+    real = np.zeros(vol.shape, bool)
+    real[20:24, 30:34, 40:43] = True
+    tv = TrainVolume("hr/openms_p99_FLAIR.nii.gz", vol, lesions=real)
+    # lesion-rich sampling: every patch contains a real lesion voxel
+    s = PatchSampler([tv], seed=3, lr_rows=6, width=24, min_foreground=0.0,
+                     lesions={"real_prob": 1.0, "insert_prob": 0.0})
+    b = s.batch(6, spacing=4, thickness=4.0)
+    assert b.lesion.shape == b.hr.shape and b.lesion.dtype == np.float32
+    assert (b.lesion.reshape(6, -1).max(axis=1) == 1).all()
+    # synthetic lesions: the HR target is brighter than the volume where the map says lesion
+    s = PatchSampler([TrainVolume("hr/openms_p99_FLAIR.nii.gz", vol)], seed=4, lr_rows=6, width=48,
+                     min_foreground=0.0, augment=False,
+                     lesions={"real_prob": 0.0, "insert_prob": 1.0, "per_patch": 4, "periventricular_prob": 1.0})
+    found = 0
+    for _ in range(4):
+        b = s.batch(4, spacing=4, thickness=4.0)
+        assert b.lesion.min() >= 0 and b.lesion.max() <= 1
+        found += int((b.lesion > 0.99).sum())
+        assert np.all(b.hr[b.lesion > 0.99] > 0.6)  # FLAIR lesions in WM (0.6) or GM (0.8) are brighter
+    assert found > 0
+    # not on volumes outside the 'volumes' filter; never in validation batches
+    s = PatchSampler([TrainVolume("hr/mass_t99_T1w.nii.gz", vol)], seed=4, lr_rows=6, width=48,
+                     min_foreground=0.0, lesions={"insert_prob": 1.0})
+    assert not s.batch(4, spacing=4, thickness=4.0).lesion.any()
+    vb = fixed_batches([tv], 1, 2, 0, 4, 4.0, lr_rows=6, width=24, min_foreground=0.0, lesions={"real_prob": 1})
+    assert vb[0].lesion is None
+    with pytest.raises(ValueError, match="unknown lesion option"):
+        PatchSampler([tv], lesions={"insert_probability": 1})
+
+
+def test_lesion_weighted_l1():
+    import torch
+    import torch.nn.functional as F
+
+    from prettier_bids.sr.losses import lesion_weighted_l1
+
+    pred, target = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    pred[0, 1, 0, 0] = 1.0  # the only error, inside the lesion
+    lesion = torch.zeros(1, 3, 4, 4)
+    lesion[0, 1, 0, 0] = 1.0
+    assert lesion_weighted_l1(pred, target, torch.zeros_like(lesion)).item() == pytest.approx(F.l1_loss(pred, target).item())
+    assert lesion_weighted_l1(pred, target, lesion, weight=0).item() == pytest.approx(1 / 48)
+    assert lesion_weighted_l1(pred, target, lesion, weight=4).item() == pytest.approx(5 / 52)

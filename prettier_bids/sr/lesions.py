@@ -212,13 +212,16 @@ def white_matter_mask(vol, brain, contrast="FLAIR"):
     return ndimage.binary_erosion(wm, iterations=1)
 
 
-def estimate_lesion_stats(volumes, lesion_mask, brain, min_voxels=3):
-    """Statistics of real lesions: equivalent diameters (mm) and, per contrast, the ratio of the
-    mean lesion intensity to the mean of the surrounding ring of brain (numbers only).
+def estimate_lesion_stats(volumes, lesion_mask, brain, min_voxels=3, reference="FLAIR"):
+    """Statistics of real lesions (numbers only): equivalent diameters (mm), placement fractions and,
+    per contrast, the ratio of the mean lesion intensity to the mean of its 2-voxel ring of normal
+    white matter (:func:`white_matter_mask` of the ``reference`` contrast, other lesions excluded).
 
-    ``volumes``: dict contrast -> 1 mm array registered to ``lesion_mask``.
+    ``volumes``: dict contrast -> scaled 1 mm array registered to ``lesion_mask``.
     """
-    rings = lesion_rings(lesion_mask, brain, min_voxels=min_voxels)
+    ref = volumes[reference]
+    wm = white_matter_mask(ref, brain, reference) & ~np.asarray(lesion_mask, bool)
+    rings = lesion_rings(lesion_mask, wm, min_voxels=min_voxels)
     diam = [float((6.0 * len(les) / math.pi) ** (1 / 3)) for _, les, _ in rings]
     ratios = {}
     for contrast, vol in volumes.items():
@@ -229,13 +232,23 @@ def estimate_lesion_stats(volumes, lesion_mask, brain, min_voxels=3):
                 r.append(float(np.mean(vol[tuple(les.T)]) / ring_mean))
         ratios[contrast] = {"median": float(np.median(r)), "p10": float(np.percentile(r, 10)),
                             "p90": float(np.percentile(r, 90)), "n": len(r)}
-    labels, _ = label_lesions(lesion_mask)
-    dist_ventricle = None
-    return {"n_lesions": len(rings), "diameter_mm": {"median": float(np.median(diam)),
-                                                      "p10": float(np.percentile(diam, 10)),
-                                                      "p90": float(np.percentile(diam, 90)),
-                                                      "values": sorted(round(d, 2) for d in diam)},
-            "intensity_ratio": ratios, "_unused": dist_ventricle}
+    maps = placement_maps(ref, reference, keep_distance=True)
+    depth = ndimage.distance_transform_edt(brain)
+    d_vent = maps.ventricle_distance if maps is not None else np.full(ref.shape, np.inf)
+    peri = juxta = 0
+    for _, les, _ in rings:
+        li = tuple(les.T)
+        if float(d_vent[li].min()) <= 6:
+            peri += 1
+        elif float(depth[li].min()) <= 8:
+            juxta += 1
+    n = max(len(rings), 1)
+    return {"n_lesions": len(rings), "min_voxels": int(min_voxels),
+            "diameter_mm": {"median": float(np.median(diam)), "p10": float(np.percentile(diam, 10)),
+                            "p90": float(np.percentile(diam, 90)), "values": sorted(round(d, 2) for d in diam)},
+            "placement": {"periventricular": peri / n, "juxtacortical": juxta / n,
+                          "deep_white_matter": (len(rings) - peri - juxta) / n},
+            "intensity_ratio": ratios}
 
 
 def load_lesion_stats(path=None):
@@ -290,9 +303,10 @@ class PlacementMaps:
     periventricular: np.ndarray  # (n, 3)
     juxtacortical: np.ndarray  # (n, 3)
     ring_mean: float  # mean of normal WM, the reference for the intensity ratio
+    ventricle_distance: np.ndarray = None  # mm from the ventricles (statistics only)
 
 
-def placement_maps(vol, contrast="FLAIR", brain_threshold=0.02):
+def placement_maps(vol, contrast="FLAIR", brain_threshold=0.02, keep_distance=False):
     """Candidate centres from intensity heuristics on a scaled, skull-stripped 1 mm volume.
 
     Brain: foreground filled. CSF: the darkest 12 % of the brain on FLAIR/T1w, the brightest 8 %
@@ -315,15 +329,19 @@ def placement_maps(vol, contrast="FLAIR", brain_threshold=0.02):
     peri = wm & (d_vent >= 1) & (d_vent <= 6)
     juxta = wm & (depth >= 3) & (depth <= 8)
     ring_mean = float(vol[wm].mean()) if wm.any() else float(v.mean())
-    return PlacementMaps(np.argwhere(peri).astype(np.int32), np.argwhere(juxta).astype(np.int32), ring_mean)
+    return PlacementMaps(np.argwhere(peri).astype(np.int32), np.argwhere(juxta).astype(np.int32), ring_mean,
+                         d_vent if keep_distance else None)
 
 
 class LesionInserter:
-    """Paint synthetic lesions into a 1 mm volume (in place on a copy; returns the volume and the mask).
+    """Paint synthetic lesions into (a block of) a 1 mm training volume.
 
     ``config`` keys (all optional): ``per_patch`` (mean number of lesions per patch, Poisson),
-    ``periventricular_prob`` (else juxtacortical), ``diameter_mm`` ([min, max], clipped 2-20 mm),
-    ``stats`` (path of a stats JSON; default the shipped ``lesion_stats.json``).
+    ``periventricular_prob`` (else juxtacortical), ``diameter_mm`` ([min, max], clipped to 2-20 mm),
+    ``stats`` (path of a stats JSON; default the shipped ``lesion_stats.json``). Sizes are drawn from
+    the real lesions' equivalent diameters (x U(0.8, 1.25)), intensity ratios to the surrounding WM
+    uniformly between the real lesions' 10th and 90th percentiles of that contrast. The change is
+    multiplicative (texture kept) and weighted by the blob's soft edge: ``x * (1 + w * (ratio - 1))``.
     """
 
     def __init__(self, config=None):
@@ -352,39 +370,39 @@ class LesionInserter:
             self._maps[key] = placement_maps(vol, contrast)
         return self._maps[key]
 
-    def insert(self, vol, rng, contrast="FLAIR", key=None, n=None, region=None):
-        """Return (new volume, soft lesion mask) with ``n`` lesions (Poisson(per_patch) by default).
+    def insert(self, vol, rng, contrast="FLAIR", key=None, region=None, n=None):
+        """(copy of ``vol[region]`` with lesions painted in, soft lesion mask of that block).
 
-        ``region``: optional tuple of slices; centres are drawn inside it (the patch being made).
+        ``region``: tuple of 3 slices with explicit bounds (default: the whole volume); lesion centres
+        are drawn from the volume's placement maps inside it; ``n`` lesions (default Poisson(per_patch)).
+        Contrasts without statistics (or volumes without a brain) get no lesions.
         """
+        if region is None:
+            region = tuple(slice(0, n_) for n_ in vol.shape)
+        block = np.array(vol[region], dtype=np.float32, copy=True)
+        mask = np.zeros(block.shape, dtype=np.float32)
+        if contrast not in self.stats["intensity_ratio"]:
+            return block, mask
         maps = self.maps(key if key is not None else id(vol), vol, contrast)
-        out = np.array(vol, dtype=np.float32, copy=True)
-        mask = np.zeros(vol.shape, dtype=np.float32)
-        ratio_ok = self.stats["intensity_ratio"].get(contrast or "FLAIR")
-        if maps is None or ratio_ok is None:
-            return out, mask
+        if maps is None:
+            return block, mask
         n = int(rng.poisson(self.per_patch)) if n is None else int(n)
+        origin = np.array([r.start for r in region])
+        stop = np.array([r.stop for r in region])
         for _ in range(n):
             cands = maps.periventricular if rng.random() < self.peri_prob else maps.juxtacortical
-            if region is not None and len(cands):
-                inside = np.all([(cands[:, a] >= region[a].start) & (cands[:, a] < region[a].stop)
-                                 for a in range(3)], axis=0)
-                cands = cands[inside]
+            cands = cands[np.all((cands >= origin) & (cands < stop), axis=1)] if len(cands) else cands
             if not len(cands):
                 continue
-            centre = cands[rng.integers(len(cands))]
+            centre = cands[rng.integers(len(cands))] - origin
             b = blob(rng, self.sample_diameter(rng))
+            ratio = self.sample_ratio(rng, contrast)
             h = b.shape[0] // 2
             lo = centre - h
-            src = tuple(slice(max(0, -lo[a]), b.shape[a] - max(0, lo[a] + b.shape[a] - vol.shape[a])) for a in range(3))
-            dst = tuple(slice(max(0, lo[a]), min(vol.shape[a], lo[a] + b.shape[a])) for a in range(3))
-            w = b[src]
-            ratio = self.sample_ratio(rng, contrast)
-            # multiplicative change towards ratio x the local tissue, only inside the brain
-            tissue = out[dst]
-            target = np.float32(ratio) * np.float32(maps.ring_mean)
-            inside = tissue > 0.02
-            new = tissue + w * (target - tissue) * 0.5 + w * tissue * (ratio - 1.0) * 0.5
-            out[dst] = np.where(inside, new, tissue)
-            mask[dst] = np.maximum(mask[dst], w * inside)
-        return out, mask
+            src = tuple(slice(max(0, -lo[a]), b.shape[a] - max(0, lo[a] + b.shape[a] - block.shape[a]))
+                        for a in range(3))
+            dst = tuple(slice(max(0, lo[a]), min(block.shape[a], lo[a] + b.shape[a])) for a in range(3))
+            w = b[src] * (block[dst] > 0.02)  # brain only
+            block[dst] *= 1.0 + w * np.float32(ratio - 1.0)
+            mask[dst] = np.maximum(mask[dst], w)
+        return block, mask
