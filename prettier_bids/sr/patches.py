@@ -146,6 +146,7 @@ class PatchSampler:
             self.lesion_cfg = {**LESION_DEFAULTS, **lesions}
             self.inserter = LesionInserter(self.lesion_cfg) if self.lesion_cfg["insert_prob"] > 0 else None
             self._real = [i for i, v in enumerate(volumes) if self._real_mask(v) is not None]
+            self._real_idx = {i: np.flatnonzero(volumes[i].lesions) for i in self._real}
 
     @staticmethod
     def _real_mask(vol):
@@ -169,7 +170,7 @@ class PatchSampler:
             centre = None
             if cfg is not None and self._real and rng.random() < cfg["real_prob"]:
                 vi = self._real[rng.integers(len(self._real))]
-                les = np.flatnonzero(self.volumes[vi].lesions)
+                les = self._real_idx[vi]
                 centre = np.unravel_index(les[rng.integers(len(les))], self.volumes[vi].data.shape) if len(les) else None
             else:
                 vi = rng.integers(len(self.volumes))
@@ -236,7 +237,10 @@ class PatchSampler:
         args = (slice_axis, sweep_axis, plane - region[sweep_axis].start, 0, first - region[slice_axis].start,
                 s, t, profile, self.lr_rows, self.width)
         lr, hr = extract_pair(block, *args)
-        _, les = extract_pair(lesion, *args)
+        # the lesion map on the HR rows only (the rows extract_pair returns as ``hr``)
+        arr = np.transpose(lesion, (sweep_axis, slice_axis, col_axis))
+        p0, t0 = args[2], args[4] - centre_row(s)
+        les = np.ascontiguousarray(arr[p0 - 1:p0 + 2, t0:t0 + self.lr_rows * s, :self.width], dtype=np.float32)
         return lr, hr, les
 
     def batch(self, batch_size, spacing=None, thickness=None, profile=None):
