@@ -102,7 +102,7 @@ def prepare(path):
     return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms
 
 
-def evaluate_scan(path, models, batch_size=8):
+def evaluate_scan(path, models, batch_size=8, device="cpu"):
     x, axis, s, zooms = prepare(path)
     merged = merge_adjacent_slices(x, axis)
     factor = upsampling_factor(2 * s)
@@ -118,7 +118,7 @@ def evaluate_scan(path, models, batch_size=8):
         if model is None:
             hr = cubic_array(merged, axis, factor)
         else:
-            hr = super_resolve_array(merged, axis, factor, model.model, batch_size)
+            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device)
         pred = apply_along_axis(w, hr, axis)
         row[label] = {"psnr": psnr(pred, ref, mask), "ssim": ssim_slices(pred, ref, mask, axis),
                       "seconds": round(time.time() - t0, 1)}
@@ -168,6 +168,7 @@ def main(argv=None):
     p.add_argument("--out-dir", default=None, help="write real.md and real.json here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
@@ -185,14 +186,14 @@ def main(argv=None):
         return 66
     models = {}
     for name in args.models.split(","):
-        m = load_model(weights=name) if name.endswith(".pt") else load_model(name)
+        m = load_model(weights=name, device=args.device) if name.endswith(".pt") else load_model(name, device=args.device)
         models[m.name] = m
     order = {"FLAIR": 0, "T1w": 1, "T2w": 2}
     scans.sort(key=lambda q: (min([v for k, v in order.items() if f"_{k}." in q.name] or [3]), q.name))
     t0 = time.time()
     rows = []
     for q in scans:
-        rows.append(evaluate_scan(q, models, args.batch_size))
+        rows.append(evaluate_scan(q, models, args.batch_size, args.device))
         text = write_results(rows, models, args.out_dir, t0)
     print(text)
     return 0

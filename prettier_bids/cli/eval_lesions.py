@@ -54,18 +54,19 @@ def build_parser():
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
     return p
 
 
-def _load_models(spec):
+def _load_models(spec, device="cpu"):
     from ..sr.reconstruct import load_model
 
     models = {}
     for item in [s for s in spec.split(",") if s]:
         if item.endswith(".pt"):
-            m = load_model(weights=item)
+            m = load_model(weights=item, device=device)
         else:
-            m = load_model(item)
+            m = load_model(item, device=device)
         models[m.name] = m
     return models
 
@@ -78,7 +79,7 @@ def _atomic_write(path, text):
     os.replace(tmp, path)
 
 
-def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name=""):
+def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu"):
     """Rows of per-axis metrics for the truth, cubic and each model."""
     from ..sr import lesions as L
     from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
@@ -91,7 +92,7 @@ def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, nam
             outs, secs = {}, {}
             for label, model in methods.items():
                 t0 = time.time()
-                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size)
+                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device)
                 secs[label] = time.time() - t0
             n = min(o.shape[axis] for o in outs.values())
             take = lambda a: np.take(a, idx[:n], axis=axis)  # noqa: E731
@@ -165,7 +166,7 @@ def main(argv=None):
               "(2-8 mm)", file=sys.stderr)
         return 64
     try:
-        models = _load_models(args.models)
+        models = _load_models(args.models, args.device)
     except WeightsError as exc:
         print(f"prettier-eval lesions: error: {exc}", file=sys.stderr)
         return 66
@@ -189,7 +190,8 @@ def main(argv=None):
                   "(both must be 1 mm, same grid)", file=sys.stderr)
             return 65
         brain = brain_mask(vol, True)
-        rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel)
+        rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
+                              device=args.device)
     table = summarise(rows)
     text = "\n".join([
         "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",

@@ -58,11 +58,11 @@ def simulate_case(vol, axis, spacing, thickness):
     return lr, img, rows
 
 
-def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8):
+def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8, device="cpu"):
     """Reconstruct a :func:`simulate_case` image with ``model`` (a LoadedModel) or cubic (``model=None``)
     through :func:`super_resolve`; returns (array cropped to at most ``n_rows`` along ``axis``, SRResult)."""
     res = super_resolve(img, model=model, method="model" if model is not None else "cubic",
-                        slice_thickness=thickness, batch_size=batch_size)
+                        slice_thickness=thickness, batch_size=batch_size, device=device)
     out = res.image.get_fdata(dtype=np.float32)
     n = min(out.shape[axis], n_rows)
     return np.take(out, np.arange(n), axis=axis), res
