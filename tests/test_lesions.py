@@ -267,7 +267,7 @@ def test_lesion_benchmark_cli(tmp_path, tiny_weights):
     args = ["lesions", "--data-root", str(tmp_path / "data"), "--case", "hr/x_FLAIR.nii.gz:hr/x_lesions.nii.gz",
             "--models", str(tiny_weights), "--axes", "1,2", "--settings", "6:5", "--out-dir", str(out)]
     assert main(args) == 0
-    res = json.loads((out / "lesions.json").read_text())
+    res = json.loads((out / "lesions.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     methods = [r["method"] for r in res["summary"]]
     assert methods == ["truth (1 mm)", "cubic", "tiny"]
     assert {r["axis"] for r in res["rows"]} == {"coronal", "axial"}

@@ -71,6 +71,17 @@ def _load_models(spec, device="cpu"):
     return models
 
 
+def _finite(obj):
+    """NaN / inf -> None, so the JSON is strict (no NaN literals)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def _atomic_write(path, text):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -207,10 +218,10 @@ def main(argv=None):
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / "lesions.md", text + "\n")
-        _atomic_write(out / "lesions.json", json.dumps(
+        _atomic_write(out / "lesions.json", json.dumps(_finite(
             {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
              "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
-             "seconds": time.time() - t_all}, indent=2, default=float) + "\n")
+             "seconds": time.time() - t_all}), indent=2, allow_nan=False) + "\n")
     return 0
 
 
