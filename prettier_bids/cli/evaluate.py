@@ -18,7 +18,8 @@ def build_parser():
         prog="prettier-eval",
         description="Evaluate a model on held-out 1 mm volumes: simulate thick slices along each axis, "
                     "reconstruct with cubic spline and the model, report PSNR/SSIM in a brain mask and patch IQMs.",
-        epilog="example: prettier-eval --data-root ../shared/data --out-dir eval/")
+        epilog="example: prettier-eval --data-root ../shared/data --out-dir eval/; "
+               "lesion benchmark: prettier-eval lesions --help")
     p.add_argument("--data-root", required=True, help="folder the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split with a 'test' section (default: the shipped one)")
     g = p.add_mutually_exclusive_group()
@@ -36,6 +37,11 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lesions"]:  # prettier-eval lesions ...: the lesion benchmark (issue 12)
+        from .eval_lesions import main as lesions_main
+
+        return lesions_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch

@@ -45,6 +45,29 @@ def brain_mask(vol, skull_stripped):
     return np.asarray(mask.get_fdata() > 0.5)
 
 
+def simulate_case(vol, axis, spacing, thickness):
+    """Thick slices of a scaled 1 mm volume along ``axis`` (first centre on a whole voxel, so the SR grid
+    falls on the truth's voxels): returns (Degraded, its NIfTI image, the truth's row indices the SR grid
+    covers along ``axis``)."""
+    r = int(spacing)
+    c = centre_row(r)
+    first = max(c, int(round(centred_first_slice(vol.shape[axis], 1.0, thickness, spacing))))
+    lr = simulate_thick_slices(vol, np.eye(4), axis, thickness, spacing, first_centre_mm=first)
+    img = nib.Nifti1Image(lr.data, lr.affine)
+    rows = np.arange(vol.shape[axis])[slice(first - c, first - c + lr.data.shape[axis] * r)]
+    return lr, img, rows
+
+
+def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8, device="cpu"):
+    """Reconstruct a :func:`simulate_case` image with ``model`` (a LoadedModel) or cubic (``model=None``)
+    through :func:`super_resolve`; returns (array cropped to at most ``n_rows`` along ``axis``, SRResult)."""
+    res = super_resolve(img, model=model, method="model" if model is not None else "cubic",
+                        slice_thickness=thickness, batch_size=batch_size, device=device)
+    out = res.image.get_fdata(dtype=np.float32)
+    n = min(out.shape[axis], n_rows)
+    return np.take(out, np.arange(n), axis=axis), res
+
+
 @dataclass
 class VolumeScore:
     name: str
@@ -67,20 +90,15 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
         for spacing, thickness in settings:
             r = int(spacing)
             c = centre_row(r)
-            first = max(c, int(round(centred_first_slice(vol.shape[axis], 1.0, thickness, spacing))))
-            lr = simulate_thick_slices(vol, np.eye(4), axis, thickness, spacing, first_centre_mm=first)
-            img = nib.Nifti1Image(lr.data, lr.affine)
-            rows = slice(first - c, first - c + lr.data.shape[axis] * r)
-            ref = np.take(vol, np.arange(vol.shape[axis])[rows], axis=axis)
-            m = np.take(mask, np.arange(vol.shape[axis])[rows], axis=axis)
+            lr, img, rows = simulate_case(vol, axis, spacing, thickness)
+            ref = np.take(vol, rows, axis=axis)
+            m = np.take(mask, rows, axis=axis)
             outs = {}
             for method in ("cubic", "model"):
                 t0 = time.time()
-                res = super_resolve(img, model=model if method == "model" else None, method=method,
-                                    slice_thickness=thickness, batch_size=batch_size)
-                out = res.image.get_fdata(dtype=np.float32)
-                n = min(out.shape[axis], ref.shape[axis])
-                out_c = np.take(out, np.arange(n), axis=axis)
+                out_c, res = reconstruct_case(img, axis, ref.shape[axis], model if method == "model" else None,
+                                              thickness, batch_size)
+                n = out_c.shape[axis]
                 ref_c, m_c = np.take(ref, np.arange(n), axis=axis), np.take(m, np.arange(n), axis=axis)
                 scores.append(VolumeScore(name, contrast, axis, spacing, thickness, method,
                                           psnr(out_c, ref_c, m_c), ssim(out_c, ref_c, m_c),
@@ -192,3 +210,35 @@ def save_figure(example, path, title=""):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# --- Real-scan self-check (benchmarks/real.py): merge pairs of real slices, recover the originals --------
+
+def merge_adjacent_slices(vol, axis):
+    """Mean of slices (0, 1), (2, 3), ... along ``axis`` (an odd last slice is dropped): the same stack
+    acquired with slices of double thickness at double spacing."""
+    n = vol.shape[axis] // 2 * 2
+    a = np.take(vol, np.arange(0, n, 2), axis=axis)
+    b = np.take(vol, np.arange(1, n, 2), axis=axis)
+    return 0.5 * (a + b)
+
+
+def original_slab_matrix(n_merged, factor, thickness_ratio=1.0):
+    """Matrix (n_slices x n_merged * factor) averaging an SR grid of merged slices over slabs of the original
+    slice thickness (``thickness_ratio`` x the original spacing) at the original slice centres.
+
+    Merged slice ``k`` is centred between original slices ``2k`` and ``2k + 1``; SR row ``j`` lies at merged
+    coordinate ``(j - c) / factor`` (:func:`prettier_bids.sr.degrade.hr_rows_lr_coordinate`), so original slice
+    ``i`` lies at row ``c + (i - 0.5) * factor / 2``. Only slices whose slab lies inside the SR grid are kept;
+    returns (matrix, their indices in the original stack).
+    """
+    from .degrade import profile_matrix
+
+    n_rows = n_merged * factor
+    h = 1.0 / factor  # in units of the merged spacing (2 original spacings)
+    c = centre_row(factor)
+    idx = np.arange(2 * n_merged)
+    pos = (c + (idx - 0.5) * factor / 2.0) * h
+    half = 0.25 * thickness_ratio  # original thickness in merged-spacing units, halved
+    ok = (pos - half >= -h / 2 - 1e-9) & (pos + half <= (n_rows - 0.5) * h + 1e-9)
+    return profile_matrix(n_rows, h, pos[ok], 0.5 * thickness_ratio), idx[ok]

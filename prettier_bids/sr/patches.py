@@ -25,6 +25,8 @@ LOGGER = logging.getLogger("prettier_bids.train")
 class TrainVolume:
     name: str
     data: np.ndarray  # ~1 mm isotropic, scaled so that the foreground's 99.5th percentile is 1
+    source: str | None = None  # file it was read from (finds a lesion mask next to it)
+    lesions: np.ndarray | None = None  # real lesion mask on the same grid, loaded on demand
 
 
 def load_training_volume(path, name=None, target_vox=1.0):
@@ -42,7 +44,7 @@ def load_training_volume(path, name=None, target_vox=1.0):
             data = np.moveaxis(np.tensordot(w, np.moveaxis(data, ax, 0), axes=(1, 0)), 0, ax)
     data = np.clip(data, 0, None).astype(np.float32)
     data /= np.float32(intensity_scale(data))
-    return TrainVolume(name or str(path), np.ascontiguousarray(data))
+    return TrainVolume(name or str(path), np.ascontiguousarray(data), source=str(path))
 
 
 @dataclass
@@ -74,6 +76,7 @@ class PatchBatch:
     factor: int
     thickness: float
     profile: str
+    lesion: np.ndarray | None = None  # (B, 3, lr_rows * factor, width) in [0, 1], with the ``lesions`` option
 
 
 def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing, thickness, profile,
@@ -101,10 +104,30 @@ def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing
     return lr.astype(np.float32), np.ascontiguousarray(hr, dtype=np.float32)
 
 
-class PatchSampler:
-    """Random training pairs from a list of :class:`TrainVolume`."""
+#: Defaults of the ``lesions`` option of :class:`PatchSampler` (config ``"patch": {"lesions": {...}}``).
+LESION_DEFAULTS = {
+    "insert_prob": 0.5,  # share of patches that get synthetic lesions (Poisson(per_patch) of them)
+    "per_patch": 2.0,
+    "periventricular_prob": 0.6,
+    "diameter_mm": [2.0, 20.0],
+    "stats": None,  # default: prettier_bids/data/lesion_stats.json (real lesions of p07)
+    "volumes": ["openms_"],  # name substrings of the (skull-stripped) volumes that may get synthetic lesions
+    "real_prob": 0.25,  # share of patches centred on a real lesion voxel, where a mask exists next to the volume
+}
 
-    def __init__(self, volumes, space=None, lr_rows=16, width=96, min_foreground=0.3, augment=True, seed=0):
+
+class PatchSampler:
+    """Random training pairs from a list of :class:`TrainVolume`.
+
+    ``lesions`` (default None: off, and batches are exactly those of a sampler without the option) is a
+    dict over :data:`LESION_DEFAULTS`: synthetic lesions painted into the 1 mm volume before the
+    degradation (:class:`prettier_bids.sr.lesions.LesionInserter`), lesion-rich sampling around real
+    lesions of volumes that have a consensus mask next to them, and a per-pixel lesion map of the HR
+    target in :attr:`PatchBatch.lesion` (for :func:`prettier_bids.sr.losses.lesion_weighted_l1`).
+    """
+
+    def __init__(self, volumes, space=None, lr_rows=16, width=96, min_foreground=0.3, augment=True, seed=0,
+                 lesions=None):
         if not volumes:
             raise ValueError("no training volumes")
         self.volumes = volumes
@@ -113,11 +136,46 @@ class PatchSampler:
         self.min_foreground = min_foreground
         self.augment = augment
         self.rng = np.random.default_rng(seed)
+        self.lesion_cfg = None
+        if lesions:
+            from .lesions import LesionInserter
+
+            unknown = set(lesions) - set(LESION_DEFAULTS)
+            if unknown:
+                raise ValueError(f"unknown lesion option(s) {sorted(unknown)}; known: {sorted(LESION_DEFAULTS)}")
+            self.lesion_cfg = {**LESION_DEFAULTS, **lesions}
+            self.inserter = LesionInserter(self.lesion_cfg) if self.lesion_cfg["insert_prob"] > 0 else None
+            self._real = [i for i, v in enumerate(volumes) if self._real_mask(v) is not None]
+            self._real_idx = {i: np.flatnonzero(volumes[i].lesions) for i in self._real}
+
+    @staticmethod
+    def _real_mask(vol):
+        if vol.lesions is None and vol.source:
+            from .lesions import lesion_mask_for
+
+            path = lesion_mask_for(vol.source)
+            if path is not None:
+                m = np.asarray(nib.load(str(path)).dataobj) > 0
+                if m.shape == vol.data.shape:
+                    vol.lesions = m
+        return vol.lesions
+
+    def _lesion_eligible(self, vol):
+        return any(k in vol.name for k in self.lesion_cfg["volumes"])
 
     def _one(self, s, t, profile, max_tries=50):
         rng = self.rng
+        cfg = self.lesion_cfg
         for _ in range(max_tries):
-            vol = self.volumes[rng.integers(len(self.volumes))].data
+            centre = None
+            if cfg is not None and self._real and rng.random() < cfg["real_prob"]:
+                vi = self._real[rng.integers(len(self._real))]
+                les = self._real_idx[vi]
+                centre = np.unravel_index(les[rng.integers(len(les))], self.volumes[vi].data.shape) if len(les) else None
+            else:
+                vi = rng.integers(len(self.volumes))
+            tv = self.volumes[vi]
+            vol = tv.data
             slice_axis = int(rng.integers(3))
             sweep_axis = int(rng.choice([a for a in range(3) if a != slice_axis]))
             col_axis = 3 - slice_axis - sweep_axis
@@ -126,22 +184,64 @@ class PatchSampler:
             need = self.lr_rows * s
             if n_rows < need + 2 or vol.shape[col_axis] < self.width or vol.shape[sweep_axis] < 3:
                 continue
-            first = int(rng.integers(c, n_rows - need + c + 1))
-            plane = int(rng.integers(1, vol.shape[sweep_axis] - 1))
-            col0 = int(rng.integers(0, vol.shape[col_axis] - self.width + 1))
-            lr, hr = extract_pair(vol, slice_axis, sweep_axis, plane, col0, first, s, t, profile,
-                                  self.lr_rows, self.width)
+            if centre is None:
+                first = int(rng.integers(c, n_rows - need + c + 1))
+                plane = int(rng.integers(1, vol.shape[sweep_axis] - 1))
+                col0 = int(rng.integers(0, vol.shape[col_axis] - self.width + 1))
+            else:  # a patch that contains the chosen real lesion voxel
+                first = int(np.clip(centre[slice_axis] - rng.integers(0, need) + c, c, n_rows - need + c))
+                plane = int(np.clip(centre[sweep_axis], 1, vol.shape[sweep_axis] - 2))
+                col0 = int(np.clip(centre[col_axis] - rng.integers(0, self.width), 0, vol.shape[col_axis] - self.width))
+            if cfg is None:
+                lr, hr = extract_pair(vol, slice_axis, sweep_axis, plane, col0, first, s, t, profile,
+                                      self.lr_rows, self.width)
+                les = None
+            else:
+                lr, hr, les = self._lesion_pair(tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile)
             if np.mean(hr[1] > 0.05) < self.min_foreground:
                 continue
             if self.augment:
                 if rng.random() < 0.5:  # mirror the columns
                     lr, hr = lr[..., ::-1], hr[..., ::-1]
+                    les = les[..., ::-1] if les is not None else None
                 if rng.random() < 0.5:  # reverse the plane order
                     lr, hr = lr[::-1], hr[::-1]
+                    les = les[::-1] if les is not None else None
                 gain = np.float32(rng.uniform(0.9, 1.1))
                 lr, hr = lr * gain, hr * gain
+            if les is not None:
+                return np.ascontiguousarray(lr), np.ascontiguousarray(hr), np.ascontiguousarray(les)
             return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
         raise RuntimeError("could not find a patch with enough foreground; check the training volumes")
+
+    def _lesion_pair(self, tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile):
+        """:func:`extract_pair` on a block of the volume that may get synthetic lesions first, plus the
+        HR lesion map (synthetic soft mask, maximum with the real mask)."""
+        from .lesions import contrast_of
+
+        rng, cfg, vol = self.rng, self.lesion_cfg, tv.data
+        col_axis = 3 - slice_axis - sweep_axis
+        half = int(np.ceil(t * 1.5)) + 1  # as extract_pair
+        region = [None] * 3
+        region[slice_axis] = slice(max(0, first - half),
+                                   min(vol.shape[slice_axis], first + (self.lr_rows - 1) * s + half + 1))
+        region[sweep_axis] = slice(max(0, plane - 9), min(vol.shape[sweep_axis], plane + 10))
+        region[col_axis] = slice(col0, col0 + self.width)
+        region = tuple(region)
+        lesion = np.zeros(vol[region].shape, np.float32)
+        block = vol[region]
+        if (self.inserter is not None and self._lesion_eligible(tv) and rng.random() < cfg["insert_prob"]):
+            block, lesion = self.inserter.insert(vol, rng, contrast_of(tv.name), key=vi, region=region)
+        if tv.lesions is not None:
+            lesion = np.maximum(lesion, tv.lesions[region].astype(np.float32))
+        args = (slice_axis, sweep_axis, plane - region[sweep_axis].start, 0, first - region[slice_axis].start,
+                s, t, profile, self.lr_rows, self.width)
+        lr, hr = extract_pair(block, *args)
+        # the lesion map on the HR rows only (the rows extract_pair returns as ``hr``)
+        arr = np.transpose(lesion, (sweep_axis, slice_axis, col_axis))
+        p0, t0 = args[2], args[4] - centre_row(s)
+        les = np.ascontiguousarray(arr[p0 - 1:p0 + 2, t0:t0 + self.lr_rows * s, :self.width], dtype=np.float32)
+        return lr, hr, les
 
     def batch(self, batch_size, spacing=None, thickness=None, profile=None):
         s, t, prof = self.space.sample(self.rng)
@@ -149,10 +249,13 @@ class PatchSampler:
         t = thickness or (t if spacing is None else float(s))
         prof = profile or prof
         pairs = [self._one(s, t, prof) for _ in range(batch_size)]
-        return PatchBatch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), s, t, prof)
+        les = np.stack([p[2] for p in pairs]) if self.lesion_cfg is not None else None
+        return PatchBatch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), s, t, prof, les)
 
 
 def fixed_batches(volumes, n_batches, batch_size, seed, spacing=6, thickness=5.0, profile="boxcar", **patch):
-    """Deterministic evaluation/validation batches (paper setting by default), no augmentation."""
+    """Deterministic evaluation/validation batches (paper setting by default), no augmentation, no
+    synthetic lesions (a ``lesions`` option in ``patch`` is ignored, so validation stays comparable)."""
+    patch = {k: v for k, v in patch.items() if k != "lesions"}
     sampler = PatchSampler(volumes, augment=False, seed=seed, **patch)
     return [sampler.batch(batch_size, spacing, thickness, profile) for _ in range(n_batches)]

@@ -1,0 +1,229 @@
+"""``prettier-eval lesions``: does super-resolution keep MS lesions? (issue 12; ``benchmarks/lesions.py``)
+
+Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the held-out subject):
+
+1. The 1 mm FLAIR is scaled as in training (foreground 99.5th percentile = 1); brain mask as in
+   ``prettier-eval`` (foreground, closed, filled).
+2. Thick slices are simulated along each axis (default 5 mm slices every 6 mm; ``--settings``
+   adds 4/4 and 3/3) with :func:`prettier_bids.sr.evaluate.simulate_case`, reconstructed with
+   cubic and each model through ``super_resolve`` (:func:`prettier_bids.sr.evaluate.reconstruct_case`),
+   and compared with the truth over the rows the SR grid covers.
+3. Metrics (:mod:`prettier_bids.sr.lesions`): lesion-region PSNR (mask dilated by 1 voxel),
+   median per-lesion contrast kept (lesions >= 10 voxels, 2-voxel ring of brain, other lesions
+   excluded), the fixed simple segmentation (brain z-score > 1.6, brain eroded by 3 voxels,
+   components >= 10 voxels) applied identically to truth and reconstructions: Dice, lesion-wise
+   sensitivity and precision against the consensus mask, and the volume it marks in a
+   reconstruction more than 1 voxel away from what it marks in the truth (invented, ml).
+   Rows are means over the axes. Real lesions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOGGER = logging.getLogger("prettier_bids.eval")
+
+DEFAULT_CASES = ("hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz",)
+DEFAULT_MODELS = "prettier-edsr-v1,prettier-edsr-v2"
+KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision", "invented_ml", "volume_ml",
+        "n_found")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="prettier-eval lesions",
+        description="Lesion benchmark: simulate thick FLAIR slices of a test subject with a consensus lesion mask, "
+                    "reconstruct with cubic and each model, report lesion PSNR, contrast kept, a simple "
+                    "segmentation's Dice / lesion-wise sensitivity / precision, and invented hyperintense volume.",
+        epilog="example: prettier-eval lesions --data-root ../shared/data --out-dir benchmarks/results")
+    p.add_argument("--data-root", required=True, help="folder the case paths are relative to")
+    p.add_argument("--case", action="append", default=None, metavar="FLAIR:LESIONS",
+                   help=f"FLAIR and lesion mask, relative to --data-root (default {DEFAULT_CASES[0]})")
+    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated shipped model names or weights files")
+    p.add_argument("--axes", default="0,1,2", help="slice axes (0 sagittal, 1 coronal, 2 axial)")
+    p.add_argument("--settings", default="6:5", help="spacing:thickness pairs in mm (e.g. 6:5,4:4,3:3)")
+    p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
+    return p
+
+
+def _load_models(spec, device="cpu"):
+    from ..sr.reconstruct import load_model
+
+    models = {}
+    for item in [s for s in spec.split(",") if s]:
+        if item.endswith(".pt"):
+            m = load_model(weights=item, device=device)
+        else:
+            m = load_model(item, device=device)
+        models[m.name] = m
+    return models
+
+
+def _finite(obj):
+    """NaN / inf -> None, so the JSON is strict (no NaN literals)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def _atomic_write(path, text):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu"):
+    """Rows of per-axis metrics for the truth, cubic and each model."""
+    from ..sr import lesions as L
+    from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
+
+    rows = []
+    for spacing, thickness in settings:
+        for axis in axes:
+            _, img, idx = simulate_case(vol, axis, spacing, thickness)
+            methods = {"cubic": None, **models}
+            outs, secs = {}, {}
+            for label, model in methods.items():
+                t0 = time.time()
+                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device)
+                secs[label] = time.time() - t0
+            n = min(o.shape[axis] for o in outs.values())
+            take = lambda a: np.take(a, idx[:n], axis=axis)  # noqa: E731
+            ref, les, br = take(vol), take(lesions), take(brain)
+            rings = L.lesion_rings(les, br)
+            seg_truth = L.simple_segmentation(ref, br)
+            truth = L.segmentation_scores(seg_truth, les)
+            rows.append({"case": name, "axis": AXIS_NAMES[axis], "spacing": spacing, "thickness": thickness,
+                         "method": "truth (1 mm)", "lesion_psnr": float("nan"), "contrast_kept_median": 1.0,
+                         "n_contrast_lesions": len(rings), "invented_ml": 0.0, "seconds": 0.0, **truth})
+            for label, out in outs.items():
+                out = np.take(out, np.arange(n), axis=axis)
+                r = L.lesion_report(out, ref, les, br, seg_truth=seg_truth, rings=rings)
+                rows.append({"case": name, "axis": AXIS_NAMES[axis], "spacing": spacing, "thickness": thickness,
+                             "method": label, "seconds": secs[label], **r})
+                LOGGER.info("%s %s s/t=%g/%g %s: lesion PSNR %.2f, contrast kept %.3f, Dice %.3f, sens %.3f, "
+                            "prec %.3f, invented %.2f ml (%.0f s)", name, AXIS_NAMES[axis], spacing, thickness,
+                            label, r["lesion_psnr"], r["contrast_kept_median"], r["dice"], r["sensitivity"],
+                            r["precision"], r["invented_ml"], secs[label])
+    return rows
+
+
+def summarise(rows):
+    """Mean over axes (and cases) per (setting, method), in first-seen method order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["spacing"], r["thickness"], r["method"]), []).append(r)
+    table = []
+    for (s, t, m), rs in groups.items():
+        row = {"spacing": s, "thickness": t, "method": m, "n": len(rs)}
+        for k in KEYS + ("seconds",):
+            vals = [x[k] for x in rs if np.isfinite(x[k])]
+            row[k] = float(np.mean(vals)) if vals else float("nan")
+        table.append(row)
+    return table
+
+
+def markdown(table):
+    lines = ["| s / t (mm) | method | n | lesion PSNR (dB) | contrast kept (median) | Dice | lesion sensitivity "
+             "| lesion precision | segmented (ml) | invented (ml) | s / volume |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "n/a" if not np.isfinite(v) else format(v, f)  # noqa: E731
+    for r in table:
+        lines.append(f"| {r['spacing']:g} / {r['thickness']:g} | {r['method']} | {r['n']} | "
+                     f"{fmt(r['lesion_psnr'], '.2f')} | {fmt(r['contrast_kept_median'], '.3f')} | "
+                     f"{fmt(r['dice'], '.3f')} | {fmt(r['sensitivity'], '.3f')} | {fmt(r['precision'], '.3f')} | "
+                     f"{fmt(r['volume_ml'], '.2f')} | {fmt(r['invented_ml'], '.2f')} | {fmt(r['seconds'], '.0f')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    import nibabel as nib
+    import torch
+
+    from ..sr import lesions as L
+    from ..sr.evaluate import brain_mask
+    from ..sr.models import WeightsError
+    from ..sr.patches import load_training_volume
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        axes = tuple(int(a) for a in args.axes.split(","))
+        settings = tuple((float(a), float(b)) for a, b in (s.split(":") for s in args.settings.split(",")))
+        if any(a not in (0, 1, 2) for a in axes) or any(s < 2 or s > 8 or s != int(s) for s, _ in settings):
+            raise ValueError
+    except ValueError:
+        print("prettier-eval lesions: error: --axes takes 0,1,2 and --settings whole-mm spacing:thickness pairs "
+              "(2-8 mm)", file=sys.stderr)
+        return 64
+    try:
+        models = _load_models(args.models, args.device)
+    except WeightsError as exc:
+        print(f"prettier-eval lesions: error: {exc}", file=sys.stderr)
+        return 66
+    t_all = time.time()
+    rows = []
+    for case in args.case or DEFAULT_CASES:
+        try:
+            flair_rel, les_rel = case.split(":")
+        except ValueError:
+            print(f"prettier-eval lesions: error: --case must be FLAIR:LESIONS, got {case!r}", file=sys.stderr)
+            return 64
+        flair, les = Path(args.data_root) / flair_rel, Path(args.data_root) / les_rel
+        for p in (flair, les):
+            if not p.is_file():
+                print(f"prettier-eval lesions: error: not found: {p}", file=sys.stderr)
+                return 66
+        vol = load_training_volume(flair, name=flair_rel).data
+        lesions = np.asarray(nib.load(str(les)).dataobj) > 0
+        if lesions.shape != vol.shape:
+            print(f"prettier-eval lesions: error: lesion mask {lesions.shape} does not match FLAIR {vol.shape} "
+                  "(both must be 1 mm, same grid)", file=sys.stderr)
+            return 65
+        brain = brain_mask(vol, True)
+        rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
+                              device=args.device)
+    table = summarise(rows)
+    text = "\n".join([
+        "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",
+        "Cases: " + ", ".join(args.case or DEFAULT_CASES) + ". Simple segmentation: brain z-score > "
+        f"{L.SEG_Z}, brain eroded by {L.SEG_ERODE} voxels, components >= {L.SEG_MIN_VOXELS} voxels; "
+        "invented = volume it marks > 1 voxel from what it marks in the truth. Contrast kept: median over "
+        f"lesions >= {L.CONTRAST_MIN_VOXELS} voxels. Protocol: prettier_bids/cli/eval_lesions.py.", "",
+        markdown(table), "",
+        "Models: " + ", ".join(f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
+        + f"; total {time.time() - t_all:.0f} s."])
+    print(text)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "lesions.md", text + "\n")
+        _atomic_write(out / "lesions.json", json.dumps(_finite(
+            {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
+             "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
+             "seconds": time.time() - t_all}), indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
