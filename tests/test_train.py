@@ -204,8 +204,8 @@ def test_worker_batches_follow_their_steps_and_training_resumes(tmp_path):
     it = iter(_BatchStream(cfg, vols[:1], start_step=0))  # in the main process: steps 0, 1, 2, ...
     factors = [next(it)[2] for _ in range(5)]
     assert factors == [4, 4, 4, 2, 2]
-    lr, hr, f = next(iter(_BatchStream(cfg, vols[:1], start_step=10)))
-    assert f == 2 and tuple(lr.shape) == (4, 3, 8, 32) and tuple(hr.shape) == (4, 3, 16, 32)
+    lr, hr, f, lesion = next(iter(_BatchStream(cfg, vols[:1], start_step=10)))
+    assert f == 2 and tuple(lr.shape) == (4, 3, 8, 32) and tuple(hr.shape) == (4, 3, 16, 32) and lesion is None
 
     cfg = _cfg(workers=2)
     res = train(cfg, vols[:1], vols[1:], tmp_path / "w", device="cpu")
@@ -243,3 +243,26 @@ def test_prettier_train_cli_trains_resumes_and_starts_from_weights(tmp_path, tin
     assert ck["config"]["init_weights"] == str(tiny_weights)
     assert run("--steps", "4")["step"] == 4  # resumed from step 2
     assert [int(r.split("\t")[0]) for r in (tmp_path / "run" / "log.tsv").read_text().strip().splitlines()] == [2, 4]
+
+
+def test_lesion_weighted_loss_hook(tmp_path):
+    """``patch.lesions`` + ``loss.lesion_weight``: the step adds the lesion-weighted L1 of the batch's lesion map;
+    with ``lesion_weight`` 0 the loss is exactly the content loss."""
+    vols = _volumes()
+    real = np.zeros(vols[0].data.shape, bool)
+    real[20:26, 20:26, 20:26] = True
+    vols[0].lesions = real
+    lesions = {"real_prob": 1.0, "insert_prob": 0.0, "volumes": ["gen"]}
+    cfg = _cfg(patch={"lesions": lesions}, loss={"lesion_weight": 1.0, "lesion_boost": 9.0})
+    trainer = Trainer(cfg, vols[:1], vols[1:], tmp_path / "run", device="cpu")
+    lr_t, hr_t, factor, lesion = next(trainer.batches())
+    assert lesion is not None and lesion.shape == hr_t.shape and float(lesion.max()) == 1.0
+    pred = torch.zeros_like(hr_t) + 0.5
+    plain = trainer.loss_fn(pred, hr_t)
+    w = 1.0 + 9.0 * lesion
+    expected = plain + (w * (pred - hr_t).abs()).sum() / w.sum()
+    assert float(trainer.content_loss(pred, hr_t, lesion)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(trainer.content_loss(pred, hr_t, lesion)) > float(plain)
+    off = Trainer(_cfg(patch={"lesions": lesions}), vols[:1], vols[1:], tmp_path / "run2", device="cpu")
+    assert float(off.content_loss(pred, hr_t, lesion)) == float(plain)
+    assert float(trainer.step(lr_t, hr_t, factor, lesion)) > 0  # a real update runs with the map

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .io import save_torch_atomic
-from .losses import ContentLoss, gan_loss
+from .losses import ContentLoss, gan_loss, lesion_weighted_l1
 from .metrics import batch_psnr
 from .models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_weights, resolve_weights, \
     save_weights
@@ -91,11 +91,12 @@ def make_scheduler(optimizer, cfg):
 
 def _batches(sampler, cfg, step, stride=1):
     """Training batches for steps ``step``, ``step + stride``, ...: each made under the degradation stage
-    of its step, as (lr, hr, factor) with CPU tensors."""
+    of its step, as (lr, hr, factor, lesion map or None) with CPU tensors."""
     while True:
         sampler.space = degradation_space(cfg, step)
         b = sampler.batch(int(cfg.batch_size))
-        yield torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor
+        yield (torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor,
+               None if b.lesion is None else torch.from_numpy(b.lesion))
         step += stride
 
 
@@ -219,22 +220,32 @@ class Trainer:
                 persistent_workers=True))
         return _batches(self.sampler, self.cfg, self.step_count)
 
-    def step(self, lr_t, hr_t, factor):
+    def content_loss(self, pred, hr_t, lesion=None):
+        """The content loss, plus ``loss.lesion_weight`` x the lesion-weighted L1 where the batch has a
+        lesion map (the ``patch.lesions`` option); with ``lesion_weight`` 0 exactly the content loss."""
+        loss = self.loss_fn(pred, hr_t)
+        weight = float(self.cfg.loss.lesion_weight)
+        if lesion is not None and weight > 0:
+            lesion = lesion.to(self.device, non_blocking=True)
+            loss = loss + weight * lesion_weighted_l1(pred, hr_t, lesion, weight=float(self.cfg.loss.lesion_boost))
+        return loss
+
+    def step(self, lr_t, hr_t, factor, lesion=None):
         """One generator update on content loss; returns the loss tensor."""
         lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
         with self.autocast:
             pred = self.model(lr_t, factor)
-            loss = self.loss_fn(pred.float(), hr_t)
+            loss = self.content_loss(pred.float(), hr_t, lesion)
         self._update(loss)
         return loss
 
-    def gan_step(self, lr_t, hr_t, factor):
+    def gan_step(self, lr_t, hr_t, factor, lesion=None):
         """One generator update on content + adversarial loss, then one discriminator update."""
         lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
         disc = self.disc
         with self.autocast:
             pred = self.model(lr_t, factor)
-            loss = self.loss_fn(pred.float(), hr_t)
+            loss = self.content_loss(pred.float(), hr_t, lesion)
             for p in disc.parameters():
                 p.requires_grad_(False)
             loss = loss + float(self.cfg.gan.weight) * gan_loss(disc(pred.float()), True)

@@ -53,6 +53,8 @@ class SchedulerConfig:
 class LossConfig:
     l1: float = 1.0
     perceptual: float = 0.0
+    lesion_weight: float = 0.0  # + lesion_weight x lesion-weighted L1 (needs patch.lesions; 0: off)
+    lesion_boost: float = 4.0  # lesion pixels weigh 1 + lesion_boost in that term
 
 
 @dataclass
@@ -67,6 +69,8 @@ class PatchConfig:
     lr_rows: int = 16
     width: int = 96
     min_foreground: float = 0.3
+    #: synthetic / real-lesion sampling, keys of :data:`prettier_bids.sr.patches.LESION_DEFAULTS` (None: off)
+    lesions: typing.Optional[dict] = None
 
 
 @dataclass
@@ -214,6 +218,15 @@ def _convert(value, hint, where, key):
             return {int(s): float(p) for s, p in value.items()}
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: slice spacings must be whole mm and probabilities numbers") from None
+    if key == "lesions" and value is not None:
+        from .patches import LESION_DEFAULTS
+
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a JSON object or null")
+        for k in value:
+            if k not in LESION_DEFAULTS:
+                raise _unknown(k, list(LESION_DEFAULTS), where)
+        return dict(value)
     if key == "gaps":
         return tuple(float(g) for g in value)
     if key == "degradation_stages":
