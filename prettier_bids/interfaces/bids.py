@@ -86,6 +86,7 @@ class DerivativesDataSink(SimpleInterface):
 
         from ..bids import derivative_relpath, pattern_entities
         from ..outputs import sidecar_of
+        from ..paths import check_distinct
         from ..sr.io import save_nifti_atomic, write_text_atomic
 
         keep = pattern_entities()
@@ -94,6 +95,7 @@ class DerivativesDataSink(SimpleInterface):
         datatype = self.inputs.datatype if isdefined(self.inputs.datatype) else None
         dest = Path(self.inputs.base_directory) / derivative_relpath(entities, self.inputs.desc, ext, datatype)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        check_distinct([self.inputs.source_file, self.inputs.in_file], [dest])  # never over an input
         if ext in (".nii", ".nii.gz"):
             img = nib.load(self.inputs.in_file)
             if self.inputs.check_hdr:
@@ -109,6 +111,7 @@ class DerivativesDataSink(SimpleInterface):
                 info = {k: info[k] for k in self.inputs.info_keys if k in info}
             meta.update({k: v for k, v in info.items() if v is not None})
             sidecar = sidecar_of(dest)
+            check_distinct([self.inputs.source_file, self.inputs.in_file], [sidecar])
             write_text_atomic(json.dumps(meta, indent=2) + "\n", sidecar)
             self._results["out_meta"] = str(sidecar)
         return runtime
