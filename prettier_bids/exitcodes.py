@@ -20,6 +20,9 @@ class ExitCode:
     commands: tuple = ("prettier-sr", "prettier-bids")
 
 
+ALL = ("prettier-sr", "prettier-bids", "prettier-train", "prettier-eval")
+
+
 OK = 0
 FAIL = 1
 BIDS_INVALID = 16
@@ -34,7 +37,7 @@ INTERRUPTED = 130
 
 TABLE = (
     ExitCode("OK", OK, "ok",
-             "success"),
+             "success", ALL),
     ExitCode("FAIL", FAIL, "some inputs failed / unexpected error",
              "some inputs failed (prettier-bids), or an unexpected internal error (one line; "
                            "the traceback with -v)"),
@@ -48,11 +51,11 @@ TABLE = (
              "--strict: an output was written but flagged by QC (consistency PSNR "
                                        "below the floor); see QCFlags in its sidecar"),
     ExitCode("USAGE", USAGE, "usage error",
-             "usage error: bad option value, output path equal to an input or another output"),
+             "usage error: bad option value, output path equal to an input or another output", ALL),
     ExitCode("DATAERR", DATAERR, "bad input data",
-             "bad input data (not NIfTI, 4D, NaN/Inf, constant, already high resolution, ...)"),
+             "bad input data (not NIfTI, 4D, 2D, NaN/Inf, one slice, already high resolution, ...)"),
     ExitCode("NOINPUT", NOINPUT, "missing input or weights",
-             "missing input file, BIDS_DIR or model weights"),
+             "missing input file, BIDS_DIR, training data or model weights", ALL),
     ExitCode("CANTCREAT", CANTCREAT, "cannot write output",
              "cannot write an output (missing or read-only folder, disk full)"),
     ExitCode("INTERRUPTED", INTERRUPTED, "interrupted",
