@@ -121,6 +121,8 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     # pybids aborts the whole indexing on one malformed JSON sidecar: find those first, leave them out of
     # the index, and let the images they belong to fail alone (see collect_candidates).
     bad = malformed_sidecars(root, ignore)
+    for path in bad:
+        LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
     ignore += [p.relative_to(root).as_posix() for p in bad]
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}

@@ -492,6 +492,10 @@ def test_case7_output_inside_bids_not_derivatives(tmp_path, capsys):
     rc, err = _bids(capsys, bids, bids / "myout", "participant", "--method", "cubic", "-w", tmp_path / "work")
     assert rc == 64
     assert "inside BIDS_DIR but not under BIDS_DIR/derivatives/" in err and len(err.strip().splitlines()) == 1
+    # OUTPUT_DIR/prettier would be BIDS_DIR itself
+    named = copy_dataset(tmp_path / "p" / "prettier")
+    rc, err = _bids(capsys, named, tmp_path / "p", "participant", "--method", "cubic", "-w", tmp_path / "work")
+    assert rc == 64 and "inside BIDS_DIR" in err and not (tmp_path / "work").exists()
     assert sorted(p.name for p in bids.iterdir()) == names and not (tmp_path / "work").exists()
 
 

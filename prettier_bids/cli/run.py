@@ -172,12 +172,13 @@ def _check_output_location(output_dir, bids_dir):
     bids = Path(bids_dir).absolute()
     if out.resolve() == bids.resolve():
         raise _Exit("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
-    if is_within(out, bids) and not is_within(out, bids / "derivatives"):
-        raise _Exit(f"OUTPUT_DIR {out} is inside BIDS_DIR but not under BIDS_DIR/derivatives/ (a BIDS dataset "
-                    f"may not hold other folders): use {bids / 'derivatives'} or a folder outside BIDS_DIR",
-                    exitcodes.USAGE)
-    if is_within(bids, out):
-        raise _Exit(f"OUTPUT_DIR {out} contains BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
+    from ..outputs import derivatives_root
+
+    for where in (out, derivatives_root(out)):  # OUTPUT_DIR and OUTPUT_DIR/prettier
+        if is_within(where, bids) and not is_within(where, bids / "derivatives"):
+            raise _Exit(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ (a "
+                        f"BIDS dataset may not hold other folders): use {bids / 'derivatives'} or a folder outside "
+                        "BIDS_DIR", exitcodes.USAGE)
     base = nearest_existing(out)
     if not base.is_dir():
         raise _Exit(f"cannot create OUTPUT_DIR {out}: {base} is not a folder", exitcodes.CANTCREAT)
