@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -117,11 +118,60 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     if participants:
         wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
         ignore += [p.name for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
+    # pybids aborts the whole indexing on one malformed JSON sidecar: find those first, leave them out of
+    # the index, and let the images they belong to fail alone (see collect_candidates).
+    bad = malformed_sidecars(root, ignore)
+    for path in bad:
+        LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
+    ignore += [p.relative_to(root).as_posix() for p in bad]
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:
         kwargs = {"database_path": str(database_dir), "reset_database": True}
-    return BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
+    layout = BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
+    layout.prettier_malformed_json = bad
+    return layout
+
+
+def malformed_sidecars(root, ignore=()):
+    """JSON files of the dataset (outside ``ignore``d folders) that do not parse as a JSON object."""
+    root = Path(root)
+    plain = {i for i in ignore if isinstance(i, str)}
+    regexes = [i for i in ignore if not isinstance(i, str)]
+    skip = {"derivatives", "code", "sourcedata"}
+    bad = []
+    for folder, dirs, files in os.walk(root):
+        rel_dir = Path(folder).relative_to(root)
+        keep = []
+        for d in sorted(dirs):
+            rel = (rel_dir / d).as_posix()
+            if d.startswith(".") or (rel_dir == Path(".") and d in skip) or rel in plain or \
+                    any(r.search(rel) for r in regexes):
+                continue
+            keep.append(d)
+        dirs[:] = keep
+        for name in sorted(files):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            path = Path(folder) / name
+            try:
+                ok = isinstance(json.loads(path.read_text()), dict)
+            except (OSError, ValueError):
+                ok = False
+            if not ok:
+                bad.append(path)
+    return bad
+
+
+def _sidecar_applies(sidecar, image):
+    """True when ``sidecar`` would be inherited by ``image`` (BIDS inheritance principle)."""
+    sidecar, image = Path(sidecar), Path(image)
+    try:
+        image.parent.relative_to(sidecar.parent)
+    except ValueError:
+        return False
+    img_parts = set(image.name.split(".")[0].split("_"))
+    return set(sidecar.name[:-5].split("_")) <= img_parts
 
 
 def resolve_participants(layout, labels=None):
@@ -251,6 +301,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
     sessions = strip_prefix(sessions, "ses-")
     root = Path(layout.root)
     supported = pattern_entities(spec) | {"suffix", "extension", "datatype"}
+    malformed = getattr(layout, "prettier_malformed_json", [])
     out = []
     for contrast in contrasts:
         query = dict(spec["queries"][contrast])
@@ -264,6 +315,10 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
             cand = Candidate(path=path, relpath=path.relative_to(root).as_posix(), contrast=contrast,
                              entities=entities)
             extra = sorted(set(bf.get_entities()) - supported - {"desc"})
+            broken = [p for p in malformed if _sidecar_applies(p, path)]
+            if broken:
+                cand.status = "failed"
+                cand.reason = "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in broken)
             try:
                 cand.metadata = dict(layout.get_metadata(bf.path))
             except Exception as exc:  # a broken sidecar: report it, do not stop everyone

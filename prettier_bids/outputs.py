@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .bids import derivative_relpath, load_io_spec
+from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -153,21 +154,18 @@ def completion(expected, source_uri, weights_sha=None):
 
 
 def clean_stale_temporaries(root, subjects):
-    """Remove temporary files that a killed run left behind (``.<name>.<pid>.tmp*``)."""
-    removed = 0
+    """Remove temporary files that a killed run left behind (``.<name>.<pid>.tmp*`` whose process is
+    dead; see :func:`prettier_bids.sr.io.clean_stale_temporaries`): those of a running job stay."""
+    removed = []
     for sub in subjects:
-        folder = Path(root) / f"sub-{sub}"
-        if not folder.is_dir():
-            continue
-        for tmp in folder.rglob(".*.tmp*"):
-            try:
-                tmp.unlink()
-                removed += 1
-            except OSError:
-                pass
-    if removed:
-        LOGGER.info("removed %d temporary file(s) left by an interrupted run", removed)
-    return removed
+        removed += _clean_folder(Path(root) / f"sub-{sub}", recursive=True)
+    return len(removed)
+
+
+def qc_of(expected):
+    """``(QCFlags, HeaderWarnings + Warnings)`` recorded in the completion marker of one input."""
+    meta = read_json(expected.marker) or {}
+    return list(meta.get("QCFlags") or []), list(meta.get("HeaderWarnings") or []) + list(meta.get("Warnings") or [])
 
 
 # --------------------------------------------------------------------------------------------

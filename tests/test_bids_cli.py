@@ -54,7 +54,7 @@ def test_unknown_participant(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, code, text", [
     (["bogus"], 17, "unknown analysis level 'bogus' (choose participant or group)"),
-    (["participant", "--nprocs", "0"], 64, "--nprocs must be >= 1"),
+    (["participant", "--nprocs", "0"], 64, "argument --nprocs/--nthreads/--n_cpus: 0 must be >= 1"),
     (["participant", "--frobnicate"], 64, "unrecognized arguments: --frobnicate"),
     (["participant", "--contrast", "bold"], 64, "unknown contrast 'bold'"),
     (["participant", "--model", "a", "--weights", "b"], 64, "not allowed with argument"),

@@ -32,10 +32,16 @@ COLUMNS = ["participant_id", "session", "contrast", "input", "status", "reason",
 FINAL = {"done", "skipped"}
 EXIT_REASONS = {
     1: "some images failed", 16: "input is not a valid BIDS dataset", 17: "unknown analysis level",
-    18: "no matching participant or image", 64: "usage error", 65: "data error",
+    18: "no matching participant or image", 19: "an output was flagged by QC (--strict)", 64: "usage error", 65: "data error",
     66: "missing input or model weights", 73: "cannot create the output", 75: "temporary failure",
     130: "interrupted", 137: "killed (SIGKILL: memory limit?)", 143: "terminated (SIGTERM: time limit?)",
 }
+try:  # the package's one table wins where it is installed (this script also runs without it)
+    from prettier_bids.exitcodes import TABLE as _TABLE
+
+    EXIT_REASONS.update({e.code: e.short for e in _TABLE if e.code})
+except ImportError:
+    pass
 
 
 def derivatives_root(out):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -10,11 +9,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, exitcodes
+from .options import UsageParser
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = UsageParser(
         prog="prettier-eval",
         description="Evaluate a model on held-out 1 mm volumes: simulate thick slices along each axis, "
                     "reconstruct with cubic spline and the model, report PSNR/SSIM in a brain mask and patch IQMs.",
@@ -62,7 +62,7 @@ def main(argv=None):
         model = load_model(args.model, args.weights)
     except WeightsError as exc:
         print(f"prettier-eval: error: {exc}", file=sys.stderr)
-        return 66
+        return exitcodes.NOINPUT
     axes = tuple(int(a) for a in args.axes.split(","))
     settings = tuple((float(a), float(b)) for a, b in (s.split(":") for s in args.settings.split(",")))
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -75,7 +75,7 @@ def main(argv=None):
             path = Path(args.data_root) / entry["file"]
             if not path.is_file():
                 print(f"prettier-eval: error: test volume not found: {path}", file=sys.stderr)
-                return 66
+                return exitcodes.NOINPUT
             vol = load_training_volume(path, name=entry["file"])
             vols.setdefault(contrast, []).append(vol)
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
@@ -106,7 +106,7 @@ def main(argv=None):
         (out_dir / "results.json").write_text(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head, "patches": patches,
              "model": model.name, "sha256": model.sha256}, indent=2, default=float))
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``prettier-bids BIDS_DIR OUTPUT_DIR {participant,group}``: the BIDS-App.
 
-Exit codes (BIDS execution spec / sysexits): 0 success, 1 some inputs failed, 16 input dataset is
-not BIDS, 17 unknown analysis level, 18 the selection matched no participant or image, 64 usage
-error, 65 data error, 66 missing input (BIDS_DIR, weights), 73 cannot create the output.
+Exit codes: the one table of :mod:`prettier_bids.exitcodes` (BIDS execution spec / sysexits).
+Nothing is created before the inputs, the options, the output location and (unless skipped) the
+BIDS validation have been checked.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, exitcodes
+from .options import UsageParser, check_device_available, device, finite_float, guarded_main, positive_int
 
 PROG = "prettier-bids"
-EXIT_OK, EXIT_FAIL = 0, 1
-EXIT_BIDS_INVALID, EXIT_BAD_LEVEL, EXIT_NO_MATCH = 16, 17, 18
-EXIT_USAGE, EXIT_DATAERR, EXIT_NOINPUT, EXIT_CANTCREAT = 64, 65, 66, 73
 LEVELS = ("participant", "group")
 CONTRASTS = ("FLAIR", "T1w", "T2w")
 VALIDATORS = ("bids-validator-deno", "bids-validator")
@@ -43,21 +41,11 @@ Reruns skip inputs whose outputs are complete (the main JSON sidecar is written 
 reuse the work directory; logs/summary_<run id>.tsv lists every input as done/skipped/failed.
 Use one work directory per job when running participants in parallel.
 
-exit codes: 0 ok, 1 some inputs failed, 16 not BIDS, 17 unknown analysis level,
-  18 no matching participant or image, 64 usage, 65 data error, 66 missing input or weights,
-  73 cannot create output
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line and exit code 64 (argparse's default is usage + exit 2)."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} --help)\n")
+""" + exitcodes.epilog(PROG) + "\n"
 
 
 def build_parser():
-    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    p = UsageParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                 description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
                             "to ~1 mm isotropic, as a BIDS-App. Outputs form a BIDS derivatives dataset in "
                             "OUTPUT_DIR/prettier.")
@@ -75,7 +63,7 @@ def build_parser():
     g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE",
                    help='JSON with extra pybids filters per contrast, fMRIPrep style: {"flair": {"acquisition": '
                         '"ax"}}')
-    g.add_argument("--min-slice-spacing", type=float, default=2.0, metavar="MM",
+    g.add_argument("--min-slice-spacing", type=finite_float(0.0, 100.0), default=2.0, metavar="MM",
                    help="skip images whose slice spacing is below this (default: 2 mm)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the BIDS validator on the input")
@@ -88,17 +76,20 @@ def build_parser():
     m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")
     m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check (default: boxcar)")
-    m.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    m.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (memory vs speed)")
+    m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
+    m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")
     r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
                    help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
-    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=int, default=None, metavar="N",
+    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, default=None, metavar="N",
                    help="processes to run at once (default: all CPUs)")
-    r.add_argument("--omp-nthreads", type=int, default=None, metavar="N",
+    r.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
                    help="threads per super-resolution process (default: min(nprocs - 1, 8), at least 1)")
-    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=float, default=None, metavar="GB",
+    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=finite_float(0.0), default=None, metavar="GB",
                    help="memory limit for scheduling parallel jobs")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 19 when an output is flagged by QC (consistency PSNR below the floor; outputs are "
+                        "still written and the flag is in their sidecars)")
     r.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed image")
     r.add_argument("--notrack", action="store_true", help="accepted for compatibility: nothing is ever sent")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: Nipype's too)")
@@ -177,16 +168,37 @@ def _close_log_file(handler):
     handler.close()
 
 
-def _check_output(output_dir, bids_dir):
+def _check_output_location(output_dir, bids_dir):
+    """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
+    from ..paths import is_within, nearest_existing
+
     out = Path(output_dir).absolute()
+    bids = Path(bids_dir).absolute()
+    if out.resolve() == bids.resolve():
+        raise _Exit("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
+    from ..outputs import derivatives_root
+
+    for where in (out, derivatives_root(out)):  # OUTPUT_DIR and OUTPUT_DIR/prettier
+        if is_within(where, bids) and not is_within(where, bids / "derivatives"):
+            raise _Exit(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ (a "
+                        f"BIDS dataset may not hold other folders): use {bids / 'derivatives'} or a folder outside "
+                        "BIDS_DIR", exitcodes.USAGE)
+    base = nearest_existing(out)
+    if not base.is_dir():
+        raise _Exit(f"cannot create OUTPUT_DIR {out}: {base} is not a folder", exitcodes.CANTCREAT)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise _Exit(f"cannot {'write to' if base == out else 'create'} OUTPUT_DIR {out}: {base} is not writable",
+                    exitcodes.CANTCREAT)
+    return out
+
+
+def _make_output(out):
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _Exit(f"cannot create OUTPUT_DIR {out}: {exc.strerror or exc}", EXIT_CANTCREAT) from None
+        raise _Exit(f"cannot create OUTPUT_DIR {out}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
     if not os.access(out, os.W_OK):
-        raise _Exit(f"cannot write to OUTPUT_DIR {out}", EXIT_CANTCREAT)
-    if out.resolve() == Path(bids_dir).resolve():
-        raise _Exit("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", EXIT_USAGE)
+        raise _Exit(f"cannot write to OUTPUT_DIR {out}", exitcodes.CANTCREAT)
     return out
 
 
@@ -196,58 +208,66 @@ class _Exit(Exception):
         self.code = code
 
 
-def run_bids_validator(bids_dir, report_file):
-    """Run the BIDS validator if installed: None when valid or unavailable, else a one-line summary."""
-    exe = next((shutil.which(v) for v in VALIDATORS if shutil.which(v)), None)
+def find_validator():
+    """The BIDS validator executable: on PATH, or beside the running Python (a venv's bin/, used by
+    absolute path without activating the venv); None when not installed."""
+    here = Path(sys.executable).parent
+    for name in VALIDATORS:
+        found = shutil.which(name)
+        if found:
+            return found
+        beside = here / name
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+    return None
+
+
+def run_bids_validator(bids_dir):
+    """Run the BIDS validator if installed: ``(problem, report text)``; problem is None when valid or
+    unavailable, else a one-line summary. Nothing is written (the caller saves the report once the
+    output folder may be created)."""
+    exe = find_validator()
     if exe is None:
         LOGGER.warning("BIDS validation skipped: no validator installed (pip install bids-validator-deno)")
-        return None
+        return None, None
     cmd = [exe, str(bids_dir), "--format", "json"] if "deno" in Path(exe).name else [exe, str(bids_dir), "--json"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         report = json.loads(proc.stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         LOGGER.warning("BIDS validation skipped: %s could not run (%s)", Path(exe).name, exc.__class__.__name__)
-        return None
-    report_file = Path(report_file)
-    report_file.parent.mkdir(parents=True, exist_ok=True)
-    report_file.write_text(proc.stdout)
+        return None, None
     issues = report.get("issues", {})
     errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
               if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
     if not errors:
         LOGGER.info("BIDS validation passed (%s)", Path(exe).name)
-        return None
+        return None, proc.stdout
     first = errors[0]
     where = first.get("location") or ""
     return (f"the input is not a valid BIDS dataset ({len(errors)} error(s); first: {first.get('code', first)}"
-            f"{' at ' + where if where else ''}); details in {report_file}, "
-            "or use --skip-bids-validation")
+            f"{' at ' + where if where else ''}); run {Path(exe).name} {bids_dir} for details, "
+            "or use --skip-bids-validation"), proc.stdout
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    return guarded_main(PROG, lambda: _guarded(args, argv), verbose=bool(args.verbose))
+
+
+def _guarded(args, argv):
     try:
         return _main(args, argv)
     except _Exit as exc:
         return _error(str(exc), exc.code)
-    except KeyboardInterrupt:
-        return _error("interrupted; rerun the same command to resume", 130)
 
 
 def _main(args, argv):
     from ..bids import BIDSError, check_bids_dir, check_participant_labels, load_bids_filters
 
     if args.analysis_level not in LEVELS:
-        raise _Exit(f"unknown analysis level {args.analysis_level!r} (choose participant or group)", EXIT_BAD_LEVEL)
-    if args.nprocs is not None and args.nprocs < 1:
-        raise _Exit("--nprocs must be >= 1", EXIT_USAGE)
-    if args.omp_nthreads is not None and args.omp_nthreads < 1:
-        raise _Exit("--omp-nthreads must be >= 1", EXIT_USAGE)
-    if args.batch_size < 1:
-        raise _Exit("--batch-size must be >= 1", EXIT_USAGE)
-    if args.min_slice_spacing <= 0:
-        raise _Exit("--min-slice-spacing must be > 0", EXIT_USAGE)
+        raise _Exit(f"unknown analysis level {args.analysis_level!r} (choose participant or group)",
+                    exitcodes.BAD_LEVEL)
     args.nprocs = args.nprocs or _cpu_count()
     args.omp_nthreads = args.omp_nthreads or max(1, min(args.nprocs - 1, 8))
     args.omp_nthreads = min(args.omp_nthreads, args.nprocs)
@@ -258,7 +278,7 @@ def _main(args, argv):
         args.bids_filters = load_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
     except BIDSError as exc:
         raise _Exit(str(exc), exc.code) from None
-    output_dir = _check_output(args.output_dir, bids_dir)
+    output_dir = _check_output_location(args.output_dir, bids_dir)
     _setup_environment(args)
     if args.analysis_level == "group":
         return run_group_level(args, output_dir)
@@ -273,10 +293,13 @@ def run_group_level(args, output_dir):
     _setup_logging(args.verbose)
     root = derivatives_root(output_dir)
     if not (root / "dataset_description.json").is_file():
-        raise _Exit(f"no participant-level outputs in {root} (run the participant level first)", EXIT_NOINPUT)
+        raise _Exit(f"no participant-level outputs in {root} (run the participant level first)", exitcodes.NOINPUT)
     tsv, page, rows = run_group(root, strip_prefix(args.participant_label, "sub-") or None)
     LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
-    return EXIT_OK
+    flagged = [r for r in rows if r.get("QCFlags") not in (None, "", "n/a")]
+    if flagged and args.strict:
+        return _error(f"{len(flagged)} output(s) flagged by QC; see {tsv}", exitcodes.QC_FLAGGED)
+    return exitcodes.OK
 
 
 def load_model_or_exit(args):
@@ -289,12 +312,13 @@ def load_model_or_exit(args):
     from ..sr.reconstruct import load_model
 
     torch.set_num_threads(1)  # the parent only loads weights; image nodes set their own thread count
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise _Exit("--device cuda requested but no CUDA device is available", EXIT_USAGE)
+    problem = check_device_available(args.device)
+    if problem:
+        raise _Exit(problem, exitcodes.USAGE)
     try:
         return load_model(args.model, args.weights, device="cpu")
     except WeightsError as exc:
-        raise _Exit(str(exc), EXIT_NOINPUT) from None
+        raise _Exit(str(exc), exitcodes.NOINPUT) from None
 
 
 def run_participant_level(args, bids_dir, output_dir, raw_description, argv):
@@ -303,11 +327,22 @@ def run_participant_level(args, bids_dir, output_dir, raw_description, argv):
     model = load_model_or_exit(args)
     run_id = new_run_id()
     root = derivatives_root(output_dir)
+    report = None
+    if not args.skip_bids_validation:  # before anything is created
+        _setup_logging(args.verbose)
+        problem, report = run_bids_validator(bids_dir)
+        if problem:
+            raise _Exit(problem, exitcodes.BIDS_INVALID)
+    _make_output(output_dir)
     log_dir = root / "logs"
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _Exit(f"cannot create {log_dir}: {exc.strerror or exc}", EXIT_CANTCREAT) from None
+        raise _Exit(f"cannot create {log_dir}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
+    if report is not None:
+        from ..sr.io import write_text_atomic
+
+        write_text_atomic(report, log_dir / f"bids_validator_{run_id}.json")
     handler = _setup_logging(args.verbose, log_dir / f"prettier-bids_{run_id}.log")
     try:
         return _participant(args, bids_dir, root, raw_description, argv, run_id, model)
@@ -317,7 +352,7 @@ def run_participant_level(args, bids_dir, output_dir, raw_description, argv):
 
 def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
     from ..bids import BIDSError, get_layout, resolve_participants, select, summarize
-    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, write_dataset_files
+    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, qc_of, write_dataset_files
 
     command = " ".join(shlex.quote(a) for a in [PROG] + list(sys.argv[1:] if argv is None else argv))
     LOGGER.info("prettier-bids %s, run %s: %s", __version__, run_id, command)
@@ -325,10 +360,6 @@ def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
         LOGGER.info("model %s (%s, sha256 %s...)", model.name, model.path, model.sha256[:12])
     t0 = time.time()
 
-    if not args.skip_bids_validation:
-        problem = run_bids_validator(bids_dir, root / "logs" / f"bids_validator_{run_id}.json")
-        if problem:
-            raise _Exit(problem, EXIT_BIDS_INVALID)
     try:
         layout = get_layout(bids_dir, exclude=[root.parent, Path(args.work_dir)],
                             participants=args.participant_label)
@@ -347,6 +378,17 @@ def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
     todo = _skip_complete(cands, expected, sha)
     ok = _process(todo, expected, sha, args, root, run_id, model) if todo else True
 
+    flagged = []
+    for cand in cands:  # QC flags and header warnings of every complete output (this run or earlier)
+        if cand.status != "done":
+            continue
+        qc, warnings = qc_of(expected[cand.relpath])
+        for w in warnings:
+            LOGGER.warning("header warning: %s: %s", cand.relpath, w)
+        if qc:
+            flagged.append(cand)
+            cand.reason = f"{cand.reason}; QC flag: {'; '.join(qc)}"
+            LOGGER.warning("QC flag: %s: %s", cand.relpath, "; ".join(qc))
     summary = RunSummary(root, run_id)
     for cand in cands:
         done = cand.status == "done"
@@ -363,11 +405,13 @@ def _participant(args, bids_dir, root, raw_description, argv, run_id, model):
     if failed:
         subs = ", ".join(sorted({"sub-" + c.subject for c in failed}))
         return _error(f"{len(failed)} of {len(cands)} input(s) failed (participant(s) {subs}); see {summary_path}",
-                      EXIT_FAIL)
+                      exitcodes.FAIL)
     if not ok:
         return _error(f"the workflow did not finish cleanly; see the crash files under {root}/sub-*/log/{run_id}",
-                      EXIT_FAIL)
-    return EXIT_OK
+                      exitcodes.FAIL)
+    if flagged and args.strict:
+        return _error(f"{len(flagged)} output(s) flagged by QC (--strict); see {summary_path}", exitcodes.QC_FLAGGED)
+    return exitcodes.OK
 
 
 def _skip_complete(cands, expected, sha):
@@ -413,7 +457,7 @@ def _process(todo, expected, sha, args, root, run_id, model):
         opts.work_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _Exit(f"cannot create the work directory {opts.work_dir}: {exc.strerror or exc}",
-                    EXIT_CANTCREAT) from None
+                    exitcodes.CANTCREAT) from None
     ok = run_workflow(init_main_wf(todo, opts), opts)
     for cand in (c for cands in todo.values() for c in cands):
         done, why = completion(expected[cand.relpath], cand.source_uri, sha)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, exitcodes
+from .options import UsageParser
 
 
 def _default_split():
@@ -17,7 +17,7 @@ def _default_split():
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = UsageParser(
         prog="prettier-train",
         description="Train a PRETTIER generator on simulated thick-slice pairs (resumable).",
         epilog="example: prettier-train --config prettier_bids/data/configs/edsr-compact.json "
@@ -66,17 +66,17 @@ def main(argv=None):
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
     except (OSError, ValueError, KeyError, WeightsError) as exc:
         print(f"prettier-train: error: {exc}", file=sys.stderr)
-        return 66
+        return exitcodes.NOINPUT
     if args.optuna:
         from ..sr.tune import optuna_search
 
         study = optuna_search(cfg, train_vols, val_vols, args.out, args.optuna, args.trial_steps, args.device)
         print(json.dumps({"best_params": study.best_params, "best_value": study.best_value}))
-        return 0
+        return exitcodes.OK
     res = train(cfg, train_vols, val_vols, args.out, device=args.device, max_minutes=args.max_minutes,
                 steps=args.steps, resume=not args.no_resume)
     print(json.dumps({"run_dir": str(res.run_dir), "step": res.step, "best_val_loss": res.best_val}))
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

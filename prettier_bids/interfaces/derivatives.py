@@ -26,20 +26,6 @@ from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec as _NiwInp
 from .bids import conform_header
 
 
-def _copy_atomic(src, dst):
-    import os
-
-    from ..sr.io import _tmp_for
-
-    tmp = _tmp_for(Path(dst))
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 class _AtomicSinkInputSpec(_NiwInputSpec):
     info = traits.Dict(desc="sidecar entries computed by the workflow (added after meta_dict)")
     info_keys = traits.List(traits.Str, desc="keep only these keys of info (default: all)")
@@ -68,7 +54,8 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         import nibabel as nib
 
         from ..outputs import sidecar_of
-        from ..sr.io import save_nifti_atomic, write_text_atomic
+        from ..paths import check_distinct
+        from ..sr.io import copy_file_atomic, save_nifti_atomic, write_text_atomic
 
         info = dict(self.inputs.info) if isdefined(self.inputs.info) else {}
         if isdefined(self.inputs.info_keys) and self.inputs.info_keys:
@@ -95,11 +82,14 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         dest = Path(base) / Path(staged).relative_to(staging)
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = self.inputs.in_file[0] if isinstance(self.inputs.in_file, list) else self.inputs.in_file
+        sources = self.inputs.source_file if isdefined(self.inputs.source_file) else []
+        sources = [sources] if isinstance(sources, str) else list(sources)
+        check_distinct([*sources, src], [dest, sidecar_of(dest)])  # never over an input
         is_nifti = dest.name.endswith((".nii", ".nii.gz"))
         if is_nifti and conform:
             save_nifti_atomic(conform_header(nib.load(src)), dest)
         else:
-            _copy_atomic(src, dest)
+            copy_file_atomic(src, dest)
         self._results["out_file"] = str(dest)
         self._results["fixed_hdr"] = [bool(is_nifti and conform)]
         self._results.pop("out_meta", None)

@@ -45,9 +45,8 @@ class ValidateImage(SimpleInterface):
 
     def _run_interface(self, runtime):
         import nibabel as nib
-        import numpy as np
 
-        from ..sr.preprocess import InputError
+        from ..sr.preprocess import InputError, header_warnings
         from ..sr.reconstruct import load_volume
 
         try:
@@ -56,15 +55,8 @@ class ValidateImage(SimpleInterface):
             raise InputError(f"cannot read {Path(self.inputs.in_file).name} as NIfTI "
                              f"({exc.__class__.__name__})") from None
         load_volume(img)
-        warnings = []
-        hdr = img.header
-        qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
-        if qcode == 0 and scode == 0:
-            warnings.append("neither qform nor sform is set: orientation is unknown")
-        elif qcode > 0 and scode > 0 and not np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
-            warnings.append("qform and sform disagree: the sform is used")
         self._results["out_file"] = self.inputs.in_file
-        self._results["warnings"] = warnings
+        self._results["warnings"] = header_warnings(img)
         return runtime
 
 
@@ -78,6 +70,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True, nohash=True)
     batch_size = traits.Int(8, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
+    header_warnings = traits.List(traits.Str, desc="warnings of the validate step (sidecar HeaderWarnings)")
 
 
 class _SuperResolveOutputSpec(TraitedSpec):
@@ -119,6 +112,9 @@ class SuperResolve(SimpleInterface):
                             profile=self.inputs.slice_profile, device=self.inputs.device,
                             batch_size=self.inputs.batch_size)
         info = dict(res.info)
+        if isdefined(self.inputs.header_warnings):
+            info["HeaderWarnings"] = list(dict.fromkeys(list(self.inputs.header_warnings)
+                                                        + list(info.get("HeaderWarnings", []))))
         if model is not None:
             meta = model.meta or {}
             info["ModelVersion"] = (str(meta["version"]) if meta.get("version")

@@ -18,7 +18,7 @@ from .subject import CSS
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
            "ModelWeightsSHA256", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness", "UpsamplingFactor",
            "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
-           "RuntimeSeconds", "flag"]
+           "RuntimeSeconds", "QCFlags", "flag"]
 DESCS = ("prettier", "cubic")
 #: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
 FLAG_MADS = 3.0
@@ -49,7 +49,8 @@ def collect_rows(root, participants=None):
                    "source": ";".join(meta.get("Sources", []))}
             for key in COLUMNS[6:-1]:
                 value = meta.get(key, "n/a")
-                row[key] = "x".join(str(v) for v in value) if isinstance(value, list) else value
+                sep = "; " if key == "QCFlags" else "x"
+                row[key] = (sep.join(str(v) for v in value) or "n/a") if isinstance(value, list) else value
             rows.append(row)
     _flag(rows)
     return rows
@@ -67,7 +68,9 @@ def _flag(rows):
         for r in members:
             psnr = r["ConsistencyPSNR"]
             low = isinstance(psnr, (int, float)) and vals.size >= 3 and mad > 0 and psnr < med - FLAG_MADS * mad
-            r["flag"] = "low consistency PSNR" if low else "n/a"
+            flags = (["QC floor: " + r["QCFlags"]] if r.get("QCFlags") not in (None, "", "n/a") else []) + (
+                ["low consistency PSNR"] if low else [])
+            r["flag"] = "; ".join(flags) or "n/a"
 
 
 def write_tsv(rows, path):

@@ -76,6 +76,9 @@ def _qc_table(meta):
         else:
             continue
         rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>")
+    for label, key in (("QC flag", "QCFlags"), ("Header warning", "HeaderWarnings"), ("Warning", "Warnings")):
+        rows += [f"<tr><th class='failed'>&#9888; {label}</th><td class='failed'>{html.escape(str(v))}</td></tr>"
+                 for v in meta.get(key) or []]
     return "<table>" + "".join(rows) + "</table>"
 
 

@@ -1,50 +1,187 @@
-"""Atomic file writes: a temporary file beside the target, then a rename (no half-written outputs)."""
+"""Atomic file writes and the one temporary-file policy of the package.
+
+Every output is first written to a temporary file beside it, ``.<name>.<pid>.tmp[<suffix>]``, then
+renamed over the target: a killed run leaves whole files or nothing (plus, at worst, a hidden
+temporary). :func:`clean_stale_temporaries` removes the temporaries whose writer is dead (its PID
+no longer exists) and never those of a running process (two jobs on the same folder).
+:class:`AtomicGroup` writes several files all-or-nothing (nothing is renamed until every
+temporary is complete: a full disk leaves no partial output).
+"""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 from pathlib import Path
 
+LOGGER = logging.getLogger("prettier_bids")
 
-def _tmp_for(path, suffix=""):
+#: ``.<name>.<pid>.tmp`` + optional suffix (``.nii.gz``, ...).
+TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+
+
+def _nifti_suffix(path):
+    path = Path(path)
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def tmp_path_for(path, suffix=""):
+    """The temporary file of ``path`` for this process."""
+    path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
-def save_nifti_atomic(img, path):
+_tmp_for = tmp_path_for  # backwards-compatible name
+
+
+def pid_alive(pid):
+    """True unless no process ``pid`` exists (a process of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parse_tmp_name(name):
+    """``(target name, pid)`` for a temporary file name of this policy, else None."""
+    m = TMP_PATTERN.match(name)
+    return (m.group("name"), int(m.group("pid"))) if m else None
+
+
+def clean_stale_temporaries(folder, recursive=False, names=None):
+    """Remove the temporaries in ``folder`` whose writer process is dead; returns the removed paths.
+
+    ``names``: only the temporaries of these target file names. Temporaries of live processes are
+    left alone (another job may be writing them right now).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = None if names is None else {Path(n).name for n in names}
+    removed = []
+    for tmp in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+        parsed = parse_tmp_name(tmp.name)
+        if parsed is None or (names is not None and parsed[0] not in names):
+            continue
+        if parsed[1] == os.getpid() or pid_alive(parsed[1]):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    if removed:
+        LOGGER.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+    return removed
+
+
+def _write_nifti(img, tmp):
     import nibabel as nib
 
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = _tmp_for(path, suffix)
+    nib.save(img, str(tmp))
+
+
+def _write_text(text, tmp):
+    Path(tmp).write_text(text)
+
+
+def _write_torch(obj, tmp):
+    import torch
+
+    torch.save(obj, tmp)
+
+
+def _copy_file(src, tmp):
+    import shutil
+
+    shutil.copyfile(src, tmp)
+
+
+def _unlink(path):
     try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        Path(path).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def save_nifti_atomic(img, path):
+    path = Path(path)
+    with AtomicGroup() as group:
+        group.nifti(img, path)
 
 
 def write_text_atomic(text, path):
     path = Path(path)
-    tmp = _tmp_for(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with AtomicGroup() as group:
+        group.text(text, path)
 
 
 def save_torch_atomic(obj, path):
     """``torch.save(obj)`` to a temporary file beside ``path``, then a rename: readers never see half a file."""
-    import torch
+    with AtomicGroup() as group:
+        group.torch(obj, path)
+    return Path(path)
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+def copy_file_atomic(src, path):
+    with AtomicGroup() as group:
+        group.copy(src, path)
+    return Path(path)
+
+
+class AtomicGroup:
+    """Write several files all-or-nothing: temporaries first, renamed only when all are complete.
+
+    ::
+
+        with AtomicGroup() as g:
+            g.nifti(img, "out.nii.gz")
+            g.text(json_text, "out.json")   # renamed in this order on exit, after both are written
+
+    On any error every temporary is removed and no target is touched.
+    """
+
+    def __init__(self):
+        self._pending = []  # (tmp, target)
+
+    def __enter__(self):
+        return self
+
+    def _write(self, writer, payload, path, suffix):
+        path = Path(path)
+        tmp = tmp_path_for(path, suffix)
+        self._pending.append((tmp, path))
+        writer(payload, tmp)
+
+    def nifti(self, img, path):
+        self._write(_write_nifti, img, path, _nifti_suffix(path))
+
+    def text(self, text, path):
+        self._write(_write_text, text, path, "")
+
+    def torch(self, obj, path):
+        self._write(_write_torch, obj, path, "")
+
+    def copy(self, src, path):
+        self._write(_copy_file, src, path, "")
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                for tmp, target in self._pending:
+                    os.replace(tmp, target)
+        finally:
+            for tmp, _ in self._pending:
+                _unlink(tmp)
+        return False
+
+
+def is_disk_full(exc):
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

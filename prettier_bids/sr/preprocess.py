@@ -21,6 +21,10 @@ INPLANE_TARGET_MM = 1.0
 SCALE_PERCENTILE = 99.5
 #: A slice thickness is plausible between these multiples of the slice spacing (gaps and overlaps included).
 THICKNESS_RANGE = (0.2, 2.5)
+#: Robust minimum of the volume (percentile) used as the intensity offset when one is needed.
+OFFSET_PERCENTILE = 0.5
+#: The offset is the robust minimum when that is negative, else 0 (ordinary non-negative MRI keeps
+#: exactly the offset-free scaling).
 
 
 class InputError(ValueError):
@@ -79,19 +83,73 @@ def intensity_scale(data):
     return s if s > 0 else 1.0
 
 
-def restore_intensity(scaled, scale, reference, reference_dtype=None):
+def intensity_offset(data):
+    """Offset subtracted before scaling: 0 for non-negative images (unchanged behaviour); the robust
+    minimum (0.5th percentile) when that is negative (all-negative, inverted or signed data), so the
+    foreground scaling works for any sign and offset."""
+    finite = data[np.isfinite(data)]
+    if finite.size == 0 or float(finite.min()) >= 0:
+        return 0.0
+    return min(0.0, float(np.percentile(finite, OFFSET_PERCENTILE)))
+
+
+def intensity_scaling(data):
+    """``(offset, scale)``: the network sees ``(data - offset) / scale``, its foreground's 99.5th
+    percentile at 1. For non-negative inputs the offset is 0 and the scale is
+    :func:`intensity_scale` (exactly as before offsets existed)."""
+    offset = intensity_offset(data)
+    if offset == 0.0:
+        return 0.0, intensity_scale(data)
+    shifted = data - np.float32(offset)
+    scale = intensity_scale(shifted)
+    if scale == 1.0 and float(np.max(shifted)) > 0:  # no foreground found: fall back to the robust range
+        scale = float(np.percentile(shifted, SCALE_PERCENTILE)) or float(np.max(shifted))
+    return offset, scale
+
+
+def apply_scaling(data, offset, scale):
+    """``(data - offset) / scale`` as float32 (bit-identical to ``data / scale`` when offset is 0)."""
+    if offset == 0.0:
+        return data / np.float32(scale)
+    return (data - np.float32(offset)) / np.float32(scale)
+
+
+def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0):
     """Exact inverse of the scaling, clipped to the input's range, cast to the output dtype policy.
 
     Integer inputs come back in their own dtype (rounded);
     floating (or scaled-integer) inputs as float32.
     """
     out = scaled.astype(np.float32) * np.float32(scale)
+    if offset != 0.0:
+        out += np.float32(offset)
     lo, hi = float(np.min(reference)), float(np.max(reference))
     np.clip(out, lo, hi, out=out)
     dtype = output_dtype(reference.dtype if reference_dtype is None else reference_dtype)
     if np.issubdtype(dtype, np.integer):
         out = np.rint(out)
     return out.astype(dtype)
+
+
+def header_warnings(img):
+    """Header problems worth showing to the user (the core uses the sform, as nibabel does)."""
+    import numpy as _np
+
+    hdr = img.header
+    out = []
+    try:
+        qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    except (KeyError, TypeError, ValueError):  # not a NIfTI header
+        return out
+    if qcode == 0 and scode == 0:
+        out.append("neither qform nor sform is set: orientation is unknown")
+    elif qcode > 0 and scode > 0 and not _np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
+        out.append("qform and sform disagree: the sform is used")
+    aff = _np.asarray(img.affine, dtype=float)[:3, :3]
+    cols = aff / _np.maximum(_np.linalg.norm(aff, axis=0), 1e-12)
+    if _np.abs(cols.T @ cols - _np.eye(3)).max() > 1e-3:
+        out.append("the affine is sheared (voxel axes are not orthogonal)")
+    return out
 
 
 def output_dtype(input_dtype):

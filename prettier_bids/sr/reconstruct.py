@@ -20,16 +20,18 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .consistency import check_consistency
+from .consistency import check_consistency, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
 from .models import DEFAULT_MODEL, load_weights, resolve_weights, sha256
 from .preprocess import (
     SCALE_PERCENTILE,
     InputError,
+    apply_scaling,
     describe_zooms,
     find_slice_axis,
+    header_warnings,
     inplane_plan,
-    intensity_scale,
+    intensity_scaling,
     plausible_thickness,
     resample_inplane,
     restore_intensity,
@@ -196,7 +198,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     zooms = voxel_sizes(img.affine)
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
-    thickness = float(slice_thickness) if slice_thickness else spacing
+    thickness = spacing if slice_thickness is None else float(slice_thickness)
     if not plausible_thickness(thickness, spacing):
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
@@ -204,8 +206,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     new_shape, imap = inplane_plan(data.shape, zooms, axis)
     work = resample_inplane(data, imap, new_shape) if new_shape != data.shape else data
     work_affine = np.asarray(img.affine, dtype=np.float64) @ imap
-    scale = intensity_scale(work)
-    x = work / np.float32(scale)
+    offset, scale = intensity_scaling(work)
+    x = apply_scaling(work, offset, scale)
     LOGGER.info("input %s voxels of %s mm; slice axis %d, spacing %.2f mm, thickness %.2f mm; factor %d",
                 "x".join(map(str, data.shape)), describe_zooms(zooms), axis, spacing, thickness, factor)
 
@@ -217,7 +219,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
     assert hr.shape == hr_shape, (hr.shape, hr_shape)
     cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
-    out = restore_intensity(hr, scale, data, ref_dtype)
+    out = restore_intensity(hr, scale, data, ref_dtype, offset)
     image = make_like(out, hr_affine, img)
     cmap = make_like(cons.error_map.astype(np.float32), work_affine, img)
     info = {
@@ -234,9 +236,11 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
         "OutputShape": [int(n) for n in hr_shape],
         "InplaneResampled": bool(new_shape != data.shape),
-        "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale),
+        "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale), "Offset": float(offset),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
         "ConsistencyPSNR": round(cons.psnr_db, 3),
+        "QCFlags": qc_flags(cons.psnr_db),
+        "HeaderWarnings": header_warnings(img),
         "ConsistencyFractionAbove10pct": round(cons.frac_above_10pct, 5),
         "Device": str(device),
         "Precision": precision,

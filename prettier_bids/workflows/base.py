@@ -128,6 +128,10 @@ def run_workflow(wf, opts):
     LOGGER.info("running %d image workflow(s) with %s (nprocs %d, omp-nthreads %d); work dir %s",
                 sum(len(sub._graph) for sub in wf._graph.nodes()), plugin, opts.nprocs, opts.omp_nthreads,
                 Path(opts.work_dir) / wf.name)
+    if plugin == "MultiProc":  # workers that exit with this process (kill -9 leaves no orphans)
+        from .multiproc import WatchedMultiProcPlugin
+
+        plugin, args = WatchedMultiProcPlugin(plugin_args=args), None
     try:
         wf.run(plugin=plugin, plugin_args=args)
     except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly" (details in crash files)

@@ -32,7 +32,7 @@ from ..interfaces import (
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
-                    "IntensityScale", "ConsistencyPSNR", "ConsistencyFractionAbove10pct"]
+                    "IntensityScale", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "QCFlags"]
 
 
 def safe_name(text):
@@ -93,6 +93,8 @@ def init_sr_wf(cand, opts, name=None):
               "SlicePlane": cand.plane,
               "SliceThicknessSource": cand.thickness_source,
               "ProcessingSoftwareVersions": opts.software_versions}
+    if cand.warnings:  # sidecar/header mismatches found while selecting the input
+        static["Warnings"] = list(cand.warnings)
 
     def sink(kind, **kwargs):
         meta = {"Description": outs[kind]["Description"], **static}
@@ -107,11 +109,11 @@ def init_sr_wf(cand, opts, name=None):
 
     validate = Node(ValidateImage(in_file=source), name="validate")
     cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
-    wf.connect(validate, "out_file", cubic, "in_file")
+    wf.connect([(validate, cubic, [("out_file", "in_file"), ("warnings", "header_warnings")])])
     if opts.method == "model":
         main = Node(SuperResolve(method="model", weights=opts.weights, num_threads=opts.omp_nthreads, **common),
                     name="super_resolve", n_procs=opts.omp_nthreads, mem_gb=mem)
-        wf.connect(validate, "out_file", main, "in_file")
+        wf.connect([(validate, main, [("out_file", "in_file"), ("warnings", "header_warnings")])])
     else:
         main = cubic
 

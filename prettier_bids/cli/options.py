@@ -1,0 +1,112 @@
+"""One option-validation layer for every CLI: argparse ``type=`` factories and a parser whose usage
+errors are one line with exit code 64, and :func:`guarded_main` (unexpected errors: one line, exit 1).
+
+Values are checked while parsing, so a bad option never reaches the computation:
+``--slice-thickness nan`` / ``inf`` / ``0`` / ``-3``, ``--threads -1`` and ``--device tpu`` are usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import sys
+
+from .. import exitcodes
+
+
+class UsageParser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 64 (argparse's default is the usage block + exit 2)."""
+
+    def error(self, message):
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(low=None, high=None, low_inclusive=False, what="a number"):
+    """``type=`` for a finite float in (low, high] (or [low, high] with ``low_inclusive``)."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>=' if low_inclusive else '>'} {low:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def int_at_least(low=1, high=None):
+    """``type=`` for an integer >= ``low`` (and <= ``high``)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} must be >= {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_at_least(1)
+positive_float = finite_float(0.0)
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def device(text):
+    """``cpu``, ``cuda`` or ``cuda:N`` (anything else is a usage error)."""
+    text = text.strip().lower()
+    if not _DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (choose cpu, cuda or cuda:N)")
+    return text
+
+
+def check_device_available(dev):
+    """A one-line reason when ``dev`` cannot be used here, else None."""
+    if not dev.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"--device {dev} requested but no CUDA device is available"
+    if ":" in dev and int(dev.split(":")[1]) >= torch.cuda.device_count():
+        return f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) available"
+    return None
+
+
+def one_line(exc):
+    """``ExcType: first line of the message`` for an unexpected exception."""
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def guarded_main(prog, func, verbose=False):
+    """Run ``func()``; an unexpected exception becomes one line on stderr and exit 1 (the traceback is
+    logged only when ``verbose``); Ctrl-C is exit 130."""
+    try:
+        return func()
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return exitcodes.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: no traceback for users)
+        if verbose:
+            logging.getLogger("prettier_bids").error("unexpected error", exc_info=exc)
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{prog}: error: unexpected {one_line(exc)} (rerun with -v for details)", file=sys.stderr)
+        return exitcodes.FAIL
