@@ -41,3 +41,20 @@ class ConsistencyMapRPT(ReportingInterface):
 
         label = self.inputs.label if isdefined(self.inputs.label) else "consistency map"
         map_svg(self.inputs.in_file, self.inputs.reference, self._out_report, label=label)
+
+
+class _LesionViewInputSpec(_SVGReportCapableInputSpec):
+    thick = File(exists=True, mandatory=True, desc="the thick-slice input")
+    cubic = File(exists=True, mandatory=True, desc="the cubic baseline (output grid)")
+    sr = File(exists=True, mandatory=True, desc="the super-resolved output")
+
+
+class LesionViewRPT(ReportingInterface):
+    """The largest hyperintense regions of a FLAIR output, zoomed: input / cubic / SR (static SVG)."""
+
+    input_spec = _LesionViewInputSpec
+
+    def _generate_report(self):
+        from ..reports.lesionview import lesion_view_svg
+
+        lesion_view_svg(self.inputs.thick, self.inputs.cubic, self.inputs.sr, self._out_report)
