@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-# load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too.
+from .exitcodes import CodedError
+
+# load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
 from .naming import NamingError, derivative_relpath, load_io_spec, output_desc, pattern_entities, stem
 from .sr.preprocess import InputError, find_slice_axis, plausible_thickness, voxel_sizes
 
@@ -31,12 +33,8 @@ MIN_SLICE_SPACING_MM = 2.0
 SPACING_TOLERANCE = 0.1
 
 
-class BIDSError(Exception):
+class BIDSError(CodedError):
     """A problem with the input dataset or the selection; ``code`` is the exit status to use."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .exitcodes import DATAERR
+from .exitcodes import DATAERR, CodedError
 from .sr.io import split_ext
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
@@ -29,10 +29,11 @@ NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 NIFTI_EXT = ".nii.gz"
 
 
-class NamingError(ValueError):
-    """No output name can be built for these entities (``code``: the exit status to use)."""
+class NamingError(CodedError, ValueError):
+    """No output name can be built for these entities (exit status ``DATAERR``)."""
 
-    code = DATAERR
+    def __init__(self, message, code=DATAERR):
+        super().__init__(message, code)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,9 +42,6 @@ def tmp_path_for(path, suffix=""):
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
-_tmp_for = tmp_path_for  # backwards-compatible name
-
-
 def pid_alive(pid):
     """True unless no process ``pid`` exists (a process of another user counts as alive)."""
     if pid <= 0:
