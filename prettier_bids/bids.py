@@ -15,12 +15,14 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .exitcodes import CodedError
+
+# load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
+from .naming import NamingError, derivative_relpath, load_io_spec, output_desc, pattern_entities, stem
 from .sr.preprocess import InputError, find_slice_axis, plausible_thickness, voxel_sizes
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -31,35 +33,8 @@ MIN_SLICE_SPACING_MM = 2.0
 SPACING_TOLERANCE = 0.1
 
 
-class BIDSError(Exception):
+class BIDSError(CodedError):
     """A problem with the input dataset or the selection; ``code`` is the exit status to use."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
-
-
-@lru_cache(maxsize=None)
-def _io_spec_text():
-    return (resources.files("prettier_bids") / "data" / "io_spec.json").read_text()
-
-
-def load_io_spec():
-    """The query spec (a fresh copy: callers may modify it)."""
-    return json.loads(_io_spec_text())
-
-
-def contrasts_available(spec=None):
-    return list((spec or load_io_spec())["queries"])
-
-
-def pattern_entities(spec=None):
-    """Entities that output names can carry (those named in the path patterns)."""
-    spec = spec or load_io_spec()
-    names = set()
-    for pattern in spec["patterns"]:
-        names.update(re.findall(r"\{(\w+)", pattern))
-    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,8 +145,7 @@ def _sidecar_applies(sidecar, image):
         image.parent.relative_to(sidecar.parent)
     except ValueError:
         return False
-    img_parts = set(image.name.split(".")[0].split("_"))
-    return set(sidecar.name[:-5].split("_")) <= img_parts
+    return set(stem(sidecar).split("_")) <= set(stem(image).split("_"))
 
 
 def resolve_participants(layout, labels=None):
@@ -275,8 +249,7 @@ class Candidate:
     @property
     def key(self):
         """A stable identifier (file name without extension), e.g. ``sub-01_ses-1_FLAIR``."""
-        name = self.path.name
-        return name[:-7] if name.endswith(".nii.gz") else self.path.stem
+        return stem(self.path)
 
     @property
     def source_uri(self):
@@ -420,7 +393,10 @@ def check_unique_outputs(cands, spec=None):
     for cand in cands:
         if cand.status != "selected":
             continue
-        name = derivative_relpath(cand.entities, "prettier", spec=spec)
+        try:
+            name = derivative_relpath(cand.entities, output_desc("sr", spec), spec=spec)
+        except NamingError as exc:
+            raise BIDSError(str(exc), exc.code) from None
         if name in seen:
             raise BIDSError(f"{cand.relpath} and {seen[name]} would both be written to {name}", 65)
         seen[name] = cand.relpath
@@ -442,21 +418,3 @@ def summarize(cands):
         lines.append(f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else ""))
         lines.extend(f"           warning: {w}" for w in c.warnings)
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# Output names
-# --------------------------------------------------------------------------------------------
-
-def derivative_relpath(entities, desc, extension=".nii.gz", datatype=None, spec=None):
-    """Output path (relative to the derivatives root) keeping the source entities plus ``desc-``."""
-    from bids.layout.writing import build_path
-
-    spec = spec or load_io_spec()
-    ents = {k: v for k, v in entities.items() if k not in ("desc", "extension")}
-    ents.update({"desc": desc, "extension": extension})
-    ents["datatype"] = datatype or ents.get("datatype") or "anat"
-    path = build_path(ents, spec["patterns"], strict=False)
-    if path is None:
-        raise BIDSError(f"cannot build an output name for entities {ents}", 65)
-    return path

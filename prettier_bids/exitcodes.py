@@ -65,6 +65,14 @@ TABLE = (
 BY_CODE = {e.code: e for e in TABLE}
 
 
+class CodedError(Exception):
+    """An error that ends a command with a known exit status (``code``, one of :data:`TABLE`)."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
 def codes_for(command):
     return [e for e in TABLE if command in e.commands]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .bids import derivative_relpath, load_io_spec
+from .naming import derivative_relpath, load_io_spec, output_desc, reportlet_desc, sidecar_of
 from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
 
@@ -34,7 +34,6 @@ LOGGER = logging.getLogger("prettier_bids")
 
 DERIVATIVES_NAME = "prettier"
 PACKAGE_NAME = "prettier_bids"
-CODE_URL = "https://github.com/prettier-bids/prettier_bids"
 BIDS_VERSION = "1.10.0"
 #: gitignore-style patterns; bids-validator-deno does not match directories given with a trailing "/".
 BIDSIGNORE = ["*.html", "logs", "**/figures", "**/log", "group_*.tsv"]
@@ -54,30 +53,28 @@ CITATION_REFS = """\
 """
 
 
-README_TEXT = """\
+_README_TEMPLATE = """\
 # prettier_bids derivatives
 
 Thick-slice brain MRI super-resolved to ~1 mm isotropic voxels by prettier_bids (PRETTIER).
 
-- `sub-*/[ses-*/]anat/*_desc-prettier_<suffix>.nii.gz`: super-resolved images, same field of view and
+- `sub-*/[ses-*/]anat/*_desc-{sr}_<suffix>.nii.gz`: super-resolved images, same field of view and
   orientation as their source; the JSON sidecar lists the source (`Sources`), the model and its weights'
   SHA-256, the input and output geometry, the intensity scaling, the consistency PSNR and the runtime.
-- `*_desc-consistency_<suffix>.nii.gz`: data-consistency maps on the source grid.
-- `*_desc-cubic_<suffix>.nii.gz`: cubic-spline baseline (with `--write-cubic` or `--method cubic`).
+- `*_desc-{consistency}_<suffix>.nii.gz`: data-consistency maps on the source grid.
+- `*_desc-{cubic}_<suffix>.nii.gz`: cubic-spline baseline (with `--write-cubic` or `--method cubic`).
 - `sub-*.html` and `sub-*/figures/`: visual reports; `group_qc.tsv` / `group_qc.html`: group level.
 - `logs/`: `CITATION.md` (methods boilerplate), `summary_<run id>.tsv` (status of every input), run logs.
 """
 
 
+def readme_text(spec=None):
+    """The derivatives' README.md (``desc`` labels from ``io_spec.json``)."""
+    return _README_TEMPLATE.format(**{k: output_desc(k, spec) for k in ("sr", "cubic", "consistency")})
+
+
 def derivatives_root(output_dir):
     return Path(output_dir) / DERIVATIVES_NAME
-
-
-def sidecar_of(nifti):
-    nifti = Path(nifti)
-    name = nifti.name
-    stem = name[:-7] if name.endswith(".nii.gz") else nifti.stem
-    return nifti.with_name(stem + ".json")
 
 
 def new_run_id():
@@ -119,8 +116,8 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
     spec = spec or load_io_spec()
     root = Path(root)
     kinds = output_kinds(method, write_cubic)
-    niftis = {k: root / derivative_relpath(cand.entities, spec["outputs"][k]["desc"], spec=spec) for k in kinds}
-    figures = [root / derivative_relpath(cand.entities, spec["reportlets"][k]["desc"], ".svg", "figures", spec=spec)
+    niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
+    figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
                for k in reportlet_kinds(method)]
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
@@ -210,7 +207,7 @@ def software_versions():
 
 def dataset_description(bids_dir, raw_description=None):
     raw_description = raw_description or {}
-    generated = {"Name": PACKAGE_NAME, "Version": __version__, "CodeURL": CODE_URL,
+    generated = {"Name": PACKAGE_NAME, "Version": __version__,
                  "Description": "PRETTIER super-resolution of thick-slice brain MRI to ~1 mm isotropic voxels"}
     container = container_info()
     if container:
@@ -241,7 +238,7 @@ def write_dataset_files(root, bids_dir, raw_description=None, spec=None):
     write_text_atomic("\n".join(BIDSIGNORE) + "\n", root / ".bidsignore")
     readme = root / "README.md"
     if not readme.exists():
-        write_text_atomic(README_TEXT, readme)
+        write_text_atomic(readme_text(spec), readme)
     rows = ["desc_id\tdescription"] + [f"desc-{o['desc']}\t{o['Description']}" for o in spec["outputs"].values()]
     write_text_atomic("\n".join(rows) + "\n", root / "descriptions.tsv")
 

@@ -14,14 +14,11 @@ import os
 from pathlib import Path
 
 from . import exitcodes
+from .exitcodes import CodedError
 
 
-class OutputPathError(Exception):
+class OutputPathError(CodedError):
     """An output location that must not (or cannot) be written; ``code`` is the exit status."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
 
 
 def same_file(a, b):

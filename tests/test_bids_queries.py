@@ -221,7 +221,8 @@ def test_dataset_files_and_summary(tmp_path, monkeypatch):
     desc = json.loads((tmp_path / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"]
     gen = desc["GeneratedBy"][0]
-    assert (gen["Name"], gen["Version"], gen["CodeURL"]) == ("prettier_bids", __version__, po.CODE_URL)
+    assert (gen["Name"], gen["Version"]) == ("prettier_bids", __version__)
+    assert "CodeURL" not in gen  # no public repository yet: no invented URL
     assert gen["Container"] == {"Type": "singularity", "Tag": "prettier_bids-0.1.0.sif"}
     assert desc["SourceDatasets"] == [{"URL": TEST_BIDS.resolve().as_uri(), "DOI": "doi:10.1/x"}]
     assert desc["DatasetLinks"] == {"raw": TEST_BIDS.resolve().as_uri()}

@@ -43,7 +43,7 @@ def _image(path, shape=(24, 20, 6), zooms=(1.0, 1.0, 5.0), qcode=0, dtype=np.int
 def test_sink_is_niworkflows_and_keeps_our_bytes(tmp_path):
     from niworkflows.interfaces.bids import DerivativesDataSink
 
-    from prettier_bids.interfaces.bids import conform_header
+    from prettier_bids.sr.reconstruct import conform_header
     from prettier_bids.interfaces.derivatives import AtomicDerivativesSink
     from prettier_bids.sr.io import save_nifti_atomic
 

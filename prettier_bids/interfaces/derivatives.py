@@ -7,7 +7,7 @@ our path patterns (``io_spec.json``) and our write step:
 * niworkflows stages its output in the node's work directory (its own header fixing and dtype
   coercion are switched off there), and the staged path names the destination;
 * the image is then written from ``in_file`` to the destination atomically (temporary file +
-  rename), its header conformed by :func:`conform_header` (qform = sform = affine, codes kept,
+  rename), its header conformed by :func:`~prettier_bids.sr.reconstruct.conform_header` (qform = sform = affine, codes kept,
   units mm): the bytes are exactly those our writer has always produced;
 * the JSON sidecar is written after its image (atomically too). The workflow orders the sinks so
   that the main output's sidecar, the completion marker, is the last file of each input.
@@ -23,7 +23,6 @@ from nipype.interfaces.base import isdefined, traits
 from niworkflows.interfaces.bids import DerivativesDataSink as _NiwDerivativesDataSink
 from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec as _NiwInputSpec
 
-from .bids import conform_header
 
 
 class _AtomicSinkInputSpec(_NiwInputSpec):
@@ -36,7 +35,7 @@ class _AtomicSinkInputSpec(_NiwInputSpec):
 class AtomicDerivativesSink(_NiwDerivativesDataSink):
     """niworkflows' ``DerivativesDataSink`` that writes atomically, image before sidecar, our bytes.
 
-    ``check_hdr`` (default on) conforms NIfTI headers with :func:`conform_header` instead of
+    ``check_hdr`` (default on) conforms NIfTI headers with :func:`~prettier_bids.sr.reconstruct.conform_header` instead of
     niworkflows' rewrite (which would reset the qform/sform codes).
     """
 
@@ -53,9 +52,10 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from ..outputs import sidecar_of
+        from ..naming import is_nifti, sidecar_of
         from ..paths import check_distinct
         from ..sr.io import copy_file_atomic, save_nifti_atomic, write_text_atomic
+        from ..sr.reconstruct import conform_header  # torch comes with it: import when used
 
         info = dict(self.inputs.info) if isdefined(self.inputs.info) else {}
         if isdefined(self.inputs.info_keys) and self.inputs.info_keys:
@@ -85,13 +85,13 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         sources = self.inputs.source_file if isdefined(self.inputs.source_file) else []
         sources = [sources] if isinstance(sources, str) else list(sources)
         check_distinct([*sources, src], [dest, sidecar_of(dest)])  # never over an input
-        is_nifti = dest.name.endswith((".nii", ".nii.gz"))
-        if is_nifti and conform:
+        nifti = is_nifti(dest)
+        if nifti and conform:
             save_nifti_atomic(conform_header(nib.load(src)), dest)
         else:
             copy_file_atomic(src, dest)
         self._results["out_file"] = str(dest)
-        self._results["fixed_hdr"] = [bool(is_nifti and conform)]
+        self._results["fixed_hdr"] = [bool(nifti and conform)]
         self._results.pop("out_meta", None)
         if self.inputs.write_sidecar:
             sidecar = sidecar_of(dest)
@@ -101,4 +101,4 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         return runtime
 
 
-__all__ = ["AtomicDerivativesSink", "conform_header"]
+__all__ = ["AtomicDerivativesSink"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -16,11 +15,6 @@ from nipype.interfaces.base import (
 
 #: Loaded models per process (MultiProc workers are reused across images).
 _MODELS: dict = {}
-
-
-def _stem(path):
-    name = Path(path).name
-    return name[:-7] if name.endswith(".nii.gz") else Path(path).stem
 
 
 class _ValidateImageInputSpec(BaseInterfaceInputSpec):
@@ -63,8 +57,7 @@ class ValidateImage(SimpleInterface):
 class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="thick-slice NIfTI image")
     method = traits.Enum("model", "cubic", usedefault=True, desc="the network or the cubic baseline")
-    model_name = traits.Str(desc="name of a shipped model (default: the default model)")
-    weights = File(exists=True, desc="a weights file (overrides model_name)")
+    weights = File(exists=True, desc="a weights file (default: the default model)")
     slice_thickness = traits.Float(desc="slice thickness in mm (default: the slice spacing)")
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
     device = traits.Str("cpu", usedefault=True, nohash=True)
@@ -77,7 +70,6 @@ class _SuperResolveOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="image on the ~1 mm grid")
     consistency_map = File(exists=True, desc="consistency error map on the input grid")
     info = traits.Dict(desc="metadata for the JSON sidecar")
-    info_file = File(exists=True, desc="the same metadata as JSON")
 
 
 class SuperResolve(SimpleInterface):
@@ -89,18 +81,18 @@ class SuperResolve(SimpleInterface):
     def _model(self):
         from ..sr.reconstruct import load_model
 
-        name = self.inputs.model_name if isdefined(self.inputs.model_name) else None
         weights = self.inputs.weights if isdefined(self.inputs.weights) else None
-        key = (name, weights, self.inputs.device)
+        key = (weights, self.inputs.device)
         if key not in _MODELS:
             _MODELS.clear()
-            _MODELS[key] = load_model(name, weights, device=self.inputs.device)
+            _MODELS[key] = load_model(None, weights, device=self.inputs.device)
         return _MODELS[key]
 
     def _run_interface(self, runtime):
         import nibabel as nib
         import torch
 
+        from ..naming import NIFTI_EXT, stem
         from ..sr.io import save_nifti_atomic
         from ..sr.reconstruct import super_resolve
 
@@ -120,12 +112,10 @@ class SuperResolve(SimpleInterface):
             info["ModelVersion"] = (str(meta["version"]) if meta.get("version")
                                     else f"training step {meta['step']}" if meta.get("step") else "unversioned")
             info["ModelWeightsFile"] = Path(model.path).name
-        stem = _stem(self.inputs.in_file)
-        out = Path(runtime.cwd) / f"{stem}_{self.inputs.method}.nii.gz"
-        cmap = Path(runtime.cwd) / f"{stem}_{self.inputs.method}_consistency.nii.gz"
+        base = f"{stem(self.inputs.in_file)}_{self.inputs.method}"
+        out = Path(runtime.cwd) / f"{base}{NIFTI_EXT}"
+        cmap = Path(runtime.cwd) / f"{base}_consistency{NIFTI_EXT}"
         save_nifti_atomic(res.image, out)
         save_nifti_atomic(res.consistency_map, cmap)
-        info_file = Path(runtime.cwd) / "info.json"
-        info_file.write_text(json.dumps(info, indent=2))
-        self._results.update(out_file=str(out), consistency_map=str(cmap), info=info, info_file=str(info_file))
+        self._results.update(out_file=str(out), consistency_map=str(cmap), info=info)
         return runtime

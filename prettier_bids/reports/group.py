@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..naming import main_descs, nifti_of, parse_entities
 from ..outputs import read_json
 from ..sr.io import write_text_atomic
 from .subject import CSS
@@ -19,19 +20,13 @@ COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "M
            "ModelWeightsSHA256", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness", "UpsamplingFactor",
            "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
            "RuntimeSeconds", "QCFlags", "flag"]
-DESCS = ("prettier", "cubic")
 #: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
 FLAG_MADS = 3.0
 
 
-def _entities(name):
-    ents = dict(p.split("-", 1) for p in name.split("_")[:-1] if "-" in p)
-    ents["suffix"] = name.split("_")[-1].split(".")[0]
-    return ents
-
-
 def collect_rows(root, participants=None):
     root = Path(root)
+    descs = main_descs()
     rows = []
     for sub_dir in sorted(root.glob("sub-*")):
         if not sub_dir.is_dir() or (participants and sub_dir.name[4:] not in participants):
@@ -39,12 +34,12 @@ def collect_rows(root, participants=None):
         for sidecar in sorted(sub_dir.rglob("*.json")):
             if "figures" in sidecar.parts or "log" in sidecar.parts:
                 continue
-            ents = _entities(sidecar.name)
-            nifti = sidecar.with_name(sidecar.name[:-5] + ".nii.gz")
+            ents = parse_entities(sidecar)
+            nifti = nifti_of(sidecar)
             meta = read_json(sidecar)
-            if ents.get("desc") not in DESCS or meta is None or not nifti.is_file():
+            if ents.get("desc") not in descs or meta is None or not nifti.is_file():
                 continue
-            row = {"participant_id": f"sub-{ents['sub']}", "session": ents.get("ses", "n/a"),
+            row = {"participant_id": f"sub-{ents['subject']}", "session": ents.get("session", "n/a"),
                    "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
                    "source": ";".join(meta.get("Sources", []))}
             for key in COLUMNS[6:-1]:

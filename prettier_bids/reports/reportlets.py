@@ -19,6 +19,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..sr.preprocess import SCALE_PERCENTILE
+
 #: Cuts per plane: fMRIPrep shows 7; 4 keep the figures readable and the reportlets cheap.
 N_CUTS = 4
 #: Rows of each reportlet (nilearn display modes): axial, sagittal, coronal.
@@ -48,12 +50,13 @@ def _head_mask(img):
 
 
 def _window(img):
-    """One (vmin, vmax) for both images of a flicker: robust limits of the reference."""
+    """One (vmin, vmax) for both images of a flicker: robust limits of the reference (its
+    :data:`~prettier_bids.sr.preprocess.SCALE_PERCENTILE` percentile, as the intensity scaling)."""
     data = np.asarray(img.dataobj)
     positive = data[data > 0]
     if not positive.size:
         return {"vmin": 0.0, "vmax": 1.0}
-    return {"vmin": 0.0, "vmax": float(np.percentile(positive, 99.5)) or 1.0}
+    return {"vmin": 0.0, "vmax": float(np.percentile(positive, SCALE_PERCENTILE)) or 1.0}
 
 
 def cuts_for(img, n_cuts=N_CUTS):

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from .. import __version__
+from ..naming import derivative_relpath, load_io_spec, main_descs, nifti_of, parse_entities, reportlet_desc
 from ..outputs import read_json
 from ..sr.io import write_text_atomic
 
@@ -46,21 +47,23 @@ def _fmt(value):
     return str(value)
 
 
-def subject_outputs(root, subject, descs=("prettier", "cubic")):
-    """Main outputs of a subject on disk: list of (nifti path, sidecar dict)."""
+def subject_outputs(root, subject, descs=None):
+    """Main outputs of a subject on disk (``descs``: default the SR and cubic labels): list of (nifti path, sidecar dict)."""
     root = Path(root)
+    sr_desc, cubic_desc = main_descs()
+    descs = descs or (sr_desc, cubic_desc)
     out = []
     for sidecar in sorted((root / f"sub-{subject}").rglob("*.json")):
         if "figures" in sidecar.parts or "log" in sidecar.parts:
             continue
-        desc = next((p[5:] for p in sidecar.name.split("_") if p.startswith("desc-")), None)
+        desc = parse_entities(sidecar).get("desc")
         if desc not in descs:
             continue
-        nifti = sidecar.with_name(sidecar.name[:-5] + ".nii.gz")
+        nifti = nifti_of(sidecar)
         meta = read_json(sidecar)
         if meta is None or not nifti.is_file():
             continue
-        if desc == "cubic" and nifti.with_name(nifti.name.replace("desc-cubic", "desc-prettier")).is_file():
+        if desc == cubic_desc and nifti.with_name(nifti.name.replace(f"desc-{cubic_desc}", f"desc-{sr_desc}")).is_file():
             continue  # the cubic baseline is shown in the SR reportlets
         out.append((nifti, meta))
     return out
@@ -89,17 +92,13 @@ def _html_key(text):
 
 def write_qc_reportlets(root, subject):
     """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject."""
-    from bids.layout import parse_file_entities
-
-    from ..bids import derivative_relpath, load_io_spec
-
     spec = load_io_spec()
     paths = []
     for nifti, meta in subject_outputs(root, subject):
         rel = nifti.relative_to(root).as_posix()
         sources = ", ".join(meta.get("Sources", []))
-        ents = parse_file_entities(str(nifti))
-        path = Path(root) / derivative_relpath(ents, spec["reportlets"]["qc"]["desc"], ".html", "figures", spec=spec)
+        path = Path(root) / derivative_relpath(parse_entities(nifti), reportlet_desc("qc", spec), ".html", "figures",
+                                               spec=spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(f"<h3>{html.escape(nifti.name)}</h3>\n<p class='meta'>{html.escape(rel)} from "
                           f"{html.escape(sources)}</p>\n{_qc_table(meta)}\n", path)

@@ -22,18 +22,24 @@ LOGGER = logging.getLogger("prettier_bids")
 TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
 
 
-def _nifti_suffix(path):
-    path = Path(path)
-    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+#: Extensions of more than one suffix that file names keep whole.
+COMPOUND_EXTENSIONS = (".nii.gz",)
+
+
+def split_ext(name):
+    """``("sub-01_T1w", ".nii.gz")`` for ``"sub-01_T1w.nii.gz"``: the one stem/extension rule of the
+    package (stdlib only, so the SR core can use it; :mod:`prettier_bids.naming` re-exports it)."""
+    name = Path(name).name
+    for ext in COMPOUND_EXTENSIONS:
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[:-len(ext)], ext
+    return os.path.splitext(name)
 
 
 def tmp_path_for(path, suffix=""):
     """The temporary file of ``path`` for this process."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-
-
-_tmp_for = tmp_path_for  # backwards-compatible name
 
 
 def pid_alive(pid):
@@ -161,7 +167,7 @@ class AtomicGroup:
         writer(payload, tmp)
 
     def nifti(self, img, path):
-        self._write(_write_nifti, img, path, _nifti_suffix(path))
+        self._write(_write_nifti, img, path, split_ext(path)[1])
 
     def text(self, text, path):
         self._write(_write_text, text, path, "")

@@ -56,8 +56,9 @@ def lesion_psnr(pred, ref, lesion_mask, data_range=1.0):
     diff = np.asarray(pred, np.float64)[region] - np.asarray(ref, np.float64)[region]
     if diff.size == 0:
         return float("nan")
-    mse = float(np.mean(diff ** 2))
-    return float("inf") if mse == 0 else float(10 * math.log10(data_range ** 2 / mse))
+    from .metrics import psnr_from_mse  # torch comes with it: import when used
+
+    return psnr_from_mse(np.mean(diff ** 2), data_range)
 
 
 @dataclass

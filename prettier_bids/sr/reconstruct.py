@@ -166,18 +166,33 @@ def _reference_dtype(img):
     return np.dtype(np.float32) if scaled else img.get_data_dtype()
 
 
+def _with_geometry(dataobj, affine, header, qcode, scode):
+    """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s."""
+    out = nib.Nifti1Image(dataobj, affine, header)
+    out.set_qform(affine, code=qcode)
+    out.set_sform(affine, code=scode)
+    out.header.set_xyzt_units("mm", "sec")
+    return out
+
+
 def make_like(data, affine, reference):
     """A NIfTI image on ``affine`` with ``reference``'s header fields (codes, units, description)."""
     hdr = reference.header.copy()
     hdr.set_data_dtype(data.dtype)
     hdr.set_slope_inter(1.0, 0.0) if np.issubdtype(data.dtype, np.integer) else hdr.set_slope_inter(np.nan, np.nan)
-    out = nib.Nifti1Image(data, affine, hdr)
-    qcode = int(reference.header["qform_code"]) or 1
-    scode = int(reference.header["sform_code"]) or 1
-    out.set_qform(affine, code=qcode)
-    out.set_sform(affine, code=scode)
-    out.header.set_xyzt_units("mm", "sec")
-    return out
+    return _with_geometry(data, affine, hdr, int(reference.header["qform_code"]) or 1,
+                          int(reference.header["sform_code"]) or 1)
+
+
+def conform_header(img):
+    """A copy of ``img`` with qform = sform = its affine (codes kept, or 1) and units mm/s; data untouched.
+
+    Used by the derivatives writer on images that :func:`make_like` made (then a no-op on the bytes)
+    and on any other image it stores.
+    """
+    qcode = int(img.header["qform_code"]) or int(img.header["sform_code"]) or 1
+    scode = int(img.header["sform_code"]) or qcode
+    return _with_geometry(img.dataobj, img.affine, img.header.copy(), qcode, scode)
 
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,

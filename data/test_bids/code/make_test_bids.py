@@ -176,8 +176,7 @@ def main(out_dir=None):
         "DatasetType": "raw",
         "License": "CC0",
         "Authors": ["prettier_bids developers"],
-        "GeneratedBy": [{"Name": "make_test_bids.py", "Description": "code/make_test_bids.py in this dataset",
-                         "CodeURL": "https://github.com/prettier-bids/prettier_bids"}],
+        "GeneratedBy": [{"Name": "make_test_bids.py", "Description": "code/make_test_bids.py in this dataset"}],
         "SourceDatasets": [{"URL": "nilearn.datasets.load_mni152_template (MNI152 ICBM 2009 1 mm template)"}],
     }, out / "dataset_description.json")
     (out / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t34\tF\nsub-02\t51\tM\nsub-03\t45\tF\n")

@@ -1,0 +1,133 @@
+"""File names: the one module for stems and extensions, ``desc-`` labels and BIDS entities.
+
+* stems and extensions: :func:`split_ext` (``.nii.gz`` kept whole) is defined in
+  :mod:`prettier_bids.sr.io`, the lowest layer (stdlib only: the SR core names its temporaries with
+  it), and re-exported here; :func:`stem`, :func:`with_ext`, :func:`sidecar_of`, :func:`nifti_of`
+  build on it;
+* ``desc-`` labels: read from ``prettier_bids/data/io_spec.json`` (:func:`output_desc`,
+  :func:`reportlet_desc`, :func:`main_descs`), never typed out elsewhere;
+* entities: parsed by pybids (:func:`parse_entities`), output paths built by pybids' ``build_path``
+  with the patterns of ``io_spec.json`` (:func:`derivative_relpath`).
+
+Layering: below :mod:`prettier_bids.bids` (which re-exports :func:`load_io_spec` and
+:func:`derivative_relpath`); imports only the stdlib, pybids and :mod:`prettier_bids.sr.io`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .exitcodes import DATAERR, CodedError
+from .sr.io import split_ext
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+#: Extension of the images this package writes.
+NIFTI_EXT = ".nii.gz"
+
+
+class NamingError(CodedError, ValueError):
+    """No output name can be built for these entities (exit status ``DATAERR``)."""
+
+    def __init__(self, message, code=DATAERR):
+        super().__init__(message, code)
+
+
+# --------------------------------------------------------------------------------------------
+# Stems and extensions
+# --------------------------------------------------------------------------------------------
+
+def stem(path):
+    """File name without its extension (``sub-01_FLAIR`` for ``.../sub-01_FLAIR.nii.gz``)."""
+    return split_ext(path)[0]
+
+
+def is_nifti(path):
+    return split_ext(path)[1] in NIFTI_EXTENSIONS
+
+
+def with_ext(path, ext):
+    """``path`` in the same folder with its extension (``.nii.gz`` counted whole) replaced by ``ext``."""
+    path = Path(path)
+    return path.with_name(stem(path) + ext)
+
+
+def sidecar_of(nifti):
+    """The JSON sidecar of an image."""
+    return with_ext(nifti, ".json")
+
+
+def nifti_of(sidecar):
+    """The image (``.nii.gz``, as written by this package) of a JSON sidecar."""
+    return with_ext(sidecar, NIFTI_EXT)
+
+
+# --------------------------------------------------------------------------------------------
+# io_spec.json: queries, desc labels, path patterns
+# --------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _io_spec_text():
+    return (resources.files("prettier_bids") / "data" / "io_spec.json").read_text()
+
+
+def load_io_spec():
+    """The query spec (a fresh copy: callers may modify it)."""
+    return json.loads(_io_spec_text())
+
+
+def output_desc(kind, spec=None):
+    """``desc`` label of an output kind (``"sr"``, ``"cubic"``, ``"consistency"``)."""
+    return (spec or load_io_spec())["outputs"][kind]["desc"]
+
+
+def reportlet_desc(kind, spec=None):
+    """``desc`` label of a reportlet kind (``"input"``, ``"cubic"``, ``"consistency"``, ``"qc"``)."""
+    return (spec or load_io_spec())["reportlets"][kind]["desc"]
+
+
+def main_descs(spec=None):
+    """``desc`` labels of the main outputs (those that carry the QC values): SR, then cubic."""
+    return output_desc("sr", spec), output_desc("cubic", spec)
+
+
+def pattern_entities(spec=None):
+    """Entities that output names can carry (those named in the path patterns)."""
+    spec = spec or load_io_spec()
+    names = set()
+    for pattern in spec["patterns"]:
+        names.update(re.findall(r"\{(\w+)", pattern))
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Entities and output paths (pybids)
+# --------------------------------------------------------------------------------------------
+
+def parse_entities(path):
+    """BIDS entities of a file (pybids' ``parse_file_entities``; give the path with its folders)."""
+    from bids.layout import parse_file_entities
+
+    return parse_file_entities(str(path))
+
+
+def derivative_relpath(entities, desc, extension=NIFTI_EXT, datatype=None, spec=None):
+    """Output path (relative to the derivatives root) keeping the source entities plus ``desc-``."""
+    from bids.layout.writing import build_path
+
+    spec = spec or load_io_spec()
+    ents = {k: v for k, v in entities.items() if k not in ("desc", "extension")}
+    ents.update({"desc": desc, "extension": extension})
+    ents["datatype"] = datatype or ents.get("datatype") or "anat"
+    path = build_path(ents, spec["patterns"], strict=False)
+    if path is None:
+        raise NamingError(f"cannot build an output name for entities {ents}")
+    return path
+
+
+__all__ = ["NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "derivative_relpath", "is_nifti", "load_io_spec",
+           "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities", "reportlet_desc",
+           "sidecar_of", "split_ext", "stem", "with_ext"]
