@@ -36,7 +36,8 @@ def setup_logging(verbose, log_file=None):
     console.setLevel(level)
     console.setFormatter(fmt)
     LOGGER.addHandler(console)
-    from nipype import config as ncfg, logging as nlog
+    from nipype import config as ncfg
+    from nipype import logging as nlog
 
     ncfg.set("logging", "workflow_level", "INFO" if verbose >= 2 else "ERROR" if verbose else "CRITICAL")
     ncfg.set("logging", "interface_level", "INFO" if verbose >= 2 else "CRITICAL")

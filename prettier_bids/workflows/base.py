@@ -14,7 +14,7 @@ from __future__ import annotations
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from .. import __version__
-from .sr import init_sr_wf, safe_name, sr_wf_name
+from .sr import init_sr_wf, safe_name
 
 
 def main_wf_name():
