@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,46 @@ def test_method_cubic_needs_no_weights(tmp_path, capsys, monkeypatch):
     assert meta["Method"] == "cubic" and meta["SliceAxis"] == 1 and meta["SlicePlane"] == "coronal"
     figures = sorted(p.name for p in (out / "prettier/sub-03/figures").glob("*_T2w.*"))
     assert figures == ["sub-03_desc-consistency_T2w.svg", "sub-03_desc-flickerinput_T2w.svg", "sub-03_desc-qc_T2w.html"]
+
+
+def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
+    """The parsed namespace is left unchanged; machine-dependent defaults are resolved in the Config only."""
+    import dataclasses
+
+    from prettier_bids.cli.parser import build_parser, validate
+    from prettier_bids.config import Config
+
+    monkeypatch.setattr("prettier_bids.config.cpu_count", lambda: 6)
+    argv = [str(TEST_BIDS), str(tmp_path / "out"), "participant", "--contrast", "flair", "-w", "wd"]
+    args = build_parser().parse_args(argv)
+    before = dict(vars(args))
+    config = Config.from_args(args, argv, **validate(args))
+    assert vars(args) == before  # no Namespace mutation
+    assert (config.nprocs, config.omp_nthreads) == (6, 5)  # all CPUs; min(nprocs - 1, 8)
+    assert config.contrast == ["FLAIR"] and config.method == "model" and config.write_cubic is False
+    assert config.output_root == (tmp_path / "out" / "prettier") and config.work_dir == Path.cwd() / "wd"
+    assert config.command.startswith("prettier-bids ") and config.command.endswith(" -w wd")
+    assert config.crash_dir("01") == tmp_path / "out" / "prettier" / "sub-01" / "log" / config.run_id
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.nprocs = 1
+    args = build_parser().parse_args(argv + ["--nprocs", "3", "--omp-nthreads", "8"])
+    config = Config.from_args(args, argv, **validate(args))
+    assert (config.nprocs, config.omp_nthreads) == (3, 3)  # never more threads than processes
+    assert not (tmp_path / "out").exists()  # validation and the config create nothing
+
+
+def test_image_workflow_composes_through_input_and_output_nodes(tmp_path):
+    from prettier_bids.bids import Candidate
+    from prettier_bids.config import Config
+    from prettier_bids.workflows.sr import init_sr_wf
+
+    rel = "sub-01/anat/sub-01_FLAIR.nii.gz"
+    cand = Candidate(path=tmp_path / rel, relpath=rel, contrast="FLAIR",
+                     entities={"subject": "01", "suffix": "FLAIR", "datatype": "anat", "extension": ".nii.gz"},
+                     shape=(40, 36, 8), slice_axis=2, spacing=5.0, thickness=5.0, plane="axial")
+    wf = init_sr_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
+    inputnode, outputnode = wf.get_node("inputnode"), wf.get_node("outputnode")
+    assert inputnode.inputs.in_file == str(cand.path)
+    assert [v for _, v, _ in wf._graph.out_edges(inputnode, data=True)] == [wf.get_node("validate")]
+    fed = {dst: u.name for u, _, d in wf._graph.in_edges(outputnode, data=True) for _, dst in d["connect"]}
+    assert fed == {"out_file": "ds_cubic", "consistency_file": "ds_consistency", "info": "cubic"}

@@ -23,6 +23,7 @@ import pytest
 from _bids_support import REPO, copy_dataset, read_tsv
 from prettier_bids import exitcodes
 from prettier_bids.cli import run as bids_cli
+from prettier_bids.cli import validator
 from prettier_bids.cli.sr import main as sr_main
 
 AFF = np.diag([1.0, 1.0, 5.0, 1.0])
@@ -502,7 +503,7 @@ def test_case7_output_inside_bids_not_derivatives(tmp_path, capsys):
 
 
 def test_case7_nothing_created_before_validation(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bids_cli, "run_bids_validator", lambda d: ("the input is not a valid BIDS dataset (x)", "{}"))
+    monkeypatch.setattr(validator, "run_bids_validator", lambda d: ("the input is not a valid BIDS dataset (x)", "{}"))
     out = tmp_path / "out"
     rc, err = _bids(capsys, REPO / "data/test_bids", out, "participant", "--method", "cubic", "-w", tmp_path / "w")
     assert rc == 16 and "not a valid BIDS dataset" in err
@@ -560,12 +561,12 @@ def test_case12_validator_found_beside_python(tmp_path, monkeypatch):
     venv_bin.mkdir(parents=True)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
-    assert bids_cli.find_validator() is None
+    assert validator.find_validator() is None
     exe = venv_bin / "bids-validator-deno"
     exe.write_text('#!/bin/sh\necho \'{"issues": {"issues": []}}\'\n')
     exe.chmod(0o755)
-    assert bids_cli.find_validator() == str(exe)
-    problem, report = bids_cli.run_bids_validator(tmp_path)
+    assert validator.find_validator() == str(exe)
+    problem, report = validator.run_bids_validator(tmp_path)
     assert problem is None and json.loads(report) == {"issues": {"issues": []}}
 
 

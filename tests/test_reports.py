@@ -124,27 +124,29 @@ def _cand(tmp_path, contrast, spacing):
 def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights):
     from niworkflows.engine.workflows import LiterateWorkflow
 
+    from prettier_bids.config import Config
     from prettier_bids.outputs import citation_text
-    from prettier_bids.workflows import RunOptions, init_main_wf
+    from prettier_bids.sr.reconstruct import LoadedModel
+    from prettier_bids.workflows import init_main_wf
     from prettier_bids.workflows.base import boilerplate
     from prettier_bids.workflows.sr import sr_description
 
-    opts = RunOptions(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", weights=str(tiny_weights),
-                      model_name="tiny", model_sha256="0123456789abcdef", slice_profile="gaussian",
-                      software_versions={"prettier_bids": "9.9.9", "nipype": "1.2.3"})
+    config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", slice_profile="gaussian",
+                    software_versions={"prettier_bids": "9.9.9", "nipype": "1.2.3"})
+    model = LoadedModel(None, "tiny", str(tiny_weights), "0123456789abcdef")
     cands = {"01": [_cand(tmp_path, "FLAIR", 5.0), _cand(tmp_path, "T1w", 4.0)]}
-    wf = init_main_wf(cands, opts)
+    wf = init_main_wf(cands, config, model)
     assert isinstance(wf, LiterateWorkflow)
     subs = [n for n in wf._graph.nodes()]
     assert all(isinstance(s, LiterateWorkflow) for s in subs)
-    text = boilerplate(cands, opts)
+    text = boilerplate(cands, config, model)
     assert text.startswith(wf.__desc__)
     assert "*prettier_bids*\n9.9.9" in text and "*Nipype* 1.2.3" in text
     assert "(1 FLAIR, 1 T1w)" in text
     # the two images share one description (deduplicated by visit_desc)
-    assert text.count(sr_description(opts)) == 1 and "tiny, weights SHA-256 0123456789ab..." in text
+    assert text.count(sr_description(config, model)) == 1 and "tiny, weights SHA-256 0123456789ab..." in text
     assert "slice profile (gaussian)" in text
-    cubic = RunOptions(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", method="cubic")
+    cubic = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", method="cubic")
     assert "interpolated with cubic splines" in boilerplate(cands, cubic)
     assert "PRETTIER approach" not in boilerplate(cands, cubic)
     doc = citation_text(text)

@@ -59,13 +59,13 @@ def main(argv=None):
 
     os.environ.setdefault("LOGNAME", getpass.getuser())  # Nipype's SLURM plugin names jobs after it
     config.set("execution", "poll_sleep_duration", str(float(own["--poll-seconds"])))
-    from prettier_bids.workflows import base
+    from prettier_bids.cli import execution
 
-    def slurm_plugin(opts):
-        """Replaces prettier-bids' Linear/MultiProc choice (``workflows.base.plugin_settings``)."""
+    def slurm_plugin(config):
+        """Replaces prettier-bids' Linear/MultiProc choice (``cli.execution.plugin_settings``)."""
         return "SLURM", dict(plugin_args)
 
-    base.plugin_settings = slurm_plugin
+    execution.plugin_settings = slurm_plugin
     from prettier_bids.cli.run import main as run_main
 
     return run_main(rest)

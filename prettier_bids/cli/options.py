@@ -1,5 +1,6 @@
 """One option-validation layer for every CLI: argparse ``type=`` factories and a parser whose usage
-errors are one line with exit code 64, and :func:`guarded_main` (unexpected errors: one line, exit 1).
+errors are one line with exit code 64, :class:`CLIError` (a known problem and its exit code) and
+:func:`guarded_main` (known problems: one line and their code; unexpected errors: one line, exit 1).
 
 Values are checked while parsing, so a bad option never reaches the computation:
 ``--slice-thickness nan`` / ``inf`` / ``0`` / ``-3``, ``--threads -1`` and ``--device tpu`` are usage errors.
@@ -14,6 +15,20 @@ import re
 import sys
 
 from .. import exitcodes
+
+
+class CLIError(Exception):
+    """A known problem (bad input, options or environment): one line on stderr and its exit code."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def error(prog, msg, code):
+    """Print ``PROG: error: MSG`` on stderr; returns ``code``."""
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    return code
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -95,10 +110,13 @@ def one_line(exc):
 
 
 def guarded_main(prog, func, verbose=False):
-    """Run ``func()``; an unexpected exception becomes one line on stderr and exit 1 (the traceback is
-    logged only when ``verbose``); Ctrl-C is exit 130."""
+    """Run ``func()``; a :class:`CLIError` becomes its one line and exit code; an unexpected exception
+    becomes one line on stderr and exit 1 (the traceback is logged only when ``verbose``); Ctrl-C is
+    exit 130."""
     try:
         return func()
+    except CLIError as exc:
+        return error(prog, exc, exc.code)
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return exitcodes.INTERRUPTED

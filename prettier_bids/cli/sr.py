@@ -14,6 +14,7 @@ from .options import (
     UsageParser,
     check_device_available,
     device,
+    error,
     finite_float,
     guarded_main,
     positive_int,
@@ -59,8 +60,7 @@ def build_parser():
 
 
 def _error(msg, code):
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
-    return code
+    return error(PROG, msg, code)
 
 
 class Progress:

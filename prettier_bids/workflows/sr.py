@@ -2,10 +2,10 @@
 
 ::
 
-    validate ──> super_resolve ──> ds_sr (desc-prettier + sidecar: written last, the completion marker)
-       │              ├──────────> ds_consistency (desc-consistency)
-       │              └──> rpt_input / rpt_cubic / rpt_consistency ──> ds_rpt_* (figures/*.svg)
-       └──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
+    inputnode ──> validate ──> super_resolve ──> ds_sr (desc-prettier + sidecar: written last) ──> outputnode
+                     │              ├──────────> ds_consistency (desc-consistency) ──────────────────> outputnode
+                     │              └──> rpt_input / rpt_cubic / rpt_consistency ──> ds_rpt_* (figures/*.svg)
+                     └──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
 
 ``super_resolve`` runs the SR core (preprocessing: in-plane grid and intensity scaling; the
 network; the data-consistency check). With ``--method cubic`` the cubic node takes its place.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from nipype.interfaces.utility import Merge
+from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline.engine import Node
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
@@ -63,56 +63,66 @@ JSON sidecar).
 """
 
 
-def sr_description(opts):
+def sr_description(config, model=None):
     """This workflow's part of the methods boilerplate."""
-    if opts.method == "model" and opts.weights:
-        name = opts.model_name or "unnamed model"
-        sha = f", weights SHA-256 {opts.model_sha256[:12]}..." if opts.model_sha256 else ""
+    if config.method == "model" and model is not None and model.path:
+        name = model.name or "unnamed model"
+        sha = f", weights SHA-256 {model.sha256[:12]}..." if model.sha256 else ""
         how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({name}{sha}, "
                "based on EDSR [4]) applied to sliding windows of three adjacent planes, in both in-plane "
                "directions, the two results averaged")
     else:
         how = "interpolated with cubic splines"
-    return SR_DESC.format(how=how, profile=opts.slice_profile)
+    return SR_DESC.format(how=how, profile=config.slice_profile)
 
 
-def init_sr_wf(cand, opts, name=None):
-    """The workflow of one input image (``cand``: a selected :class:`prettier_bids.bids.Candidate`)."""
+def init_sr_wf(cand, config, model=None, name=None):
+    """The workflow of one input image (``cand``: a selected :class:`prettier_bids.bids.Candidate`;
+    ``model``: the loaded model, None for ``--method cubic``).
+
+    ``inputnode.in_file``: the thick-slice image (set to ``cand.path``); ``outputnode``: the stored
+    main output (``out_file``), its consistency map (``consistency_file``) and the SR info (``info``).
+    """
     spec = load_io_spec()
     outs, rpts = spec["outputs"], spec["reportlets"]
     wf = Workflow(name=name or sr_wf_name(cand))
-    wf.__desc__ = sr_description(opts)
+    wf.__desc__ = sr_description(config, model)
     source = str(cand.path)
     mem = _mem_gb(cand)
-    common = dict(slice_profile=opts.slice_profile, device=opts.device, batch_size=opts.batch_size)
+    common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size)
     if cand.thickness:
         common["slice_thickness"] = cand.thickness
-    main_kind = "sr" if opts.method == "model" else "cubic"
+    main_kind = "sr" if config.method == "model" else "cubic"
     static = {"Sources": [cand.source_uri],
               "SkullStripped": bool(cand.metadata.get("SkullStripped", False)),
               "SlicePlane": cand.plane,
               "SliceThicknessSource": cand.thickness_source,
-              "ProcessingSoftwareVersions": opts.software_versions}
+              "ProcessingSoftwareVersions": config.software_versions}
     if cand.warnings:  # sidecar/header mismatches found while selecting the input
         static["Warnings"] = list(cand.warnings)
 
     def sink(kind, **kwargs):
         meta = {"Description": outs[kind]["Description"], **static}
-        return Node(AtomicDerivativesSink(base_directory=str(opts.output_root), source_file=source,
+        return Node(AtomicDerivativesSink(base_directory=str(config.output_root), source_file=source,
                                           desc=outs[kind]["desc"], meta_dict=meta, **kwargs),
                     name=f"ds_{kind}", run_without_submitting=True)
 
     def report_sink(kind):
-        return Node(AtomicDerivativesSink(base_directory=str(opts.output_root), source_file=source,
+        return Node(AtomicDerivativesSink(base_directory=str(config.output_root), source_file=source,
                                           desc=rpts[kind]["desc"], datatype="figures", write_sidecar=False,
                                           check_hdr=False), name=f"ds_rpt_{kind}", run_without_submitting=True)
 
-    validate = Node(ValidateImage(in_file=source), name="validate")
+    inputnode = Node(IdentityInterface(fields=["in_file"]), name="inputnode")
+    inputnode.inputs.in_file = source
+    outputnode = Node(IdentityInterface(fields=["out_file", "consistency_file", "info"]), name="outputnode")
+    validate = Node(ValidateImage(), name="validate")
+    wf.connect(inputnode, "in_file", validate, "in_file")
     cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
     wf.connect([(validate, cubic, [("out_file", "in_file"), ("warnings", "header_warnings")])])
-    if opts.method == "model":
-        main = Node(SuperResolve(method="model", weights=opts.weights, num_threads=opts.omp_nthreads, **common),
-                    name="super_resolve", n_procs=opts.omp_nthreads, mem_gb=mem)
+    if config.method == "model":
+        main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
+                                 num_threads=config.omp_nthreads, **common),
+                    name="super_resolve", n_procs=config.omp_nthreads, mem_gb=mem)
         wf.connect([(validate, main, [("out_file", "in_file"), ("warnings", "header_warnings")])])
     else:
         main = cubic
@@ -141,7 +151,7 @@ def init_sr_wf(cand, opts, name=None):
         ds_rpt = report_sink(kind)
         wf.connect(rpt, "out_report", ds_rpt, "in_file")
         before.append(ds_rpt)
-    if main is not cubic and opts.write_cubic:
+    if main is not cubic and config.write_cubic:
         ds_cubic = sink("cubic")
         wf.connect([(cubic, ds_cubic, [("out_file", "in_file"), ("info", "info")])])
         before.append(ds_cubic)
@@ -152,5 +162,8 @@ def init_sr_wf(cand, opts, name=None):
         wf.connect(node, "out_file", wait, f"in{i}")
     ds_main = sink(main_kind)
     wf.connect([(main, ds_main, [("out_file", "in_file"), ("info", "info")]),
-                (wait, ds_main, [("out", "wait_for")])])
+                (wait, ds_main, [("out", "wait_for")]),
+                (ds_main, outputnode, [("out_file", "out_file")]),
+                (ds_consistency, outputnode, [("out_file", "consistency_file")]),
+                (main, outputnode, [("info", "info")])])
     return wf

@@ -1,0 +1,63 @@
+"""The process environment of ``prettier-bids``: thread limits, caches (set before the heavy imports) and logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOGGER = logging.getLogger("prettier_bids")
+
+
+def setup_environment(config):
+    """Thread limits and caches before the heavy imports; nothing is fetched from the network."""
+    os.environ["NIPYPE_NO_ET"] = "1"
+    os.environ["OMP_NUM_THREADS"] = str(config.omp_nthreads)
+    # templateflow comes in through niworkflows/nireports: never update it from the network (nothing
+    # here needs a template; importing it only unpacks its bundled skeleton into TEMPLATEFLOW_HOME).
+    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
+    home = Path(os.path.expanduser("~"))
+    if not os.access(home, os.W_OK):  # read-only HOME (Singularity/Apptainer): caches go to the work dir
+        os.environ.setdefault("MPLCONFIGDIR", str(config.work_dir / ".cache" / "matplotlib"))
+        os.environ.setdefault("DENO_DIR", str(config.work_dir / ".cache" / "deno"))
+        os.environ.setdefault("TEMPLATEFLOW_HOME", str(config.work_dir / ".cache" / "templateflow"))
+
+
+def setup_logging(verbose, log_file=None):
+    level = logging.DEBUG if verbose >= 2 else logging.INFO
+    fmt = logging.Formatter("%(asctime)s prettier-bids: %(message)s", datefmt="%y%m%d-%H:%M:%S")
+    LOGGER.setLevel(logging.DEBUG)
+    LOGGER.propagate = False
+    for h in list(LOGGER.handlers):
+        LOGGER.removeHandler(h)
+    logging.getLogger("prettier_bids.sr").setLevel(logging.INFO if verbose else logging.WARNING)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(fmt)
+    LOGGER.addHandler(console)
+    from nipype import config as ncfg
+    from nipype import logging as nlog
+
+    ncfg.set("logging", "workflow_level", "INFO" if verbose >= 2 else "ERROR" if verbose else "CRITICAL")
+    ncfg.set("logging", "interface_level", "INFO" if verbose >= 2 else "CRITICAL")
+    ncfg.set("logging", "utils_level", "WARNING" if verbose >= 2 else "CRITICAL")
+    nlog.update_logging(ncfg)
+    if log_file is not None:
+        fh = logging.FileHandler(log_file)
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(fmt)
+        LOGGER.addHandler(fh)
+        nlog.getLogger("nipype.workflow").addHandler(fh)
+        return fh
+    return None
+
+
+def close_log_file(handler):
+    if handler is None:
+        return
+    from nipype import logging as nlog
+
+    for logger in (LOGGER, nlog.getLogger("nipype.workflow")):
+        logger.removeHandler(handler)
+    handler.close()

@@ -1,0 +1,76 @@
+"""Running the workflow: the Nipype plugin (Linear or MultiProc), and why an image failed (from the
+text crash files that Nipype writes to ``<output>/prettier/sub-<label>/log/<run id>/``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..workflows.base import subject_wf_name
+from ..workflows.sr import sr_wf_name
+
+LOGGER = logging.getLogger("prettier_bids")
+
+
+def plugin_settings(config):
+    """Linear for one process (no pool to start), MultiProc otherwise (docker/slurm replaces this function)."""
+    if config.nprocs <= 1:
+        return "Linear", {}
+    # fork on CPU: workers inherit the logging setup, and the parent never runs a multi-threaded
+    # torch op (the CLI loads the model with one thread). CUDA cannot be used after a fork.
+    context = "fork" if config.device == "cpu" else "spawn"
+    args = {"n_procs": config.nprocs, "raise_insufficient": False, "mp_context": context}
+    if config.mem_gb:
+        args["memory_gb"] = float(config.mem_gb)
+    return "MultiProc", args
+
+
+def run_workflow(wf, config):
+    """Run ``wf``; True when every node finished. Node failures are reported from the crash files."""
+    plugin, args = plugin_settings(config)
+    LOGGER.info("running %d image workflow(s) with %s (nprocs %d, omp-nthreads %d); work dir %s",
+                sum(len(sub._graph) for sub in wf._graph.nodes()), plugin, config.nprocs, config.omp_nthreads,
+                Path(config.work_dir) / wf.name)
+    if plugin == "MultiProc":  # workers that exit with this process (kill -9 leaves no orphans)
+        from ..workflows.multiproc import WatchedMultiProcPlugin
+
+        plugin, args = WatchedMultiProcPlugin(plugin_args=args), None
+    try:
+        wf.run(plugin=plugin, plugin_args=args)
+    except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly" (details in crash files)
+        LOGGER.debug("workflow error: %s", exc)
+        return False
+    return True
+
+
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*): (.+)$")
+
+
+def crash_reasons(crash_dir):
+    """``{node full name: one-line reason}`` from the text crash files in ``crash_dir``."""
+    out = {}
+    for path in sorted(Path(crash_dir).glob("crash-*.txt")):
+        try:
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+        except OSError:
+            continue
+        node = next((ln[6:].strip() for ln in lines if ln.startswith("Node: ")), path.stem)
+        reason = next((f"{m.group(1)}: {m.group(2)}" for m in map(_ERROR_LINE.match, reversed(lines)) if m), None)
+        reason = reason or next((ln.strip() for ln in reversed(lines) if ln.strip()), "unknown error")
+        out[node] = (reason, path)
+    return out
+
+
+def failure_reason(cand, config):
+    """Why ``cand`` failed in this run: the first crash of a node of its workflow (or None)."""
+    marker = f".{subject_wf_name(cand.subject)}.{sr_wf_name(cand)}."
+    for node, (reason, path) in crash_reasons(config.crash_dir(cand.subject)).items():
+        if marker in f".{node}":
+            step = node.rsplit(".", 1)[-1]
+            try:
+                path = path.relative_to(config.output_root)
+            except ValueError:
+                pass
+            return f"{step} failed: {reason} (crash file: {path})"
+    return None

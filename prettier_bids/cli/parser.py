@@ -1,0 +1,138 @@
+"""The ``prettier-bids`` argument parser and the validation of its arguments.
+
+:func:`build_parser` checks each value while parsing (usage errors: one line, exit 64);
+:func:`validate` checks what needs the file system, in this order: the analysis level, the BIDS
+dataset, the participant labels, the ``--bids-filter-file`` and the output location. It creates
+nothing; a problem is a :class:`~.options.CLIError` with its exit code from :mod:`prettier_bids.exitcodes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .. import __version__, exitcodes
+from ..config import PROG
+from .options import CLIError, UsageParser, device, finite_float, positive_int
+
+LEVELS = ("participant", "group")
+CONTRASTS = ("FLAIR", "T1w", "T2w")
+
+EPILOG = f"""\
+examples:
+  {PROG} /data/bids /data/bids/derivatives participant
+      super-resolve every thick-slice FLAIR and T1w; outputs in /data/bids/derivatives/prettier
+  {PROG} /data/bids /out participant --participant-label 01 02 --contrast FLAIR --nprocs 4
+  {PROG} /data/bids /out participant --session-label 1 --write-cubic -w /scratch/work_sub01
+  {PROG} /data/bids /out participant --method cubic        (cubic baseline only, no model needed)
+  {PROG} /data/bids /out group                             (QC table and HTML over all outputs)
+
+Reruns skip inputs whose outputs are complete (the main JSON sidecar is written last) and
+reuse the work directory; logs/summary_<run id>.tsv lists every input as done/skipped/failed.
+Use one work directory per job when running participants in parallel.
+
+""" + exitcodes.epilog(PROG) + "\n"
+
+
+def build_parser():
+    p = UsageParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+                description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
+                            "to ~1 mm isotropic, as a BIDS-App. Outputs form a BIDS derivatives dataset in "
+                            "OUTPUT_DIR/prettier.")
+    p.add_argument("bids_dir", metavar="BIDS_DIR", help="the input BIDS dataset (never modified)")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="outputs go to OUTPUT_DIR/prettier")
+    p.add_argument("analysis_level", metavar="{participant,group}",
+                   help="participant: super-resolve; group: QC table and HTML over existing outputs")
+    g = p.add_argument_group("selecting inputs")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="participants to process, with or without 'sub-' (default: all)")
+    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                   help="sessions to process, with or without 'ses-' (default: all)")
+    g.add_argument("--contrast", nargs="+", metavar="CONTRAST", type=_contrast,
+                   help="contrasts to process: FLAIR, T1w, T2w (default: FLAIR T1w)")
+    g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE",
+                   help='JSON with extra pybids filters per contrast, fMRIPrep style: {"flair": {"acquisition": '
+                        '"ax"}}')
+    g.add_argument("--min-slice-spacing", type=finite_float(0.0, 100.0), default=2.0, metavar="MM",
+                   help="skip images whose slice spacing is below this (default: 2 mm)")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not run the BIDS validator on the input")
+    m = p.add_argument_group("super-resolution")
+    mx = m.add_mutually_exclusive_group()
+    mx.add_argument("--model", default=None, metavar="NAME", help="a shipped model (default: the default model)")
+    mx.add_argument("--weights", default=None, metavar="FILE", help="a weights file (.pt) from prettier-train")
+    m.add_argument("--method", choices=("model", "cubic"), default="model",
+                   help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")
+    m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")
+    m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
+                   help="slice profile for the consistency check (default: boxcar)")
+    m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
+    m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
+    r = p.add_argument_group("resources and execution")
+    r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
+                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
+    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, default=None, metavar="N",
+                   help="processes to run at once (default: all CPUs)")
+    r.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
+                   help="threads per super-resolution process (default: min(nprocs - 1, 8), at least 1)")
+    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=finite_float(0.0), default=None, metavar="GB",
+                   help="memory limit for scheduling parallel jobs")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 19 when an output is flagged by QC (consistency PSNR below the floor; outputs are "
+                        "still written and the flag is in their sidecars)")
+    r.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed image")
+    r.add_argument("--notrack", action="store_true", help="accepted for compatibility: nothing is ever sent")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: Nipype's too)")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return p
+
+
+def _contrast(text):
+    by_lower = {c.lower(): c for c in CONTRASTS}
+    if text.lower() not in by_lower:
+        raise argparse.ArgumentTypeError(f"unknown contrast {text!r} (choose from {', '.join(CONTRASTS)})")
+    return by_lower[text.lower()]
+
+
+def validate(args):
+    """Check the parsed ``args`` against the file system; returns the values :meth:`Config.from_args
+    <prettier_bids.config.Config.from_args>` takes as ``checked``."""
+    from ..bids import BIDSError, check_bids_dir, check_participant_labels, load_bids_filters
+
+    if args.analysis_level not in LEVELS:
+        raise CLIError(f"unknown analysis level {args.analysis_level!r} (choose participant or group)",
+                       exitcodes.BAD_LEVEL)
+    bids_dir = Path(args.bids_dir).absolute()
+    try:
+        raw_description = check_bids_dir(bids_dir)
+        check_participant_labels(bids_dir, args.participant_label)
+        bids_filters = load_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
+    except BIDSError as exc:
+        raise CLIError(str(exc), exc.code) from None
+    output_dir = check_output_location(args.output_dir, bids_dir)
+    return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
+            "bids_filters": bids_filters}
+
+
+def check_output_location(output_dir, bids_dir):
+    """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
+    from ..outputs import derivatives_root
+    from ..paths import is_within, nearest_existing
+
+    out = Path(output_dir).absolute()
+    bids = Path(bids_dir).absolute()
+    if out.resolve() == bids.resolve():
+        raise CLIError("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
+    for where in (out, derivatives_root(out)):  # OUTPUT_DIR and OUTPUT_DIR/prettier
+        if is_within(where, bids) and not is_within(where, bids / "derivatives"):
+            raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
+                           "(a BIDS dataset may not hold other folders): use "
+                           f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
+    base = nearest_existing(out)
+    if not base.is_dir():
+        raise CLIError(f"cannot create OUTPUT_DIR {out}: {base} is not a folder", exitcodes.CANTCREAT)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot {'write to' if base == out else 'create'} OUTPUT_DIR {out}: {base} is not writable",
+                       exitcodes.CANTCREAT)
+    return out

@@ -1,0 +1,227 @@
+"""What ``prettier-bids`` does with a :class:`~prettier_bids.config.Config`: the group level, and the
+participant level (select the inputs, skip the complete ones, run the workflow, read the crash files,
+write the summary and the reports). Known problems raise :class:`~.options.CLIError`.
+
+Nothing is created before the model, the output location and (unless skipped) the BIDS validation
+have been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from .. import __version__, exitcodes
+from ..config import PROG
+from . import execution, validator
+from .environment import close_log_file, setup_environment, setup_logging
+from .options import CLIError, check_device_available, error
+
+LOGGER = logging.getLogger("prettier_bids")
+
+
+def run(config):
+    """Run the analysis level of ``config``; returns the exit code."""
+    setup_environment(config)
+    if config.analysis_level == "group":
+        return run_group_level(config)
+    return run_participant_level(config)
+
+
+def run_group_level(config):
+    from ..bids import strip_prefix
+    from ..reports.group import run_group
+
+    setup_logging(config.verbose)
+    root = config.output_root
+    if not (root / "dataset_description.json").is_file():
+        raise CLIError(f"no participant-level outputs in {root} (run the participant level first)", exitcodes.NOINPUT)
+    tsv, page, rows = run_group(root, strip_prefix(config.participant_label, "sub-") or None)
+    LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
+    flagged = [r for r in rows if r.get("QCFlags") not in (None, "", "n/a")]
+    if flagged and config.strict:
+        return error(PROG, f"{len(flagged)} output(s) flagged by QC; see {tsv}", exitcodes.QC_FLAGGED)
+    return exitcodes.OK
+
+
+def load_model_or_exit(config):
+    """The model, loaded once here to fail fast (its weights' hash decides which outputs are current)."""
+    if config.method != "model":
+        return None
+    import torch
+
+    from ..sr.models import WeightsError
+    from ..sr.reconstruct import load_model
+
+    torch.set_num_threads(1)  # the parent only loads weights; image nodes set their own thread count
+    problem = check_device_available(config.device)
+    if problem:
+        raise CLIError(problem, exitcodes.USAGE)
+    try:
+        return load_model(config.model, config.weights, device="cpu")
+    except WeightsError as exc:
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
+
+
+def make_output(out):
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create OUTPUT_DIR {out}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
+    if not os.access(out, os.W_OK):
+        raise CLIError(f"cannot write to OUTPUT_DIR {out}", exitcodes.CANTCREAT)
+    return out
+
+
+def run_participant_level(config):
+    model = load_model_or_exit(config)
+    root = config.output_root
+    report = None
+    if not config.skip_bids_validation:  # before anything is created
+        setup_logging(config.verbose)
+        problem, report = validator.run_bids_validator(config.bids_dir)
+        if problem:
+            raise CLIError(problem, exitcodes.BIDS_INVALID)
+    make_output(config.output_dir)
+    log_dir = root / "logs"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create {log_dir}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
+    if report is not None:
+        from ..sr.io import write_text_atomic
+
+        write_text_atomic(report, log_dir / f"bids_validator_{config.run_id}.json")
+    handler = setup_logging(config.verbose, log_dir / f"prettier-bids_{config.run_id}.log")
+    try:
+        return participant(config, model)
+    finally:
+        close_log_file(handler)
+
+
+def participant(config, model):
+    """Select, skip the complete inputs, process the others, then the summary and the reports."""
+    from ..bids import BIDSError, get_layout, resolve_participants, select, summarize
+    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, qc_of, write_dataset_files
+
+    root = config.output_root
+    LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
+    if model is not None:
+        LOGGER.info("model %s (%s, sha256 %s...)", model.name, model.path, model.sha256[:12])
+    t0 = time.time()
+
+    try:
+        layout = get_layout(config.bids_dir, exclude=[config.output_dir, config.work_dir],
+                            participants=config.participant_label)
+        subjects = resolve_participants(layout, config.participant_label)
+        cands = select(layout, subjects, config.session_label, config.contrast, config.bids_filters,
+                       config.min_slice_spacing)
+    except BIDSError as exc:
+        raise CLIError(str(exc), exc.code) from None
+    LOGGER.info("%s", summarize(cands))
+
+    write_dataset_files(root, config.bids_dir, config.raw_description)
+    clean_stale_temporaries(root, subjects)
+    sha = model.sha256 if model else None
+    expected = {c.relpath: expected_outputs(c, root, config.method, config.write_cubic)
+                for c in cands if c.status == "selected"}
+    todo = skip_complete(cands, expected, sha)
+    ok = process(todo, expected, sha, config, model) if todo else True
+
+    flagged = []
+    for cand in cands:  # QC flags and header warnings of every complete output (this run or earlier)
+        if cand.status != "done":
+            continue
+        qc, warnings = qc_of(expected[cand.relpath])
+        for w in warnings:
+            LOGGER.warning("header warning: %s: %s", cand.relpath, w)
+        if qc:
+            flagged.append(cand)
+            cand.reason = f"{cand.reason}; QC flag: {'; '.join(qc)}"
+            LOGGER.warning("QC flag: %s: %s", cand.relpath, "; ".join(qc))
+    summary = RunSummary(root, config.run_id)
+    for cand in cands:
+        done = cand.status == "done"
+        summary.add(cand, [p.relative_to(root).as_posix() for p in expected[cand.relpath].niftis.values()]
+                    if done else ())
+    summary_path = summary.write()
+    write_reports(subjects, cands, config, model)
+
+    failed = sorted((c for c in cands if c.status == "failed"), key=lambda c: (c.subject, c.relpath))
+    LOGGER.info("finished in %.0f s: %s; summary in %s", time.time() - t0,
+                ", ".join(f"{v} {k}" for k, v in sorted(summary.counts().items())), summary_path)
+    for c in failed:
+        LOGGER.error("FAILED sub-%s: %s: %s", c.subject, c.relpath, c.reason)
+    if failed:
+        subs = ", ".join(sorted({"sub-" + c.subject for c in failed}))
+        return error(PROG, f"{len(failed)} of {len(cands)} input(s) failed (participant(s) {subs}); see "
+                           f"{summary_path}", exitcodes.FAIL)
+    if not ok:
+        return error(PROG, "the workflow did not finish cleanly; see the crash files under "
+                           f"{root}/sub-*/log/{config.run_id}", exitcodes.FAIL)
+    if flagged and config.strict:
+        return error(PROG, f"{len(flagged)} output(s) flagged by QC (--strict); see {summary_path}",
+                     exitcodes.QC_FLAGGED)
+    return exitcodes.OK
+
+
+def skip_complete(cands, expected, sha):
+    """Mark inputs whose outputs are complete as done; return the others by participant."""
+    from ..outputs import completion
+
+    todo = {}
+    for cand in cands:
+        if cand.status != "selected":
+            continue
+        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        if done:
+            cand.status, cand.reason = "done", "outputs already complete (earlier run)"
+            LOGGER.info("already done, skipping: %s", cand.relpath)
+        else:
+            LOGGER.debug("to do: %s (%s)", cand.relpath, why)
+            todo.setdefault(cand.subject, []).append(cand)
+    return todo
+
+
+def process(todo, expected, sha, config, model):
+    """Build and run the workflow of the inputs in ``todo``; set each one's status from what is on disk
+    (and, for a failed one, the reason from its crash file)."""
+    from ..outputs import completion
+    from ..workflows import init_main_wf
+
+    try:
+        Path(config.work_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create the work directory {config.work_dir}: {exc.strerror or exc}",
+                       exitcodes.CANTCREAT) from None
+    ok = execution.run_workflow(init_main_wf(todo, config, model), config)
+    for cand in (c for cands in todo.values() for c in cands):
+        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        if done:
+            cand.status, cand.reason = "done", "processed in this run"
+        else:
+            cand.status = "failed"
+            cand.reason = execution.failure_reason(cand, config) or (
+                "not run (stopped after an earlier failure)" if config.stop_on_first_crash
+                else f"incomplete outputs ({why})")
+    return ok
+
+
+def write_reports(subjects, cands, config, model):
+    """logs/CITATION.md (from the workflows' descriptions) and one HTML report per participant of this run."""
+    from ..outputs import write_citation
+    from ..reports.subject import write_subject_report
+    from ..workflows.base import boilerplate
+
+    root = config.output_root
+    done = {}
+    for cand in cands:
+        if cand.status == "done":
+            done.setdefault(cand.subject, []).append(cand)
+    write_citation(root, boilerplate(done, config, model))
+    for subject in subjects:
+        mine = [c for c in cands if c.subject == subject]
+        if mine:
+            write_subject_report(root, subject, mine, config.run_id, config.command)

@@ -1,0 +1,57 @@
+"""The BIDS validator: found on PATH or beside the running Python, run once before anything is created."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+VALIDATORS = ("bids-validator-deno", "bids-validator")
+
+LOGGER = logging.getLogger("prettier_bids")
+
+
+def find_validator():
+    """The BIDS validator executable: on PATH, or beside the running Python (a venv's bin/, used by
+    absolute path without activating the venv); None when not installed."""
+    here = Path(sys.executable).parent
+    for name in VALIDATORS:
+        found = shutil.which(name)
+        if found:
+            return found
+        beside = here / name
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
+    return None
+
+
+def run_bids_validator(bids_dir):
+    """Run the BIDS validator if installed: ``(problem, report text)``; problem is None when valid or
+    unavailable, else a one-line summary. Nothing is written (the caller saves the report once the
+    output folder may be created)."""
+    exe = find_validator()
+    if exe is None:
+        LOGGER.warning("BIDS validation skipped: no validator installed (pip install bids-validator-deno)")
+        return None, None
+    cmd = [exe, str(bids_dir), "--format", "json"] if "deno" in Path(exe).name else [exe, str(bids_dir), "--json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        report = json.loads(proc.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        LOGGER.warning("BIDS validation skipped: %s could not run (%s)", Path(exe).name, exc.__class__.__name__)
+        return None, None
+    issues = report.get("issues", {})
+    errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
+              if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
+    if not errors:
+        LOGGER.info("BIDS validation passed (%s)", Path(exe).name)
+        return None, proc.stdout
+    first = errors[0]
+    where = first.get("location") or ""
+    return (f"the input is not a valid BIDS dataset ({len(errors)} error(s); first: {first.get('code', first)}"
+            f"{' at ' + where if where else ''}); run {Path(exe).name} {bids_dir} for details, "
+            "or use --skip-bids-validation"), proc.stdout

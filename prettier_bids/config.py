@@ -1,0 +1,80 @@
+"""The configuration of one ``prettier-bids`` run: one frozen object, built once from the command line.
+
+:meth:`Config.from_args` is the only place that turns parsed arguments into settings (resolving the
+defaults that depend on the machine: ``nprocs``, ``omp_nthreads``). The runner (``cli/runner.py``)
+and the workflows (``workflows/``) read it; nothing changes it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROG = "prettier-bids"
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """Settings of one run (see ``prettier-bids --help`` for their meaning)."""
+
+    output_root: Path  # OUTPUT_DIR/prettier
+    work_dir: Path  # absolute
+    run_id: str = ""
+    # super-resolution
+    method: str = "model"
+    model: str | None = None  # a shipped model's name (--model)
+    weights: str | None = None  # a weights file (--weights)
+    write_cubic: bool = False
+    slice_profile: str = "boxcar"
+    device: str = "cpu"
+    batch_size: int = 8
+    # execution
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    stop_on_first_crash: bool = False
+    strict: bool = False
+    verbose: int = 0
+    # inputs
+    bids_dir: Path | None = None  # absolute
+    output_dir: Path | None = None  # absolute
+    analysis_level: str = "participant"
+    participant_label: list | None = None
+    session_label: list | None = None
+    contrast: list | None = None
+    bids_filters: dict | None = None  # the --bids-filter-file's contents
+    min_slice_spacing: float = 2.0
+    skip_bids_validation: bool = False
+    raw_description: dict | None = None  # the input's dataset_description.json
+    # provenance
+    command: str = ""
+    software_versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args, argv=None, **checked):
+        """The config of parsed ``args`` (an argparse Namespace, left unchanged); ``checked``: the values
+        the parser's validation computed (``bids_dir``, ``output_dir``, ``raw_description``, ``bids_filters``)."""
+        from . import outputs
+
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        nprocs = args.nprocs or cpu_count()
+        omp = min(args.omp_nthreads or max(1, min(nprocs - 1, 8)), nprocs)
+        command = " ".join(shlex.quote(a) for a in [PROG] + list(sys.argv[1:] if argv is None else argv))
+        return cls(**{**given, **checked,
+                      "output_root": outputs.derivatives_root(checked["output_dir"]),
+                      "work_dir": Path(args.work_dir).absolute(),
+                      "nprocs": nprocs, "omp_nthreads": omp, "command": command,
+                      "run_id": outputs.new_run_id(), "software_versions": outputs.software_versions()})
+
+    def crash_dir(self, subject):
+        return Path(self.output_root) / f"sub-{subject}" / "log" / self.run_id
