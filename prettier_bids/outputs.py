@@ -118,13 +118,16 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
     kinds = output_kinds(method, write_cubic)
     niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
     figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
-               for k in reportlet_kinds(method)]
+               for k in reportlet_kinds(method, cand.contrast)]
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
 
-def reportlet_kinds(method="model"):
-    """The reportlets made for each input (keys of ``io_spec.json`` "reportlets")."""
-    return ["input", "consistency"] if method == "cubic" else ["input", "cubic", "consistency"]
+def reportlet_kinds(method="model", contrast=None):
+    """The reportlets made for each input (keys of ``io_spec.json`` "reportlets"); FLAIR outputs of the
+    model also get the lesion view."""
+    if method == "cubic":
+        return ["input", "consistency"]
+    return ["input", "cubic", "consistency"] + (["lesions"] if contrast == "FLAIR" else [])
 
 
 def read_json(path):

@@ -83,7 +83,9 @@ def test_output_names(run):
         for desc in ("prettier", "cubic", "consistency"):
             expected |= {out_name(rel, desc), out_name(rel, desc, ".json")}
         sub = rel.split("/")[0]
-        for desc, ext in (("flickerinput", ".svg"), ("flickercubic", ".svg"), ("consistency", ".svg"), ("qc", ".html")):
+        lesions = (("lesions", ".svg"),) if rel.endswith("_FLAIR.nii.gz") else ()
+        for desc, ext in (("flickerinput", ".svg"), ("flickercubic", ".svg"), ("consistency", ".svg"), ("qc", ".html"),
+                          *lesions):
             expected.add(f"{sub}/figures/{out_name(rel, desc, ext).rsplit('/', 1)[1]}")
     expected |= {"sub-01.html", "sub-02.html", "sub-03.html", "dataset_description.json", ".bidsignore",
                  "descriptions.tsv", "README.md", "group_qc.tsv", "group_qc.html", "logs/CITATION.md"}
@@ -239,7 +241,12 @@ def test_subject_reports(run):
                 assert_flicker_svg((run.root / fig).read_text(), flicker)
             qc = f"sub-{sub}/figures/" + out_name(rel, "qc", ".html").rsplit("/", 1)[1]
             assert "Consistency PSNR" in (run.root / qc).read_text()
-        assert page.count('class="svg-reportlet"') == 3 * len(mine)
+            if rel.endswith("_FLAIR.nii.gz"):  # the lesion view: input / cubic / SR columns
+                fig = f"sub-{sub}/figures/" + out_name(rel, "lesions", ".svg").rsplit("/", 1)[1]
+                assert f"./{fig}" in page
+                assert "PRETTIER super-resolution" in (run.root / fig).read_text()
+        n_flair = sum(rel.endswith("_FLAIR.nii.gz") for rel in mine)
+        assert page.count('class="svg-reportlet"') == 3 * len(mine) + n_flair
         assert page.count("Consistency PSNR") == len(mine)
         assert "Methods" in page and "sliding windows of three adjacent planes" in page  # logs/CITATION.md
         assert "No errors to report!" in page

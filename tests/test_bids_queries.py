@@ -186,7 +186,9 @@ def test_completion_marker_rules(tmp_path):
     assert list(exp.niftis) == ["consistency", "cubic", "sr"] and exp.marker_kind == "sr"
     assert exp.marker == tmp_path / "sub-01/anat/sub-01_desc-prettier_FLAIR.json"
     assert exp.figures == [tmp_path / f"sub-01/figures/sub-01_desc-{d}_FLAIR.svg"
-                           for d in ("flickerinput", "flickercubic", "consistency")]
+                           for d in ("flickerinput", "flickercubic", "consistency", "lesions")]  # FLAIR
+    cubic_only = po.expected_outputs(cand, tmp_path, "cubic")
+    assert [f.name for f in cubic_only.figures] == ["sub-01_desc-flickerinput_FLAIR.svg", "sub-01_desc-consistency_FLAIR.svg"]
     assert po.completion(exp, cand.source_uri, "abc") == (False, "no completion marker")
     for path in exp.all_files():
         _write(path)

@@ -44,3 +44,11 @@ def test_lesion_view_svg(tmp_path):
     assert out.endswith("view.svg") and text.lstrip().startswith("<?xml") and "<svg" in text
     assert "region 1" in text and "region 2" in text and "region 3" not in text
     assert "PRETTIER super-resolution" in text
+
+
+def test_lesion_view_without_regions_still_labels_the_columns(tmp_path):
+    sr = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((30, 30, 30), 50.0, np.float32), np.eye(4)), sr)
+    lesion_view_svg(sr, sr, sr, tmp_path / "v.svg")
+    text = (tmp_path / "v.svg").read_text()
+    assert "no hyperintense region found" in text and "thick-slice input" in text and "region 1" not in text

@@ -112,9 +112,13 @@ def lesion_view_svg(thick, cubic, sr, out_file, slice_axis=None, n_regions=N_REG
     rows = max(1, len(regions))
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), squeeze=False)
     fig.patch.set_facecolor("black")
+    for c, ax in enumerate(axes[0]):
+        ax.set_title(titles[c], color="white", fontsize=9)
     if not regions:
         for ax in axes[0]:
-            ax.set_axis_off()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_facecolor("black")
         axes[0][1].text(0.5, 0.5, "no hyperintense region found", color="white", ha="center", va="center",
                         transform=axes[0][1].transAxes)
     half = [max(1, int(round(WINDOW_MM / 2 / z))) for z in zooms]
@@ -131,8 +135,6 @@ def lesion_view_svg(thick, cubic, sr, out_file, slice_axis=None, n_regions=N_REG
             ax.contour(outline, levels=[0.5], colors=["#ff4040"], linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], color="white", fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"region {r + 1}: {size * float(np.prod(zooms)) / 1000:.2f} ml", color="white",
                               fontsize=8)

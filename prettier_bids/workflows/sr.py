@@ -4,7 +4,7 @@
 
     inputnode ──> validate ──> super_resolve ──> ds_sr (desc-prettier + sidecar: written last) ──> outputnode
                      │              ├──────────> ds_consistency (desc-consistency) ──────────────────> outputnode
-                     │              └──> rpt_input / rpt_cubic / rpt_consistency ──> ds_rpt_* (figures/*.svg)
+                     │              └──> rpt_input / rpt_cubic / rpt_consistency / rpt_lesions (FLAIR) ──> ds_rpt_* (figures/*.svg)
                      └──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
 
 ``super_resolve`` runs the SR core (preprocessing: in-plane grid and intensity scaling; the
@@ -21,14 +21,16 @@ from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline.engine import Node
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from ..bids import derivative_relpath, load_io_spec
 from ..interfaces import (
     AtomicDerivativesSink,
     ConsistencyMapRPT,
+    LesionViewRPT,
     SRBeforeAfterRPT,
     SuperResolve,
     ValidateImage,
 )
+from ..naming import derivative_relpath, load_io_spec
+from ..sr.preprocess import SCALE_PERCENTILE
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
@@ -56,7 +58,7 @@ def _mem_gb(cand):
 
 SR_DESC = """\
 Each image was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
-Intensities were scaled by the 99.5th percentile of the foreground and restored afterwards.
+Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
 Data consistency was checked by re-simulating the thick slices from the output with the acquisition's
 slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
 JSON sidecar).
@@ -73,7 +75,7 @@ def sr_description(config, model=None):
                "directions, the two results averaged")
     else:
         how = "interpolated with cubic splines"
-    return SR_DESC.format(how=how, profile=config.slice_profile)
+    return SR_DESC.format(how=how, profile=config.slice_profile, percentile=SCALE_PERCENTILE)
 
 
 def init_sr_wf(cand, config, model=None, name=None):
@@ -140,6 +142,11 @@ def init_sr_wf(cand, config, model=None, name=None):
                          name="rpt_cubic", mem_gb=mem)
         wf.connect([(cubic, rpt_cubic, [("out_file", "before")]), (main, rpt_cubic, [("out_file", "after")])])
         reportlets.insert(1, ("cubic", rpt_cubic))
+        if cand.contrast == "FLAIR":  # lesions: the reason MS users run this
+            rpt_lesions = Node(LesionViewRPT(), name="rpt_lesions", mem_gb=mem)
+            wf.connect([(validate, rpt_lesions, [("out_file", "thick")]), (cubic, rpt_lesions, [("out_file", "cubic")]),
+                        (main, rpt_lesions, [("out_file", "sr")])])
+            reportlets.append(("lesions", rpt_lesions))
 
     ds_consistency = sink("consistency", info_keys=CONSISTENCY_KEYS)
     main_uri = "bids::" + derivative_relpath(cand.entities, outs[main_kind]["desc"], spec=spec)
