@@ -118,7 +118,7 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
     kinds = output_kinds(method, write_cubic)
     niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
     figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
-               for k in reportlet_kinds(method, cand.contrast)]
+               for k in reportlet_kinds(method, cand.entities.get("suffix"))]
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
 
