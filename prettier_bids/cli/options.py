@@ -38,12 +38,12 @@ class UsageParser(argparse.ArgumentParser):
         self.exit(exitcodes.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def finite_float(low=None, high=None, low_inclusive=False, what="a number"):
-    """``type=`` for a finite float in (low, high] (or [low, high] with ``low_inclusive``)."""
+def _ranged(convert, name, what, low, high, low_inclusive):
+    """An argparse ``type=``: ``convert(text)``, finite, within (low, high] (or [low, high])."""
 
     def parse(text):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not math.isfinite(value):
@@ -54,26 +54,18 @@ def finite_float(low=None, high=None, low_inclusive=False, what="a number"):
             raise argparse.ArgumentTypeError(f"{text} must be <= {high:g}")
         return value
 
-    parse.__name__ = "number"
+    parse.__name__ = name
     return parse
+
+
+def finite_float(low=None, high=None, low_inclusive=False, what="a number"):
+    """``type=`` for a finite float in (low, high] (or [low, high] with ``low_inclusive``)."""
+    return _ranged(float, "number", what, low, high, low_inclusive)
 
 
 def int_at_least(low=1, high=None):
     """``type=`` for an integer >= ``low`` (and <= ``high``)."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text} must be >= {low}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
+    return _ranged(int, "integer", "an integer", low, high, True)
 
 
 positive_int = int_at_least(1)
