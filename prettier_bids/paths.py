@@ -32,40 +32,53 @@ def same_file(a, b):
         return False
 
 
-def check_distinct(inputs, outputs, labels=None):
-    """Raise OutputPathError(64) when an output is an input or another output."""
-    labels = labels or {}
-    outputs = [Path(o) for o in outputs if o is not None]
-    for out in outputs:
+def _labelled(outputs):
+    """``[(label, Path)]`` from paths or ``(label, path)`` pairs (None entries dropped)."""
+    out = []
+    for item in outputs:
+        label, path = item if isinstance(item, tuple) else ("output", item)
+        if path is not None:
+            out.append((label, Path(path)))
+    return out
+
+
+def check_distinct(inputs, outputs):
+    """Raise OutputPathError(64) when an output is an input or another output.
+
+    ``outputs``: paths, or ``(label, path)`` pairs so that the message names the option."""
+    outputs = _labelled(outputs)
+    for label, out in outputs:
         for inp in inputs:
             if inp is not None and same_file(out, inp):
-                raise OutputPathError(f"{labels.get(str(out), 'output')} {out} is the input file {inp}; "
-                                      "refusing to overwrite an input", exitcodes.USAGE)
-    for i, a in enumerate(outputs):
-        for b in outputs[i + 1:]:
+                raise OutputPathError(f"{label} {out} is the input file {inp}; refusing to overwrite an input",
+                                      exitcodes.USAGE)
+    for i, (label_a, a) in enumerate(outputs):
+        for label_b, b in outputs[i + 1:]:
             if same_file(a, b):
-                raise OutputPathError(f"{labels.get(str(a), 'output')} {a} and {labels.get(str(b), 'output')} {b} "
-                                      "are the same file", exitcodes.USAGE)
+                raise OutputPathError(f"{label_a} {a} and {label_b} {b} are the same file", exitcodes.USAGE)
 
 
 def check_writable_dirs(outputs):
-    """Raise OutputPathError(73) when the folder of an output is missing or not writable."""
-    for out in outputs:
-        if out is None:
-            continue
-        folder = Path(out).parent if str(Path(out).parent) else Path(".")
+    """Raise OutputPathError(73) when the folder of an output is missing or not writable, or the output
+    exists and is not a regular file (a folder, a device, a FIFO: the rename would replace it)."""
+    for label, out in _labelled(outputs):
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.exists():
+            raise OutputPathError(f"cannot write {label} {out}: folder {folder} does not exist", exitcodes.CANTCREAT)
         if not folder.is_dir():
-            raise OutputPathError(f"cannot write {out}: folder {folder} does not exist", exitcodes.CANTCREAT)
+            raise OutputPathError(f"cannot write {label} {out}: {folder} is not a folder", exitcodes.CANTCREAT)
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputPathError(f"cannot write {out}: folder {folder} is not writable", exitcodes.CANTCREAT)
-        if Path(out).is_dir():
-            raise OutputPathError(f"cannot write {out}: it is a folder", exitcodes.CANTCREAT)
+            raise OutputPathError(f"cannot write {label} {out}: folder {folder} is not writable", exitcodes.CANTCREAT)
+        if out.is_dir():
+            raise OutputPathError(f"cannot write {label} {out}: it is a folder", exitcodes.CANTCREAT)
+        if out.exists() and not out.is_file():
+            raise OutputPathError(f"cannot write {label} {out}: it exists and is not a regular file (device, FIFO "
+                                  "or socket); refusing to replace it", exitcodes.CANTCREAT)
 
 
-def check_output_paths(inputs, outputs, labels=None):
+def check_output_paths(inputs, outputs):
     """Both checks, the usage error first (see the module docstring)."""
-    outputs = [o for o in outputs if o is not None]
-    check_distinct(inputs, outputs, labels)
+    check_distinct(inputs, outputs)
     check_writable_dirs(outputs)
 
 

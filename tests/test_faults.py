@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -625,3 +626,33 @@ def test_case6_kill_9_leaves_no_orphan_workers(tmp_path, tiny_weights):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# --------------------------------------------------------------------------------------------
+# Found by adversarial testing after the fixes: special files, option names, a file as folder
+# --------------------------------------------------------------------------------------------
+
+def test_output_that_is_a_fifo_is_refused_and_kept(tmp_path, capsys, thick_nifti):
+    """The atomic rename would replace a FIFO (or a device such as /dev/full) by a regular file."""
+    fifo = tmp_path / "p.json"
+    os.mkfifo(fifo)
+    rc, lines = run_sr(capsys, thick_nifti, tmp_path / "o.nii.gz", "--method", "cubic", "-q", "--json", fifo)
+    assert rc == 73
+    one_error(lines, "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "o.nii.gz").exists()
+
+
+def test_same_file_message_names_both_options(tmp_path, capsys, thick_nifti):
+    same = tmp_path / "same.nii.gz"
+    rc, lines = run_sr(capsys, thick_nifti, tmp_path / "o.nii.gz", "--method", "cubic", "-q",
+                       "--json", same, "--consistency-map", same)
+    assert rc == 64
+    msg = one_error(lines, "are the same file")
+    assert "--consistency-map" in msg and "--json" in msg
+
+
+def test_output_folder_that_is_a_file(tmp_path, capsys, thick_nifti):
+    (tmp_path / "f").write_text("x")
+    rc, lines = run_sr(capsys, thick_nifti, tmp_path / "f" / "o.nii.gz", "--method", "cubic", "-q")
+    assert rc == 73
+    one_error(lines, "is not a folder")

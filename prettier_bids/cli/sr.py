@@ -91,9 +91,9 @@ def _main(args):
     if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
         return _error(f"output must end in .nii or .nii.gz: {out}", exitcodes.USAGE)
     outputs = [out, args.consistency_map, args.json]
-    labels = {str(out): "output", str(args.consistency_map): "--consistency-map", str(args.json): "--json"}
+    labelled = [("output", out), ("--consistency-map", args.consistency_map), ("--json", args.json)]
     try:  # every output location is checked before any work (and none may be the input)
-        check_output_paths([inp], outputs, labels)
+        check_output_paths([inp], labelled)
     except OutputPathError as exc:
         return _error(str(exc), exc.code)
     for path in (Path(o) for o in outputs if o is not None):  # temporaries of killed earlier runs
