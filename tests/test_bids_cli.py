@@ -182,3 +182,34 @@ def test_image_workflow_composes_through_input_and_output_nodes(tmp_path):
     assert [v for _, v, _ in wf._graph.out_edges(inputnode, data=True)] == [wf.get_node("validate")]
     fed = {dst: u.name for u, _, d in wf._graph.in_edges(outputnode, data=True) for _, dst in d["connect"]}
     assert fed == {"out_file": "ds_cubic", "consistency_file": "ds_consistency", "info": "cubic"}
+
+
+def test_importing_the_cli_loads_no_templateflow():
+    """templateflow (through niworkflows) creates its home on import: the CLI must set TEMPLATEFLOW_HOME
+    (setup_environment) before anything imports it, or a read-only/missing HOME (Apptainer) crashes."""
+    import subprocess
+    import sys
+
+    code = ("import sys, prettier_bids.cli.run; "
+            "print(sorted(m for m in ('templateflow', 'niworkflows', 'nireports', 'nipype', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_missing_home_runs_with_caches_in_the_work_dir(tmp_path):
+    """HOME that does not exist (an unknown uid in a container): caches go to the work directory."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TEMPLATEFLOW_HOME", "MPLCONFIGDIR", "DENO_DIR")}
+    env["HOME"] = str(tmp_path / "no-home")
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "-m", "prettier_bids.cli.run", str(copy_dataset(tmp_path / "bids")),
+                           str(tmp_path / "out"), "participant", "--participant-label", "02", "--method", "cubic",
+                           "--nprocs", "1", "-w", str(work), "--skip-bids-validation"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (work / ".cache" / "templateflow").is_dir() and not (tmp_path / "no-home").exists()

@@ -7,8 +7,6 @@ import logging
 import re
 from pathlib import Path
 
-from ..workflows.base import subject_wf_name
-from ..workflows.sr import sr_wf_name
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -64,6 +62,9 @@ def crash_reasons(crash_dir):
 
 def failure_reason(cand, config):
     """Why ``cand`` failed in this run: the first crash of a node of its workflow (or None)."""
+    from ..workflows.base import subject_wf_name  # lazy: niworkflows imports templateflow, which needs
+    from ..workflows.sr import sr_wf_name  # setup_environment's TEMPLATEFLOW_HOME first (read-only HOME)
+
     marker = f".{subject_wf_name(cand.subject)}.{sr_wf_name(cand)}."
     for node, (reason, path) in crash_reasons(config.crash_dir(cand.subject)).items():
         if marker in f".{node}":
