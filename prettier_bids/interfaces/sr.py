@@ -23,15 +23,15 @@ class _ValidateImageInputSpec(BaseInterfaceInputSpec):
 
 class _ValidateImageOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="the validated image (the input itself)")
-    warnings = traits.List(traits.Str, desc="header problems worth reporting")
 
 
 class ValidateImage(SimpleInterface):
-    """Read the whole image (catches truncated or corrupt files early) and check its header.
+    """Read the whole image (catches truncated or corrupt files early).
 
     Raises :class:`~prettier_bids.sr.preprocess.InputError` for data the SR core cannot take
-    (4D, NaN, unreadable). qform/sform disagreements are reported as warnings: the core uses
-    the sform (as nibabel does) and outputs get qform = sform.
+    (4D, NaN, unreadable). Header problems (qform/sform disagree, shear) are found once, by the core
+    (:func:`~prettier_bids.sr.preprocess.header_warnings`), and reach the sidecar (``HeaderWarnings``),
+    the log and the report from there.
     """
 
     input_spec = _ValidateImageInputSpec
@@ -40,7 +40,7 @@ class ValidateImage(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from ..sr.preprocess import InputError, header_warnings
+        from ..sr.preprocess import InputError
         from ..sr.reconstruct import load_volume
 
         try:
@@ -50,7 +50,6 @@ class ValidateImage(SimpleInterface):
                              f"({exc.__class__.__name__})") from None
         load_volume(img)
         self._results["out_file"] = self.inputs.in_file
-        self._results["warnings"] = header_warnings(img)
         return runtime
 
 
@@ -63,7 +62,6 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("cpu", usedefault=True, nohash=True)
     batch_size = traits.Int(8, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
-    header_warnings = traits.List(traits.Str, desc="warnings of the validate step (sidecar HeaderWarnings)")
 
 
 class _SuperResolveOutputSpec(TraitedSpec):
@@ -104,9 +102,6 @@ class SuperResolve(SimpleInterface):
                             profile=self.inputs.slice_profile, device=self.inputs.device,
                             batch_size=self.inputs.batch_size)
         info = dict(res.info)
-        if isdefined(self.inputs.header_warnings):
-            info["HeaderWarnings"] = list(dict.fromkeys(list(self.inputs.header_warnings)
-                                                        + list(info.get("HeaderWarnings", []))))
         if model is not None:
             meta = model.meta or {}
             info["ModelVersion"] = (str(meta["version"]) if meta.get("version")

@@ -23,8 +23,6 @@ SCALE_PERCENTILE = 99.5
 THICKNESS_RANGE = (0.2, 2.5)
 #: Robust minimum of the volume (percentile) used as the intensity offset when one is needed.
 OFFSET_PERCENTILE = 0.5
-#: The offset is the robust minimum when that is negative, else 0 (ordinary non-negative MRI keeps
-#: exactly the offset-free scaling).
 
 
 class InputError(ValueError):
@@ -133,8 +131,6 @@ def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0
 
 def header_warnings(img):
     """Header problems worth showing to the user (the core uses the sform, as nibabel does)."""
-    import numpy as _np
-
     hdr = img.header
     out = []
     try:
@@ -143,11 +139,11 @@ def header_warnings(img):
         return out
     if qcode == 0 and scode == 0:
         out.append("neither qform nor sform is set: orientation is unknown")
-    elif qcode > 0 and scode > 0 and not _np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
+    elif qcode > 0 and scode > 0 and not np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
         out.append("qform and sform disagree: the sform is used")
-    aff = _np.asarray(img.affine, dtype=float)[:3, :3]
-    cols = aff / _np.maximum(_np.linalg.norm(aff, axis=0), 1e-12)
-    if _np.abs(cols.T @ cols - _np.eye(3)).max() > 1e-3:
+    aff = np.asarray(img.affine, dtype=float)[:3, :3]
+    cols = aff / np.maximum(np.linalg.norm(aff, axis=0), 1e-12)
+    if np.abs(cols.T @ cols - np.eye(3)).max() > 1e-3:
         out.append("the affine is sheared (voxel axes are not orthogonal)")
     return out
 

@@ -120,12 +120,12 @@ def init_sr_wf(cand, config, model=None, name=None):
     validate = Node(ValidateImage(), name="validate")
     wf.connect(inputnode, "in_file", validate, "in_file")
     cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
-    wf.connect([(validate, cubic, [("out_file", "in_file"), ("warnings", "header_warnings")])])
+    wf.connect([(validate, cubic, [("out_file", "in_file")])])
     if config.method == "model":
         main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
                                  num_threads=config.omp_nthreads, **common),
                     name="super_resolve", n_procs=config.omp_nthreads, mem_gb=mem)
-        wf.connect([(validate, main, [("out_file", "in_file"), ("warnings", "header_warnings")])])
+        wf.connect([(validate, main, [("out_file", "in_file")])])
     else:
         main = cubic
 
