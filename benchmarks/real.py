@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from scipy import ndimage
 
 from prettier_bids.sr.degrade import apply_along_axis, upsampling_factor
 from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
+from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import psnr
 from prettier_bids.sr.preprocess import (find_slice_axis, inplane_plan, intensity_scale, resample_inplane,
                                          voxel_sizes)
@@ -153,13 +152,6 @@ def markdown(rows, models):
     return "\n".join(lines)
 
 
-def _atomic_write(path, text):
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="folder holding thick/")
@@ -209,9 +201,9 @@ def write_results(rows, models, out_dir, t0):
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "real.md", text + "\n")
-        _atomic_write(out / "real.json", json.dumps({"rows": rows, "models": {m.name: m.sha256 for m in models.values()},
-                                                     "seconds": time.time() - t0}, indent=2, default=float) + "\n")
+        write_text_atomic(text + "\n", out / "real.md")
+        payload = {"rows": rows, "models": {m.name: m.sha256 for m in models.values()}, "seconds": time.time() - t0}
+        write_text_atomic(json.dumps(payload, indent=2, default=float) + "\n", out / "real.json")
     return text
 
 

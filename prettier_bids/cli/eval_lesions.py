@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..sr.io import write_text_atomic
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -80,14 +80,6 @@ def _finite(obj):
     if isinstance(obj, (float, np.floating)):
         return float(obj) if np.isfinite(obj) else None
     return obj
-
-
-def _atomic_write(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu"):
@@ -217,11 +209,11 @@ def main(argv=None):
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "lesions.md", text + "\n")
-        _atomic_write(out / "lesions.json", json.dumps(_finite(
-            {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
-             "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
-             "seconds": time.time() - t_all}), indent=2, allow_nan=False) + "\n")
+        write_text_atomic(text + "\n", out / "lesions.md")
+        payload = {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
+                   "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
+                   "seconds": time.time() - t_all}
+        write_text_atomic(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", out / "lesions.json")
     return 0
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import os
 from pathlib import Path
 
 from .. import __version__
 from ..naming import derivative_relpath, load_io_spec, main_descs, nifti_of, parse_entities, reportlet_desc
 from ..outputs import read_json
-from ..sr.io import write_text_atomic
+from ..sr.io import AtomicGroup, write_text_atomic
 
 #: nireports bootstrap file of the subject report.
 REPORT_SPEC = Path(__file__).resolve().parent.parent / "data" / "reports-spec.yml"
@@ -121,13 +120,9 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
         "Command": f"<code>{html.escape(command)}</code>" if command else "n/a",
     }}
     path = root / f"sub-{subject}.html"
-    tmp = root / f".sub-{subject}.html.{os.getpid()}.tmp"
-    try:
+    with AtomicGroup() as group:  # the page appears whole or not at all
+        tmp = group.reserve(path)
         Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
                plugins=[], metadata={"summary-meta": summary, "provenance": provenance},
                subject=subject).generate_report()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

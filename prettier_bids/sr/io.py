@@ -118,13 +118,11 @@ def _unlink(path):
 
 
 def save_nifti_atomic(img, path):
-    path = Path(path)
     with AtomicGroup() as group:
         group.nifti(img, path)
 
 
 def write_text_atomic(text, path):
-    path = Path(path)
     with AtomicGroup() as group:
         group.text(text, path)
 
@@ -160,11 +158,15 @@ class AtomicGroup:
     def __enter__(self):
         return self
 
-    def _write(self, writer, payload, path, suffix):
+    def reserve(self, path, suffix=""):
+        """The temporary path for ``path``, renamed over it on a clean exit (for writers that take a path)."""
         path = Path(path)
         tmp = tmp_path_for(path, suffix)
         self._pending.append((tmp, path))
-        writer(payload, tmp)
+        return tmp
+
+    def _write(self, writer, payload, path, suffix):
+        writer(payload, self.reserve(path, suffix))
 
     def nifti(self, img, path):
         self._write(_write_nifti, img, path, split_ext(path)[1])
