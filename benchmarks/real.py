@@ -83,7 +83,8 @@ def ssim_slices(pred, ref, mask, axis):
 
 
 def prepare(path):
-    """Scaled scan on the production in-plane grid, its slice axis and spacing."""
+    """Scaled scan on the production in-plane grid, its slice axis and spacing, the scan's voxel sizes and
+    those of the working grid."""
     img = nib.load(str(path))
     data = load_volume(img)
     zooms = voxel_sizes(img.affine)
@@ -98,11 +99,11 @@ def prepare(path):
         if ax != axis:
             keep = np.flatnonzero(np.moveaxis(m, ax, 0).any(axis=(1, 2)))
             box[ax] = slice(max(0, keep[0] - 4), min(x.shape[ax], keep[-1] + 5))
-    return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms
+    return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms, voxel_sizes(img.affine @ imap)
 
 
 def evaluate_scan(path, models, batch_size=8, device="cpu"):
-    x, axis, s, zooms = prepare(path)
+    x, axis, s, zooms, work_zooms = prepare(path)
     merged = merge_adjacent_slices(x, axis)
     factor = upsampling_factor(2 * s)
     w, idx = original_slab_matrix(merged.shape[axis], factor)
@@ -117,7 +118,9 @@ def evaluate_scan(path, models, batch_size=8, device="cpu"):
         if model is None:
             hr = cubic_array(merged, axis, factor)
         else:
-            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device)
+            # merged slices: twice the spacing and (contiguous slices assumed) twice the thickness
+            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device, zooms=work_zooms,
+                                     thickness_ratio=1.0)
         pred = apply_along_axis(w, hr, axis)
         row[label] = {"psnr": psnr(pred, ref, mask), "ssim": ssim_slices(pred, ref, mask, axis),
                       "seconds": round(time.time() - t0, 1)}

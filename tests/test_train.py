@@ -204,8 +204,9 @@ def test_worker_batches_follow_their_steps_and_training_resumes(tmp_path):
     it = iter(_BatchStream(cfg, vols[:1], start_step=0))  # in the main process: steps 0, 1, 2, ...
     factors = [next(it)[2] for _ in range(5)]
     assert factors == [4, 4, 4, 2, 2]
-    lr, hr, f, lesion = next(iter(_BatchStream(cfg, vols[:1], start_step=10)))
+    lr, hr, f, lesion, cond = next(iter(_BatchStream(cfg, vols[:1], start_step=10)))
     assert f == 2 and tuple(lr.shape) == (4, 3, 8, 32) and tuple(hr.shape) == (4, 3, 16, 32) and lesion is None
+    assert tuple(cond.shape) == (4, 2) and torch.equal(cond[:, 0], torch.zeros(4))  # log(1 mm plane spacing)
 
     cfg = _cfg(workers=2)
     res = train(cfg, vols[:1], vols[1:], tmp_path / "w", device="cpu")
@@ -255,7 +256,7 @@ def test_lesion_weighted_loss_hook(tmp_path):
     lesions = {"real_prob": 1.0, "insert_prob": 0.0, "volumes": ["gen"]}
     cfg = _cfg(patch={"lesions": lesions}, loss={"lesion_weight": 1.0, "lesion_boost": 9.0})
     trainer = Trainer(cfg, vols[:1], vols[1:], tmp_path / "run", device="cpu")
-    lr_t, hr_t, factor, lesion = next(trainer.batches())
+    lr_t, hr_t, factor, lesion, _ = next(trainer.batches())
     assert lesion is not None and lesion.shape == hr_t.shape and float(lesion.max()) == 1.0
     pred = torch.zeros_like(hr_t) + 0.5
     plain = trainer.loss_fn(pred, hr_t)

@@ -63,6 +63,11 @@ def main(argv=None):
         with open(args.split or _default_split()) as f:
             split = json.load(f)
         train_vols = load_split_volumes(args.data_root, "train", split["train"])
+        if cfg.patch.inplane:
+            if not split.get("train_inplane"):
+                raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
+                                 "train_inplane list of thick scans")
+            train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
     except (OSError, ValueError, KeyError, WeightsError) as exc:
         print(f"prettier-train: error: {exc}", file=sys.stderr)

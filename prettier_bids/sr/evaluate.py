@@ -171,7 +171,8 @@ def evaluate_patches(volumes, model, n_per_volume=9, seed=7, spacing=6, thicknes
         lr = torch.from_numpy(np.concatenate([b.lr for b in batches]))
         hr = np.concatenate([b.hr for b in batches])
         with torch.inference_mode():
-            pred = model.model(lr, spacing).numpy()
+            cond = model_conditions(model.model, 1.0, thickness / spacing)
+            pred = (model.model(lr, spacing) if cond is None else model.model(lr, spacing, cond)).numpy()
             cub = model.model.cubic(lr, spacing).numpy()
         res[contrast] = {"cubic": patch_metrics(cub, hr), "model": patch_metrics(pred, hr), "n": len(hr)}
     return res

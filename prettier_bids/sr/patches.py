@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from .degrade import centre_row, cubic_matrix, profile_matrix
-from .preprocess import intensity_scale, voxel_sizes
+from .preprocess import find_slice_axis, intensity_scale, voxel_sizes
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -27,16 +27,13 @@ class TrainVolume:
     data: np.ndarray  # ~1 mm isotropic, scaled so that the foreground's 99.5th percentile is 1
     source: str | None = None  # file it was read from (finds a lesion mask next to it)
     lesions: np.ndarray | None = None  # real lesion mask on the same grid, loaded on demand
+    #: a thick-slice scan for in-plane pairs (:func:`load_inplane_volume`): its thick axis, else None
+    thick_axis: int | None = None
+    plane_spacing: float = 1.0  # mm between neighbouring planes along ``thick_axis`` (1 for 1 mm volumes)
 
 
-def load_training_volume(path, name=None, target_vox=1.0):
-    """Load a 3D volume, resample it to ``target_vox`` mm isotropic (cubic) if needed, and scale it."""
-    img = nib.load(str(path))
-    data = np.asarray(img.get_fdata(dtype=np.float32))
-    if data.ndim == 4:
-        data = data[..., 0]
-    zooms = voxel_sizes(img.affine)
-    for ax in range(3):
+def _resample_to(data, zooms, target_vox, axes):
+    for ax in axes:
         if abs(zooms[ax] - target_vox) > 0.05 * target_vox:
             n_new = int(round(data.shape[ax] * zooms[ax] / target_vox))
             positions = (np.arange(n_new) + 0.5) * (target_vox / zooms[ax]) - 0.5
@@ -44,7 +41,32 @@ def load_training_volume(path, name=None, target_vox=1.0):
             data = np.moveaxis(np.tensordot(w, np.moveaxis(data, ax, 0), axes=(1, 0)), 0, ax)
     data = np.clip(data, 0, None).astype(np.float32)
     data /= np.float32(intensity_scale(data))
-    return TrainVolume(name or str(path), np.ascontiguousarray(data), source=str(path))
+    return np.ascontiguousarray(data)
+
+
+def _load_3d(path):
+    img = nib.load(str(path))
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    if data.ndim == 4:
+        data = data[..., 0]
+    return data, voxel_sizes(img.affine)
+
+
+def load_training_volume(path, name=None, target_vox=1.0):
+    """Load a 3D volume, resample it to ``target_vox`` mm isotropic (cubic) if needed, and scale it."""
+    data, zooms = _load_3d(path)
+    return TrainVolume(name or str(path), _resample_to(data, zooms, target_vox, range(3)), source=str(path))
+
+
+def load_inplane_volume(path, name=None, target_vox=1.0):
+    """A real thick-slice scan as a source of in-plane pairs (SMORE-style self-supervision): its in-plane
+    axes resampled to ``target_vox`` mm, the thick axis kept. Thick slices are then simulated along an
+    in-plane axis, and the 3 channel planes are 3 neighbouring real slices ``plane_spacing`` mm apart."""
+    data, zooms = _load_3d(path)
+    thick = find_slice_axis(zooms)
+    keep = [ax for ax in range(3) if ax != thick]
+    return TrainVolume(name or str(path), _resample_to(data, zooms, target_vox, keep), source=str(path),
+                       thick_axis=int(thick), plane_spacing=float(zooms[thick]))
 
 
 @dataclass
@@ -77,6 +99,15 @@ class PatchBatch:
     thickness: float
     profile: str
     lesion: np.ndarray | None = None  # (B, 3, lr_rows * factor, width) in [0, 1], with the ``lesions`` option
+    #: (B,) mm between the 3 channel planes: 1 for pairs from 1 mm volumes, the slice spacing for in-plane pairs
+    plane_spacing: np.ndarray | None = None
+
+    def conditions(self):
+        """(B, 2): each pair's channel-plane spacing (mm) and the batch's thickness / spacing ratio, the
+        raw values behind :func:`prettier_bids.sr.models.common.condition_features`."""
+        n = len(self.lr)
+        planes = np.ones(n) if self.plane_spacing is None else np.asarray(self.plane_spacing, float)
+        return np.stack([planes, np.full(n, self.thickness / self.factor)], axis=1)
 
 
 def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing, thickness, profile,
@@ -115,6 +146,21 @@ LESION_DEFAULTS = {
     "real_prob": 0.25,  # share of patches centred on a real lesion voxel, where a mask exists next to the volume
 }
 
+#: Defaults of the ``inplane`` option of :class:`PatchSampler` (config ``"patch": {"inplane": {...}}``).
+INPLANE_DEFAULTS = {
+    "prob": 0.2,  # share of patches taken in-plane from the thick scans (volumes with a ``thick_axis``)
+}
+
+#: The dict-valued options of :class:`PatchSampler` and their keys.
+PATCH_OPTIONS = {"lesions": LESION_DEFAULTS, "inplane": INPLANE_DEFAULTS}
+
+
+def _option(name, value):
+    unknown = set(value) - set(PATCH_OPTIONS[name])
+    if unknown:
+        raise ValueError(f"unknown {name.rstrip('s')} option(s) {sorted(unknown)}; known: {sorted(PATCH_OPTIONS[name])}")
+    return {**PATCH_OPTIONS[name], **value}
+
 
 class PatchSampler:
     """Random training pairs from a list of :class:`TrainVolume`.
@@ -124,13 +170,22 @@ class PatchSampler:
     degradation (:class:`prettier_bids.sr.lesions.LesionInserter`), lesion-rich sampling around real
     lesions of volumes that have a consensus mask next to them, and a per-pixel lesion map of the HR
     target in :attr:`PatchBatch.lesion` (for :func:`prettier_bids.sr.losses.lesion_weighted_l1`).
+
+    ``inplane`` (default None: off) is a dict over :data:`INPLANE_DEFAULTS`: that share of the patches
+    comes from the volumes given with a ``thick_axis`` (:func:`load_inplane_volume`), thick slices
+    simulated along an in-plane axis, the channel planes being real slices (``PatchBatch.plane_spacing``).
     """
 
     def __init__(self, volumes, space=None, lr_rows=16, width=96, min_foreground=0.3, augment=True, seed=0,
-                 lesions=None):
-        if not volumes:
-            raise ValueError("no training volumes")
-        self.volumes = volumes
+                 lesions=None, inplane=None):
+        self.volumes = [v for v in volumes if v.thick_axis is None]
+        self.thick_volumes = [v for v in volumes if v.thick_axis is not None]
+        if not self.volumes:
+            raise ValueError("no 1 mm training volumes")
+        self.inplane_cfg = _option("inplane", inplane) if inplane else None
+        if bool(self.thick_volumes) != bool(self.inplane_cfg and self.inplane_cfg["prob"] > 0):
+            raise ValueError("in-plane pairs need both thick-slice volumes and the inplane option "
+                             f"({len(self.thick_volumes)} thick volumes, inplane={inplane})")
         self.space = space or DegradationSpace()
         self.lr_rows, self.width = lr_rows, width
         self.min_foreground = min_foreground
@@ -140,13 +195,10 @@ class PatchSampler:
         if lesions:
             from .lesions import LesionInserter
 
-            unknown = set(lesions) - set(LESION_DEFAULTS)
-            if unknown:
-                raise ValueError(f"unknown lesion option(s) {sorted(unknown)}; known: {sorted(LESION_DEFAULTS)}")
-            self.lesion_cfg = {**LESION_DEFAULTS, **lesions}
+            self.lesion_cfg = _option("lesions", lesions)
             self.inserter = LesionInserter(self.lesion_cfg) if self.lesion_cfg["insert_prob"] > 0 else None
-            self._real = [i for i, v in enumerate(volumes) if self._real_mask(v) is not None]
-            self._real_idx = {i: np.flatnonzero(volumes[i].lesions) for i in self._real}
+            self._real = [i for i, v in enumerate(self.volumes) if self._real_mask(v) is not None]
+            self._real_idx = {i: np.flatnonzero(self.volumes[i].lesions) for i in self._real}
 
     @staticmethod
     def _real_mask(vol):
@@ -164,8 +216,11 @@ class PatchSampler:
         return any(k in vol.name for k in self.lesion_cfg["volumes"])
 
     def _one(self, s, t, profile, max_tries=50):
+        """One augmented pair: (lr, hr, lesion map or None, channel-plane spacing in mm)."""
         rng = self.rng
         cfg = self.lesion_cfg
+        if self.inplane_cfg is not None and rng.random() < self.inplane_cfg["prob"]:
+            return self._inplane_one(s, t, profile)
         for _ in range(max_tries):
             centre = None
             if cfg is not None and self._real and rng.random() < cfg["real_prob"]:
@@ -200,19 +255,46 @@ class PatchSampler:
                 lr, hr, les = self._lesion_pair(tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile)
             if np.mean(hr[1] > 0.05) < self.min_foreground:
                 continue
-            if self.augment:
-                if rng.random() < 0.5:  # mirror the columns
-                    lr, hr = lr[..., ::-1], hr[..., ::-1]
-                    les = les[..., ::-1] if les is not None else None
-                if rng.random() < 0.5:  # reverse the plane order
-                    lr, hr = lr[::-1], hr[::-1]
-                    les = les[::-1] if les is not None else None
-                gain = np.float32(rng.uniform(0.9, 1.1))
-                lr, hr = lr * gain, hr * gain
-            if les is not None:
-                return np.ascontiguousarray(lr), np.ascontiguousarray(hr), np.ascontiguousarray(les)
-            return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+            return self._finish(lr, hr, les, 1.0)
         raise RuntimeError("could not find a patch with enough foreground; check the training volumes")
+
+    def _finish(self, lr, hr, les, plane_spacing):
+        """Augmentation (column mirror, plane-order reversal, gain), contiguous arrays."""
+        rng = self.rng
+        if self.augment:
+            if rng.random() < 0.5:  # mirror the columns
+                lr, hr = lr[..., ::-1], hr[..., ::-1]
+                les = les[..., ::-1] if les is not None else None
+            if rng.random() < 0.5:  # reverse the plane order
+                lr, hr = lr[::-1], hr[::-1]
+                les = les[::-1] if les is not None else None
+            gain = np.float32(rng.uniform(0.9, 1.1))
+            lr, hr = lr * gain, hr * gain
+        les = np.ascontiguousarray(les) if les is not None else None
+        return np.ascontiguousarray(lr), np.ascontiguousarray(hr), les, plane_spacing
+
+    def _inplane_one(self, s, t, profile, max_tries=50):
+        """A pair from a thick scan: thick slices simulated along an in-plane axis (1 mm rows), the 3
+        channel planes 3 neighbouring real slices, columns along the other in-plane axis."""
+        rng = self.rng
+        for _ in range(max_tries):
+            tv = self.thick_volumes[rng.integers(len(self.thick_volumes))]
+            vol, sweep_axis = tv.data, tv.thick_axis
+            slice_axis = int(rng.choice([a for a in range(3) if a != sweep_axis]))
+            col_axis = 3 - slice_axis - sweep_axis
+            n_rows, c, need = vol.shape[slice_axis], centre_row(s), self.lr_rows * s
+            if n_rows < need + 2 or vol.shape[col_axis] < self.width or vol.shape[sweep_axis] < 3:
+                continue
+            first = int(rng.integers(c, n_rows - need + c + 1))
+            plane = int(rng.integers(1, vol.shape[sweep_axis] - 1))
+            col0 = int(rng.integers(0, vol.shape[col_axis] - self.width + 1))
+            lr, hr = extract_pair(vol, slice_axis, sweep_axis, plane, col0, first, s, t, profile, self.lr_rows,
+                                  self.width)
+            if np.mean(hr[1] > 0.05) < self.min_foreground:
+                continue
+            les = np.zeros_like(hr) if self.lesion_cfg is not None else None
+            return self._finish(lr, hr, les, tv.plane_spacing)
+        raise RuntimeError("could not find an in-plane patch with enough foreground; check the thick volumes")
 
     def _lesion_pair(self, tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile):
         """:func:`extract_pair` on a block of the volume that may get synthetic lesions first, plus the
@@ -250,12 +332,14 @@ class PatchSampler:
         prof = profile or prof
         pairs = [self._one(s, t, prof) for _ in range(batch_size)]
         les = np.stack([p[2] for p in pairs]) if self.lesion_cfg is not None else None
-        return PatchBatch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), s, t, prof, les)
+        return PatchBatch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), s, t, prof, les,
+                          np.asarray([p[3] for p in pairs], dtype=np.float32))
 
 
 def fixed_batches(volumes, n_batches, batch_size, seed, spacing=6, thickness=5.0, profile="boxcar", **patch):
     """Deterministic evaluation/validation batches (paper setting by default), no augmentation, no
-    synthetic lesions (a ``lesions`` option in ``patch`` is ignored, so validation stays comparable)."""
-    patch = {k: v for k, v in patch.items() if k != "lesions"}
+    synthetic lesions, no in-plane pairs (``lesions`` and ``inplane`` options in ``patch`` are ignored, so
+    validation stays comparable)."""
+    patch = {k: v for k, v in patch.items() if k not in PATCH_OPTIONS}
     sampler = PatchSampler(volumes, augment=False, seed=seed, **patch)
     return [sampler.batch(batch_size, spacing, thickness, profile) for _ in range(n_batches)]

@@ -23,6 +23,7 @@ import torch
 from .consistency import check_consistency, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
 from .models import DEFAULT_MODEL, load_weights, resolve_weights, sha256
+from .models.common import condition_features
 from .preprocess import (
     SCALE_PERCENTILE,
     InputError,
@@ -51,11 +52,19 @@ def _autocast(device, precision):
     return contextlib.nullcontext()
 
 
-def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", progress=None):
+def model_conditions(model, plane_spacing, thickness_ratio):
+    """The conditioning input (1, 2) of a conditioned generator, None for the others."""
+    if not getattr(model, "conditioned", False):
+        return None
+    return torch.tensor([condition_features(plane_spacing, thickness_ratio)], dtype=torch.float32)
+
+
+def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", progress=None, cond=None):
     """Super-resolve a stack ``planes`` (n, slices, in-plane) -> (n, slices * factor, in-plane).
 
     Windows centred on planes 1..n-2; plane ``i`` gets weight 0.5 from window ``i`` and 0.25
-    from windows ``i - 1`` and ``i + 1`` (renormalised at the edges).
+    from windows ``i - 1`` and ``i + 1`` (renormalised at the edges). ``cond``: the conditioning
+    input of a conditioned model (:func:`model_conditions`).
     """
     n, s, p = planes.shape
     if n < 3:
@@ -71,7 +80,7 @@ def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", p
             batch = centres[start:start + batch_size]
             inp = torch.stack([x[c - 1:c + 2] for c in batch]).to(device).contiguous(
                 memory_format=torch.channels_last)
-            pred = model(inp, factor).float().cpu()
+            pred = (model(inp, factor) if cond is None else model(inp, factor, cond)).float().cpu()
             c0 = batch[0]
             for ch in range(3):
                 # channel ch of the window centred on c is plane c - 1 + ch
@@ -83,8 +92,14 @@ def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", p
     return out.numpy()
 
 
-def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="fp32", progress=None):
-    """SR of a scaled volume along ``axis`` by ``factor``: the average of the two in-plane sweeps."""
+def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="fp32", progress=None,
+                        zooms=(1.0, 1.0, 1.0), thickness_ratio=1.0):
+    """SR of a scaled volume along ``axis`` by ``factor``: the average of the two in-plane sweeps.
+
+    ``zooms`` (voxel sizes of ``volume``) and ``thickness_ratio`` (slice thickness / spacing) tell a
+    conditioned model how far apart the planes of each sweep are and how thick the slices; other models
+    ignore them."""
+    inplane_axes = [a for a in range(3) if a != axis]
     # Arrange as (a, b, slices) with the slice axis last.
     arr = np.moveaxis(volume, axis, -1)
     stages = []
@@ -94,7 +109,8 @@ def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu",
         sub = None
         if progress is not None:
             sub = (lambda f, k=k: progress((k + f) / 2))
-        hr = sweep(planes, model, factor, batch_size, device, precision, sub)  # (n, slices*r, other)
+        cond = model_conditions(model, zooms[inplane_axes[sweep_axis]], thickness_ratio)
+        hr = sweep(planes, model, factor, batch_size, device, precision, sub, cond)  # (n, slices*r, other)
         hr = np.swapaxes(hr, 1, 2)  # (n, other, slices*r)
         stages.append(np.moveaxis(hr, 0, sweep_axis))
     out = 0.5 * (stages[0] + stages[1])
@@ -230,7 +246,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         hr = cubic_array(x, axis, factor)
     else:
         model.model.eval()
-        hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, precision, progress)
+        hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, precision, progress,
+                                 zooms=voxel_sizes(work_affine), thickness_ratio=thickness / spacing)
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
     assert hr.shape == hr_shape, (hr.shape, hr_shape)
     cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
@@ -261,4 +278,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "Precision": precision,
         "RuntimeSeconds": round(time.time() - t0, 2),
     }
+    if method == "model" and getattr(model.model, "conditioned", False):
+        wz = voxel_sizes(work_affine)
+        info["Conditioning"] = {"PlaneSpacing": [round(float(wz[a]), 4) for a in range(3) if a != axis],
+                                "ThicknessRatio": round(thickness / spacing, 4)}
     return SRResult(image, cmap, info)

@@ -25,9 +25,10 @@ import torch
 from .io import save_torch_atomic
 from .losses import ContentLoss, gan_loss, lesion_weighted_l1
 from .metrics import batch_psnr
-from .models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_weights, resolve_weights, \
-    save_weights
-from .patches import PatchSampler, fixed_batches, load_training_volume
+from .models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_init_state, load_weights, \
+    resolve_weights, save_weights
+from .models.common import condition_features
+from .patches import PatchSampler, fixed_batches, load_inplane_volume, load_training_volume
 from .train_config import ConfigError, TrainConfig, load_config
 
 LOGGER = logging.getLogger("prettier_bids.train")
@@ -48,14 +49,16 @@ def pick_device(device=None):
     return torch.device(device)
 
 
-def load_split_volumes(data_root, split, names):
+def load_split_volumes(data_root, split, names, inplane=False):
+    """The volumes of one split list; ``inplane``: thick-slice scans for in-plane pairs."""
     root = Path(data_root)
     vols = []
+    loader = load_inplane_volume if inplane else load_training_volume
     for rel in names:
         path = root / rel
         if not path.is_file():
             raise FileNotFoundError(f"training volume not found: {path} (check --data-root)")
-        vols.append(load_training_volume(path, name=rel))
+        vols.append(loader(path, name=rel))
         LOGGER.info("loaded %s volume %s %s", split, rel, vols[-1].data.shape)
     return vols
 
@@ -89,14 +92,19 @@ def make_scheduler(optimizer, cfg):
     raise ConfigError(f"unknown scheduler {sc.name!r} (cosine_restarts, cosine or constant)")
 
 
+def batch_conditions(batch):
+    """The conditioning tensor (B, 2) of a :class:`~prettier_bids.sr.patches.PatchBatch`."""
+    return torch.tensor([condition_features(p, r) for p, r in batch.conditions()], dtype=torch.float32)
+
+
 def _batches(sampler, cfg, step, stride=1):
     """Training batches for steps ``step``, ``step + stride``, ...: each made under the degradation stage
-    of its step, as (lr, hr, factor, lesion map or None) with CPU tensors."""
+    of its step, as (lr, hr, factor, lesion map or None, conditions) with CPU tensors."""
     while True:
         sampler.space = degradation_space(cfg, step)
         b = sampler.batch(int(cfg.batch_size))
         yield (torch.from_numpy(b.lr), torch.from_numpy(b.hr), b.factor,
-               None if b.lesion is None else torch.from_numpy(b.lesion))
+               None if b.lesion is None else torch.from_numpy(b.lesion), batch_conditions(b))
         step += stride
 
 
@@ -154,8 +162,8 @@ class Trainer:
         self.model, self.arch, self.arch_cfg = build_model(cfg.model.preset, **cfg.model.overrides())
         init = resolve_init_weights(cfg.init_weights)
         if init is not None:
-            self.model.load_state_dict(load_weights(init)[0].state_dict())
-            LOGGER.info("starting from the weights %s", init)
+            fresh = load_init_state(self.model, load_weights(init)[0].state_dict())
+            LOGGER.info("starting from the weights %s%s", init, f" ({len(fresh)} new tensors)" if fresh else "")
         self.model.to(device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(cfg.lr), betas=(0.9, 0.999))
         self.scheduler = make_scheduler(self.optimizer, cfg)
@@ -230,21 +238,21 @@ class Trainer:
             loss = loss + weight * lesion_weighted_l1(pred, hr_t, lesion, weight=float(self.cfg.loss.lesion_boost))
         return loss
 
-    def step(self, lr_t, hr_t, factor, lesion=None):
+    def step(self, lr_t, hr_t, factor, lesion=None, cond=None):
         """One generator update on content loss; returns the loss tensor."""
         lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
         with self.autocast:
-            pred = self.model(lr_t, factor)
+            pred = self.model(lr_t, factor, cond)
             loss = self.content_loss(pred.float(), hr_t, lesion)
         self._update(loss)
         return loss
 
-    def gan_step(self, lr_t, hr_t, factor, lesion=None):
+    def gan_step(self, lr_t, hr_t, factor, lesion=None, cond=None):
         """One generator update on content + adversarial loss, then one discriminator update."""
         lr_t, hr_t = lr_t.to(self.device, non_blocking=True), hr_t.to(self.device, non_blocking=True)
         disc = self.disc
         with self.autocast:
-            pred = self.model(lr_t, factor)
+            pred = self.model(lr_t, factor, cond)
             loss = self.content_loss(pred.float(), hr_t, lesion)
             for p in disc.parameters():
                 p.requires_grad_(False)
@@ -271,7 +279,7 @@ class Trainer:
         losses, psnr, psnr_cubic = [], [], []
         for b in self.val_batches:
             lr, hr = torch.from_numpy(b.lr).to(device), torch.from_numpy(b.hr).to(device)
-            pred = model(lr, b.factor)
+            pred = model(lr, b.factor, batch_conditions(b))
             losses.append(self.loss_fn(pred, hr).item())
             psnr.append(batch_psnr(pred, hr))
             psnr_cubic.append(batch_psnr(model.cubic(lr, b.factor), hr))

@@ -36,6 +36,8 @@ class ModelConfig:
     res_scale: typing.Optional[float] = None
     tail_feats: typing.Optional[int] = None
     growth: typing.Optional[int] = None
+    #: FiLM on (channel-plane spacing, thickness / spacing): see :class:`prettier_bids.sr.models.common.FiLM`
+    conditioning: typing.Optional[bool] = None
 
     def overrides(self):
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset" and v is not None}
@@ -71,6 +73,9 @@ class PatchConfig:
     min_foreground: float = 0.3
     #: synthetic / real-lesion sampling, keys of :data:`prettier_bids.sr.patches.LESION_DEFAULTS` (None: off)
     lesions: typing.Optional[dict] = None
+    #: in-plane pairs from the split's ``train_inplane`` thick scans, keys of
+    #: :data:`prettier_bids.sr.patches.INPLANE_DEFAULTS` (None: off)
+    inplane: typing.Optional[dict] = None
 
 
 @dataclass
@@ -218,15 +223,17 @@ def _convert(value, hint, where, key):
             return {int(s): float(p) for s, p in value.items()}
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: slice spacings must be whole mm and probabilities numbers") from None
-    if key == "lesions" and value is not None:
-        from .patches import LESION_DEFAULTS
+    if key in ("lesions", "inplane") and value is not None:
+        from .patches import PATCH_OPTIONS
 
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a JSON object or null")
         for k in value:
-            if k not in LESION_DEFAULTS:
-                raise _unknown(k, list(LESION_DEFAULTS), where)
+            if k not in PATCH_OPTIONS[key]:
+                raise _unknown(k, list(PATCH_OPTIONS[key]), where)
         return dict(value)
+    if key == "conditioning" and value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     if key == "gaps":
         return tuple(float(g) for g in value)
     if key == "degradation_stages":

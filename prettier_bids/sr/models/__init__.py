@@ -103,6 +103,17 @@ def export_weights(src, dest, name, version, **meta):
                         meta={"name": name, "version": version, **keep, **meta})
 
 
+def load_init_state(model, state):
+    """Load ``state`` (a state dict) into ``model`` for training; a conditioned model may start from
+    unconditioned weights (its FiLM then starts as the identity). Returns the names left at their
+    initial values."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("film.")] + list(unexpected)
+    if bad:
+        raise WeightsError(f"the init weights do not fit this architecture ({', '.join(bad[:3])}...)")
+    return list(missing)
+
+
 def load_weights(path):
     """Load a weights file into a generator in eval mode; returns (model, payload)."""
     try:
@@ -118,5 +129,5 @@ def load_weights(path):
 
 
 __all__ = ["ARCHS", "DEFAULT_MODEL", "EDSR", "FACTORS", "PRESETS", "RRDBNet", "UNetDiscriminatorSN", "WeightsError",
-           "available_models", "build_model", "count_parameters", "export_weights", "load_weights", "resolve_weights", "save_weights",
-           "sha256"]
+           "available_models", "build_model", "count_parameters", "export_weights", "load_init_state",
+           "load_weights", "resolve_weights", "save_weights", "sha256"]

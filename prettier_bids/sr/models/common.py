@@ -7,6 +7,8 @@ planes (the paper's "RGB" trick), and every generator predicts all three.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -65,17 +67,56 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
+#: What a conditioned generator is told about its input, and the values unconditioned training assumed.
+CONDITION_KEYS = ("plane_spacing", "thickness_ratio")
+CONDITION_DEFAULTS = (1.0, 1.0)
+
+
+def condition_features(plane_spacing, thickness_ratio):
+    """The conditioning vector of one input: channel-plane spacing (mm) and slice thickness / spacing,
+    as ``(log(plane_spacing), thickness_ratio - 1)`` so that 1 mm planes and contiguous slices give 0."""
+    return [math.log(max(float(plane_spacing), 1e-3)), float(thickness_ratio) - 1.0]
+
+
+class FiLM(nn.Module):
+    """Per-feature scale and shift of the head features from the conditioning vector (FiLM, Perez et al.
+    2018). The last layer starts at zero: an untrained FiLM is the identity, so a conditioned model
+    initialised from unconditioned weights starts out computing exactly what they computed."""
+
+    def __init__(self, n_feats, n_cond=len(CONDITION_KEYS), hidden=32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_cond, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2 * n_feats))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, feats, cond):
+        gamma, beta = self.net(cond).to(feats.dtype)[:, :, None, None].chunk(2, dim=1)
+        return feats * (1 + gamma) + beta
+
+
 class LRGridGenerator(nn.Module):
     """Shared skeleton: ``head`` and ``body`` on the LR grid (global skip), the through-plane
-    ``upsample``, and the result added to cubic interpolation of the input (residual learning)."""
+    ``upsample``, and the result added to cubic interpolation of the input (residual learning).
 
-    def __init__(self, head, body, upsample, factors=FACTORS):
+    ``conditioning=True`` adds a :class:`FiLM` after the head, fed by ``cond`` (B, 2) rows of
+    :func:`condition_features`; ``cond=None`` means 1 mm planes and contiguous slices. Unconditioned
+    generators ignore ``cond``, so callers may always pass it.
+    """
+
+    def __init__(self, head, body, upsample, factors=FACTORS, n_feats=None, conditioning=False):
         super().__init__()
         self.head, self.body, self.upsample = head, body, upsample
         self.cubic = CubicBase()
         self.factors = tuple(factors)
+        self.conditioned = bool(conditioning)
+        if self.conditioned:
+            self.film = FiLM(n_feats)
 
-    def forward(self, x, factor):
+    def forward(self, x, factor, cond=None):
         f = self.head(x)
+        if self.conditioned:
+            if cond is None:
+                cond = torch.tensor([condition_features(*CONDITION_DEFAULTS)], dtype=x.dtype, device=x.device)
+            f = self.film(f, cond.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1))
         f = f + self.body(f)
         return self.cubic(x, factor) + self.upsample(f, factor)

@@ -21,8 +21,10 @@ class EDSR(LRGridGenerator):
     """EDSR generator: head, ``n_blocks`` residual blocks without batch norm, global skip,
     through-plane sub-pixel upsampler, and a residual over cubic-spline interpolation."""
 
-    def __init__(self, n_blocks=6, n_feats=48, res_scale=1.0, tail_feats=24, channels=3, factors=FACTORS):
+    def __init__(self, n_blocks=6, n_feats=48, res_scale=1.0, tail_feats=24, channels=3, factors=FACTORS,
+                 conditioning=False):
         super().__init__(
             conv3x3(channels, n_feats),
             nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_blocks)], conv3x3(n_feats, n_feats)),
-            ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors), factors)
+            ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors), factors, n_feats=n_feats,
+            conditioning=conditioning)

@@ -34,9 +34,10 @@ class RRDB(nn.Module):
 class RRDBNet(LRGridGenerator):
     """Residual-in-residual dense blocks on the LR grid, then the shared through-plane upsampler."""
 
-    def __init__(self, n_blocks=23, n_feats=64, growth=32, tail_feats=32, channels=3, factors=FACTORS):
+    def __init__(self, n_blocks=23, n_feats=64, growth=32, tail_feats=32, channels=3, factors=FACTORS,
+                 conditioning=False):
         super().__init__(
             conv3x3(channels, n_feats),
             nn.Sequential(*[RRDB(n_feats, growth) for _ in range(n_blocks)], conv3x3(n_feats, n_feats)),
             ThroughPlaneUpsampler(n_feats, tail_feats, channels, factors, act=nn.LeakyReLU(0.2, inplace=True)),
-            factors)
+            factors, n_feats=n_feats, conditioning=conditioning)
