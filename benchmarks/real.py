@@ -83,8 +83,7 @@ def ssim_slices(pred, ref, mask, axis):
 
 
 def prepare(path):
-    """Scaled scan on the production in-plane grid, its slice axis and spacing, the scan's voxel sizes and
-    those of the working grid."""
+    """Scaled scan on the production in-plane grid, its slice axis and spacing, and the scan's voxel sizes."""
     img = nib.load(str(path))
     data = load_volume(img)
     zooms = voxel_sizes(img.affine)
@@ -99,11 +98,11 @@ def prepare(path):
         if ax != axis:
             keep = np.flatnonzero(np.moveaxis(m, ax, 0).any(axis=(1, 2)))
             box[ax] = slice(max(0, keep[0] - 4), min(x.shape[ax], keep[-1] + 5))
-    return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms, voxel_sizes(img.affine @ imap)
+    return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms
 
 
 def evaluate_scan(path, models, batch_size=8, device="cpu"):
-    x, axis, s, zooms, work_zooms = prepare(path)
+    x, axis, s, zooms = prepare(path)
     merged = merge_adjacent_slices(x, axis)
     factor = upsampling_factor(2 * s)
     w, idx = original_slab_matrix(merged.shape[axis], factor)
@@ -119,8 +118,7 @@ def evaluate_scan(path, models, batch_size=8, device="cpu"):
             hr = cubic_array(merged, axis, factor)
         else:
             # merged slices: twice the spacing and (contiguous slices assumed) twice the thickness
-            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device, zooms=work_zooms,
-                                     thickness_ratio=1.0)
+            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device, thickness_ratio=1.0)
         pred = apply_along_axis(w, hr, axis)
         row[label] = {"psnr": psnr(pred, ref, mask), "ssim": ssim_slices(pred, ref, mask, axis),
                       "seconds": round(time.time() - t0, 1)}
@@ -132,17 +130,35 @@ def evaluate_scan(path, models, batch_size=8, device="cpu"):
     return row
 
 
+def inplane_training_scans():
+    """File names of the thick scans that configs with in-plane pairs train on (the shipped split's
+    ``train_inplane``): a model trained that way has seen them, so the tables mark them and give the means
+    over the other scans too."""
+    from importlib import resources
+
+    split = json.loads((resources.files("prettier_bids") / "data" / "splits.json").read_text())
+    return {Path(f).name for f in split.get("train_inplane", [])}
+
+
 def markdown(rows, models):
     head = "| scan | s -> 2s (mm) | r | cubic PSNR / SSIM | " + " | ".join(
         f"{m} PSNR / SSIM | {m} ΔPSNR" for m in models) + " |"
     lines = [head, "|---|---|---|---|" + "---|---|" * len(models)]
+    seen = inplane_training_scans()
     for r in rows:
         cells = [f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.4f} | {r[m]['gain_psnr']:+.2f}" for m in models]
-        lines.append(f"| {r['scan']} | {r['spacing']:g} -> {r['merged_spacing']:g} | {r['factor']} | "
+        mark = " †" if r["scan"] in seen else ""
+        lines.append(f"| {r['scan']}{mark} | {r['spacing']:g} -> {r['merged_spacing']:g} | {r['factor']} | "
                      f"{r['cubic']['psnr']:.2f} / {r['cubic']['ssim']:.4f} | " + " | ".join(cells) + " |")
     lines.append("")
-    for contrast in ("FLAIR", "T1w", "T2w", "all"):
-        sel = [r for r in rows if contrast == "all" or f"_{contrast}." in r["scan"]]
+    if any(r["scan"] in seen for r in rows):
+        lines += ["† in the split's `train_inplane` (in-plane training pairs of configs with `patch.inplane`).", ""]
+    groups = [(c, c, False) for c in ("FLAIR", "T1w", "T2w", "all")]
+    if any(r["scan"] in seen for r in rows):
+        groups += [("FLAIR", "FLAIR without †", True), ("all", "all without †", True)]
+    for contrast, label, unseen in groups:
+        sel = [r for r in rows if (contrast == "all" or f"_{contrast}." in r["scan"])
+               and not (unseen and r["scan"] in seen)]
         if not sel:
             continue
         parts = [f"cubic {np.mean([r['cubic']['psnr'] for r in sel]):.2f} dB"]
@@ -151,7 +167,7 @@ def markdown(rows, models):
             gs = [r[m]["gain_ssim"] for r in sel]
             parts.append(f"{m} {np.mean([r[m]['psnr'] for r in sel]):.2f} dB (ΔPSNR mean {np.mean(g):+.2f}, "
                          f"min {np.min(g):+.2f}, max {np.max(g):+.2f}; ΔSSIM mean {np.mean(gs):+.4f})")
-        lines.append(f"- {contrast} (n={len(sel)}): " + "; ".join(parts))
+        lines.append(f"- {label} (n={len(sel)}): " + "; ".join(parts))
     return "\n".join(lines)
 
 

@@ -88,16 +88,29 @@ def test_slice_thickness_reaches_a_conditioned_model_only():
             out[label, t] = super_resolve(img, model=lm, slice_thickness=t, batch_size=4)
     assert np.abs(out["cond", 6.0].image.get_fdata() - out["cond", 5.0].image.get_fdata()).max() > 1e-3
     np.testing.assert_array_equal(out["plain", 6.0].image.get_fdata(), out["plain", 5.0].image.get_fdata())
-    assert out["cond", 5.0].info["Conditioning"] == {"PlaneSpacing": [1.0, 1.0], "ThicknessRatio": 0.8333}
+    assert out["cond", 5.0].info["Conditioning"] == {"PlaneSpacing": 1.0, "ThicknessRatio": 0.8333}
     assert "Conditioning" not in out["plain", 5.0].info
+    # ratios outside the trained range (t = 0.6 s .. s) are clamped to it: 2 mm at 6 mm is told 0.6
+    lm = LoadedModel(cond_model, "cond", "", "")
+    thin = super_resolve(img, model=lm, slice_thickness=2.0, batch_size=4)
+    edge = super_resolve(img, model=lm, slice_thickness=3.6, batch_size=4)
+    assert thin.info["Conditioning"]["ThicknessRatio"] == 0.6 and thin.info["SliceThickness"] == 2.0
+    np.testing.assert_array_equal(thin.image.get_fdata(), edge.image.get_fdata())
 
 
 def test_inplane_volume_keeps_the_thick_axis(tmp_path):
+    """In-plane pairs come from the in-plane grid inference uses (anti-aliased resampling to ~1 mm)."""
+    from prettier_bids.sr.preprocess import inplane_plan, resample_inplane
+
+    img = _thick_image()
     path = tmp_path / "flair.nii.gz"
-    nib.save(_thick_image(), path)
+    nib.save(img, path)
     tv = load_inplane_volume(path, name="thick/flair")
     assert tv.thick_axis == 2 and tv.plane_spacing == pytest.approx(4.0)
     assert tv.data.shape == (28, 25, 8)  # 40 x 0.7 mm -> 28 mm, 36 x 0.7 -> 25 mm; 8 thick slices kept
+    shape, imap = inplane_plan(img.shape, (0.7, 0.7, 4.0), 2)
+    ref = resample_inplane(img.get_fdata(dtype=np.float32), imap, shape)
+    np.testing.assert_allclose(tv.data * (ref.max() / tv.data.max()), np.clip(ref, 0, None), rtol=1e-4, atol=1e-3)
     fg = tv.data[tv.data > 0.05]
     assert np.percentile(fg, 99.5) == pytest.approx(1.0, rel=0.05)
 
@@ -110,9 +123,9 @@ def _thick_volume(n_planes=7, size=80):
     return TrainVolume("thick/x", data, thick_axis=2, plane_spacing=4.0)
 
 
-def _hr_volume():
+def _hr_volume(shape=(64, 64, 64)):
     rng = np.random.default_rng(0)
-    v = ndimage.gaussian_filter(rng.random((64, 64, 64)).astype(np.float32), 2.5)
+    v = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), 2.5)
     return TrainVolume("gen0", (v - v.min()) / (v.max() - v.min()))
 
 
@@ -192,3 +205,20 @@ def test_cli_refuses_inplane_config_without_thick_scans(tmp_path, capsys):
                str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == exitcodes.NOINPUT and len(err) == 1 and "train_inplane" in err[0]
+    cfg.write_text(json.dumps({"patch": {"inplane": {"prob": 1.5}}}))
+    rc = main(["--config", str(cfg), "--data-root", str(tmp_path), "--split", str(split), "--out",
+               str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == exitcodes.NOINPUT and len(err) == 1 and "must be a number from 0 to 1" in err[0]
+
+
+def test_patch_evaluation_runs_plain_and_conditioned_models():
+    """evaluate_patches (prettier-eval's Table 2) tells a conditioned model the simulated thickness."""
+    from prettier_bids.sr.evaluate import evaluate_patches
+
+    vol = TrainVolume("gen", _hr_volume((100, 100, 100)).data)  # patches of 16 x 4 rows x 96
+    for conditioning in (False, True):
+        model = build_model("edsr-compact", conditioning=conditioning, **TINY)[0].eval()
+        res = evaluate_patches({"FLAIR": [vol]}, LoadedModel(model, "m", "", ""), n_per_volume=2, spacing=4,
+                               thickness=3.0)
+        assert res["FLAIR"]["n"] == 2 and np.isfinite(res["FLAIR"]["model"]["PSNR"])

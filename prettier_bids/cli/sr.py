@@ -42,7 +42,8 @@ def build_parser():
     p.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: cubic-spline baseline on the same grid")
     p.add_argument("--slice-thickness", type=finite_float(*THICKNESS_RANGE_MM), default=None, metavar="MM",
-                   help="slice thickness in mm (default: equal to the slice spacing, i.e. no gap)")
+                   help="slice thickness in mm (default: equal to the slice spacing, i.e. no gap); used by the "
+                        "consistency check and by conditioned models")
     p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar")
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")

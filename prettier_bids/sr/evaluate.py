@@ -19,7 +19,7 @@ from scipy import ndimage
 from .degrade import centre_row, centred_first_slice, simulate_thick_slices
 from .metrics import patch_metrics, psnr, ssim
 from .patches import TrainVolume, fixed_batches
-from .reconstruct import super_resolve
+from .reconstruct import model_conditions, super_resolve
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -171,7 +171,7 @@ def evaluate_patches(volumes, model, n_per_volume=9, seed=7, spacing=6, thicknes
         lr = torch.from_numpy(np.concatenate([b.lr for b in batches]))
         hr = np.concatenate([b.hr for b in batches])
         with torch.inference_mode():
-            cond = model_conditions(model.model, 1.0, thickness / spacing)
+            cond = model_conditions(model.model, thickness / spacing)
             pred = (model.model(lr, spacing) if cond is None else model.model(lr, spacing, cond)).numpy()
             cub = model.model.cubic(lr, spacing).numpy()
         res[contrast] = {"cubic": patch_metrics(cub, hr), "model": patch_metrics(pred, hr), "n": len(hr)}

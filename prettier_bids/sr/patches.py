@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from .degrade import centre_row, cubic_matrix, profile_matrix
-from .preprocess import find_slice_axis, intensity_scale, voxel_sizes
+from .preprocess import find_slice_axis, inplane_plan, intensity_scale, resample_inplane, voxel_sizes
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -39,6 +39,11 @@ def _resample_to(data, zooms, target_vox, axes):
             positions = (np.arange(n_new) + 0.5) * (target_vox / zooms[ax]) - 0.5
             w = cubic_matrix(data.shape[ax], positions)
             data = np.moveaxis(np.tensordot(w, np.moveaxis(data, ax, 0), axes=(1, 0)), 0, ax)
+    return _scaled(data)
+
+
+def _scaled(data):
+    """Negative values clipped, the foreground's 99.5th percentile mapped to 1."""
     data = np.clip(data, 0, None).astype(np.float32)
     data /= np.float32(intensity_scale(data))
     return np.ascontiguousarray(data)
@@ -58,14 +63,17 @@ def load_training_volume(path, name=None, target_vox=1.0):
     return TrainVolume(name or str(path), _resample_to(data, zooms, target_vox, range(3)), source=str(path))
 
 
-def load_inplane_volume(path, name=None, target_vox=1.0):
-    """A real thick-slice scan as a source of in-plane pairs (SMORE-style self-supervision): its in-plane
-    axes resampled to ``target_vox`` mm, the thick axis kept. Thick slices are then simulated along an
-    in-plane axis, and the 3 channel planes are 3 neighbouring real slices ``plane_spacing`` mm apart."""
+def load_inplane_volume(path, name=None):
+    """A real thick-slice scan as a source of in-plane pairs (SMORE-style self-supervision): on the in-plane
+    grid inference uses (:func:`prettier_bids.sr.preprocess.inplane_plan`: ~1 mm, anti-aliased when
+    shrinking), the thick axis kept, scaled. Thick slices are then simulated along an in-plane axis, and the
+    3 channel planes are 3 neighbouring real slices ``plane_spacing`` mm apart."""
     data, zooms = _load_3d(path)
     thick = find_slice_axis(zooms)
-    keep = [ax for ax in range(3) if ax != thick]
-    return TrainVolume(name or str(path), _resample_to(data, zooms, target_vox, keep), source=str(path),
+    new_shape, imap = inplane_plan(data.shape, zooms, thick)
+    if new_shape != data.shape:
+        data = resample_inplane(data, imap, new_shape)
+    return TrainVolume(name or str(path), _scaled(data), source=str(path),
                        thick_axis=int(thick), plane_spacing=float(zooms[thick]))
 
 

@@ -52,11 +52,26 @@ def _autocast(device, precision):
     return contextlib.nullcontext()
 
 
-def model_conditions(model, plane_spacing, thickness_ratio):
-    """The conditioning input (1, 2) of a conditioned generator, None for the others."""
+#: Thickness / spacing ratios that training samples (``DegradationSpace``: t = max(0.6 s, s - gap)); a conditioned
+#: model is told the input's ratio clamped to this range (overlapping or very thin slices were never seen).
+CONDITION_RATIO_RANGE = (0.6, 1.0)
+
+
+def inference_conditions(thickness_ratio):
+    """What a conditioned model is told at inference: (channel-plane spacing, thickness / spacing). The planes
+    of the working grid are ~1 mm apart by construction (in-plane voxels of 0.8-1.25 mm are kept, others
+    resampled to 1 mm), i.e. the 1 mm planes of training's HR volumes, so the plane spacing is the nominal 1 mm;
+    the ratio is clamped to :data:`CONDITION_RATIO_RANGE`."""
+    lo, hi = CONDITION_RATIO_RANGE
+    return 1.0, float(min(max(thickness_ratio, lo), hi))
+
+
+def model_conditions(model, thickness_ratio):
+    """The conditioning input (1, 2) of a conditioned generator (:func:`inference_conditions`), None for the
+    others."""
     if not getattr(model, "conditioned", False):
         return None
-    return torch.tensor([condition_features(plane_spacing, thickness_ratio)], dtype=torch.float32)
+    return torch.tensor([condition_features(*inference_conditions(thickness_ratio))], dtype=torch.float32)
 
 
 def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", progress=None, cond=None):
@@ -93,13 +108,11 @@ def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", p
 
 
 def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="fp32", progress=None,
-                        zooms=(1.0, 1.0, 1.0), thickness_ratio=1.0):
+                        thickness_ratio=1.0):
     """SR of a scaled volume along ``axis`` by ``factor``: the average of the two in-plane sweeps.
 
-    ``zooms`` (voxel sizes of ``volume``) and ``thickness_ratio`` (slice thickness / spacing) tell a
-    conditioned model how far apart the planes of each sweep are and how thick the slices; other models
-    ignore them."""
-    inplane_axes = [a for a in range(3) if a != axis]
+    ``thickness_ratio`` (slice thickness / spacing) is told to a conditioned model; others ignore it."""
+    cond = model_conditions(model, thickness_ratio)
     # Arrange as (a, b, slices) with the slice axis last.
     arr = np.moveaxis(volume, axis, -1)
     stages = []
@@ -109,7 +122,6 @@ def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu",
         sub = None
         if progress is not None:
             sub = (lambda f, k=k: progress((k + f) / 2))
-        cond = model_conditions(model, zooms[inplane_axes[sweep_axis]], thickness_ratio)
         hr = sweep(planes, model, factor, batch_size, device, precision, sub, cond)  # (n, slices*r, other)
         hr = np.swapaxes(hr, 1, 2)  # (n, other, slices*r)
         stages.append(np.moveaxis(hr, 0, sweep_axis))
@@ -247,7 +259,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     else:
         model.model.eval()
         hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, precision, progress,
-                                 zooms=voxel_sizes(work_affine), thickness_ratio=thickness / spacing)
+                                 thickness_ratio=thickness / spacing)
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
     assert hr.shape == hr_shape, (hr.shape, hr_shape)
     cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
@@ -279,7 +291,6 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "RuntimeSeconds": round(time.time() - t0, 2),
     }
     if method == "model" and getattr(model.model, "conditioned", False):
-        wz = voxel_sizes(work_affine)
-        info["Conditioning"] = {"PlaneSpacing": [round(float(wz[a]), 4) for a in range(3) if a != axis],
-                                "ThicknessRatio": round(thickness / spacing, 4)}
+        plane, ratio = inference_conditions(thickness / spacing)
+        info["Conditioning"] = {"PlaneSpacing": plane, "ThicknessRatio": round(ratio, 4)}
     return SRResult(image, cmap, info)

@@ -231,6 +231,10 @@ def _convert(value, hint, where, key):
         for k in value:
             if k not in PATCH_OPTIONS[key]:
                 raise _unknown(k, list(PATCH_OPTIONS[key]), where)
+        for k in ("prob", "insert_prob", "real_prob"):
+            p = value.get(k, 0.0)
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ConfigError(f"{where}.{k} must be a number from 0 to 1, got {p!r}")
         return dict(value)
     if key == "conditioning" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
