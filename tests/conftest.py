@@ -4,6 +4,17 @@ import pytest
 from prettier_bids.sr.models import build_model, save_weights
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread is several times faster than two on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """A small randomly initialised weights file (fast; tests never depend on trained quality)."""

@@ -17,12 +17,7 @@ from prettier_bids.sr.reconstruct import LoadedModel, super_resolve
 from prettier_bids.sr.train import Trainer, batch_conditions, load_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(n_blocks=1, n_feats=8, tail_feats=8)

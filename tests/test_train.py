@@ -12,13 +12,7 @@ from prettier_bids.sr.patches import PatchSampler, TrainVolume, extract_pair
 from prettier_bids.sr.train import Trainer, load_config, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one torch thread is several times faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _volumes(n=2, shape=(64, 64, 64)):

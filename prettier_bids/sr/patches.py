@@ -166,7 +166,8 @@ PATCH_OPTIONS = {"lesions": LESION_DEFAULTS, "inplane": INPLANE_DEFAULTS}
 def _option(name, value):
     unknown = set(value) - set(PATCH_OPTIONS[name])
     if unknown:
-        raise ValueError(f"unknown {name.rstrip('s')} option(s) {sorted(unknown)}; known: {sorted(PATCH_OPTIONS[name])}")
+        raise ValueError(f"unknown {name.rstrip('s')} option(s) {sorted(unknown)}; "
+                         f"known: {sorted(PATCH_OPTIONS[name])}")
     return {**PATCH_OPTIONS[name], **value}
 
 
@@ -227,7 +228,7 @@ class PatchSampler:
         """One augmented pair: (lr, hr, lesion map or None, channel-plane spacing in mm)."""
         rng = self.rng
         cfg = self.lesion_cfg
-        if self.inplane_cfg is not None and rng.random() < self.inplane_cfg["prob"]:
+        if self.thick_volumes and rng.random() < self.inplane_cfg["prob"]:
             return self._inplane_one(s, t, profile)
         for _ in range(max_tries):
             centre = None

@@ -10,7 +10,7 @@ RUNS=${2:-/tmp/prettier-runs/v3-cpu}
 THREADS=${3:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH=${PYTHONPATH:-$(cd "$HERE/../.." && pwd)}
-for arm in A B E; do
+for arm in A B E; do  # arm F: see README.md (FLAIR-only split)
     python -m prettier_bids.cli.train --config "$HERE/$arm.json" --data-root "$DATA" --out "$RUNS/$arm" \
         --threads "$THREADS"
 done
