@@ -8,10 +8,10 @@ field, skull, true slice profile). Protocol, per scan in DATA_ROOT/thick (FLAIR,
 
 1. Load the scan; slice axis from the affine (``find_slice_axis``), original spacing ``s``; the slice
    thickness is taken equal to ``s`` (the headers carry no thickness; contiguous slices assumed).
-2. In-plane: resampled exactly as ``super_resolve`` does in production (``inplane_plan`` /
-   ``resample_inplane``: kept within 0.8-1.25 mm, else cubic to 1 mm). The in-plane resampling is
-   linear and acts on other axes than the merging, so resampling the real slices is the same as
-   resampling the merged input; the reference slices below are the real slices on that in-plane grid.
+2. In-plane: resampled exactly as ``super_resolve`` does in production (``working_grid``: kept within
+   0.8-1.25 mm, else cubic to 1 mm). The in-plane resampling is linear and acts on other axes than the
+   merging, so resampling the real slices is the same as resampling the merged input; the reference
+   slices below are the real slices on that in-plane grid.
 3. Intensities divided by ``intensity_scale`` of the scan (foreground 99.5th percentile = 1), as inference.
 4. Each pair of adjacent slices (0, 1), (2, 3), ... is merged into one slice (their mean): a scan of
    thickness 2t at spacing 2s, centred between the two originals. An odd last slice is dropped.
@@ -41,13 +41,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from prettier_bids import exitcodes
 from prettier_bids.sr.degrade import apply_along_axis, upsampling_factor
 from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
 from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import psnr
-from prettier_bids.sr.preprocess import (find_slice_axis, inplane_plan, intensity_scale, resample_inplane,
-                                         voxel_sizes)
-from prettier_bids.sr.reconstruct import cubic_array, load_model, load_volume, super_resolve_array
+from prettier_bids.sr.preprocess import find_slice_axis, intensity_scale, voxel_sizes, working_grid
+from prettier_bids.sr.reconstruct import cubic_array, load_models, load_volume, super_resolve_array
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 HEAD_THRESHOLD = 0.1
@@ -88,8 +88,7 @@ def prepare(path):
     data = load_volume(img)
     zooms = voxel_sizes(img.affine)
     axis = find_slice_axis(zooms)
-    new_shape, imap = inplane_plan(data.shape, zooms, axis)
-    work = resample_inplane(data, imap, new_shape) if new_shape != data.shape else data
+    work, _ = working_grid(data, zooms, axis)
     x = (work / np.float32(intensity_scale(work))).astype(np.float32)
     # crop the in-plane air around the head (+4 voxels): same input for both methods, less compute
     m = head_mask(x, axis)
@@ -194,11 +193,8 @@ def main(argv=None):
     missing = [str(q) for q in scans if not q.is_file()]
     if not scans or missing:
         print(f"real.py: error: no scans found / missing: {missing or thick}", file=sys.stderr)
-        return 66
-    models = {}
-    for name in args.models.split(","):
-        m = load_model(weights=name, device=args.device) if name.endswith(".pt") else load_model(name, device=args.device)
-        models[m.name] = m
+        return exitcodes.NOINPUT
+    models = load_models(args.models, args.device)
     order = {"FLAIR": 0, "T1w": 1, "T2w": 2}
     scans.sort(key=lambda q: (min([v for k, v in order.items() if f"_{k}." in q.name] or [3]), q.name))
     t0 = time.time()
@@ -207,7 +203,7 @@ def main(argv=None):
         rows.append(evaluate_scan(q, models, args.batch_size, args.device))
         text = write_results(rows, models, args.out_dir, t0)
     print(text)
-    return 0
+    return exitcodes.OK
 
 
 def write_results(rows, models, out_dir, t0):

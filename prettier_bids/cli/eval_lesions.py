@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import exitcodes
 from ..sr.io import write_text_atomic
 
 LOGGER = logging.getLogger("prettier_bids.eval")
@@ -56,19 +57,6 @@ def build_parser():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
     return p
-
-
-def _load_models(spec, device="cpu"):
-    from ..sr.reconstruct import load_model
-
-    models = {}
-    for item in [s for s in spec.split(",") if s]:
-        if item.endswith(".pt"):
-            m = load_model(weights=item, device=device)
-        else:
-            m = load_model(item, device=device)
-        models[m.name] = m
-    return models
 
 
 def _finite(obj):
@@ -156,6 +144,7 @@ def main(argv=None):
     from ..sr.evaluate import brain_mask
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
+    from ..sr.reconstruct import load_models
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,12 +156,12 @@ def main(argv=None):
     except ValueError:
         print("prettier-eval lesions: error: --axes takes 0,1,2 and --settings whole-mm spacing:thickness pairs "
               "(2-8 mm)", file=sys.stderr)
-        return 64
+        return exitcodes.USAGE
     try:
-        models = _load_models(args.models, args.device)
+        models = load_models(args.models, args.device)
     except WeightsError as exc:
         print(f"prettier-eval lesions: error: {exc}", file=sys.stderr)
-        return 66
+        return exitcodes.NOINPUT
     t_all = time.time()
     rows = []
     for case in args.case or DEFAULT_CASES:
@@ -180,18 +169,18 @@ def main(argv=None):
             flair_rel, les_rel = case.split(":")
         except ValueError:
             print(f"prettier-eval lesions: error: --case must be FLAIR:LESIONS, got {case!r}", file=sys.stderr)
-            return 64
+            return exitcodes.USAGE
         flair, les = Path(args.data_root) / flair_rel, Path(args.data_root) / les_rel
         for p in (flair, les):
             if not p.is_file():
                 print(f"prettier-eval lesions: error: not found: {p}", file=sys.stderr)
-                return 66
+                return exitcodes.NOINPUT
         vol = load_training_volume(flair, name=flair_rel).data
         lesions = np.asarray(nib.load(str(les)).dataobj) > 0
         if lesions.shape != vol.shape:
             print(f"prettier-eval lesions: error: lesion mask {lesions.shape} does not match FLAIR {vol.shape} "
                   "(both must be 1 mm, same grid)", file=sys.stderr)
-            return 65
+            return exitcodes.DATAERR
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
                               device=args.device)
@@ -214,7 +203,7 @@ def main(argv=None):
                    "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
                    "seconds": time.time() - t_all}
         write_text_atomic(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", out / "lesions.json")
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def main(argv=None):
     import torch
 
     from ..sr.models import WeightsError
-    from ..sr.patches import INPLANE_DEFAULTS
+    from ..sr.patches import inplane_prob
     from ..sr.train import load_config, load_split_volumes, resolve_init_weights, train
 
     if args.threads:
@@ -64,7 +64,7 @@ def main(argv=None):
         with open(args.split or _default_split()) as f:
             split = json.load(f)
         train_vols = load_split_volumes(args.data_root, "train", split["train"])
-        if cfg.patch.inplane and cfg.patch.inplane.get("prob", INPLANE_DEFAULTS["prob"]) > 0:
+        if inplane_prob(cfg.patch.inplane) > 0:
             if not split.get("train_inplane"):
                 raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
                                  "train_inplane list of thick scans")

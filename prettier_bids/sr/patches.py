@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from .degrade import centre_row, cubic_matrix, profile_matrix
-from .preprocess import find_slice_axis, inplane_plan, intensity_scale, resample_inplane, voxel_sizes
+from .preprocess import find_slice_axis, intensity_scale, voxel_sizes, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -70,9 +70,7 @@ def load_inplane_volume(path, name=None):
     3 channel planes are 3 neighbouring real slices ``plane_spacing`` mm apart."""
     data, zooms = _load_3d(path)
     thick = find_slice_axis(zooms)
-    new_shape, imap = inplane_plan(data.shape, zooms, thick)
-    if new_shape != data.shape:
-        data = resample_inplane(data, imap, new_shape)
+    data, _ = working_grid(data, zooms, thick)
     return TrainVolume(name or str(path), _scaled(data), source=str(path),
                        thick_axis=int(thick), plane_spacing=float(zooms[thick]))
 
@@ -163,6 +161,11 @@ INPLANE_DEFAULTS = {
 PATCH_OPTIONS = {"lesions": LESION_DEFAULTS, "inplane": INPLANE_DEFAULTS}
 
 
+def inplane_prob(inplane):
+    """The share of in-plane pairs an ``inplane`` option asks for (0 when the option is off)."""
+    return _option("inplane", inplane)["prob"] if inplane else 0.0
+
+
 def _option(name, value):
     unknown = set(value) - set(PATCH_OPTIONS[name])
     if unknown:
@@ -192,7 +195,7 @@ class PatchSampler:
         if not self.volumes:
             raise ValueError("no 1 mm training volumes")
         self.inplane_cfg = _option("inplane", inplane) if inplane else None
-        if bool(self.thick_volumes) != bool(self.inplane_cfg and self.inplane_cfg["prob"] > 0):
+        if bool(self.thick_volumes) != (inplane_prob(inplane) > 0):
             raise ValueError("in-plane pairs need both thick-slice volumes and the inplane option "
                              f"({len(self.thick_volumes)} thick volumes, inplane={inplane})")
         self.space = space or DegradationSpace()

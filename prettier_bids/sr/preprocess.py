@@ -186,6 +186,15 @@ def resample_inplane(data, index_map, new_shape):
     return out
 
 
+def working_grid(data, zooms, slice_axis):
+    """The image on the in-plane grid the network works on (:func:`inplane_plan`, then :func:`resample_inplane`
+    when needed): returns (data on that grid, the voxel-index map from it to the input grid)."""
+    new_shape, index_map = inplane_plan(data.shape, zooms, slice_axis)
+    if new_shape != tuple(data.shape):
+        data = resample_inplane(data, index_map, new_shape)
+    return data, index_map
+
+
 def describe_zooms(zooms):
     return "x".join(f"{z:.2f}" for z in zooms)
 

@@ -31,12 +31,11 @@ from .preprocess import (
     describe_zooms,
     find_slice_axis,
     header_warnings,
-    inplane_plan,
     intensity_scaling,
     plausible_thickness,
-    resample_inplane,
     restore_intensity,
     voxel_sizes,
+    working_grid,
 )
 
 LOGGER = logging.getLogger("prettier_bids.sr")
@@ -158,6 +157,15 @@ def load_model(name=None, weights=None, device="cpu"):
     return LoadedModel(model, label, str(path), sha256(path), payload.get("meta", {}))
 
 
+def load_models(spec, device="cpu"):
+    """``{name: LoadedModel}`` from a comma-separated list of shipped model names and weights files (``.pt``)."""
+    models = {}
+    for item in [s for s in spec.split(",") if s]:
+        m = load_model(weights=item, device=device) if item.endswith(".pt") else load_model(item, device=device)
+        models[m.name] = m
+    return models
+
+
 @dataclass
 class SRResult:
     image: nib.Nifti1Image
@@ -246,8 +254,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
 
-    new_shape, imap = inplane_plan(data.shape, zooms, axis)
-    work = resample_inplane(data, imap, new_shape) if new_shape != data.shape else data
+    work, imap = working_grid(data, zooms, axis)
     work_affine = np.asarray(img.affine, dtype=np.float64) @ imap
     offset, scale = intensity_scaling(work)
     x = apply_scaling(work, offset, scale)
@@ -279,7 +286,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "UpsamplingFactor": int(factor),
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
         "OutputShape": [int(n) for n in hr_shape],
-        "InplaneResampled": bool(new_shape != data.shape),
+        "InplaneResampled": bool(work.shape != data.shape),
         "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale), "Offset": float(offset),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
         "ConsistencyPSNR": round(cons.psnr_db, 3),
