@@ -1,0 +1,36 @@
+"""Weight-space interpolation (WiSE-FT) of a conditioned fine-tune with the unconditioned model it started from.
+
+    python training/v3-cpu/interpolate.py prettier-edsr-v2 prettier-edsr-v3 0.5 OUT.pt
+
+Every shared tensor becomes alpha * fine-tuned + (1 - alpha) * base. The FiLM's last layer (zero in a model that
+starts from the base, see sr/models/common.py) is scaled by alpha; its first layer is kept. alpha = 0 computes
+exactly what the base computes, alpha = 1 the fine-tune. Issue 12, CPU session 2026-11-25.
+"""
+import sys
+
+import torch
+
+from prettier_bids.sr.models import resolve_weights
+
+
+def _load(spec):
+    path = resolve_weights(spec) if not spec.endswith(".pt") else resolve_weights(path=spec)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def main(base, tuned, alpha, out):
+    b, t, a = _load(base), _load(tuned), float(alpha)
+    state = {}
+    for key, value in t["state_dict"].items():
+        if key.startswith("film.net.2"):
+            state[key] = a * value
+        elif key.startswith("film."):
+            state[key] = value.clone()
+        else:
+            state[key] = a * value + (1 - a) * b["state_dict"][key]
+    payload = dict(t, state_dict=state, meta=dict(t.get("meta", {}), name=f"wise{round(a * 100)}"))
+    torch.save(payload, out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
