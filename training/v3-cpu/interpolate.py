@@ -8,18 +8,16 @@ exactly what the base computes, alpha = 1 the fine-tune. Issue 12, CPU session 2
 """
 import sys
 
-import torch
-
-from prettier_bids.sr.models import resolve_weights
+from prettier_bids.sr.models import load_weights, resolve_weights, save_weights
 
 
 def _load(spec):
-    path = resolve_weights(spec) if not spec.endswith(".pt") else resolve_weights(path=spec)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """(model, payload) of a shipped model name or a ``.pt`` file (the rule of ``reconstruct.load_models``)."""
+    return load_weights(resolve_weights(path=spec) if spec.endswith(".pt") else resolve_weights(spec))
 
 
 def main(base, tuned, alpha, out):
-    b, t, a = _load(base), _load(tuned), float(alpha)
+    (_, b), (model, t), a = _load(base), _load(tuned), float(alpha)
     state = {}
     for key, value in t["state_dict"].items():
         if key.startswith("film.net.2"):
@@ -28,8 +26,8 @@ def main(base, tuned, alpha, out):
             state[key] = value.clone()
         else:
             state[key] = a * value + (1 - a) * b["state_dict"][key]
-    payload = dict(t, state_dict=state, meta=dict(t.get("meta", {}), name=f"wise{round(a * 100)}"))
-    torch.save(payload, out)
+    model.load_state_dict(state)
+    save_weights(out, model, t["arch"], t["config"], meta=dict(t.get("meta", {}), name=f"wise{round(a * 100)}"))
 
 
 if __name__ == "__main__":
