@@ -236,6 +236,9 @@ def test_prettier_train_cli_trains_resumes_and_starts_from_weights(tmp_path, tin
     assert out["step"] == 2 and (tmp_path / "run" / "best.pt").is_file()
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ck["config"]["init_weights"] == str(tiny_weights)
+    # --steps is the run's length, so the cosine schedule's horizon too (not the config's 60 steps)
+    assert ck["config"]["steps"] == 2 and ck["scheduler"]["T_max"] == 2
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(BASE["scheduler"]["eta_min"])
     assert run("--steps", "4")["step"] == 4  # resumed from step 2
     assert [int(r.split("\t")[0]) for r in (tmp_path / "run" / "log.tsv").read_text().strip().splitlines()] == [2, 4]
 

@@ -26,7 +26,7 @@ def build_parser():
     p.add_argument("--data-root", required=True, help="folder that the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split (train/validation lists); default: the shipped one")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, best.pt, log.tsv)")
-    p.add_argument("--steps", type=int, default=None, help="total steps (overrides the config)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (overrides the config; also the horizon of a cosine schedule)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; rerun to resume")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
@@ -57,6 +57,8 @@ def main(argv=None):
         over = {}
         if args.init_weights:
             over["init_weights"] = args.init_weights
+        if args.steps:  # the run's length, so also the horizon of the cosine learning-rate schedule
+            over["steps"] = args.steps
         if args.workers is not None:
             over["workers"] = args.workers
         cfg = load_config(args.config, over)

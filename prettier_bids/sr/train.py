@@ -209,6 +209,11 @@ class Trainer:
         self.step_count, self.best_val, self.history = ck["step"], ck["best_val"], ck["history"]
         self.sampler.rng.bit_generator.state = ck["sampler_rng"]
         torch.set_rng_state(ck["torch_rng"].cpu())
+        horizon = getattr(self.scheduler, "T_max", None)
+        if horizon is not None and horizon != int(self.cfg.steps):
+            LOGGER.warning("the learning-rate schedule keeps the %d-step horizon of the run's first start "
+                           "(asked now: %d steps); start afresh (--no-resume) for a new one", horizon,
+                           int(self.cfg.steps))
         LOGGER.info("resumed %s at step %d (best validation loss %.5f)", self.run_dir, self.step_count,
                     self.best_val)
         return True
