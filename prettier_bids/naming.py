@@ -45,6 +45,13 @@ def stem(path):
     return split_ext(path)[0]
 
 
+def suffix_of(path):
+    """The BIDS suffix of a file name: its last ``_`` part (``FLAIR`` for ``.../sub-01_acq-2d_FLAIR.nii.gz``,
+    ``FLAIR`` for ``FLAIR.nii``); None if that is not alphanumeric."""
+    last = stem(Path(path).name).split("_")[-1]
+    return last if last.isalnum() else None
+
+
 def is_nifti(path):
     return split_ext(path)[1] in NIFTI_EXTENSIONS
 

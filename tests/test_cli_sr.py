@@ -89,3 +89,23 @@ def test_unwritable_output_and_missing_weights(thick_nifti, tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "no trained weights installed" in err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize("name, model", [("sub-01_FLAIR.nii.gz", "prettier-edsr-v3-flair"),
+                                         ("sub-01_acq-2d_T1w.nii.gz", "prettier-edsr-v2"),
+                                         ("thick.nii.gz", "prettier-edsr-v2")])
+def test_default_model_follows_the_contrast_in_the_file_name(thick_nifti, tmp_path, name, model):
+    """No --model/--weights: FLAIR inputs get the FLAIR model, any other (or unknown) contrast the default;
+    a named model wins for every contrast."""
+    from prettier_bids.sr.models import resolve_weights, sha256
+
+    src = tmp_path / name
+    src.write_bytes(thick_nifti.read_bytes())
+    meta = tmp_path / "sr.json"
+    assert main([str(src), str(tmp_path / "sr.nii.gz"), "--json", str(meta), "-q"]) == 0
+    info = json.loads(meta.read_text())
+    assert info["Model"] == model and info["ModelWeightsSHA256"] == sha256(resolve_weights(model))
+    if "FLAIR" in name:
+        assert main([str(src), str(tmp_path / "v3.nii.gz"), "--model", "prettier-edsr-v3", "--json", str(meta),
+                     "-q"]) == 0
+        assert json.loads(meta.read_text())["Model"] == "prettier-edsr-v3"

@@ -91,3 +91,33 @@ def test_brain_mask_of_a_skull_stripped_volume_fills_holes():
     m = brain_mask(vol.astype(np.float32), skull_stripped=True)
     assert m[16, 16, 16] and m[ball].all() and not m[0, 0, 0]
     assert m.sum() == pytest.approx(ball.sum(), rel=0.02)
+
+
+def test_prettier_eval_gives_each_contrast_its_default_model(tmp_path):
+    """prettier-eval without --model/--weights: FLAIR volumes are scored with the FLAIR default, T1w with the
+    default; results.json names both (and --model names one for all)."""
+    import json
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from prettier_bids.cli.evaluate import main
+    from prettier_bids.sr.models import resolve_weights, sha256
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "hr").mkdir()
+    for c in ("FLAIR", "T1w"):
+        v = ndimage.gaussian_filter(rng.random((40, 44, 48)), 2.0).astype(np.float32)
+        v[:4], v[-4:] = 0, 0  # a background for the brain mask
+        nib.save(nib.Nifti1Image(v * 1000, np.eye(4)), tmp_path / "hr" / f"x_{c}.nii.gz")
+    split = {"test": {c: [{"file": f"hr/x_{c}.nii.gz", "skull_stripped": True}] for c in ("FLAIR", "T1w")}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    args = ["--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--axes", "2", "--settings", "6:5",
+            "--no-patches", "--threads", "1"]
+    assert main(args + ["--out-dir", str(tmp_path / "a")]) == 0
+    used = json.loads((tmp_path / "a" / "results.json").read_text())["models"]
+    for c, name in (("FLAIR", "prettier-edsr-v3-flair"), ("T1w", "prettier-edsr-v2")):
+        assert used[c] == {"name": name, "sha256": sha256(resolve_weights(name))}
+    assert main(args + ["--model", "prettier-edsr-v3", "--out-dir", str(tmp_path / "b")]) == 0
+    used = json.loads((tmp_path / "b" / "results.json").read_text())["models"]
+    assert {m["name"] for m in used.values()} == {"prettier-edsr-v3"}

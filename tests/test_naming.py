@@ -52,3 +52,18 @@ def test_parse_entities_and_output_path():
 
 def test_errors_md_embeds_the_exit_code_table():
     assert markdown_table() in (REPO / "docs" / "errors.md").read_text()
+
+
+def test_suffix_of():
+    from prettier_bids.naming import suffix_of
+
+    assert suffix_of("/d/sub-01/anat/sub-01_acq-2d_FLAIR.nii.gz") == "FLAIR"
+    assert suffix_of("sub-01_T1w.nii") == "T1w"
+    assert suffix_of("FLAIR.nii.gz") == "FLAIR" and suffix_of("a_b-c.nii.gz") is None
+
+
+def test_default_model_of_a_contrast():
+    from prettier_bids.sr.models import DEFAULT_MODEL, default_model
+
+    assert default_model("FLAIR") == default_model("flair") == "prettier-edsr-v3-flair"
+    assert default_model("T1w") == default_model(None) == default_model("thick") == DEFAULT_MODEL == "prettier-edsr-v2"

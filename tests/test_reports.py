@@ -126,7 +126,7 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
 
     from prettier_bids.config import Config
     from prettier_bids.outputs import citation_text
-    from prettier_bids.sr.reconstruct import LoadedModel
+    from prettier_bids.sr.reconstruct import LoadedModel, ModelSet
     from prettier_bids.workflows import init_main_wf
     from prettier_bids.workflows.base import boilerplate
     from prettier_bids.workflows.sr import sr_description
@@ -135,17 +135,24 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
                     software_versions={"prettier_bids": "9.9.9", "nipype": "1.2.3"})
     model = LoadedModel(None, "tiny", str(tiny_weights), "0123456789abcdef")
     cands = {"01": [_cand(tmp_path, "FLAIR", 5.0), _cand(tmp_path, "T1w", 4.0)]}
-    wf = init_main_wf(cands, config, model)
+    wf = init_main_wf(cands, config, ModelSet(model))
     assert isinstance(wf, LiterateWorkflow)
     subs = [n for n in wf._graph.nodes()]
     assert all(isinstance(s, LiterateWorkflow) for s in subs)
-    text = boilerplate(cands, config, model)
+    text = boilerplate(cands, config, ModelSet(model))
     assert text.startswith(wf.__desc__)
     assert "*prettier_bids*\n9.9.9" in text and "*Nipype* 1.2.3" in text
     assert "(1 FLAIR, 1 T1w)" in text
     # the two images share one description (deduplicated by visit_desc)
     assert text.count(sr_description(config, model)) == 1 and "tiny, weights SHA-256 0123456789ab..." in text
     assert "slice profile (gaussian)" in text
+    # a model per contrast: each image's description names the weights of its own contrast
+    flair = LoadedModel(None, "tiny-flair", str(tiny_weights), "fedcba9876543210")
+    both = boilerplate({**cands, "02": [_cand(tmp_path, "FLAIR", 5.0)]}, config, ModelSet(model, {"FLAIR": flair}))
+    assert both.count("Each FLAIR image was") == 1  # once, though two participants have FLAIRs
+    assert "Each FLAIR image was super-resolved" in both and "tiny-flair, weights SHA-256 fedcba987654..." in both
+    assert "Each image of a contrast other than FLAIR was super-resolved" in both
+    assert "tiny, weights SHA-256 0123456789ab..." in both and "Each image was" not in both
     cubic = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", method="cubic")
     assert "interpolated with cubic splines" in boilerplate(cands, cubic)
     assert "PRETTIER approach" not in boilerplate(cands, cubic)

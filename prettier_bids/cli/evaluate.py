@@ -23,7 +23,8 @@ def build_parser():
     p.add_argument("--data-root", required=True, help="folder the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split with a 'test' section (default: the shipped one)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default=None, help="shipped model name (default: the default model)")
+    g.add_argument("--model", default=None,
+                   help="shipped model name for every contrast (default: each contrast's default model)")
     g.add_argument("--weights", default=None, help="weights file")
     p.add_argument("--axes", default="0,1,2", help="slice axes to simulate (0 sagittal, 1 coronal, 2 axial)")
     p.add_argument("--settings", default="6:5,4:4,3:3", help="spacing:thickness pairs in mm")
@@ -49,7 +50,7 @@ def main(argv=None):
     from ..sr import evaluate as ev
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
-    from ..sr.reconstruct import load_model
+    from ..sr.reconstruct import load_model_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,7 +60,7 @@ def main(argv=None):
     if args.contrasts:
         test = {k: v for k, v in test.items() if k in args.contrasts.split(",")}
     try:
-        model = load_model(args.model, args.weights)
+        models = load_model_set(args.model, args.weights)  # without either: each contrast's default
     except WeightsError as exc:
         print(f"prettier-eval: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT
@@ -80,8 +81,8 @@ def main(argv=None):
             vols.setdefault(contrast, []).append(vol)
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
             keep = (2, 6.0) if out_dir else None
-            s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, model, settings, axes,
-                                            args.batch_size, keep_example=keep)
+            s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
+                                            settings, axes, args.batch_size, keep_example=keep)
             scores += s
             if example is not None and out_dir:
                 ev.save_figure(example, out_dir / f"figure_{Path(entry['file']).name.split('.')[0]}.png",
@@ -96,16 +97,21 @@ def main(argv=None):
                   f"SSIM {h['gain_ssim']:+.4f} (n={h['n']})")
     patches = None
     if not args.no_patches:
-        patches = ev.evaluate_patches(vols, model)
+        patches = {}
+        for contrast, cvols in vols.items():
+            patches.update(ev.evaluate_patches({contrast: cvols}, models.for_contrast(contrast)))
         md += ["", "## Patches, 5/6 mm (paper Table 2)", "", ev.markdown_patch_table(patches)]
-    md += ["", f"model {model.name} sha256 {model.sha256[:12]}; {time.time() - t0:.0f} s"]
+    used = {c: models.for_contrast(c) for c in test}
+    md += ["", "; ".join(f"{c}: model {m.name} sha256 {m.sha256[:12]}" for c, m in used.items())
+           + f"; {time.time() - t0:.0f} s"]
     text = "\n".join(md)
     print(text)
     if out_dir:
         (out_dir / "tables.md").write_text(text + "\n")
         (out_dir / "results.json").write_text(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head, "patches": patches,
-             "model": model.name, "sha256": model.sha256}, indent=2, default=float))
+             "models": {c: {"name": m.name, "sha256": m.sha256} for c, m in used.items()}},
+            indent=2, default=float))
     return exitcodes.OK
 
 

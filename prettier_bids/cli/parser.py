@@ -60,7 +60,9 @@ def build_parser():
                    help="do not run the BIDS validator on the input")
     m = p.add_argument_group("super-resolution")
     mx = m.add_mutually_exclusive_group()
-    mx.add_argument("--model", default=None, metavar="NAME", help="a shipped model (default: the default model)")
+    mx.add_argument("--model", default=None, metavar="NAME",
+                    help="a shipped model for every input (default: each input's contrast gets its own: "
+                         "prettier-edsr-v3-flair for FLAIR, prettier-edsr-v2 for the others)")
     mx.add_argument("--weights", default=None, metavar="FILE", help="a weights file (.pt) from prettier-train")
     m.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")

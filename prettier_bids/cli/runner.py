@@ -47,20 +47,22 @@ def run_group_level(config):
 
 
 def load_model_or_exit(config):
-    """The model, loaded once here to fail fast (its weights' hash decides which outputs are current)."""
+    """The models (a :class:`~prettier_bids.sr.reconstruct.ModelSet`: ``--model``/``--weights`` for every
+    contrast, else each contrast's default), loaded once here to fail fast; an output is current when it
+    was made with the weights of its input's contrast (their hash)."""
     if config.method != "model":
         return None
     import torch
 
     from ..sr.models import WeightsError
-    from ..sr.reconstruct import load_model
+    from ..sr.reconstruct import load_model_set
 
     torch.set_num_threads(1)  # the parent only loads weights; image nodes set their own thread count
     problem = check_device_available(config.device)
     if problem:
         raise CLIError(problem, exitcodes.USAGE)
     try:
-        return load_model(config.model, config.weights, device="cpu")
+        return load_model_set(config.model, config.weights, device="cpu", contrasts=config.contrast)
     except WeightsError as exc:
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
 
@@ -76,7 +78,7 @@ def make_output(out):
 
 
 def run_participant_level(config):
-    model = load_model_or_exit(config)
+    models = load_model_or_exit(config)
     root = config.output_root
     report = None
     if not config.skip_bids_validation:  # before anything is created
@@ -96,20 +98,21 @@ def run_participant_level(config):
         write_text_atomic(report, log_dir / f"bids_validator_{config.run_id}.json")
     handler = setup_logging(config.verbose, log_dir / f"prettier-bids_{config.run_id}.log")
     try:
-        return participant(config, model)
+        return participant(config, models)
     finally:
         close_log_file(handler)
 
 
-def participant(config, model):
-    """Select, skip the complete inputs, process the others, then the summary and the reports."""
+def participant(config, models):
+    """Select, skip the complete inputs, process the others, then the summary and the reports
+    (``models``: a ModelSet, None for ``--method cubic``)."""
     from ..bids import BIDSError, get_layout, resolve_participants, select, summarize
     from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, qc_of, write_dataset_files
 
     root = config.output_root
     LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
-    if model is not None:
-        LOGGER.info("model %s (%s, sha256 %s...)", model.name, model.path, model.sha256[:12])
+    if models is not None:
+        LOGGER.info("model %s", models.describe())
     t0 = time.time()
 
     try:
@@ -124,11 +127,10 @@ def participant(config, model):
 
     write_dataset_files(root, config.bids_dir, config.raw_description)
     clean_stale_temporaries(root, subjects)
-    sha = model.sha256 if model else None
     expected = {c.relpath: expected_outputs(c, root, config.method, config.write_cubic)
                 for c in cands if c.status == "selected"}
-    todo = skip_complete(cands, expected, sha)
-    ok = process(todo, expected, sha, config, model) if todo else True
+    todo = skip_complete(cands, expected, models)
+    ok = process(todo, expected, models, config) if todo else True
 
     flagged = []
     for cand in cands:  # QC flags and header warnings of every complete output (this run or earlier)
@@ -147,7 +149,7 @@ def participant(config, model):
         summary.add(cand, [p.relative_to(root).as_posix() for p in expected[cand.relpath].niftis.values()]
                     if done else ())
     summary_path = summary.write()
-    write_reports(subjects, cands, config, model)
+    write_reports(subjects, cands, config, models)
 
     failed = sorted((c for c in cands if c.status == "failed"), key=lambda c: (c.subject, c.relpath))
     LOGGER.info("finished in %.0f s: %s; summary in %s", time.time() - t0,
@@ -167,15 +169,21 @@ def participant(config, model):
     return exitcodes.OK
 
 
-def skip_complete(cands, expected, sha):
-    """Mark inputs whose outputs are complete as done; return the others by participant."""
+def weights_sha(models, cand):
+    """The hash of the weights that make ``cand``'s outputs (None for ``--method cubic``)."""
+    return models.for_contrast(cand.contrast).sha256 if models is not None else None
+
+
+def skip_complete(cands, expected, models):
+    """Mark inputs whose outputs are complete (made by the weights of their contrast) as done; return the
+    others by participant."""
     from ..outputs import completion
 
     todo = {}
     for cand in cands:
         if cand.status != "selected":
             continue
-        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        done, why = completion(expected[cand.relpath], cand.source_uri, weights_sha(models, cand))
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
@@ -185,7 +193,7 @@ def skip_complete(cands, expected, sha):
     return todo
 
 
-def process(todo, expected, sha, config, model):
+def process(todo, expected, models, config):
     """Build and run the workflow of the inputs in ``todo``; set each one's status from what is on disk
     (and, for a failed one, the reason from its crash file)."""
     from ..outputs import completion
@@ -196,9 +204,9 @@ def process(todo, expected, sha, config, model):
     except OSError as exc:
         raise CLIError(f"cannot create the work directory {config.work_dir}: {exc.strerror or exc}",
                        exitcodes.CANTCREAT) from None
-    ok = execution.run_workflow(init_main_wf(todo, config, model), config)
+    ok = execution.run_workflow(init_main_wf(todo, config, models), config)
     for cand in (c for cands in todo.values() for c in cands):
-        done, why = completion(expected[cand.relpath], cand.source_uri, sha)
+        done, why = completion(expected[cand.relpath], cand.source_uri, weights_sha(models, cand))
         if done:
             cand.status, cand.reason = "done", "processed in this run"
         else:
@@ -209,7 +217,7 @@ def process(todo, expected, sha, config, model):
     return ok
 
 
-def write_reports(subjects, cands, config, model):
+def write_reports(subjects, cands, config, models):
     """logs/CITATION.md (from the workflows' descriptions) and one HTML report per participant of this run."""
     from ..outputs import write_citation
     from ..reports.subject import write_subject_report
@@ -220,7 +228,7 @@ def write_reports(subjects, cands, config, model):
     for cand in cands:
         if cand.status == "done":
             done.setdefault(cand.subject, []).append(cand)
-    write_citation(root, boilerplate(done, config, model))
+    write_citation(root, boilerplate(done, config, models))
     for subject in subjects:
         mine = [c for c in cands if c.subject == subject]
         if mine:

@@ -37,7 +37,9 @@ def build_parser():
     p.add_argument("input", help="3D NIfTI image with thick slices")
     p.add_argument("output", help="output NIfTI (~1 mm grid over the same field of view)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default=None, help="name of a shipped model (default: the default model)")
+    g.add_argument("--model", default=None,
+                   help="name of a shipped model (default: the default model, or the one made for the input's "
+                        "contrast, read from its BIDS suffix: prettier-edsr-v3-flair for *_FLAIR.nii[.gz])")
     g.add_argument("--weights", default=None, help="a weights file (.pt) from prettier-train")
     p.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: cubic-spline baseline on the same grid")
@@ -103,8 +105,9 @@ def _main(args):
     import nibabel as nib
     import torch
 
+    from ..naming import suffix_of
     from ..sr.io import AtomicGroup, is_disk_full
-    from ..sr.models import WeightsError
+    from ..sr.models import WeightsError, default_model
     from ..sr.preprocess import AlreadyHighResolution, InputError
     from ..sr.reconstruct import load_model, super_resolve
 
@@ -119,8 +122,9 @@ def _main(args):
         return _error(f"cannot read {inp} as NIfTI ({exc.__class__.__name__})", exitcodes.DATAERR)
     model = None
     if args.method == "model":
+        name = args.model or (None if args.weights else default_model(suffix_of(inp)))
         try:
-            model = load_model(args.model, args.weights, device=args.device)
+            model = load_model(name, args.weights, device=args.device)
         except WeightsError as exc:
             return _error(str(exc), exitcodes.NOINPUT)
     t0 = time.time()
@@ -148,7 +152,8 @@ def _main(args):
                       exitcodes.CANTCREAT)
     if not args.quiet:
         print(f"{PROG}: wrote {out} ({'x'.join(map(str, info['OutputShape']))} voxels of "
-              f"{'x'.join(f'{z:.2f}' for z in info['OutputVoxelSize'])} mm) in {time.time() - t0:.1f} s; "
+              f"{'x'.join(f'{z:.2f}' for z in info['OutputVoxelSize'])} mm) in {time.time() - t0:.1f} s"
+              f"{f' with {model.name}' if model is not None else ''}; "
               f"consistency PSNR {info['ConsistencyPSNR']:.1f} dB", file=sys.stderr)
     for flag in info.get("QCFlags", []):
         print(f"{PROG}: warning: QC: {out}: {flag}", file=sys.stderr)

@@ -4,8 +4,9 @@ One call on a NIfTI image::
 
     import nibabel as nib
     from prettier_bids.sr import load_model, super_resolve
+    from prettier_bids.sr.models import default_model
 
-    result = super_resolve(nib.load("sub-01_FLAIR.nii.gz"), model=load_model())
+    result = super_resolve(nib.load("sub-01_FLAIR.nii.gz"), model=load_model(default_model("FLAIR")))
     result.image.to_filename("sub-01_desc-prettier_FLAIR.nii.gz")
 """
 

@@ -22,7 +22,7 @@ import torch
 
 from .consistency import check_consistency, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
-from .models import DEFAULT_MODEL, load_weights, resolve_weights, sha256
+from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, load_weights, resolve_weights, sha256
 from .models.common import condition_features
 from .preprocess import (
     SCALE_PERCENTILE,
@@ -155,6 +155,36 @@ def load_model(name=None, weights=None, device="cpu"):
     prepare_for_inference(model, device)
     label = name or (path.stem if weights else DEFAULT_MODEL)
     return LoadedModel(model, label, str(path), sha256(path), payload.get("meta", {}))
+
+
+@dataclass
+class ModelSet:
+    """The model each contrast gets: its entry in ``by_contrast``, else ``default``."""
+    default: LoadedModel
+    by_contrast: dict = field(default_factory=dict)
+
+    def for_contrast(self, contrast):
+        return self.by_contrast.get(contrast, self.default)
+
+    def describe(self):
+        """``name (path, sha256 prefix)`` of the default, then ``contrast: name (...)`` of each exception."""
+        return "; ".join([_described(self.default)] + [f"{c}: {_described(m)}"
+                                                        for c, m in sorted(self.by_contrast.items())])
+
+
+def _described(m):
+    return f"{m.name} ({m.path}, sha256 {m.sha256[:12]}...)"
+
+
+def load_model_set(name=None, weights=None, device="cpu", contrasts=None):
+    """A named model or a weights file for every contrast; with neither, the default model and each
+    contrast's own shipped default (``models.CONTRAST_DEFAULTS``; only those of ``contrasts`` when given).
+    Raises WeightsError (one line)."""
+    if name or weights:
+        return ModelSet(load_model(name, weights, device))
+    own = {c: n for c, n in CONTRAST_DEFAULTS.items() if contrasts is None or c in contrasts}
+    return ModelSet(load_model(DEFAULT_MODEL, device=device),
+                    {c: load_model(n, device=device) for c, n in own.items()})
 
 
 def load_models(spec, device="cpu"):

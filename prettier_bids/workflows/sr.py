@@ -57,7 +57,7 @@ def _mem_gb(cand):
 
 
 SR_DESC = """\
-Each image was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
+{scope} was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
 Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
 Data consistency was checked by re-simulating the thick slices from the output with the acquisition's
 slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
@@ -65,8 +65,9 @@ JSON sidecar).
 """
 
 
-def sr_description(config, model=None):
-    """This workflow's part of the methods boilerplate."""
+def sr_description(config, model=None, scope=None):
+    """This workflow's part of the methods boilerplate (``scope``: the images it covers, when the contrasts
+    get different models, e.g. "Each FLAIR image"; default "Each image")."""
     if config.method == "model" and model is not None and model.path:
         name = model.name or "unnamed model"
         sha = f", weights SHA-256 {model.sha256[:12]}..." if model.sha256 else ""
@@ -75,10 +76,11 @@ def sr_description(config, model=None):
                "directions, the two results averaged")
     else:
         how = "interpolated with cubic splines"
-    return SR_DESC.format(how=how, profile=config.slice_profile, percentile=SCALE_PERCENTILE)
+    return SR_DESC.format(scope=scope or "Each image", how=how, profile=config.slice_profile,
+                          percentile=SCALE_PERCENTILE)
 
 
-def init_sr_wf(cand, config, model=None, name=None):
+def init_sr_wf(cand, config, model=None, name=None, scope=None):
     """The workflow of one input image (``cand``: a selected :class:`prettier_bids.bids.Candidate`;
     ``model``: the loaded model, None for ``--method cubic``).
 
@@ -88,7 +90,7 @@ def init_sr_wf(cand, config, model=None, name=None):
     spec = load_io_spec()
     outs, rpts = spec["outputs"], spec["reportlets"]
     wf = Workflow(name=name or sr_wf_name(cand))
-    wf.__desc__ = sr_description(config, model)
+    wf.__desc__ = sr_description(config, model, scope)
     source = str(cand.path)
     mem = _mem_gb(cand)
     common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size)

@@ -4,7 +4,8 @@
 
 Every shared tensor becomes alpha * fine-tuned + (1 - alpha) * base. The FiLM's last layer (zero in a model that
 starts from the base, see sr/models/common.py) is scaled by alpha; its first layer is kept. alpha = 0 computes
-exactly what the base computes, alpha = 1 the fine-tune. Issue 12, CPU session 2026-11-25.
+exactly what the base computes, alpha = 1 the fine-tune. Between two conditioned models (a base with a FiLM)
+every tensor is blended. Issue 12, CPU session 2026-11-25; conditioned pairs 2026-11-26.
 """
 import sys
 
@@ -20,7 +21,9 @@ def main(base, tuned, alpha, out):
     (_, b), (model, t), a = _load(base), _load(tuned), float(alpha)
     state = {}
     for key, value in t["state_dict"].items():
-        if key.startswith("film.net.2"):
+        if key.startswith("film.") and key in b["state_dict"]:  # two conditioned models: blend their FiLMs too
+            state[key] = a * value + (1 - a) * b["state_dict"][key]
+        elif key.startswith("film.net.2"):
             state[key] = a * value
         elif key.startswith("film."):
             state[key] = value.clone()

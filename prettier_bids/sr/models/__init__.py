@@ -32,8 +32,10 @@ PRESETS = {
     "rrdbnet-realesrgan": ("rrdbnet", dict(n_blocks=23, n_feats=64, growth=32, tail_feats=32)),
 }
 
-#: The model ``prettier-sr`` and the BIDS-App use unless told otherwise.
+#: The model ``prettier-sr`` and the BIDS-App use unless told otherwise...
 DEFAULT_MODEL = "prettier-edsr-v2"
+#: ...except for these contrasts (BIDS suffix -> shipped model), when no model or weights file is named.
+CONTRAST_DEFAULTS = {"FLAIR": "prettier-edsr-v3-flair"}
 WEIGHTS_FORMAT = "prettier-weights/1"
 
 
@@ -51,6 +53,13 @@ def build_model(arch_or_preset, **overrides):
     else:
         raise ValueError(f"unknown model {arch_or_preset!r}; presets: {', '.join(PRESETS)}")
     return ARCHS[arch](**cfg), arch, cfg
+
+
+def default_model(contrast=None):
+    """The shipped model an image of ``contrast`` (a BIDS suffix, any case; None: unknown) gets when none is
+    named."""
+    wanted = (contrast or "").lower()
+    return next((m for c, m in CONTRAST_DEFAULTS.items() if c.lower() == wanted), DEFAULT_MODEL)
 
 
 def weights_dir():
@@ -128,6 +137,7 @@ def load_weights(path):
     return model, payload
 
 
-__all__ = ["ARCHS", "DEFAULT_MODEL", "EDSR", "FACTORS", "PRESETS", "RRDBNet", "UNetDiscriminatorSN", "WeightsError",
-           "available_models", "build_model", "count_parameters", "export_weights", "load_init_state",
-           "load_weights", "resolve_weights", "save_weights", "sha256"]
+__all__ = ["ARCHS", "CONTRAST_DEFAULTS", "DEFAULT_MODEL", "EDSR", "FACTORS", "PRESETS", "RRDBNet",
+           "UNetDiscriminatorSN", "WeightsError", "available_models", "build_model", "count_parameters",
+           "default_model", "export_weights", "load_init_state", "load_weights", "resolve_weights", "save_weights",
+           "sha256"]
