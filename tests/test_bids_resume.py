@@ -113,6 +113,7 @@ def test_killed_run_leaves_no_partial_files_and_rerun_completes(tmp_path, tiny_w
 def test_default_models_follow_the_contrast_and_reruns_compare_each_contrasts_weights(tmp_path):
     """No --model: FLAIR inputs get prettier-edsr-v3-flair, the others prettier-edsr-v2 (sidecars, log).
     A rerun with --model prettier-edsr-v2 redoes only the FLAIRs (made with other weights); T1w is kept."""
+    from prettier_bids.naming import suffix_of
     from prettier_bids.sr.models import default_model, resolve_weights, sha256
 
     bids = copy_dataset(tmp_path / "bids")
@@ -122,7 +123,7 @@ def test_default_models_follow_the_contrast_and_reruns_compare_each_contrasts_we
     first = run_app(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     for rel, model in ((SUB01[0], "prettier-edsr-v3-flair"), (SUB01[1], "prettier-edsr-v2")):
-        assert default_model(rel.rsplit("_", 1)[1][:-7]) == model
+        assert default_model(suffix_of(rel)) == model
         meta = json.loads((root / _marker(rel)).read_text())
         assert meta["Model"] == model and meta["ModelWeightsSHA256"] == sha256(resolve_weights(model))
     log = "\n".join(p.read_text() for p in (root / "logs").glob("prettier-bids_*.log"))

@@ -26,7 +26,8 @@ def build_parser():
     p.add_argument("--data-root", required=True, help="folder that the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split (train/validation lists); default: the shipped one")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, best.pt, log.tsv)")
-    p.add_argument("--steps", type=int, default=None, help="total steps (overrides the config; also the horizon of a cosine schedule)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total steps (overrides the config; also the horizon of a cosine schedule)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; rerun to resume")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
