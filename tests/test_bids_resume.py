@@ -111,8 +111,8 @@ def test_killed_run_leaves_no_partial_files_and_rerun_completes(tmp_path, tiny_w
 
 
 def test_default_models_follow_the_contrast_and_reruns_compare_each_contrasts_weights(tmp_path):
-    """No --model: FLAIR inputs get prettier-edsr-v3-flair, the others prettier-edsr-v2 (sidecars, log).
-    A rerun with --model prettier-edsr-v2 redoes only the FLAIRs (made with other weights); T1w is kept."""
+    """No --model: FLAIR inputs get prettier-edsr-v3-flair, the others prettier-edsr-v3 (sidecars, log).
+    A rerun with --model prettier-edsr-v3 redoes only the FLAIRs (made with other weights); T1w is kept."""
     from prettier_bids.naming import suffix_of
     from prettier_bids.sr.models import default_model, resolve_weights, sha256
 
@@ -122,16 +122,16 @@ def test_default_models_follow_the_contrast_and_reruns_compare_each_contrasts_we
             "--nprocs", "1", "--skip-bids-validation"]
     first = run_app(*args)
     assert first.returncode == 0, first.stderr[-2000:]
-    for rel, model in ((SUB01[0], "prettier-edsr-v3-flair"), (SUB01[1], "prettier-edsr-v2")):
+    for rel, model in ((SUB01[0], "prettier-edsr-v3-flair"), (SUB01[1], "prettier-edsr-v3")):
         assert default_model(suffix_of(rel)) == model
         meta = json.loads((root / _marker(rel)).read_text())
         assert meta["Model"] == model and meta["ModelWeightsSHA256"] == sha256(resolve_weights(model))
     log = "\n".join(p.read_text() for p in (root / "logs").glob("prettier-bids_*.log"))
-    assert "model prettier-edsr-v2 (" in log and "FLAIR: prettier-edsr-v3-flair (" in log
+    assert "model prettier-edsr-v3 (" in log and "FLAIR: prettier-edsr-v3-flair (" in log
     t1w_before = (root / _marker(SUB01[1])).stat().st_mtime_ns
-    again = run_app(*args, "--model", "prettier-edsr-v2")
+    again = run_app(*args, "--model", "prettier-edsr-v3")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads((root / _marker(SUB01[0])).read_text())["Model"] == "prettier-edsr-v2"
+    assert json.loads((root / _marker(SUB01[0])).read_text())["Model"] == "prettier-edsr-v3"
     assert (root / _marker(SUB01[1])).stat().st_mtime_ns == t1w_before
     reasons = {r["contrast"]: r["reason"] for r in read_tsv(max((root / "logs").glob("summary_*.tsv")))}
     assert reasons == {"FLAIR": "processed in this run", "T1w": "outputs already complete (earlier run)"}

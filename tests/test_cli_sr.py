@@ -92,8 +92,8 @@ def test_unwritable_output_and_missing_weights(thick_nifti, tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize("name, model", [("sub-01_FLAIR.nii.gz", "prettier-edsr-v3-flair"),
-                                         ("sub-01_acq-2d_T1w.nii.gz", "prettier-edsr-v2"),
-                                         ("thick.nii.gz", "prettier-edsr-v2")])
+                                         ("sub-01_acq-2d_T1w.nii.gz", "prettier-edsr-v3"),
+                                         ("thick.nii.gz", "prettier-edsr-v3")])
 def test_default_model_follows_the_contrast_in_the_file_name(thick_nifti, tmp_path, name, model):
     """No --model/--weights: FLAIR inputs get the FLAIR model, any other (or unknown) contrast the default;
     a named model wins for every contrast."""

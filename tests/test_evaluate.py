@@ -116,7 +116,7 @@ def test_prettier_eval_gives_each_contrast_its_default_model(tmp_path):
             "--no-patches", "--threads", "1"]
     assert main(args + ["--out-dir", str(tmp_path / "a")]) == 0
     used = json.loads((tmp_path / "a" / "results.json").read_text())["models"]
-    for c, name in (("FLAIR", "prettier-edsr-v3-flair"), ("T1w", "prettier-edsr-v2")):
+    for c, name in (("FLAIR", "prettier-edsr-v3-flair"), ("T1w", "prettier-edsr-v3")):
         assert used[c] == {"name": name, "sha256": sha256(resolve_weights(name))}
     assert main(args + ["--model", "prettier-edsr-v3", "--out-dir", str(tmp_path / "b")]) == 0
     used = json.loads((tmp_path / "b" / "results.json").read_text())["models"]

@@ -66,4 +66,4 @@ def test_default_model_of_a_contrast():
     from prettier_bids.sr.models import DEFAULT_MODEL, default_model
 
     assert default_model("FLAIR") == default_model("flair") == "prettier-edsr-v3-flair"
-    assert default_model("T1w") == default_model(None) == default_model("thick") == DEFAULT_MODEL == "prettier-edsr-v2"
+    assert default_model("T1w") == default_model(None) == default_model("thick") == DEFAULT_MODEL == "prettier-edsr-v3"

@@ -62,7 +62,7 @@ def build_parser():
     mx = m.add_mutually_exclusive_group()
     mx.add_argument("--model", default=None, metavar="NAME",
                     help="a shipped model for every input (default: each input's contrast gets its own: "
-                         "prettier-edsr-v3-flair for FLAIR, prettier-edsr-v2 for the others)")
+                         "prettier-edsr-v3-flair for FLAIR, prettier-edsr-v3 for the others)")
     mx.add_argument("--weights", default=None, metavar="FILE", help="a weights file (.pt) from prettier-train")
     m.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")

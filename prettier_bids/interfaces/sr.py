@@ -56,7 +56,7 @@ class ValidateImage(SimpleInterface):
 class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="thick-slice NIfTI image")
     method = traits.Enum("model", "cubic", usedefault=True, desc="the network or the cubic baseline")
-    weights = File(exists=True, desc="a weights file (default: the default model, prettier-edsr-v2)")
+    weights = File(exists=True, desc="a weights file (default: the default model, prettier-edsr-v3)")
     slice_thickness = traits.Float(desc="slice thickness in mm (default: the slice spacing)")
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
     device = traits.Str("cpu", usedefault=True, nohash=True)

@@ -2,10 +2,11 @@
 # Issue 12, one lent-GPU call: the arms named in ARMS (default "E2 F2") side by side on one GPU. A short
 # calibration of all of them at once measures s/step; each arm then gets the number of steps that fits the
 # call's remaining time, and --steps makes that the horizon of its cosine schedule, so the schedule ends.
-# usage: [ARMS="E2 F2"] [INIT_<arm>=weights.pt] bash training/v3-gpu/run.sh DATA_ROOT OUT_DIR [SECONDS=540] [RUNS]
-#   E2: arm E's recipe on the shipped split from prettier-edsr-v3; F2/F3: FLAIR only (v3-cpu/split-flair.json)
+# usage: [ARMS="E2 F2"] [INIT_<arm>=weights.pt] [SPLIT_<arm>=split.json] bash training/v3-gpu/run.sh DATA_ROOT OUT_DIR [SECONDS=540] [RUNS]
+#   E2: arm E's recipe on the shipped split from prettier-edsr-v3; F2/F3: FLAIR only (v3-cpu/split-flair.json);
+#   R/Rb: in-plane pairs of every contrast (split-inplane-R.json). SPLIT_<arm> overrides an arm's split.
 #   DATA_ROOT holds hr/ (the splits' train + validation + openms_p07_lesions) and thick/ (their train_inplane).
-#   RUNS defaults to /tmp/prettier-runs/v3-gpu. What comes back: <arm>-last.pt, E2-best.pt, logs.tar.gz, plan.txt.
+#   RUNS defaults to /tmp/prettier-runs/v3-gpu. What comes back: <arm>-last.pt, <arm>-best.pt, logs.tar.gz, plan.txt.
 set -uo pipefail
 DATA=${1:?DATA_ROOT}; OUT=${2:?OUT_DIR}; BUDGET=${3:-540}; RUNS=${4:-/tmp/prettier-runs/v3-gpu}
 ARMS=${ARMS:-E2 F2}
@@ -19,8 +20,10 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_TH
 mkdir -p "$OUT" "$RUNS"
 nvidia-smi -L > "$OUT/gpu.txt" 2>&1
 train() {  # arm out steps minutes [extra args]
-    local arm=$1 split=$ROOT/prettier_bids/data/splits.json init="INIT_$1"
+    local arm=$1 split=$ROOT/prettier_bids/data/splits.json init="INIT_$1" split_var="SPLIT_$1"
     [[ $arm == F* ]] && split=$HERE/../v3-cpu/split-flair.json
+    [[ $arm == R* ]] && split=$HERE/split-inplane-R.json
+    [[ -n ${!split_var:-} ]] && split=${!split_var}
     local extra=(); [[ -n ${!init:-} ]] && extra=(--init-weights "${!init}")
     python3 -m prettier_bids.cli.train --config "$HERE/$arm.json" --split "$split" --data-root "$DATA" --out "$2" \
         --steps "$3" --max-minutes "$4" --threads 2 "${extra[@]}" "${@:5}"
@@ -58,8 +61,8 @@ wait
 logs=(gpu.txt)
 for a in $ARMS; do
     cp "$RUNS/$a/last.pt" "$OUT/$a-last.pt"; cp "$RUNS/$a/log.tsv" "$OUT/$a-log.tsv"; logs+=("cal-$a.log" "$a.log" "$a-log.tsv")
+    [[ -f $RUNS/$a/best.pt ]] && cp "$RUNS/$a/best.pt" "$OUT/$a-best.pt"
 done
-[[ -f $RUNS/E2/best.pt ]] && cp "$RUNS/E2/best.pt" "$OUT/E2-best.pt"
 echo "done in $(( $(date +%s) - T0 )) s" | tee -a "$OUT/plan.txt"
 (cd "$OUT" && cp plan.txt plan-copy.txt && tar czf logs.tar.gz "${logs[@]}" plan-copy.txt && rm -f "${logs[@]}" plan-copy.txt)
 ls -la "$OUT"

@@ -33,7 +33,7 @@ PRESETS = {
 }
 
 #: The model ``prettier-sr`` and the BIDS-App use unless told otherwise...
-DEFAULT_MODEL = "prettier-edsr-v2"
+DEFAULT_MODEL = "prettier-edsr-v3"
 #: ...except for these contrasts (BIDS suffix -> shipped model), when no model or weights file is named.
 CONTRAST_DEFAULTS = {"FLAIR": "prettier-edsr-v3-flair"}
 WEIGHTS_FORMAT = "prettier-weights/1"
