@@ -36,6 +36,7 @@ class Config:
     weights: str | None = None  # a weights file (--weights)
     write_cubic: bool = False
     slice_profile: str = "boxcar"
+    consistency_projection: bool = True  # project model outputs onto the input (--no-consistency-projection)
     device: str = "cpu"
     batch_size: int = 8
     # execution

@@ -138,8 +138,9 @@ def read_json(path):
     return data if isinstance(data, dict) else None
 
 
-def completion(expected, source_uri, weights_sha=None):
-    """``(True, "")`` when every output of an input exists and its marker matches; else ``(False, why)``."""
+def completion(expected, source_uri, weights_sha=None, projected=None):
+    """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash, and
+    whether the output was projected onto the input, where given); else ``(False, why)``."""
     meta = read_json(expected.marker)
     if meta is None:
         return False, "no completion marker"
@@ -147,6 +148,9 @@ def completion(expected, source_uri, weights_sha=None):
         return False, f"{expected.marker.name} was made from another source"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
         return False, f"{expected.marker.name} was made with other model weights"
+    if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:
+        how = "without" if projected else "with"
+        return False, f"{expected.marker.name} was made {how} the projection onto the input"
     missing = [p.name for p in expected.all_files() if not p.is_file()]
     if missing:
         return False, "missing " + ", ".join(missing)

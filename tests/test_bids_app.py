@@ -128,6 +128,7 @@ def test_sidecars(run):
             if desc == "prettier":
                 assert (meta["Model"], meta["ModelWeightsSHA256"]) == ("tiny", sha)
                 assert (meta["ModelVersion"], meta["ModelWeightsFile"]) == ("unversioned", "tiny.pt")
+                assert meta["ProjectedOntoInput"] is True
             else:
                 assert "Model" not in meta and "ModelWeightsSHA256" not in meta
         cmeta = json.loads((run.root / out_name(rel, "consistency", ".json")).read_text())
@@ -261,6 +262,7 @@ def test_group_level(run):
     for r in rows:
         meta = json.loads((run.root / r["file"].replace(".nii.gz", ".json")).read_text())
         assert float(r["ConsistencyPSNR"]) == meta["ConsistencyPSNR"]
+        assert r["ProjectedOntoInput"] == {"prettier": "true", "cubic": "false"}[r["desc"]]
         assert r["source"] == meta["Sources"][0]
         assert r["participant_id"] == r["file"].split("/")[0]
     page = (run.root / "group_qc.html").read_text()

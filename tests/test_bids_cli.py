@@ -164,12 +164,16 @@ def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
     args = build_parser().parse_args(argv + ["--nprocs", "3", "--omp-nthreads", "8"])
     config = Config.from_args(args, argv, **validate(args))
     assert (config.nprocs, config.omp_nthreads) == (3, 3)  # never more threads than processes
+    assert config.consistency_projection is True
+    args = build_parser().parse_args(argv + ["--no-consistency-projection"])
+    assert Config.from_args(args, argv, **validate(args)).consistency_projection is False
     assert not (tmp_path / "out").exists()  # validation and the config create nothing
 
 
-def test_image_workflow_composes_through_input_and_output_nodes(tmp_path):
+def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_weights):
     from prettier_bids.bids import Candidate
     from prettier_bids.config import Config
+    from prettier_bids.sr.reconstruct import LoadedModel
     from prettier_bids.workflows.sr import init_sr_wf
 
     rel = "sub-01/anat/sub-01_FLAIR.nii.gz"
@@ -182,6 +186,12 @@ def test_image_workflow_composes_through_input_and_output_nodes(tmp_path):
     assert [v for _, v, _ in wf._graph.out_edges(inputnode, data=True)] == [wf.get_node("validate")]
     fed = {dst: u.name for u, _, d in wf._graph.in_edges(outputnode, data=True) for _, dst in d["connect"]}
     assert fed == {"out_file": "ds_cubic", "consistency_file": "ds_consistency", "info": "cubic"}
+    # the model node gets the projection setting (hashed: changing it reruns the node)
+    for projection in (True, False):
+        config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", consistency_projection=projection)
+        model = LoadedModel(None, "tiny", str(tiny_weights), "0123")
+        node = init_sr_wf(cand, config, model).get_node("super_resolve")
+        assert node.inputs.project is projection and node.inputs.method == "model"
 
 
 def test_importing_the_cli_loads_no_templateflow():

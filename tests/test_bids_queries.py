@@ -197,6 +197,13 @@ def test_completion_marker_rules(tmp_path):
     assert po.completion(exp, cand.source_uri, "abc") == (True, "")
     assert po.completion(exp, cand.source_uri, "other")[0] is False  # made with other weights
     assert po.completion(exp, "bids:raw:sub-01/anat/other.nii.gz", "abc")[0] is False
+    # outputs made before the projection onto the input existed (no key) are redone when it is on, kept when off
+    assert po.completion(exp, cand.source_uri, "abc", projected=True) == (
+        False, "sub-01_desc-prettier_FLAIR.json was made without the projection onto the input")
+    assert po.completion(exp, cand.source_uri, "abc", projected=False) == (True, "")
+    _write(exp.marker, json.dumps({**good, "ProjectedOntoInput": True}))
+    assert po.completion(exp, cand.source_uri, "abc", projected=True) == (True, "")
+    assert po.completion(exp, cand.source_uri, "abc", projected=False)[0] is False
     exp.niftis["cubic"].unlink()
     done, why = po.completion(exp, cand.source_uri, "abc")
     assert not done and "sub-01_desc-cubic_FLAIR.nii.gz" in why

@@ -27,6 +27,12 @@ def test_model_output_geometry_and_json(thick_nifti, tiny_weights, tmp_path):
     assert len(info["ModelWeightsSHA256"]) == 64
     assert nib.load(cmap).shape == src.shape
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert info["ProjectedOntoInput"] is True
+    raw = tmp_path / "raw.nii.gz"
+    assert main([str(thick_nifti), str(raw), "--weights", str(tiny_weights), "--json", str(meta), "-q",
+                 "--no-consistency-projection"]) == 0
+    assert json.loads(meta.read_text())["ProjectedOntoInput"] is False
+    assert np.abs(nib.load(raw).get_fdata() - img.get_fdata()).max() > 0
 
 
 def test_cubic_method_needs_no_weights(thick_nifti, tmp_path):

@@ -37,7 +37,8 @@ def _ramp():
 def test_evaluate_volume_scores_a_known_error(eps):
     vol, mask = _ramp()
     model = LoadedModel(ScaledCubic(eps).eval(), "scaled-cubic", "", "")
-    scores, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,))
+    scores, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,),
+                                project=False)  # the network's output as it is
     assert [(s.method, s.spacing) for s in scores] == [("cubic", 6), ("model", 6), ("cubic", 4), ("model", 4)]
     # the model's output is (1 + eps) x truth inside the mask: PSNR = -10 log10(eps^2 mean(truth^2))
     expected = psnr_from_mse(eps ** 2 * np.mean(vol[mask].astype(np.float64) ** 2))
@@ -51,6 +52,14 @@ def test_evaluate_volume_scores_a_known_error(eps):
     # doubling the error costs 20 log10(2) = 6.02 dB
     if eps == 2 * EPS:
         assert expected == pytest.approx(psnr_from_mse(EPS ** 2 * np.mean(vol[mask] ** 2.0)) - 6.0206, abs=1e-3)
+    # by default (as in production) the output is projected onto the input: the slab means of the scale
+    # error are taken out, only the 1 mm gap rows at 6/5 mm keep theirs
+    projected, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,))
+    for s, p in zip(scores, projected):
+        if s.method == "model":
+            assert p.psnr > s.psnr + 6 and p.consistency == s.consistency, (s, p)
+        else:
+            assert p.psnr == s.psnr
 
 
 def test_summary_and_headline_are_means_of_the_scores():

@@ -66,4 +66,11 @@ def test_default_model_of_a_contrast():
     from prettier_bids.sr.models import DEFAULT_MODEL, default_model
 
     assert default_model("FLAIR") == default_model("flair") == "prettier-edsr-v3-flair"
+    # the BIDS-App and prettier-eval (ModelSet) follow the same case rule as prettier-sr (default_model)
+    from prettier_bids.sr.reconstruct import LoadedModel, ModelSet
+
+    plain, flair = LoadedModel(None, "plain", "", ""), LoadedModel(None, "flair", "", "")
+    models = ModelSet(plain, {"FLAIR": flair})
+    assert models.for_contrast("FLAIR") is models.for_contrast("flair") is flair
+    assert models.for_contrast("T1w") is models.for_contrast(None) is plain
     assert default_model("T1w") == default_model(None) == default_model("thick") == DEFAULT_MODEL == "prettier-edsr-v3"

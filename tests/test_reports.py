@@ -146,6 +146,9 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
     # the two images share one description (deduplicated by visit_desc)
     assert text.count(sr_description(config, model)) == 1 and "tiny, weights SHA-256 0123456789ab..." in text
     assert "slice profile (gaussian)" in text
+    assert "from the network's output" in text and "projected onto the input" in text
+    raw = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", consistency_projection=False)
+    assert "projected onto the input" not in boilerplate(cands, raw, ModelSet(model))
     # a model per contrast: each image's description names the weights of its own contrast
     flair = LoadedModel(None, "tiny-flair", str(tiny_weights), "fedcba9876543210")
     both = boilerplate({**cands, "02": [_cand(tmp_path, "FLAIR", 5.0)]}, config, ModelSet(model, {"FLAIR": flair}))
@@ -156,5 +159,6 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
     cubic = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", method="cubic")
     assert "interpolated with cubic splines" in boilerplate(cands, cubic)
     assert "PRETTIER approach" not in boilerplate(cands, cubic)
+    assert "projected onto the input" not in boilerplate(cands, cubic)
     doc = citation_text(text)
     assert text.strip() in doc and "### References" in doc and "Lim B, Son S" in doc

@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 
 from prettier_bids.sr import degrade
-from prettier_bids.sr.consistency import check_consistency
+from prettier_bids.sr.consistency import check_consistency, project_onto_input
 from prettier_bids.sr.models import PRESETS, UNetDiscriminatorSN, build_model, count_parameters
 from prettier_bids.sr.preprocess import InputError, find_slice_axis, intensity_scale, restore_intensity
 from prettier_bids.sr.reconstruct import LoadedModel, super_resolve, sweep
@@ -176,6 +176,60 @@ def test_consistency_high_for_truth_and_low_for_wrong():
     assert bad.psnr_db < good.psnr_db - 30 and bad.psnr_db < 35
     assert bad.error_map[10:20, 10:20, 3:5].mean() > 0.1
     assert bad.error_map[:5, :5].max() < 1e-5
+
+
+@pytest.mark.parametrize("t, s, profile", [(5.0, 6.0, "boxcar"), (6.0, 6.0, "boxcar"), (7.5, 6.0, "boxcar"),
+                                            (5.0, 6.0, "gaussian"), (3.0, 3.0, "boxcar")])
+def test_projection_reproduces_the_input_with_the_least_change(t, s, profile):
+    r = int(s)
+    rng = np.random.default_rng(3)
+    hr = smooth_phantom((12, 10, 9 * r))
+    lr = degrade.redegrade(hr, 2, r, s, t, profile) + rng.normal(0, 0.05, (12, 10, 9)).astype(np.float32)
+    p = project_onto_input(hr, lr, 2, r, s, t, profile)
+    w = degrade.redegrade_matrix(9 * r, r, s, t, profile)
+    np.testing.assert_allclose(degrade.apply_along_axis(w, p, 2), lr, atol=1e-5)  # consistent
+    np.testing.assert_allclose(project_onto_input(p, lr, 2, r, s, t, profile), p, atol=1e-5)  # idempotent
+    # least change: the correction lies in the row space of W, so no other consistent volume is closer
+    change = (p - hr).reshape(-1, 9 * r).T
+    coef, *_ = np.linalg.lstsq(w.T, change, rcond=None)
+    np.testing.assert_allclose(w.T @ coef, change, atol=1e-5)
+    if t < s and profile == "boxcar":  # rows in the gaps between slices are untouched
+        gaps = np.flatnonzero(w.sum(axis=0) == 0)
+        assert len(gaps) == 9 and np.array_equal(p[..., gaps], hr[..., gaps])
+
+
+def test_projection_stays_bounded_for_strongly_overlapping_slices():
+    """t = 2 s: W Wᵀ is nearly singular; the exact pseudo-inverse would multiply an alternating residual
+    (noise) by ~100. A smooth residual is still taken out."""
+    r, s, t = 6, 6.0, 12.0
+    hr = np.full((4, 4, 40 * r), 0.5, np.float32)
+    noisy = np.full((4, 4, 40), 0.5, np.float32)
+    noisy[..., ::2] += 0.01
+    assert np.abs(project_onto_input(hr, noisy, 2, r, s, t) - hr).max() < 0.1  # exact pinv: > 0.5
+    offset = degrade.redegrade(smooth_phantom((4, 4, 40 * r)), 2, r, s, t)
+    p = project_onto_input(hr, offset, 2, r, s, t)
+    before, after = (np.abs(degrade.redegrade(v, 2, r, s, t) - offset).mean() for v in (hr, p))
+    assert after < 0.2 * before
+
+
+def test_super_resolve_projects_the_network_output_onto_the_input():
+    img = _lr_image(2, shape=(24, 20, 8), spacing=6.0)
+    model = LoadedModel(build_model("edsr-compact", n_blocks=1, n_feats=8, tail_feats=8)[0].eval(), "random", "", "")
+    raw = super_resolve(img, model=model, batch_size=4, slice_thickness=5.0, project=False)
+    out = super_resolve(img, model=model, batch_size=4, slice_thickness=5.0)
+    assert out.info["ProjectedOntoInput"] is True and raw.info["ProjectedOntoInput"] is False
+    # the QC figures describe the network's output, before the projection
+    assert out.info["ConsistencyPSNR"] == raw.info["ConsistencyPSNR"] < 60
+    np.testing.assert_array_equal(out.consistency_map.get_fdata(), raw.consistency_map.get_fdata())
+    x, o = img.get_fdata(dtype=np.float32), out.image.get_fdata(dtype=np.float32)
+    again = degrade.redegrade(o, 2, 6, 6.0, 5.0)
+    before = degrade.redegrade(raw.image.get_fdata(dtype=np.float32), 2, 6, 6.0, 5.0)
+    # slices none of whose output rows were clipped to the input's intensity range reproduce the input
+    clipped = degrade.redegrade(((o <= x.min()) | (o >= x.max())).astype(np.float32), 2, 6, 6.0, 5.0) > 0
+    assert (~clipped).mean() > 0.5
+    err, err_raw = (np.abs(a - x)[~clipped].max() / x.max() for a in (again, before))
+    assert err < 1e-5 and err_raw > 1e-3
+    assert super_resolve(img, method="cubic").info["ProjectedOntoInput"] is False  # the baseline stays plain
 
 
 def test_slice_axis_detection_and_bad_inputs():

@@ -6,7 +6,8 @@ Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the hel
    ``prettier-eval`` (foreground, closed, filled).
 2. Thick slices are simulated along each axis (default 5 mm slices every 6 mm; ``--settings``
    adds 4/4 and 3/3) with :func:`prettier_bids.sr.evaluate.simulate_case`, reconstructed with
-   cubic and each model through ``super_resolve`` (:func:`prettier_bids.sr.evaluate.reconstruct_case`),
+   cubic and each model through ``super_resolve`` (:func:`prettier_bids.sr.evaluate.reconstruct_case`;
+   model outputs projected onto the input, as by default, unless ``--no-consistency-projection``),
    and compared with the truth over the rows the SR grid covers.
 3. Metrics (:mod:`prettier_bids.sr.lesions`): lesion-region PSNR (mask dilated by 1 voxel),
    median per-lesion contrast kept (lesions >= 10 voxels, 2-voxel ring of brain, other lesions
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import exitcodes
+from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
 
 LOGGER = logging.getLogger("prettier_bids.eval")
@@ -53,6 +55,9 @@ def build_parser():
     p.add_argument("--axes", default="0,1,2", help="slice axes (0 sagittal, 1 coronal, 2 axial)")
     p.add_argument("--settings", default="6:5", help="spacing:thickness pairs in mm (e.g. 6:5,4:4,3:3)")
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
+    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
+                   help="score the network's output as it is, without the projection onto the input slices that "
+                        "prettier-sr and prettier-bids apply by default")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
@@ -70,7 +75,7 @@ def _finite(obj):
     return obj
 
 
-def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu"):
+def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu", project=True):
     """Rows of per-axis metrics for the truth, cubic and each model."""
     from ..sr import lesions as L
     from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
@@ -83,7 +88,7 @@ def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, nam
             outs, secs = {}, {}
             for label, model in methods.items():
                 t0 = time.time()
-                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device)
+                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device, project)
                 secs[label] = time.time() - t0
             n = min(o.shape[axis] for o in outs.values())
             take = lambda a: np.take(a, idx[:n], axis=axis)  # noqa: E731
@@ -183,7 +188,7 @@ def main(argv=None):
             return exitcodes.DATAERR
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
-                              device=args.device)
+                              device=args.device, project=args.project)
     table = summarise(rows)
     text = "\n".join([
         "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",
@@ -193,7 +198,7 @@ def main(argv=None):
         f"lesions >= {L.CONTRAST_MIN_VOXELS} voxels. Protocol: prettier_bids/cli/eval_lesions.py.", "",
         markdown(table), "",
         "Models: " + ", ".join(f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
-        + f"; total {time.time() - t_all:.0f} s."])
+        + f"; {projection_note(args.project)}; total {time.time() - t_all:.0f} s."])
     print(text)
     if args.out_dir:
         out = Path(args.out_dir)
@@ -201,7 +206,7 @@ def main(argv=None):
         write_text_atomic(text + "\n", out / "lesions.md")
         payload = {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
                    "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
-                   "seconds": time.time() - t_all}
+                   "projected": args.project, "seconds": time.time() - t_all}
         write_text_atomic(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", out / "lesions.json")
     return exitcodes.OK
 

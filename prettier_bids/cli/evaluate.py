@@ -30,6 +30,9 @@ def build_parser():
     p.add_argument("--settings", default="6:5,4:4,3:3", help="spacing:thickness pairs in mm")
     p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
+    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
+                   help="score the network's output as it is, without the projection onto the input slices that "
+                        "prettier-sr and prettier-bids apply by default")
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
@@ -48,6 +51,7 @@ def main(argv=None):
     import torch
 
     from ..sr import evaluate as ev
+    from ..sr.consistency import projection_note
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
     from ..sr.reconstruct import load_model_set
@@ -82,7 +86,8 @@ def main(argv=None):
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
             keep = (2, 6.0) if out_dir else None
             s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
-                                            settings, axes, args.batch_size, keep_example=keep)
+                                            settings, axes, args.batch_size, keep_example=keep,
+                                            project=args.project)
             scores += s
             if example is not None and out_dir:
                 ev.save_figure(example, out_dir / f"figure_{Path(entry['file']).name.split('.')[0]}.png",
@@ -103,14 +108,15 @@ def main(argv=None):
         md += ["", "## Patches, 5/6 mm (paper Table 2)", "", ev.markdown_patch_table(patches)]
     used = {c: models.for_contrast(c) for c in test}
     md += ["", "; ".join(f"{c}: model {m.name} sha256 {m.sha256[:12]}" for c, m in used.items())
-           + f"; {time.time() - t0:.0f} s"]
+           + f"; {projection_note(args.project)}; {time.time() - t0:.0f} s"]
     text = "\n".join(md)
     print(text)
     if out_dir:
         (out_dir / "tables.md").write_text(text + "\n")
         (out_dir / "results.json").write_text(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head, "patches": patches,
-             "models": {c: {"name": m.name, "sha256": m.sha256} for c, m in used.items()}},
+             "models": {c: {"name": m.name, "sha256": m.sha256} for c, m in used.items()},
+             "projected": args.project},
             indent=2, default=float))
     return exitcodes.OK
 

@@ -68,7 +68,10 @@ def build_parser():
                    help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")
     m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")
     m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
-                   help="slice profile for the consistency check (default: boxcar)")
+                   help="slice profile for the consistency check and projection (default: boxcar)")
+    m.add_argument("--no-consistency-projection", dest="consistency_projection", action="store_false",
+                   help="keep the network's output as it is (default: project it onto the input, the least "
+                        "change that makes the output reproduce the input slices under the slice profile)")
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")

@@ -129,7 +129,7 @@ def participant(config, models):
     clean_stale_temporaries(root, subjects)
     expected = {c.relpath: expected_outputs(c, root, config.method, config.write_cubic)
                 for c in cands if c.status == "selected"}
-    todo = skip_complete(cands, expected, models)
+    todo = skip_complete(cands, expected, models, config)
     ok = process(todo, expected, models, config) if todo else True
 
     flagged = []
@@ -169,21 +169,24 @@ def participant(config, models):
     return exitcodes.OK
 
 
-def weights_sha(models, cand):
-    """The hash of the weights that make ``cand``'s outputs (None for ``--method cubic``)."""
-    return models.for_contrast(cand.contrast).sha256 if models is not None else None
+def made_with(models, cand, config):
+    """What ``cand``'s outputs must have been made with to count as done: (the hash of its weights, whether
+    they are projected onto the input); (None, None) for ``--method cubic``."""
+    if models is None:
+        return None, None
+    return models.for_contrast(cand.contrast).sha256, bool(config.consistency_projection)
 
 
-def skip_complete(cands, expected, models):
-    """Mark inputs whose outputs are complete (made by the weights of their contrast) as done; return the
-    others by participant."""
+def skip_complete(cands, expected, models, config):
+    """Mark inputs whose outputs are complete (made by the weights of their contrast, with this run's projection
+    setting) as done; return the others by participant."""
     from ..outputs import completion
 
     todo = {}
     for cand in cands:
         if cand.status != "selected":
             continue
-        done, why = completion(expected[cand.relpath], cand.source_uri, weights_sha(models, cand))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
@@ -206,7 +209,7 @@ def process(todo, expected, models, config):
                        exitcodes.CANTCREAT) from None
     ok = execution.run_workflow(init_main_wf(todo, config, models), config)
     for cand in (c for cands in todo.values() for c in cands):
-        done, why = completion(expected[cand.relpath], cand.source_uri, weights_sha(models, cand))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
         if done:
             cand.status, cand.reason = "done", "processed in this run"
         else:

@@ -46,7 +46,11 @@ def build_parser():
     p.add_argument("--slice-thickness", type=finite_float(*THICKNESS_RANGE_MM), default=None, metavar="MM",
                    help="slice thickness in mm (default: equal to the slice spacing, i.e. no gap); used by the "
                         "consistency check and by conditioned models")
-    p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar")
+    p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
+                   help="slice profile for the consistency check and projection (default: boxcar)")
+    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
+                   help="keep the network's output as it is (default: project it onto the input, the least "
+                        "change that makes the output reproduce the input slices under the slice profile)")
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")
@@ -131,7 +135,7 @@ def _main(args):
     try:
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
                             profile=args.slice_profile, force=args.force, device=args.device,
-                            batch_size=args.batch_size, progress=Progress(args.quiet))
+                            batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project)
     except AlreadyHighResolution as exc:
         return _error(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR)
     except InputError as exc:

@@ -59,6 +59,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     weights = File(exists=True, desc="a weights file (default: the default model, prettier-edsr-v3)")
     slice_thickness = traits.Float(desc="slice thickness in mm (default: the slice spacing)")
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
+    project = traits.Bool(True, usedefault=True, desc="project the network's output onto the input slices")
     device = traits.Str("cpu", usedefault=True, nohash=True)
     batch_size = traits.Int(8, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
@@ -100,7 +101,7 @@ class SuperResolve(SimpleInterface):
         img = nib.load(self.inputs.in_file)
         res = super_resolve(img, model=model, method=self.inputs.method, slice_thickness=thickness,
                             profile=self.inputs.slice_profile, device=self.inputs.device,
-                            batch_size=self.inputs.batch_size)
+                            batch_size=self.inputs.batch_size, project=self.inputs.project)
         info = dict(res.info)
         if model is not None:
             meta = model.meta or {}

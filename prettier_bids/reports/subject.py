@@ -35,7 +35,8 @@ QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelS
            ("Slice spacing / thickness (mm)", None), ("Upsampling factor", "UpsamplingFactor"),
            ("Output voxel size (mm)", "OutputVoxelSize"), ("Consistency PSNR (dB)", "ConsistencyPSNR"),
            ("Voxels with error > 10 %", "ConsistencyFractionAbove10pct"), ("Model", "Model"),
-           ("Weights SHA-256", "ModelWeightsSHA256"), ("Runtime (s)", "RuntimeSeconds")]
+           ("Weights SHA-256", "ModelWeightsSHA256"), ("Projected onto the input", "ProjectedOntoInput"),
+           ("Runtime (s)", "RuntimeSeconds")]
 
 
 def _fmt(value):

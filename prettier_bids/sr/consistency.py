@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .degrade import redegrade
+from .degrade import apply_along_axis, redegrade, redegrade_matrix
 from .metrics import psnr_from_mse
 from .preprocess import foreground_threshold
 
@@ -21,6 +21,12 @@ MAX_PSNR_DB = 100.0
 #: normal outputs of the default model lie far above it; the all-negative failure this guards against
 #: gave -31 dB.
 CONSISTENCY_PSNR_FLOOR_DB = 20.0
+#: Eigenvalues of ``W Wᵀ`` below this fraction of the largest are left out of the projection onto the input:
+#: it is then exact for every profile of slices that overlap by less than half a spacing (boxcar up to t = 1.5 s,
+#: gaussian FWHM up to t = s), and strongly overlapping slices (t = 2 s) get a bounded correction (at most
+#: ~7x the residual) instead of an unstable one (~100x). Measured on p19 FLAIR with 2 % noise:
+#: ``benchmarks/results/projection/README.md``.
+PROJECTION_RCOND = 0.1
 
 
 def qc_flags(psnr_db, floor_db=None):
@@ -50,3 +56,27 @@ def check_consistency(sr_scaled, lr_scaled, axis, factor, spacing, thickness, pr
         mask = np.ones_like(lr_scaled, dtype=bool)
     mse = float(np.mean(err[mask] ** 2))
     return Consistency(psnr_db=psnr_from_mse(mse, 1.0, max_db=MAX_PSNR_DB), error_map=err, frac_above_10pct=float(np.mean(err[mask] > 0.1)))
+
+
+def project_onto_input(hr_scaled, lr_scaled, axis, factor, spacing, thickness, profile="boxcar"):
+    """The closest volume to ``hr_scaled`` (least squares) that reproduces the input exactly under the
+    forward model: ``x + Wᵀ (W Wᵀ)⁺ (y - W x)`` along the slice axis, ``W`` = :func:`redegrade_matrix`
+    (pseudo-inverse without the eigenvalues below :data:`PROJECTION_RCOND` of the largest).
+
+    For boxcar slices that do not overlap (thickness <= spacing) this adds to every output row the residual
+    of the slice that covers it, and rows in the gaps between slices are unchanged: only each slice's mean
+    changes, to the mean the scanner measured. Intensity that the network took from a slice (a dimmed
+    lesion) or added to it is given back or taken away evenly over the slice's rows; structure within a
+    slice that keeps its mean is left as the network made it. On p19 FLAIR the steps this adds between
+    slices are ~1 % of the row-to-row differences (``benchmarks/results/projection/README.md``).
+    """
+    w = redegrade_matrix(hr_scaled.shape[axis], factor, spacing, thickness, profile).astype(np.float64)
+    residual = lr_scaled - apply_along_axis(w.astype(np.float32), hr_scaled, axis)
+    back = (w.T @ np.linalg.pinv(w @ w.T, rcond=PROJECTION_RCOND, hermitian=True)).astype(np.float32)
+    return (hr_scaled + apply_along_axis(back, residual, axis)).astype(np.float32)
+
+
+def projection_note(projected):
+    """How benchmark tables say whether the model's outputs were projected onto the input."""
+    return ("model outputs projected onto the input slices (the default)" if projected
+            else "model outputs as the network gave them (no projection onto the input)")

@@ -148,12 +148,17 @@ def target_grid(lr_shape, lr_affine, axis, factor):
     return tuple(shape), np.asarray(lr_affine, dtype=np.float64) @ m
 
 
+def redegrade_matrix(n_rows, factor, spacing, thickness, profile="boxcar"):
+    """Forward model on the output grid: matrix (n_rows // factor x n_rows) taking the ``n_rows`` SR rows
+    (``spacing / factor`` mm apart) to the input's slices, whose centres lie on :func:`slice_rows`."""
+    n_lr = n_rows // factor
+    h = spacing / factor
+    return profile_matrix(n_rows, h, slice_rows(n_lr, factor) * h, thickness, profile)
+
+
 def redegrade(hr_volume, axis, factor, spacing, thickness, profile="boxcar"):
     """Degrade an SR volume back onto its input's slices (the forward model on the output grid)."""
-    n_lr = hr_volume.shape[axis] // factor
-    h = spacing / factor
-    centres = slice_rows(n_lr, factor) * h
-    w = profile_matrix(hr_volume.shape[axis], h, centres, thickness, profile)
+    w = redegrade_matrix(hr_volume.shape[axis], factor, spacing, thickness, profile)
     return apply_along_axis(w, hr_volume, axis)
 
 

@@ -20,9 +20,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .consistency import check_consistency, qc_flags
+from .consistency import check_consistency, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
-from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, load_weights, resolve_weights, sha256
+from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
 from .models.common import condition_features
 from .preprocess import (
     SCALE_PERCENTILE,
@@ -159,12 +159,13 @@ def load_model(name=None, weights=None, device="cpu"):
 
 @dataclass
 class ModelSet:
-    """The model each contrast gets: its entry in ``by_contrast``, else ``default``."""
+    """The model each contrast gets: its entry in ``by_contrast`` (keys spelled as in
+    ``models.CONTRAST_DEFAULTS``; contrasts matched in any case), else ``default``."""
     default: LoadedModel
     by_contrast: dict = field(default_factory=dict)
 
     def for_contrast(self, contrast):
-        return self.by_contrast.get(contrast, self.default)
+        return self.by_contrast.get(canonical_contrast(contrast), self.default)
 
     def describe(self):
         """``name (path, sha256 prefix)`` of the default, then ``contrast: name (...)`` of each exception."""
@@ -182,7 +183,8 @@ def load_model_set(name=None, weights=None, device="cpu", contrasts=None):
     Raises WeightsError (one line)."""
     if name or weights:
         return ModelSet(load_model(name, weights, device))
-    own = {c: n for c, n in CONTRAST_DEFAULTS.items() if contrasts is None or c in contrasts}
+    wanted = None if contrasts is None else {canonical_contrast(c) for c in contrasts}
+    own = {c: n for c, n in CONTRAST_DEFAULTS.items() if wanted is None or c in wanted}
     return ModelSet(load_model(DEFAULT_MODEL, device=device),
                     {c: load_model(n, device=device) for c, n in own.items()})
 
@@ -262,12 +264,15 @@ def conform_header(img):
 
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
-                  device="cpu", batch_size=8, precision="fp32", progress=None):
+                  device="cpu", batch_size=8, precision="fp32", progress=None, project=True):
     """Super-resolve a thick-slice NIfTI image to a ~1 mm grid covering the same field of view.
 
     ``model`` is a :class:`LoadedModel` (see :func:`load_model`); ``method="cubic"`` writes the
-    cubic-spline baseline on the same grid instead. Returns an :class:`SRResult` whose ``info``
-    describes geometry, intensity scaling, consistency and timing (for JSON sidecars).
+    cubic-spline baseline on the same grid instead. With ``project`` (the default), the network's output
+    is then projected onto the input (:func:`consistency.project_onto_input`), so that it reproduces the
+    input slices under the slice profile; the consistency PSNR and map, and the QC flags, describe the
+    network's output before that step. Returns an :class:`SRResult` whose ``info`` describes geometry,
+    intensity scaling, consistency and timing (for JSON sidecars).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
@@ -300,6 +305,9 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
     assert hr.shape == hr_shape, (hr.shape, hr_shape)
     cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
+    projected = bool(project and method == "model")
+    if projected:
+        hr = project_onto_input(hr, x, axis, factor, spacing, thickness, profile)
     out = restore_intensity(hr, scale, data, ref_dtype, offset)
     image = make_like(out, hr_affine, img)
     cmap = make_like(cons.error_map.astype(np.float32), work_affine, img)
@@ -320,6 +328,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale), "Offset": float(offset),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
         "ConsistencyPSNR": round(cons.psnr_db, 3),
+        "ProjectedOntoInput": projected,
         "QCFlags": qc_flags(cons.psnr_db),
         "HeaderWarnings": header_warnings(img),
         "ConsistencyFractionAbove10pct": round(cons.frac_above_10pct, 5),

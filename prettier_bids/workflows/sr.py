@@ -59,10 +59,14 @@ def _mem_gb(cand):
 SR_DESC = """\
 {scope} was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
 Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
-Data consistency was checked by re-simulating the thick slices from the output with the acquisition's
+Data consistency was checked by re-simulating the thick slices from the {checked} with the acquisition's
 slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
-JSON sidecar).
+JSON sidecar).{projected}
 """
+PROJECTED_DESC = """
+The network's output was then projected onto the input: the least-squares smallest change that makes the
+re-simulated slices equal the input slices, so that each output slab keeps the mean intensity the scanner
+measured."""
 
 
 def sr_description(config, model=None, scope=None):
@@ -76,8 +80,10 @@ def sr_description(config, model=None, scope=None):
                "directions, the two results averaged")
     else:
         how = "interpolated with cubic splines"
+    projected = config.method == "model" and config.consistency_projection
     return SR_DESC.format(scope=scope or "Each image", how=how, profile=config.slice_profile,
-                          percentile=SCALE_PERCENTILE)
+                          percentile=SCALE_PERCENTILE, checked="network's output" if projected else "output",
+                          projected=PROJECTED_DESC if projected else "")
 
 
 def init_sr_wf(cand, config, model=None, name=None, scope=None):
@@ -125,7 +131,7 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     wf.connect([(validate, cubic, [("out_file", "in_file")])])
     if config.method == "model":
         main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
-                                 num_threads=config.omp_nthreads, **common),
+                                 num_threads=config.omp_nthreads, project=config.consistency_projection, **common),
                     name="super_resolve", n_procs=config.omp_nthreads, mem_gb=mem)
         wf.connect([(validate, main, [("out_file", "in_file")])])
     else:

@@ -55,11 +55,18 @@ def build_model(arch_or_preset, **overrides):
     return ARCHS[arch](**cfg), arch, cfg
 
 
+def canonical_contrast(contrast):
+    """``contrast`` (a BIDS suffix, any case) spelled as in ``CONTRAST_DEFAULTS``, or unchanged when it has no
+    model of its own: the one case rule for which contrast gets which model (``default_model``, and
+    ``reconstruct.ModelSet``)."""
+    wanted = (contrast or "").lower()
+    return next((c for c in CONTRAST_DEFAULTS if c.lower() == wanted), contrast)
+
+
 def default_model(contrast=None):
     """The shipped model an image of ``contrast`` (a BIDS suffix, any case; None: unknown) gets when none is
     named."""
-    wanted = (contrast or "").lower()
-    return next((m for c, m in CONTRAST_DEFAULTS.items() if c.lower() == wanted), DEFAULT_MODEL)
+    return CONTRAST_DEFAULTS.get(canonical_contrast(contrast), DEFAULT_MODEL)
 
 
 def weights_dir():
