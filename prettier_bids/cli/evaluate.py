@@ -105,7 +105,8 @@ def main(argv=None):
         patches = {}
         for contrast, cvols in vols.items():
             patches.update(ev.evaluate_patches({contrast: cvols}, models.for_contrast(contrast)))
-        md += ["", "## Patches, 5/6 mm (paper Table 2)", "", ev.markdown_patch_table(patches)]
+        md += ["", "## Patches, 5/6 mm (paper Table 2; the network's output, never projected)", "",
+               ev.markdown_patch_table(patches)]
     used = {c: models.for_contrast(c) for c in test}
     md += ["", "; ".join(f"{c}: model {m.name} sha256 {m.sha256[:12]}" for c, m in used.items())
            + f"; {projection_note(args.project)}; {time.time() - t0:.0f} s"]

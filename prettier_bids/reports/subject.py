@@ -40,6 +40,8 @@ QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelS
 
 
 def _fmt(value):
+    if isinstance(value, bool):  # as in the JSON sidecars
+        return "true" if value else "false"
     if isinstance(value, list):
         return " x ".join(_fmt(v) for v in value)
     if isinstance(value, float):

@@ -63,13 +63,17 @@ def project_onto_input(hr_scaled, lr_scaled, axis, factor, spacing, thickness, p
     forward model: ``x + Wᵀ (W Wᵀ)⁺ (y - W x)`` along the slice axis, ``W`` = :func:`redegrade_matrix`
     (pseudo-inverse without the eigenvalues below :data:`PROJECTION_RCOND` of the largest).
 
-    For boxcar slices that do not overlap (thickness <= spacing) this adds to every output row the residual
-    of the slice that covers it, and rows in the gaps between slices are unchanged: only each slice's mean
-    changes, to the mean the scanner measured. Intensity that the network took from a slice (a dimmed
+    For boxcar slices that do not overlap (thickness <= spacing) each slice's residual is spread over the rows
+    it covers, in proportion to how much of each row it covers (evenly when it covers whole rows), and rows
+    in the gaps between slices are unchanged: only each slice's mean changes, to the mean the scanner
+    measured. Intensity that the network took from a slice (a dimmed
     lesion) or added to it is given back or taken away evenly over the slice's rows; structure within a
     slice that keeps its mean is left as the network made it. On p19 FLAIR the steps this adds between
     slices are ~1 % of the row-to-row differences (``benchmarks/results/projection/README.md``).
     """
+    if hr_scaled.shape[axis] < factor or lr_scaled.shape[axis] != hr_scaled.shape[axis] // factor:
+        raise ValueError(f"{hr_scaled.shape[axis]} output rows at factor {factor} do not match "
+                         f"{lr_scaled.shape[axis]} input slices")
     w = redegrade_matrix(hr_scaled.shape[axis], factor, spacing, thickness, profile).astype(np.float64)
     residual = lr_scaled - apply_along_axis(w.astype(np.float32), hr_scaled, axis)
     back = (w.T @ np.linalg.pinv(w @ w.T, rcond=PROJECTION_RCOND, hermitian=True)).astype(np.float32)

@@ -34,7 +34,8 @@ from ..sr.preprocess import SCALE_PERCENTILE
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
-                    "IntensityScale", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "QCFlags"]
+                    "IntensityScale", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "QCFlags",
+                    "ProjectedOntoInput"]
 
 
 def safe_name(text):

@@ -2,7 +2,7 @@
 
     python benchmarks/results/projection/overlap_check.py --data-root ../shared/data
 
-Thick slices every 6 mm of thickness 5, 6 (gaussian), 9 and 12 mm are simulated along z, Gaussian noise of
+Slices every 6 mm of thickness 1.5, 5, 6 (gaussian), 9, 12 and 15 (gaussian) mm are simulated along z, Gaussian noise of
 2 % of the intensity scale is added inside the head, and ``prettier-edsr-v3-flair``'s output is scored (brain
 PSNR against the 1 mm truth) as it is and after the projection with the pseudo-inverse cut at ``rcond``
 (``consistency.PROJECTION_RCOND`` = 0.1 is shipped; 1e-12 is the exact pseudo-inverse).
@@ -21,7 +21,7 @@ from prettier_bids.sr.patches import load_training_volume
 from prettier_bids.sr.reconstruct import load_model, super_resolve
 
 CASES = [(9.0, "boxcar", 0.0), (9.0, "boxcar", 0.02), (12.0, "boxcar", 0.02), (6.0, "gaussian", 0.02),
-         (5.0, "boxcar", 0.02)]
+         (5.0, "boxcar", 0.02), (1.5, "boxcar", 0.02), (15.0, "gaussian", 0.02)]
 
 
 def main():
