@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from prettier_bids import exitcodes
+from prettier_bids.cli.options import add_projection_option
 from prettier_bids.sr.consistency import project_onto_input, projection_note
 from prettier_bids.sr.degrade import apply_along_axis, upsampling_factor
 from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
@@ -184,9 +185,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
-    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
-                   help="score the network's output as it is, without the projection onto the input that "
-                        "super_resolve applies by default")
+    add_projection_option(p, scoring=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch

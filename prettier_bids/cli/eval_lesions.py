@@ -32,6 +32,7 @@ import numpy as np
 from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
+from .options import add_projection_option
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -55,9 +56,7 @@ def build_parser():
     p.add_argument("--axes", default="0,1,2", help="slice axes (0 sagittal, 1 coronal, 2 axial)")
     p.add_argument("--settings", default="6:5", help="spacing:thickness pairs in mm (e.g. 6:5,4:4,3:3)")
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
-    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
-                   help="score the network's output as it is, without the projection onto the input slices that "
-                        "prettier-sr and prettier-bids apply by default")
+    add_projection_option(p, scoring=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")

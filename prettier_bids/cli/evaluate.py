@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import __version__, exitcodes
-from .options import UsageParser
+from .options import UsageParser, add_projection_option
 
 
 def build_parser():
@@ -30,9 +30,7 @@ def build_parser():
     p.add_argument("--settings", default="6:5,4:4,3:3", help="spacing:thickness pairs in mm")
     p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
-    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
-                   help="score the network's output as it is, without the projection onto the input slices that "
-                        "prettier-sr and prettier-bids apply by default")
+    add_projection_option(p, scoring=True)
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)

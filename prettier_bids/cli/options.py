@@ -31,6 +31,17 @@ def error(prog, msg, code):
     return code
 
 
+def add_projection_option(parser, dest="project", scoring=False):
+    """``--no-consistency-projection`` (stored ``False`` in ``dest``): the one spelling of the switch that turns
+    off the projection of a model's output onto its input, in the commands that make outputs and in those
+    that score them (``scoring``)."""
+    help_ = ("score the network's output as it is, without the projection onto the input slices that "
+             "prettier-sr and prettier-bids apply by default" if scoring else
+             "keep the network's output as it is (default: project it onto the input, the least change that "
+             "makes the output reproduce the input slices under the slice profile)")
+    parser.add_argument("--no-consistency-projection", dest=dest, action="store_false", help=help_)
+
+
 class UsageParser(argparse.ArgumentParser):
     """Usage errors as one line and exit code 64 (argparse's default is the usage block + exit 2)."""
 

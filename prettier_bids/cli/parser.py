@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import __version__, exitcodes
 from ..config import PROG
-from .options import CLIError, UsageParser, device, finite_float, positive_int
+from .options import CLIError, UsageParser, add_projection_option, device, finite_float, positive_int
 
 LEVELS = ("participant", "group")
 CONTRASTS = ("FLAIR", "T1w", "T2w")
@@ -69,9 +69,7 @@ def build_parser():
     m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")
     m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
-    m.add_argument("--no-consistency-projection", dest="consistency_projection", action="store_false",
-                   help="keep the network's output as it is (default: project it onto the input, the least "
-                        "change that makes the output reproduce the input slices under the slice profile)")
+    add_projection_option(m, dest="consistency_projection")
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")

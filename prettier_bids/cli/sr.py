@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from .options import (
     UsageParser,
+    add_projection_option,
     check_device_available,
     device,
     error,
@@ -48,9 +49,7 @@ def build_parser():
                         "consistency check and by conditioned models")
     p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
-    p.add_argument("--no-consistency-projection", dest="project", action="store_false",
-                   help="keep the network's output as it is (default: project it onto the input, the least "
-                        "change that makes the output reproduce the input slices under the slice profile)")
+    add_projection_option(p)
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")

@@ -14,11 +14,11 @@ from .. import __version__
 from ..naming import main_descs, nifti_of, parse_entities
 from ..outputs import read_json
 from ..sr.io import write_text_atomic
-from .subject import CSS
+from .subject import CSS, json_bool
 
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
-           "ModelWeightsSHA256", "ProjectedOntoInput", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness", "UpsamplingFactor",
-           "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
+           "ModelWeightsSHA256", "ProjectedOntoInput", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness",
+           "UpsamplingFactor", "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
            "RuntimeSeconds", "QCFlags", "flag"]
 #: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
 FLAG_MADS = 3.0
@@ -45,8 +45,7 @@ def collect_rows(root, participants=None):
             for key in COLUMNS[6:-1]:
                 value = meta.get(key, "n/a")
                 sep = "; " if key == "QCFlags" else "x"
-                if isinstance(value, bool):  # as in the JSON sidecars
-                    value = "true" if value else "false"
+                value = json_bool(value)
                 row[key] = (sep.join(str(v) for v in value) or "n/a") if isinstance(value, list) else value
             rows.append(row)
     _flag(rows)

@@ -39,9 +39,14 @@ QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelS
            ("Runtime (s)", "RuntimeSeconds")]
 
 
+def json_bool(value):
+    """A sidecar boolean as the JSON sidecars spell it (``true``/``false``); other values unchanged."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
 def _fmt(value):
-    if isinstance(value, bool):  # as in the JSON sidecars
-        return "true" if value else "false"
+    if isinstance(value, bool):
+        return json_bool(value)
     if isinstance(value, list):
         return " x ".join(_fmt(v) for v in value)
     if isinstance(value, float):
