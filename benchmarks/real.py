@@ -44,13 +44,14 @@ import numpy as np
 from scipy import ndimage
 
 from prettier_bids import exitcodes
-from prettier_bids.cli.options import add_projection_option
+from prettier_bids.cli.options import add_precision_option, add_projection_option
 from prettier_bids.sr.consistency import project_onto_input, projection_note
 from prettier_bids.sr.degrade import apply_along_axis, upsampling_factor
 from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
 from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import psnr
 from prettier_bids.sr.preprocess import find_slice_axis, intensity_scale, voxel_sizes, working_grid
+from prettier_bids.sr.precision import precision_note, resolve_precision
 from prettier_bids.sr.reconstruct import cubic_array, load_models, load_volume, super_resolve_array
 
 LOGGER = logging.getLogger("prettier_bids.eval")
@@ -104,7 +105,7 @@ def prepare(path):
     return np.ascontiguousarray(x[tuple(box)]), axis, float(zooms[axis]), zooms
 
 
-def evaluate_scan(path, models, batch_size=8, device="cpu", project=True):
+def evaluate_scan(path, models, batch_size=8, device="cpu", project=True, precision="auto"):
     x, axis, s, zooms = prepare(path)
     merged = merge_adjacent_slices(x, axis)
     factor = upsampling_factor(2 * s)
@@ -121,7 +122,8 @@ def evaluate_scan(path, models, batch_size=8, device="cpu", project=True):
             hr = cubic_array(merged, axis, factor)
         else:
             # merged slices: twice the spacing and (contiguous slices assumed) twice the thickness
-            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device, thickness_ratio=1.0)
+            hr = super_resolve_array(merged, axis, factor, model.model, batch_size, device, precision,
+                                     thickness_ratio=1.0)
             if project:  # as super_resolve does by default
                 hr = project_onto_input(hr, merged, axis, factor, 2 * s, 2 * s)
         pred = apply_along_axis(w, hr, axis)
@@ -186,6 +188,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
     add_projection_option(p, scoring=True)
+    add_precision_option(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
@@ -207,25 +210,26 @@ def main(argv=None):
     t0 = time.time()
     rows = []
     for q in scans:
-        rows.append(evaluate_scan(q, models, args.batch_size, args.device, args.project))
-        text = write_results(rows, models, args.out_dir, t0, args.project)
+        rows.append(evaluate_scan(q, models, args.batch_size, args.device, args.project, args.precision))
+        text = write_results(rows, models, args.out_dir, t0, args.project, args.precision, args.device)
     print(text)
     return exitcodes.OK
 
 
-def write_results(rows, models, out_dir, t0, projected=True):
+def write_results(rows, models, out_dir, t0, projected=True, precision="auto", device="cpu"):
     text = "\n".join(["## Real-scan benchmark (issue 12): adjacent slices merged, originals recovered", "",
                       "Protocol: benchmarks/real.py docstring (pairs of real slices averaged -> 2t/2s; cubic and "
                       "model on the same production SR grid; averaged over the original slabs; compared with the "
                       "real slices in a head mask).", "", markdown(rows, list(models)), "",
                       "Models: " + ", ".join(f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
-                      + f"; {projection_note(projected)}; total {time.time() - t0:.0f} s."])
+                      + f"; {projection_note(projected)}; {precision_note(precision, device)}; "
+                      f"total {time.time() - t0:.0f} s."])
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(text + "\n", out / "real.md")
         payload = {"rows": rows, "models": {m.name: m.sha256 for m in models.values()}, "projected": projected,
-                   "seconds": time.time() - t0}
+                   "precision": resolve_precision(precision, device), "seconds": time.time() - t0}
         write_text_atomic(json.dumps(payload, indent=2, default=float) + "\n", out / "real.json")
     return text
 

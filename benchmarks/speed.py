@@ -1,6 +1,10 @@
 """Speed benchmark: wall time and peak RSS per clinical volume, default model vs paper EDSR vs cubic.
 
-    python benchmarks/speed.py [--threads 2] [--shape 256 256 24] [--zooms 0.9 0.9 6]
+    python benchmarks/speed.py [--threads 2] [--shape 256 256 24] [--zooms 0.9 0.9 6] [--precision auto]
+
+A method may name its network arithmetic after ``@`` (``default@fp32``, ``model:NAME@bf16``) to compare both
+in one run; otherwise ``--precision`` (default ``auto``, what prettier-sr and prettier-bids run: bf16 where the
+CPU computes it natively, else fp32) applies. The table gives the arithmetic that ran.
 
 Each method runs in its own subprocess (so peak RSS is its own). The default model is the shipped
 weights when installed (else the same architecture, randomly initialised: speed does not depend on
@@ -19,6 +23,8 @@ import time
 
 import numpy as np
 
+from prettier_bids.sr.precision import PRECISIONS
+
 
 def synthetic_clinical(shape, zooms, seed=0):
     import nibabel as nib
@@ -29,15 +35,25 @@ def synthetic_clinical(shape, zooms, seed=0):
     return nib.Nifti1Image(data.astype(np.int16), np.diag(list(zooms) + [1.0]))
 
 
-def run_one(method, shape, zooms, threads, batch_size, paper_windows):
+def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision="auto"):
     import torch
 
     from prettier_bids.sr.models import build_model
-    from prettier_bids.sr.reconstruct import LoadedModel, load_model, prepare_for_inference, super_resolve, sweep
+    from prettier_bids.sr.reconstruct import (
+        LoadedModel,
+        load_model,
+        prepare_for_inference,
+        resolve_precision,
+        super_resolve,
+        sweep,
+    )
 
     torch.set_num_threads(threads)
     img = synthetic_clinical(shape, zooms)
     out = {"method": method}
+    method, _, named = method.partition("@")
+    precision = named or precision
+    out["precision"] = resolve_precision(precision) if method != "cubic" else "fp32"
     t0 = time.time()
     if method == "cubic":
         res = super_resolve(img, method="cubic")
@@ -55,7 +71,7 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
             model = LoadedModel(net, "edsr-compact (random init)", "", "")
             out["weights"] = "random init (no shipped weights)"
         t0 = time.time()
-        res = super_resolve(img, model=model, batch_size=batch_size)
+        res = super_resolve(img, model=model, batch_size=batch_size, precision=precision)
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
     elif method == "paper":
@@ -64,9 +80,9 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows):
         factor = int(round(zooms[axis]))
         n_windows = sum(shape[a] - 2 for a in range(3) if a != axis)
         planes = np.random.default_rng(0).random((paper_windows + 2, shape[axis], shape[1])).astype(np.float32)
-        sweep(planes[:3], model, factor, batch_size=1)  # warm-up
+        sweep(planes[:3], model, factor, batch_size=1, precision=precision)  # warm-up
         t0 = time.time()
-        sweep(planes, model, factor, batch_size=min(batch_size, paper_windows))
+        sweep(planes, model, factor, batch_size=min(batch_size, paper_windows), precision=precision)
         per_window = (time.time() - t0) / paper_windows
         out["seconds"] = per_window * n_windows
         out["extrapolated_from_windows"] = paper_windows
@@ -83,25 +99,28 @@ def main(argv=None):
     p.add_argument("--paper-windows", type=int, default=6)
     p.add_argument("--methods", default="cubic,default,model:prettier-edsr-v1,paper",
                    help="comma-separated: cubic, default, model:NAME (a shipped model), paper")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the network's arithmetic for methods without @PRECISION (default: auto, as shipped)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one, args.shape, args.zooms, args.threads, args.batch_size, args.paper_windows)))
+        print(json.dumps(run_one(args.one, args.shape, args.zooms, args.threads, args.batch_size, args.paper_windows,
+                                 args.precision)))
         return 0
     rows = []
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, "--one", method, "--shape", *map(str, args.shape), "--zooms",
                *map(str, args.zooms), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-               "--paper-windows", str(args.paper_windows)]
+               "--paper-windows", str(args.paper_windows), "--precision", args.precision]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     geom = f"{'x'.join(map(str, args.shape))} at {'x'.join(f'{z:g}' for z in args.zooms)} mm"
     print(f"## Speed per clinical volume ({geom}), {args.threads} threads\n")
-    print("| method | wall time (s) | peak RSS (MB) | notes |\n|---|---|---|---|")
+    print("| method | arithmetic | wall time (s) | peak RSS (MB) | notes |\n|---|---|---|---|---|")
     for r in rows:
         note = r.get("weights", "") or (f"extrapolated from {r['extrapolated_from_windows']} windows"
                                          if "extrapolated_from_windows" in r else "")
-        print(f"| {r['method']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {note} |")
+        print(f"| {r['method']} | {r['precision']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {note} |")
     by = {r["method"]: r for r in rows}
     if "default" in by and "paper" in by:
         print(f"\npaper EDSR / default: {by['paper']['seconds'] / by['default']['seconds']:.1f}x slower")

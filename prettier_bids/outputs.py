@@ -138,9 +138,10 @@ def read_json(path):
     return data if isinstance(data, dict) else None
 
 
-def completion(expected, source_uri, weights_sha=None, projected=None):
-    """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash, and
-    whether the output was projected onto the input, where given); else ``(False, why)``."""
+def completion(expected, source_uri, weights_sha=None, projected=None, precision=None):
+    """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
+    whether the output was projected onto the input, and the network's arithmetic, ``fp32`` or ``bf16``, each
+    where given); else ``(False, why)``."""
     meta = read_json(expected.marker)
     if meta is None:
         return False, "no completion marker"
@@ -151,6 +152,8 @@ def completion(expected, source_uri, weights_sha=None, projected=None):
     if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:
         how = "without" if projected else "with"
         return False, f"{expected.marker.name} was made {how} the projection onto the input"
+    if precision is not None and meta.get("Precision", "fp32") != precision:
+        return False, f"{expected.marker.name} was made in {meta.get('Precision')} arithmetic, not {precision}"
     missing = [p.name for p in expected.all_files() if not p.is_file()]
     if missing:
         return False, "missing " + ", ".join(missing)

@@ -167,6 +167,9 @@ def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
     assert config.consistency_projection is True
     args = build_parser().parse_args(argv + ["--no-consistency-projection"])
     assert Config.from_args(args, argv, **validate(args)).consistency_projection is False
+    assert config.precision == "auto"
+    args = build_parser().parse_args(argv + ["--precision", "fp32"])
+    assert Config.from_args(args, argv, **validate(args)).precision == "fp32"
     assert not (tmp_path / "out").exists()  # validation and the config create nothing
 
 
@@ -192,6 +195,13 @@ def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_w
         model = LoadedModel(None, "tiny", str(tiny_weights), "0123")
         node = init_sr_wf(cand, config, model).get_node("super_resolve")
         assert node.inputs.project is projection and node.inputs.method == "model"
+    # the node gets the arithmetic that will run (hashed: the cache follows what ran, not the word "auto")
+    from prettier_bids.sr.precision import resolve_precision
+
+    for precision in ("auto", "fp32", "bf16"):
+        config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", precision=precision)
+        node = init_sr_wf(cand, config, model).get_node("super_resolve")
+        assert node.inputs.precision == resolve_precision(precision) in ("fp32", "bf16")
 
 
 def test_importing_the_cli_loads_no_templateflow():
@@ -223,3 +233,21 @@ def test_missing_home_runs_with_caches_in_the_work_dir(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert (work / ".cache" / "templateflow").is_dir() and not (tmp_path / "no-home").exists()
+
+
+def test_reruns_check_the_arithmetic_only_when_precision_is_named(tmp_path):
+    """--precision auto keeps complete outputs of either arithmetic; --precision fp32 (or bf16) redoes the
+    others (outputs.completion reads the sidecar's Precision)."""
+    from types import SimpleNamespace
+
+    from prettier_bids.cli.runner import made_with
+    from prettier_bids.config import Config
+    from prettier_bids.sr.reconstruct import LoadedModel, ModelSet
+
+    models = ModelSet(LoadedModel(None, "tiny", "tiny.pt", "0123"))
+    cand = SimpleNamespace(contrast="FLAIR")
+    cfg = dict(output_root=tmp_path / "out", work_dir=tmp_path / "work")
+    assert made_with(models, cand, Config(**cfg)) == ("0123", True, None)
+    assert made_with(models, cand, Config(**cfg, precision="fp32", consistency_projection=False)) == (
+        "0123", False, "fp32")
+    assert made_with(None, cand, Config(**cfg, method="cubic", precision="bf16")) == (None, None, None)

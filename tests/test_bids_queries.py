@@ -204,6 +204,12 @@ def test_completion_marker_rules(tmp_path):
     _write(exp.marker, json.dumps({**good, "ProjectedOntoInput": True}))
     assert po.completion(exp, cand.source_uri, "abc", projected=True) == (True, "")
     assert po.completion(exp, cand.source_uri, "abc", projected=False)[0] is False
+    # --precision auto (None) keeps outputs of either arithmetic; a named one redoes the other's
+    _write(exp.marker, json.dumps({**good, "ProjectedOntoInput": True, "Precision": "bf16"}))
+    assert po.completion(exp, cand.source_uri, "abc", True, None) == (True, "")
+    assert po.completion(exp, cand.source_uri, "abc", True, "bf16") == (True, "")
+    assert po.completion(exp, cand.source_uri, "abc", True, "fp32") == (
+        False, "sub-01_desc-prettier_FLAIR.json was made in bf16 arithmetic, not fp32")
     exp.niftis["cubic"].unlink()
     done, why = po.completion(exp, cand.source_uri, "abc")
     assert not done and "sub-01_desc-cubic_FLAIR.nii.gz" in why

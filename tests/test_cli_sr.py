@@ -33,6 +33,17 @@ def test_model_output_geometry_and_json(thick_nifti, tiny_weights, tmp_path):
                  "--no-consistency-projection"]) == 0
     assert json.loads(meta.read_text())["ProjectedOntoInput"] is False
     assert np.abs(nib.load(raw).get_fdata() - img.get_fdata()).max() > 0
+    assert info["Precision"] in ("fp32", "bf16")  # --precision auto: what this machine computes natively
+    assert main([str(thick_nifti), str(raw), "--weights", str(tiny_weights), "--json", str(meta), "-q",
+                 "--precision", "fp32"]) == 0
+    assert json.loads(meta.read_text())["Precision"] == "fp32"
+
+
+def test_unknown_precision_is_a_usage_error(thick_nifti, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(thick_nifti), str(tmp_path / "o.nii.gz"), "--precision", "fp16"])
+    assert exc.value.code == 64 and "--precision" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
 
 
 def test_cubic_method_needs_no_weights(thick_nifti, tmp_path):

@@ -37,8 +37,9 @@ def _ramp():
 def test_evaluate_volume_scores_a_known_error(eps):
     vol, mask = _ramp()
     model = LoadedModel(ScaledCubic(eps).eval(), "scaled-cubic", "", "")
+    # the network's output as it is, in exact arithmetic (the error is known in closed form)
     scores, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,),
-                                project=False)  # the network's output as it is
+                                project=False, precision="fp32")
     assert [(s.method, s.spacing) for s in scores] == [("cubic", 6), ("model", 6), ("cubic", 4), ("model", 4)]
     # the model's output is (1 + eps) x truth inside the mask: PSNR = -10 log10(eps^2 mean(truth^2))
     expected = psnr_from_mse(eps ** 2 * np.mean(vol[mask].astype(np.float64) ** 2))
@@ -54,7 +55,8 @@ def test_evaluate_volume_scores_a_known_error(eps):
         assert expected == pytest.approx(psnr_from_mse(EPS ** 2 * np.mean(vol[mask] ** 2.0)) - 6.0206, abs=1e-3)
     # by default (as in production) the output is projected onto the input: the slab means of the scale
     # error are taken out, only the 1 mm gap rows at 6/5 mm keep theirs
-    projected, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,))
+    projected, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,),
+                                   precision="fp32")
     for s, p in zip(scores, projected):
         if s.method == "model":
             assert p.psnr > s.psnr + 6 and p.consistency == s.consistency, (s, p)

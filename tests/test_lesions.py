@@ -275,6 +275,7 @@ def test_lesion_benchmark_cli(tmp_path, tiny_weights):
     assert 5 < cubic["lesion_psnr"] < 60 and 0 < cubic["contrast_kept_median"] < 1.2
     assert res["summary"][0]["sensitivity"] == 1.0  # the bright cubes are found on the truth
     assert "| cubic |" in (out / "lesions.md").read_text()
+    assert res["precision"] in ("fp32", "bf16") and "network arithmetic" in (out / "lesions.md").read_text()
     assert main(args[:2] + [str(tmp_path / "nowhere")] + args[3:]) == 66
 
 
@@ -294,9 +295,11 @@ def test_real_scan_benchmark_script(tmp_path, tiny_weights):
     nib.save(nib.Nifti1Image(head * 1000, np.diag([0.9, 0.9, 3.0, 1])), tmp_path / "thick" / "y_FLAIR.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "thick" / "y_lesionchange.nii.gz")
     mod = runpy.run_path(str(__import__("pathlib").Path(__file__).parents[1] / "benchmarks" / "real.py"), run_name="t")
-    rc = mod["main"](["--data-root", str(tmp_path), "--models", str(tiny_weights), "--out-dir", str(tmp_path / "o")])
+    rc = mod["main"](["--data-root", str(tmp_path), "--models", str(tiny_weights), "--out-dir", str(tmp_path / "o"),
+                      "--precision", "fp32"])
     assert rc == 0
     res = json.loads((tmp_path / "o" / "real.json").read_text())
+    assert res["precision"] == "fp32" and "network arithmetic fp32;" in (tmp_path / "o" / "real.md").read_text()
     assert [r["scan"] for r in res["rows"]] == ["y_FLAIR.nii.gz"]  # the lesion-change mask is skipped
     r = res["rows"][0]
     assert r["factor"] == 6 and r["merged_spacing"] == 6.0 and r["n_slices_compared"] >= 12

@@ -147,6 +147,10 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
     assert text.count(sr_description(config, model)) == 1 and "tiny, weights SHA-256 0123456789ab..." in text
     assert "slice profile (gaussian)" in text
     assert "from the network's output" in text and "projected onto the input" in text
+    exact = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", precision="fp32")
+    low = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", precision="bf16")
+    assert "the network computing in 32-bit floating point," in boilerplate(cands, exact, ModelSet(model))
+    assert "the network computing in bfloat16 (the cubic-spline base" in boilerplate(cands, low, ModelSet(model))
     raw = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", consistency_projection=False)
     assert "projected onto the input" not in boilerplate(cands, raw, ModelSet(model))
     # a model per contrast: each image's description names the weights of its own contrast

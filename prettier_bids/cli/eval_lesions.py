@@ -32,7 +32,7 @@ import numpy as np
 from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
-from .options import add_projection_option
+from .options import add_precision_option, add_projection_option
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -57,6 +57,7 @@ def build_parser():
     p.add_argument("--settings", default="6:5", help="spacing:thickness pairs in mm (e.g. 6:5,4:4,3:3)")
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
+    add_precision_option(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
@@ -74,7 +75,8 @@ def _finite(obj):
     return obj
 
 
-def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu", project=True):
+def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu", project=True,
+                  precision="auto"):
     """Rows of per-axis metrics for the truth, cubic and each model."""
     from ..sr import lesions as L
     from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
@@ -87,7 +89,8 @@ def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, nam
             outs, secs = {}, {}
             for label, model in methods.items():
                 t0 = time.time()
-                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device, project)
+                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device, project,
+                                                  precision)
                 secs[label] = time.time() - t0
             n = min(o.shape[axis] for o in outs.values())
             take = lambda a: np.take(a, idx[:n], axis=axis)  # noqa: E731
@@ -148,6 +151,7 @@ def main(argv=None):
     from ..sr.evaluate import brain_mask
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
+    from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_models
 
     if args.threads:
@@ -187,7 +191,7 @@ def main(argv=None):
             return exitcodes.DATAERR
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
-                              device=args.device, project=args.project)
+                              device=args.device, project=args.project, precision=args.precision)
     table = summarise(rows)
     text = "\n".join([
         "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",
@@ -197,7 +201,8 @@ def main(argv=None):
         f"lesions >= {L.CONTRAST_MIN_VOXELS} voxels. Protocol: prettier_bids/cli/eval_lesions.py.", "",
         markdown(table), "",
         "Models: " + ", ".join(f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
-        + f"; {projection_note(args.project)}; total {time.time() - t_all:.0f} s."])
+        + f"; {projection_note(args.project)}; {precision_note(args.precision, args.device)}; "
+        f"total {time.time() - t_all:.0f} s."])
     print(text)
     if args.out_dir:
         out = Path(args.out_dir)
@@ -205,7 +210,8 @@ def main(argv=None):
         write_text_atomic(text + "\n", out / "lesions.md")
         payload = {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
                    "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
-                   "projected": args.project, "seconds": time.time() - t_all}
+                   "projected": args.project, "precision": resolve_precision(args.precision, args.device),
+                   "seconds": time.time() - t_all}
         write_text_atomic(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", out / "lesions.json")
     return exitcodes.OK
 

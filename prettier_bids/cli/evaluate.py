@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import __version__, exitcodes
-from .options import UsageParser, add_projection_option
+from .options import UsageParser, add_precision_option, add_projection_option
 
 
 def build_parser():
@@ -31,6 +31,7 @@ def build_parser():
     p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
     add_projection_option(p, scoring=True)
+    add_precision_option(p)
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
@@ -52,6 +53,7 @@ def main(argv=None):
     from ..sr.consistency import projection_note
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
+    from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_model_set
 
     if args.threads:
@@ -85,7 +87,7 @@ def main(argv=None):
             keep = (2, 6.0) if out_dir else None
             s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
                                             settings, axes, args.batch_size, keep_example=keep,
-                                            project=args.project)
+                                            project=args.project, precision=args.precision)
             scores += s
             if example is not None and out_dir:
                 ev.save_figure(example, out_dir / f"figure_{Path(entry['file']).name.split('.')[0]}.png",
@@ -107,7 +109,7 @@ def main(argv=None):
                ev.markdown_patch_table(patches)]
     used = {c: models.for_contrast(c) for c in test}
     md += ["", "; ".join(f"{c}: model {m.name} sha256 {m.sha256[:12]}" for c, m in used.items())
-           + f"; {projection_note(args.project)}; {time.time() - t0:.0f} s"]
+           + f"; {projection_note(args.project)}; {precision_note(args.precision)}; {time.time() - t0:.0f} s"]
     text = "\n".join(md)
     print(text)
     if out_dir:
@@ -115,7 +117,7 @@ def main(argv=None):
         (out_dir / "results.json").write_text(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head, "patches": patches,
              "models": {c: {"name": m.name, "sha256": m.sha256} for c, m in used.items()},
-             "projected": args.project},
+             "projected": args.project, "precision": resolve_precision(args.precision)},
             indent=2, default=float))
     return exitcodes.OK
 

@@ -15,6 +15,7 @@ import re
 import sys
 
 from .. import exitcodes
+from ..sr.precision import PRECISIONS
 
 
 class CLIError(Exception):
@@ -40,6 +41,15 @@ def add_projection_option(parser, dest="project", scoring=False):
              "keep the network's output as it is (default: project it onto the input, the least change that "
              "makes the output reproduce the input slices under the slice profile)")
     parser.add_argument("--no-consistency-projection", dest=dest, action="store_false", help=help_)
+
+
+def add_precision_option(parser, dest="precision"):
+    """``--precision {auto,fp32,bf16}``: the network's arithmetic (``sr.precision``), the one spelling of the
+    option in every command that runs a model."""
+    parser.add_argument("--precision", dest=dest, choices=PRECISIONS, default="auto",
+                        help="the network's arithmetic: auto (default) runs bfloat16 where the CPU or GPU computes "
+                             "it natively (AVX512-BF16, AMX, NVIDIA Ampere or later; about twice as fast, output "
+                             "within 0.01 dB of fp32) and fp32 elsewhere; fp32: the exact reference arithmetic")
 
 
 class UsageParser(argparse.ArgumentParser):

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from .. import __version__, exitcodes
 from ..config import PROG
-from .options import CLIError, UsageParser, add_projection_option, device, finite_float, positive_int
+from .options import (
+    CLIError,
+    UsageParser,
+    add_precision_option,
+    add_projection_option,
+    device,
+    finite_float,
+    positive_int,
+)
 
 LEVELS = ("participant", "group")
 CONTRASTS = ("FLAIR", "T1w", "T2w")
@@ -70,6 +78,7 @@ def build_parser():
     m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
     add_projection_option(m, dest="consistency_projection")
+    add_precision_option(m)
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")

@@ -171,15 +171,17 @@ def participant(config, models):
 
 def made_with(models, cand, config):
     """What ``cand``'s outputs must have been made with to count as done: (the hash of its weights, whether
-    they are projected onto the input); (None, None) for ``--method cubic``."""
+    they are projected onto the input, the network's arithmetic when ``--precision`` names one; with
+    ``--precision auto`` outputs of either arithmetic count); (None, None, None) for ``--method cubic``."""
     if models is None:
-        return None, None
-    return models.for_contrast(cand.contrast).sha256, bool(config.consistency_projection)
+        return None, None, None
+    precision = None if config.precision == "auto" else config.precision
+    return models.for_contrast(cand.contrast).sha256, bool(config.consistency_projection), precision
 
 
 def skip_complete(cands, expected, models, config):
     """Mark inputs whose outputs are complete (made by the weights of their contrast, with this run's projection
-    setting) as done; return the others by participant."""
+    setting and, when ``--precision`` names one, its arithmetic) as done; return the others by participant."""
     from ..outputs import completion
 
     todo = {}

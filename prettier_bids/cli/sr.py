@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from .options import (
     UsageParser,
+    add_precision_option,
     add_projection_option,
     check_device_available,
     device,
@@ -50,6 +51,7 @@ def build_parser():
     p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
     add_projection_option(p)
+    add_precision_option(p)
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")
@@ -134,7 +136,8 @@ def _main(args):
     try:
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
                             profile=args.slice_profile, force=args.force, device=args.device,
-                            batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project)
+                            batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project,
+                            precision=args.precision)
     except AlreadyHighResolution as exc:
         return _error(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR)
     except InputError as exc:

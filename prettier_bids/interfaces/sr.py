@@ -13,6 +13,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..sr.precision import PRECISIONS
+
 #: Loaded models per process (MultiProc workers are reused across images).
 _MODELS: dict = {}
 
@@ -60,6 +62,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     slice_thickness = traits.Float(desc="slice thickness in mm (default: the slice spacing)")
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
     project = traits.Bool(True, usedefault=True, desc="project the network's output onto the input slices")
+    precision = traits.Enum(*PRECISIONS, usedefault=True, desc="the network's arithmetic (sr.precision)")
     device = traits.Str("cpu", usedefault=True, nohash=True)
     batch_size = traits.Int(8, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
@@ -101,7 +104,8 @@ class SuperResolve(SimpleInterface):
         img = nib.load(self.inputs.in_file)
         res = super_resolve(img, model=model, method=self.inputs.method, slice_thickness=thickness,
                             profile=self.inputs.slice_profile, device=self.inputs.device,
-                            batch_size=self.inputs.batch_size, project=self.inputs.project)
+                            batch_size=self.inputs.batch_size, project=self.inputs.project,
+                            precision=self.inputs.precision)
         info = dict(res.info)
         if model is not None:
             meta = model.meta or {}

@@ -58,12 +58,15 @@ def simulate_case(vol, axis, spacing, thickness):
     return lr, img, rows
 
 
-def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8, device="cpu", project=True):
+def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8, device="cpu", project=True,
+                     precision="auto"):
     """Reconstruct a :func:`simulate_case` image with ``model`` (a LoadedModel) or cubic (``model=None``)
     through :func:`super_resolve` (``project``: its projection onto the input, on by default as in
-    production); returns (array cropped to at most ``n_rows`` along ``axis``, SRResult)."""
+    production; ``precision``: the network's arithmetic, ``auto`` as in production); returns (array cropped
+    to at most ``n_rows`` along ``axis``, SRResult)."""
     res = super_resolve(img, model=model, method="model" if model is not None else "cubic",
-                        slice_thickness=thickness, batch_size=batch_size, device=device, project=project)
+                        slice_thickness=thickness, batch_size=batch_size, device=device, project=project,
+                        precision=precision)
     out = res.image.get_fdata(dtype=np.float32)
     n = min(out.shape[axis], n_rows)
     return np.take(out, np.arange(n), axis=axis), res
@@ -84,7 +87,7 @@ class VolumeScore:
 
 
 def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0, 1, 2), batch_size=8,
-                    keep_example=None, project=True):
+                    keep_example=None, project=True, precision="auto"):
     """Scores of cubic and model reconstructions of ``vol`` (scaled, 1 mm) for every axis/setting."""
     scores, example = [], None
     for axis in axes:
@@ -98,7 +101,7 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
             for method in ("cubic", "model"):
                 t0 = time.time()
                 out_c, res = reconstruct_case(img, axis, ref.shape[axis], model if method == "model" else None,
-                                              thickness, batch_size, project=project)
+                                              thickness, batch_size, project=project, precision=precision)
                 n = out_c.shape[axis]
                 ref_c, m_c = np.take(ref, np.arange(n), axis=axis), np.take(m, np.arange(n), axis=axis)
                 scores.append(VolumeScore(name, contrast, axis, spacing, thickness, method,

@@ -24,6 +24,7 @@ from .consistency import check_consistency, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
 from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
 from .models.common import condition_features
+from .precision import resolve_precision
 from .preprocess import (
     SCALE_PERCENTILE,
     InputError,
@@ -46,7 +47,7 @@ METHODS = ("model", "cubic")
 
 
 def _autocast(device, precision):
-    if precision == "bf16":
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -73,12 +74,12 @@ def model_conditions(model, thickness_ratio):
     return torch.tensor([condition_features(*inference_conditions(thickness_ratio))], dtype=torch.float32)
 
 
-def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", progress=None, cond=None):
+def sweep(planes, model, factor, batch_size=8, device="cpu", precision="auto", progress=None, cond=None):
     """Super-resolve a stack ``planes`` (n, slices, in-plane) -> (n, slices * factor, in-plane).
 
     Windows centred on planes 1..n-2; plane ``i`` gets weight 0.5 from window ``i`` and 0.25
     from windows ``i - 1`` and ``i + 1`` (renormalised at the edges). ``cond``: the conditioning
-    input of a conditioned model (:func:`model_conditions`).
+    input of a conditioned model (:func:`model_conditions`); ``precision``: one of ``precision.PRECISIONS``.
     """
     n, s, p = planes.shape
     if n < 3:
@@ -106,7 +107,7 @@ def sweep(planes, model, factor, batch_size=8, device="cpu", precision="fp32", p
     return out.numpy()
 
 
-def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="fp32", progress=None,
+def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="auto", progress=None,
                         thickness_ratio=1.0):
     """SR of a scaled volume along ``axis`` by ``factor``: the average of the two in-plane sweeps.
 
@@ -264,20 +265,23 @@ def conform_header(img):
 
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
-                  device="cpu", batch_size=8, precision="fp32", progress=None, project=True):
+                  device="cpu", batch_size=8, precision="auto", progress=None, project=True):
     """Super-resolve a thick-slice NIfTI image to a ~1 mm grid covering the same field of view.
 
     ``model`` is a :class:`LoadedModel` (see :func:`load_model`); ``method="cubic"`` writes the
     cubic-spline baseline on the same grid instead. With ``project`` (the default), the network's output
     is then projected onto the input (:func:`consistency.project_onto_input`), so that it reproduces the
     input slices under the slice profile; the consistency PSNR and map, and the QC flags, describe the
-    network's output before that step. Returns an :class:`SRResult` whose ``info`` describes geometry,
-    intensity scaling, consistency and timing (for JSON sidecars).
+    network's output before that step. ``precision`` (``precision.PRECISIONS``; ``auto``: bf16 where the
+    hardware computes it natively) is the network's arithmetic; the sidecar's ``Precision`` says which one ran
+    (fp32 for the cubic baseline). Returns an :class:`SRResult` whose ``info`` describes geometry, intensity
+    scaling, consistency and timing (for JSON sidecars).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
     if method == "model" and model is None:
         raise ValueError("method='model' needs a model (see load_model)")
+    ran = resolve_precision(precision, device) if method == "model" else "fp32"
     t0 = time.time()
     data = load_volume(img)
     ref_dtype = _reference_dtype(img)
@@ -300,7 +304,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         hr = cubic_array(x, axis, factor)
     else:
         model.model.eval()
-        hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, precision, progress,
+        LOGGER.info("network arithmetic: %s%s", ran, " (auto)" if precision == "auto" else "")
+        hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, ran, progress,
                                  thickness_ratio=thickness / spacing)
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
     assert hr.shape == hr_shape, (hr.shape, hr_shape)
@@ -333,7 +338,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "HeaderWarnings": header_warnings(img),
         "ConsistencyFractionAbove10pct": round(cons.frac_above_10pct, 5),
         "Device": str(device),
-        "Precision": precision,
+        "Precision": ran,
         "RuntimeSeconds": round(time.time() - t0, 2),
     }
     if method == "model" and getattr(model.model, "conditioned", False):

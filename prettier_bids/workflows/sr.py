@@ -31,6 +31,7 @@ from ..interfaces import (
 )
 from ..naming import derivative_relpath, load_io_spec
 from ..sr.preprocess import SCALE_PERCENTILE
+from ..sr.precision import resolve_precision
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
@@ -70,6 +71,11 @@ re-simulated slices equal the input slices, so that each output slab keeps the m
 measured."""
 
 
+#: How the boilerplate names the network's arithmetic (``sr.reconstruct.resolve_precision``).
+ARITHMETIC = {"fp32": "32-bit floating point",
+              "bf16": "bfloat16 (the cubic-spline base it refines, and every later step, in 32-bit floating point)"}
+
+
 def sr_description(config, model=None, scope=None):
     """This workflow's part of the methods boilerplate (``scope``: the images it covers, when the contrasts
     get different models, e.g. "Each FLAIR image"; default "Each image")."""
@@ -78,7 +84,8 @@ def sr_description(config, model=None, scope=None):
         sha = f", weights SHA-256 {model.sha256[:12]}..." if model.sha256 else ""
         how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({name}{sha}, "
                "based on EDSR [4]) applied to sliding windows of three adjacent planes, in both in-plane "
-               "directions, the two results averaged")
+               "directions, the two results averaged, the network computing in "
+               + ARITHMETIC[resolve_precision(config.precision, config.device)])
     else:
         how = "interpolated with cubic splines"
     projected = config.method == "model" and config.consistency_projection
@@ -132,7 +139,8 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     wf.connect([(validate, cubic, [("out_file", "in_file")])])
     if config.method == "model":
         main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
-                                 num_threads=config.omp_nthreads, project=config.consistency_projection, **common),
+                                 num_threads=config.omp_nthreads, project=config.consistency_projection,
+                                 precision=resolve_precision(config.precision, config.device), **common),
                     name="super_resolve", n_procs=config.omp_nthreads, mem_gb=mem)
         wf.connect([(validate, main, [("out_file", "in_file")])])
     else:

@@ -39,7 +39,7 @@ def main():
         lr = simulate_thick_slices(vol, np.eye(4), axis, t, s, profile=prof, first_centre_mm=first)
         y = lr.data + rng.normal(0, noise, lr.data.shape).astype(np.float32) * (lr.data > 0.02)
         raw = super_resolve(nib.Nifti1Image(y, lr.affine), model=model, slice_thickness=t, profile=prof,
-                            project=False).image.get_fdata(dtype=np.float32)
+                            project=False, precision="fp32").image.get_fdata(dtype=np.float32)
         rows = np.arange(raw.shape[axis]) + first - centre_row(r)
         rows = rows[rows < vol.shape[axis]]
         ref, br = np.take(vol, rows, axis=axis), np.take(brain, rows, axis=axis)

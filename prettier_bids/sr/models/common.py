@@ -119,4 +119,9 @@ class LRGridGenerator(nn.Module):
                 cond = torch.tensor([condition_features(*CONDITION_DEFAULTS)], dtype=x.dtype, device=x.device)
             f = self.film(f, cond.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1))
         f = f + self.body(f)
-        return self.cubic(x, factor) + self.upsample(f, factor)
+        residual = self.upsample(f, factor)
+        # The cubic base carries most of the signal: under bf16 autocast it stays in (at least) fp32, so reduced
+        # precision touches only the network's residual; outside autocast this is the plain sum in x's dtype.
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.cubic(x.to(dtype), factor) + residual.to(dtype)
