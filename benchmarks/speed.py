@@ -39,14 +39,8 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision=
     import torch
 
     from prettier_bids.sr.models import build_model
-    from prettier_bids.sr.reconstruct import (
-        LoadedModel,
-        load_model,
-        prepare_for_inference,
-        resolve_precision,
-        super_resolve,
-        sweep,
-    )
+    from prettier_bids.sr.precision import resolve_precision
+    from prettier_bids.sr.reconstruct import LoadedModel, load_model, prepare_for_inference, super_resolve, sweep
 
     torch.set_num_threads(threads)
     img = synthetic_clinical(shape, zooms)

@@ -37,7 +37,7 @@ class Config:
     write_cubic: bool = False
     slice_profile: str = "boxcar"
     consistency_projection: bool = True  # project model outputs onto the input (--no-consistency-projection)
-    precision: str = "auto"  # the network's arithmetic (--precision; sr.reconstruct.PRECISIONS)
+    precision: str = "auto"  # the network's arithmetic (--precision; sr.precision.PRECISIONS)
     device: str = "cpu"
     batch_size: int = 8
     # execution

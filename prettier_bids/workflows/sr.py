@@ -71,7 +71,7 @@ re-simulated slices equal the input slices, so that each output slab keeps the m
 measured."""
 
 
-#: How the boilerplate names the network's arithmetic (``sr.reconstruct.resolve_precision``).
+#: How the boilerplate names the network's arithmetic (``sr.precision.resolve_precision``).
 ARITHMETIC = {"fp32": "32-bit floating point",
               "bf16": "bfloat16 (the cubic-spline base it refines, and every later step, in 32-bit floating point)"}
 
