@@ -99,3 +99,60 @@ def test_prettier_train_rejects_a_bad_config_in_one_line(tmp_path):
     assert err == [f"prettier-train: error: {path}: unknown key 'stepz' in config (did you mean 'steps'?); "
                    f"allowed: {', '.join(TrainConfig.__dataclass_fields__)}"]
     assert not (tmp_path / "run").exists()
+
+
+ROOT = Path(__file__).parents[1]
+#: The recipes of the measured training runs (training/*/) and every split a run used.
+RECIPES = sorted(p for p in (ROOT / "training").rglob("*.json") if not p.name.startswith("split"))
+SPLITS = sorted([*(ROOT / "training").rglob("split*.json"), ROOT / "prettier_bids" / "data" / "splits.json"])
+#: Subjects that only test (p19, the MASS heads t11/t13) or select (p12's thick scans, t08 validates).
+HELD_OUT = ("openms_p19_", "openms_p12_", "mass_t11_", "mass_t13_")
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_training_recipe_still_loads(path):
+    """A documented run can be repeated: its recipe passes today's config schema (unknown keys fail)."""
+    raw = json.loads(path.read_text())
+    cfg = load_config(path)
+    assert cfg.model.preset == raw["model"]["preset"] and cfg.lr == raw["lr"] and cfg.batch_size == raw["batch_size"]
+
+
+@pytest.mark.parametrize("path", SPLITS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_split_trains_or_validates_on_a_held_out_subject(path):
+    split = json.loads(path.read_text())
+    used = split["train"] + split["validation"] + split.get("train_inplane", [])
+    tests = {case["file"] for cases in split["test"].values() for case in cases}
+    assert tests and not tests & set(used)
+    assert not [f for f in used if any(h in f for h in HELD_OUT)]
+
+
+def _pseudo_flair():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pseudo_flair", ROOT / "training" / "v3-gpu" / "pseudo_flair.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pseudo_flair_lookup_learns_a_non_monotone_map_and_ignores_the_heads_scaling():
+    """The T1w-rank -> FLAIR lookup of training/v3-gpu/pseudo_flair.py: CSF dark, GM bright, WM mid-grey from a
+    pair where FLAIR is not a monotone function of T1w; a head with other T1w units (any increasing map)
+    gets the same pseudo-FLAIR, and nothing outside its mask."""
+    import numpy as np
+
+    pf = _pseudo_flair()
+    rng = np.random.default_rng(0)
+    t1 = rng.uniform(0, 3, (24, 24, 24)).astype(np.float32)  # 0-1 CSF, 1-2 GM, 2-3 WM
+    flair = np.select([t1 < 1, t1 < 2], [0.1, 1.0], 0.6).astype(np.float32)
+    brain = np.ones(t1.shape, bool)
+    lut = pf.flair_lookup(t1, flair, brain)
+    out = pf.apply_lookup(t1, brain, lut)
+    cls = np.digitize(t1, [1, 2])
+    means = [float(out[cls == k].mean()) for k in range(3)]
+    assert means[0] < 0.15 and means[1] > 0.95 and 0.55 < means[2] < 0.65
+    assert np.corrcoef(out.ravel(), flair.ravel())[0, 1] > 0.98
+    mask = np.zeros(t1.shape, bool)
+    mask[4:20, 4:20, 4:20] = True
+    other_units = pf.apply_lookup(50 * np.sqrt(t1) + 7, mask, lut)
+    assert np.array_equal(other_units, pf.apply_lookup(t1, mask, lut)) and not other_units[~mask].any()

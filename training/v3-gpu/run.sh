@@ -2,9 +2,11 @@
 # Issue 12, one lent-GPU call: the arms named in ARMS (default "E2 F2") side by side on one GPU. A short
 # calibration of all of them at once measures s/step; each arm then gets the number of steps that fits the
 # call's remaining time, and --steps makes that the horizon of its cosine schedule, so the schedule ends.
-# usage: [ARMS="E2 F2"] [INIT_<arm>=weights.pt] [SPLIT_<arm>=split.json] bash training/v3-gpu/run.sh DATA_ROOT OUT_DIR [SECONDS=540] [RUNS]
+# usage: [ARMS="E2 F2"] [INIT_<arm>=weights.pt] [SPLIT_<arm>=split.json] [CONFIG_<arm>=name.json] [WORKERS=n] bash training/v3-gpu/run.sh DATA_ROOT OUT_DIR [SECONDS=540] [RUNS]
 #   E2: arm E's recipe on the shipped split from prettier-edsr-v3; F2/F3: FLAIR only (v3-cpu/split-flair.json);
-#   R/Rb: in-plane pairs of every contrast (split-inplane-R.json). SPLIT_<arm> overrides an arm's split.
+#   R/Rb: in-plane pairs of every contrast (split-inplane-R.json); P*: FLAIR + pseudo-FLAIR heads (split-pseudo.json).
+#   SPLIT_<arm> overrides an arm's split, CONFIG_<arm> its config (a file here; default <arm>.json), WORKERS the
+#   batch workers of every arm (default: each config's).
 #   DATA_ROOT holds hr/ (the splits' train + validation + openms_p07_lesions) and thick/ (their train_inplane).
 #   RUNS defaults to /tmp/prettier-runs/v3-gpu. What comes back: <arm>-last.pt, <arm>-best.pt, logs.tar.gz, plan.txt.
 set -uo pipefail
@@ -20,12 +22,14 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_TH
 mkdir -p "$OUT" "$RUNS"
 nvidia-smi -L > "$OUT/gpu.txt" 2>&1
 train() {  # arm out steps minutes [extra args]
-    local arm=$1 split=$ROOT/prettier_bids/data/splits.json init="INIT_$1" split_var="SPLIT_$1"
+    local arm=$1 split=$ROOT/prettier_bids/data/splits.json init="INIT_$1" split_var="SPLIT_$1" cfg_var="CONFIG_$1"
     [[ $arm == F* ]] && split=$HERE/../v3-cpu/split-flair.json
+    [[ $arm == P* ]] && split=$HERE/split-pseudo.json
     [[ $arm == R* ]] && split=$HERE/split-inplane-R.json
     [[ -n ${!split_var:-} ]] && split=${!split_var}
     local extra=(); [[ -n ${!init:-} ]] && extra=(--init-weights "${!init}")
-    python3 -m prettier_bids.cli.train --config "$HERE/$arm.json" --split "$split" --data-root "$DATA" --out "$2" \
+    [[ -n ${WORKERS:-} ]] && extra+=(--workers "$WORKERS")
+    python3 -m prettier_bids.cli.train --config "$HERE/${!cfg_var:-$arm.json}" --split "$split" --data-root "$DATA" --out "$2" \
         --steps "$3" --max-minutes "$4" --threads 2 "${extra[@]}" "${@:5}"
 }
 # s/step between the last two logged steps of a log (from the log lines' timestamps)

@@ -1,0 +1,82 @@
+"""Pseudo-FLAIR training heads from 1 mm T1w heads (issue 12, GPU session 3).
+
+FLAIR ground truth at 1 mm exists for one training subject (p07). This makes more FLAIR-like anatomy from the
+MASS T1w heads: a lookup from the rank of a brain voxel's T1w intensity to the median FLAIR intensity of the brain
+voxels of the same T1w rank in p07 (its registered T1w/FLAIR pair, lesions and their 2-voxel surroundings left
+out), applied inside a deepbet brain mask of each head; outside it the output is 0, like p07 and p19. CSF comes
+out dark, grey matter bright and white matter mid-grey, as in FLAIR; the head's own edges and folding are kept.
+The results are written as int16 with a scale factor and are training data only (never commit them).
+
+usage: python training/v3-gpu/pseudo_flair.py DATA_ROOT OUT_HR_DIR mass_t03 mass_t04 ...
+"""
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+BINS = 1000  # T1w rank bins of the lookup
+
+
+def flair_lookup(t1, flair, brain):
+    """Median FLAIR per T1w rank bin over ``brain`` voxels (np.interp-ready: bin centres, values)."""
+    t, f = t1[brain], flair[brain]
+    order = np.argsort(t, kind="stable")
+    rank = np.empty(t.size)
+    rank[order] = (np.arange(t.size) + 0.5) / t.size
+    idx = np.minimum((rank * BINS).astype(int), BINS - 1)
+    med = np.array([np.median(f[idx == b]) for b in range(BINS)])
+    return (np.arange(BINS) + 0.5) / BINS, med
+
+
+def apply_lookup(t1, brain, lut):
+    ranks = np.empty(int(brain.sum()))
+    v = t1[brain]
+    order = np.argsort(v, kind="stable")
+    ranks[order] = (np.arange(v.size) + 0.5) / v.size
+    out = np.zeros(t1.shape, np.float32)
+    out[brain] = np.interp(ranks, *lut)
+    return out
+
+
+def deepbet_mask(img):
+    import torch
+    from deepbet.bet import BrainExtraction
+
+    bet = BrainExtraction(no_gpu=not torch.cuda.is_available())
+    _, mask, _ = bet.run(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine))
+    return np.asarray(mask.get_fdata() > 0.5)
+
+
+def save_int16(data, affine, path):
+    scale = float(data.max()) / 32000 or 1.0
+    img = nib.Nifti1Image(np.round(data / scale).astype(np.int16), affine)
+    img.header.set_slope_inter(scale, 0.0)
+    nib.save(img, str(path))
+
+
+def main(root, out_dir, heads):
+    hr = Path(root) / "hr"
+    t1 = nib.load(hr / "openms_p07_T1w.nii.gz").get_fdata(dtype=np.float32)
+    flair = nib.load(hr / "openms_p07_FLAIR.nii.gz").get_fdata(dtype=np.float32)
+    les = nib.load(hr / "openms_p07_lesions.nii.gz").get_fdata() > 0.5
+    brain = ndimage.binary_erosion(flair > 0, iterations=1) & (t1 > 0)
+    brain &= ~ndimage.binary_dilation(les, iterations=2)
+    lut = flair_lookup(t1, flair, brain)
+    check = apply_lookup(t1, brain, lut)
+    r = np.corrcoef(check[brain], flair[brain])[0, 1]
+    print(f"p07 lookup: {brain.sum()} voxels; pseudo vs real FLAIR inside the brain r = {r:.3f}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for head in heads:
+        img = nib.load(hr / f"{head}_T1w.nii.gz")
+        mask = deepbet_mask(img)
+        pseudo = apply_lookup(np.asarray(img.dataobj, np.float32), mask, lut)
+        path = out_dir / f"pseudoflair_{head}_FLAIR.nii.gz"
+        save_int16(pseudo, img.affine, path)
+        print(f"{path.name}: brain {mask.sum() * np.prod(img.header.get_zooms()[:3]) / 1000:.0f} ml")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
