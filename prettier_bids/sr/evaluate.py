@@ -28,8 +28,9 @@ AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 SETTINGS = ((6, 5.0), (4, 4.0), (3, 3.0))
 
 
-def brain_mask(vol, skull_stripped):
-    """Brain mask of a scaled 1 mm volume: foreground for skull-stripped data, deepbet otherwise."""
+def brain_mask(vol, skull_stripped, affine=None):
+    """Brain mask of a scaled 1 mm volume: foreground for skull-stripped data, deepbet otherwise (``affine``:
+    the volume's own, for one that is not on a 1 mm grid; default the identity)."""
     if skull_stripped:
         m = ndimage.binary_fill_holes(ndimage.binary_closing(vol > 0.02, iterations=2))
         return m
@@ -40,7 +41,7 @@ def brain_mask(vol, skull_stripped):
     import torch
 
     bet = BrainExtraction(no_gpu=not torch.cuda.is_available())
-    img = nib.Nifti1Image(vol.astype(np.float32), np.eye(4))
+    img = nib.Nifti1Image(vol.astype(np.float32), np.eye(4) if affine is None else affine)
     _, mask, _ = bet.run(img)
     return np.asarray(mask.get_fdata() > 0.5)
 

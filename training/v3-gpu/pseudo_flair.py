@@ -16,37 +16,32 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from prettier_bids.sr.evaluate import brain_mask
+
 BINS = 1000  # T1w rank bins of the lookup
 
 
 def flair_lookup(t1, flair, brain):
     """Median FLAIR per T1w rank bin over ``brain`` voxels (np.interp-ready: bin centres, values)."""
-    t, f = t1[brain], flair[brain]
-    order = np.argsort(t, kind="stable")
-    rank = np.empty(t.size)
-    rank[order] = (np.arange(t.size) + 0.5) / t.size
-    idx = np.minimum((rank * BINS).astype(int), BINS - 1)
+    f = flair[brain]
+    idx = np.minimum((_ranks(t1[brain]) * BINS).astype(int), BINS - 1)
     med = np.array([np.median(f[idx == b]) for b in range(BINS)])
     return (np.arange(BINS) + 0.5) / BINS, med
 
 
 def apply_lookup(t1, brain, lut):
-    ranks = np.empty(int(brain.sum()))
-    v = t1[brain]
-    order = np.argsort(v, kind="stable")
-    ranks[order] = (np.arange(v.size) + 0.5) / v.size
+    """The lookup applied to the ranks of ``t1`` over ``brain``; 0 outside it."""
     out = np.zeros(t1.shape, np.float32)
-    out[brain] = np.interp(ranks, *lut)
+    out[brain] = np.interp(_ranks(t1[brain]), *lut)
     return out
 
 
-def deepbet_mask(img):
-    import torch
-    from deepbet.bet import BrainExtraction
-
-    bet = BrainExtraction(no_gpu=not torch.cuda.is_available())
-    _, mask, _ = bet.run(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine))
-    return np.asarray(mask.get_fdata() > 0.5)
+def _ranks(values):
+    """Each value's rank among ``values``, as a fraction in (0, 1) (ties in their order)."""
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(values.size)
+    rank[order] = (np.arange(values.size) + 0.5) / values.size
+    return rank
 
 
 def save_int16(data, affine, path):
@@ -71,8 +66,9 @@ def main(root, out_dir, heads):
     out_dir.mkdir(parents=True, exist_ok=True)
     for head in heads:
         img = nib.load(hr / f"{head}_T1w.nii.gz")
-        mask = deepbet_mask(img)
-        pseudo = apply_lookup(np.asarray(img.dataobj, np.float32), mask, lut)
+        t1_head = np.asarray(img.dataobj, np.float32)
+        mask = brain_mask(t1_head, skull_stripped=False, affine=img.affine)
+        pseudo = apply_lookup(t1_head, mask, lut)
         path = out_dir / f"pseudoflair_{head}_FLAIR.nii.gz"
         save_int16(pseudo, img.affine, path)
         print(f"{path.name}: brain {mask.sum() * np.prod(img.header.get_zooms()[:3]) / 1000:.0f} ml")
