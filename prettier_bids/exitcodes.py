@@ -34,6 +34,7 @@ DATAERR = 65
 NOINPUT = 66
 CANTCREAT = 73
 INTERRUPTED = 130
+TERMINATED = 143
 
 TABLE = (
     ExitCode("OK", OK, "ok",
@@ -60,6 +61,9 @@ TABLE = (
              "cannot write an output (missing or read-only folder, disk full)"),
     ExitCode("INTERRUPTED", INTERRUPTED, "interrupted",
              "interrupted (Ctrl-C); rerun the same command to resume"),
+    ExitCode("TERMINATED", TERMINATED, "terminated (SIGTERM)",
+             "terminated by SIGTERM (`timeout`, `docker stop`, SLURM's `scancel` or time limit); temporaries "
+             "removed; rerun the same command to resume"),
 )
 
 BY_CODE = {e.code: e for e in TABLE}

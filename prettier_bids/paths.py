@@ -5,7 +5,9 @@
 * every output must differ from every input and from every other output: resolved paths are
   compared, and ``os.path.samefile`` where both exist (symlinks and hard links count) -> usage error
   (exit 64), nothing written;
-* every output's folder must exist and be writable -> exit 73, before the computation.
+* every output's folder must exist and be writable, and its name leave room for the temporary the
+  atomic writer makes beside it (``.NAME.PID.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
+  before the computation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from pathlib import Path
 
 from . import exitcodes
 from .exitcodes import CodedError
+
+
+#: Bytes the atomic writer's temporary name adds to an output's name (``sr.io.tmp_path_for``: a dot, ``.PID``
+#: of up to 7 digits, ``.tmp`` and the extension again, at most ``.nii.gz``).
+TMP_NAME_EXTRA = 1 + 8 + 4 + 7
+
+
+def name_max(folder):
+    """The longest file name (bytes) ``folder``'s filesystem takes (255 where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 class OutputPathError(CodedError):
@@ -69,6 +84,11 @@ def check_writable_dirs(outputs):
             raise OutputPathError(f"cannot write {label} {out}: {folder} is not a folder", exitcodes.CANTCREAT)
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputPathError(f"cannot write {label} {out}: folder {folder} is not writable", exitcodes.CANTCREAT)
+        limit = name_max(folder) - TMP_NAME_EXTRA
+        if len(os.fsencode(out.name)) > limit:
+            raise OutputPathError(f"cannot write {label} {out}: its file name is {len(os.fsencode(out.name))} bytes "
+                                  f"long, at most {limit} fit here (with the temporary written beside it)",
+                                  exitcodes.CANTCREAT)
         if out.is_dir():
             raise OutputPathError(f"cannot write {label} {out}: it is a folder", exitcodes.CANTCREAT)
         if out.exists() and not out.is_file():

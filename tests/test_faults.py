@@ -161,6 +161,12 @@ def test_sheared_and_flipped_affines(tmp_path, capsys, kind):
     np.testing.assert_allclose(out.affine @ [0, 0, 2, 1], aff @ [0, 0, 0, 1], atol=1e-4)
     sheared = any("sheared" in w for w in info["HeaderWarnings"])
     assert sheared == (kind == "sheared")
+    # a qform cannot hold a shear: it is unset rather than a shear-free approximation (wrong by centimetres)
+    src_hdr = nib.load(src).header
+    assert int(out.header["sform_code"]) == int(src_hdr["sform_code"]) > 0
+    assert int(out.header["qform_code"]) == (0 if sheared else int(src_hdr["qform_code"]) or 1)
+    if not sheared:
+        np.testing.assert_allclose(out.header.get_qform(), out.affine, atol=1e-4)
     assert [ln for ln in lines if "warning" in ln] == (
         [f"prettier-sr: warning: {src}: the affine is sheared (voxel axes are not orthogonal)"] if sheared else [])
 
@@ -407,6 +413,115 @@ def test_case11_kill_during_save_then_rerun(tmp_path, capsys, thick_nifti):
     assert temporaries(tmp_path) == [] and sha(thick_nifti) == before
 
 
+@pytest.mark.parametrize("where", ["saving", "computing"])
+def test_sigterm_removes_temporaries_and_exits_143(tmp_path, thick_nifti, where):
+    """SIGTERM (timeout, docker stop, scancel) unwinds like Ctrl-C: no temporary left, exit 143, one line."""
+    before = sha(thick_nifti)
+    out = tmp_path / "o.nii.gz"
+    hang = _HANG_IN_SAVE if where == "saving" else _HANG_IN_SAVE.replace("io._write_nifti = slow", "").replace(
+        "from prettier_bids.cli.sr import main",
+        "import prettier_bids.sr.reconstruct as r\nr.super_resolve = lambda *a, **k: slow(None, '/dev/null')\n"
+        "from prettier_bids.cli.sr import main")
+    proc = subprocess.Popen([sys.executable, "-c", hang, str(thick_nifti), str(out), "--method", "cubic", "-q"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "SAVING"
+        if where == "saving":
+            assert len(temporaries(tmp_path)) == 1  # the half-written temporary exists while it hangs
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == exitcodes.TERMINATED == 143
+    assert err.strip().splitlines() == ["prettier-sr: error: terminated (SIGTERM); rerun the same command to resume"]
+    assert not out.exists() and temporaries(tmp_path) == [] and sha(thick_nifti) == before
+
+
+def _scaled_int16(path, slope, inter):
+    b = brain()
+    data = np.rint((b - b.min()) / (b.max() - b.min()) * 1000).astype(np.int16)
+    img = nib.Nifti1Image(data, AFF)
+    img.set_data_dtype(np.int16)
+    img.header.set_slope_inter(slope, inter)
+    nib.save(img, path)
+    return nib.load(path).get_fdata()
+
+
+@pytest.mark.parametrize("slope, inter", [(0.001, 0.0), (0.01, -100.0), (1.0, 0.0)])
+def test_header_scaled_integers_come_back_as_float32(tmp_path, capsys, slope, inter):
+    """int16 with scl_slope 0.001 came back int16 holding only {0, 1} (exit 0); unscaled int16 stays int16."""
+    values = _scaled_int16(tmp_path / "in.nii.gz", slope, inter)
+    rc, _ = run_sr(capsys, tmp_path / "in.nii.gz", tmp_path / "o.nii.gz", "--method", "cubic", "-q")
+    out = nib.load(tmp_path / "o.nii.gz")
+    got = out.get_fdata()
+    assert rc == 0
+    assert out.get_data_dtype() == (np.int16 if slope == 1.0 else np.float32)
+    span = values.max() - values.min()
+    assert values.min() - 1e-5 * span <= got.min() and got.max() <= values.max() + 1e-5 * span
+    # the input slices come back (cubic interpolates through the slice centres: row 2 of each 5)
+    np.testing.assert_allclose(got[:, :, 2::5], values, atol=1e-4 * span + 0.5 * (slope == 1))
+    assert len(np.unique(got)) > 500
+
+
+@pytest.mark.parametrize("case, text", [
+    ("mgh", "not a NIfTI image (MGHImage)"),
+    ("analyze", "not a NIfTI image"),
+    ("rgb", "voxel type RGB/structured is not supported"),
+    ("spacing_500", "slice spacing 500 mm is beyond the 30 mm"),
+    ("spacing_1e30", "slice spacing 1e+30 mm is beyond the 30 mm"),
+])
+def test_other_formats_and_absurd_spacing_are_bad_data(tmp_path, capsys, case, text):
+    data = brain()
+    if case == "mgh":
+        src = tmp_path / "in.mgz"
+        nib.save(nib.MGHImage(data, AFF), src)
+    elif case == "analyze":
+        src = tmp_path / "in.img"
+        nib.save(nib.AnalyzeImage(data, AFF), src)
+    elif case == "rgb":
+        rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        src = make(tmp_path / "in.nii.gz", rgb)
+    else:
+        src = make(tmp_path / "in.nii.gz", data, np.diag([1.0, 1.0, float(case.split("_")[1]), 1.0]))
+    rc, lines = run_sr(capsys, src, tmp_path / "o.nii.gz", "--method", "cubic", "-q")
+    assert rc == exitcodes.DATAERR
+    one_error(lines, text)
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_nifti2_input_gives_a_clean_nifti1_output(tmp_path):
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti2Image(brain(), AFF), src)
+    proc = sr_subprocess(src, tmp_path / "o.nii.gz", "--method", "cubic", "-q")
+    out = nib.load(tmp_path / "o.nii.gz")
+    assert proc.returncode == 0 and proc.stderr == ""  # no "sizeof_hdr should be 348" (NIfTI-2 header in NIfTI-1)
+    assert isinstance(out, nib.Nifti1Image) and out.header["sizeof_hdr"] == 348
+    np.testing.assert_allclose(out.affine @ [0, 0, 2, 1], AFF @ [0, 0, 0, 1], atol=1e-4)
+
+
+def test_output_names_checked_before_computing(tmp_path, capsys, thick_nifti, monkeypatch):
+    """A valid but long name left no room for the temporary (exit 73 after computing); `.nii.gz` alone was
+    an unexpected error (exit 1)."""
+    import prettier_bids.sr.reconstruct as r
+
+    def never(*a, **k):
+        raise AssertionError("computed before refusing")
+
+    monkeypatch.setattr(r, "super_resolve", never)
+    long_name = tmp_path / ("a" * 245 + ".nii.gz")  # 252 bytes: a valid name, its temporary is not
+    rc, lines = run_sr(capsys, thick_nifti, long_name, "--method", "cubic", "-q")
+    assert rc == exitcodes.CANTCREAT
+    one_error(lines, "its file name is 252 bytes long, at most 235 fit here")
+    rc, lines = run_sr(capsys, thick_nifti, tmp_path / ".nii.gz", "--method", "cubic", "-q")
+    assert rc == exitcodes.USAGE
+    one_error(lines, "output must be a file name ending in .nii or .nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [thick_nifti.name]  # only the test's input
+    monkeypatch.undo()
+    fits = tmp_path / ("b" * 228 + ".nii.gz")  # 235 bytes: the longest that fits
+    rc, _ = run_sr(capsys, thick_nifti, fits, "--method", "cubic", "-q")
+    assert rc == 0 and fits.is_file() and temporaries(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_kill_during_computation_leaves_nothing(tmp_path, thick_nifti):
     code = ("import sys, time\nimport prettier_bids.sr.reconstruct as r\n"
@@ -576,7 +691,8 @@ def test_case13_one_exit_code_table(capsys):
 
     codes = {e.name: e.code for e in exitcodes.TABLE}
     assert codes == {"OK": 0, "FAIL": 1, "BIDS_INVALID": 16, "BAD_LEVEL": 17, "NO_MATCH": 18, "QC_FLAGGED": 19,
-                     "USAGE": 64, "DATAERR": 65, "NOINPUT": 66, "CANTCREAT": 73, "INTERRUPTED": 130}
+                     "USAGE": 64, "DATAERR": 65, "NOINPUT": 66, "CANTCREAT": 73, "INTERRUPTED": 130,
+                     "TERMINATED": 143}
     for module in (sr_cli, bids_cli):  # no private copies of the codes
         assert not [n for n in vars(module) if n.startswith("EXIT_")]
     docs = (REPO / "docs/errors.md").read_text()

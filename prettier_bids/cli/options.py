@@ -1,6 +1,7 @@
 """One option-validation layer for every CLI: argparse ``type=`` factories and a parser whose usage
 errors are one line with exit code 64, :class:`CLIError` (a known problem and its exit code) and
-:func:`guarded_main` (known problems: one line and their code; unexpected errors: one line, exit 1).
+:func:`guarded_main` (known problems: one line and their code; unexpected errors: one line, exit 1;
+Ctrl-C and SIGTERM unwind, removing temporaries, and exit 130 / 143).
 
 Values are checked while parsing, so a bad option never reaches the computation:
 ``--slice-thickness nan`` / ``inf`` / ``0`` / ``-3``, ``--threads -1`` and ``--device tpu`` are usage errors.
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
+import signal
 import sys
+import threading
 
 from .. import exitcodes
 from ..sr.precision import PRECISIONS
@@ -122,14 +126,36 @@ def one_line(exc):
     return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, ``scancel``): unwinds as Ctrl-C does, so every ``finally`` runs
+    and atomic writers remove their temporaries."""
+
+
+def _sigterm_handler(owner_pid):
+    def handler(signum, frame):
+        if os.getpid() != owner_pid:  # a forked child (a pool worker) that inherited it: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean-up short
+        raise Terminated()
+    return handler
+
+
 def guarded_main(prog, func, verbose=False):
     """Run ``func()``; a :class:`CLIError` becomes its one line and exit code; an unexpected exception
     becomes one line on stderr and exit 1 (the traceback is logged only when ``verbose``); Ctrl-C is
-    exit 130."""
+    exit 130, SIGTERM exit 143, both after the clean-up."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         return func()
     except CLIError as exc:
         return error(prog, exc, exc.code)
+    except Terminated:
+        print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        return exitcodes.TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return exitcodes.INTERRUPTED
@@ -141,3 +167,6 @@ def guarded_main(prog, func, verbose=False):
             traceback.print_exception(exc, file=sys.stderr)
         print(f"{prog}: error: unexpected {one_line(exc)} (rerun with -v for details)", file=sys.stderr)
         return exitcodes.FAIL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .. import __version__, exitcodes
+from ..sr.preprocess import MAX_SLICE_MM
 from .options import (
     UsageParser,
     add_precision_option,
@@ -24,7 +25,7 @@ from .options import (
 
 PROG = "prettier-sr"
 #: Thinner than this is not a slice thickness (mm); thicker than this is not a clinical 2D stack.
-THICKNESS_RANGE_MM = (0.1, 30.0)
+THICKNESS_RANGE_MM = (0.1, MAX_SLICE_MM)
 
 
 def build_parser():
@@ -96,8 +97,8 @@ def _main(args):
     inp, out = Path(args.input), Path(args.output)
     if not inp.is_file():
         return _error(f"input file not found: {inp}", exitcodes.NOINPUT)
-    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
-        return _error(f"output must end in .nii or .nii.gz: {out}", exitcodes.USAGE)
+    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")) or out.name in (".nii", ".nii.gz"):
+        return _error(f"output must be a file name ending in .nii or .nii.gz: {out}", exitcodes.USAGE)
     outputs = [out, args.consistency_map, args.json]
     labelled = [("output", out), ("--consistency-map", args.consistency_map), ("--json", args.json)]
     try:  # every output location is checked before any work (and none may be the input)

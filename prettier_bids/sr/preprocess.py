@@ -14,6 +14,8 @@ from .degrade import apply_along_axis, axis_index_map, cubic_matrix
 
 #: A voxel axis at most this size (mm) counts as high resolution.
 ISOTROPIC_MAX_MM = 1.5
+#: The thickest slices (and widest slice spacing) the SR core takes: beyond it the header's voxel size is wrong.
+MAX_SLICE_MM = 30.0
 #: In-plane voxel sizes inside this range are kept; others are resampled to ``INPLANE_TARGET_MM``.
 INPLANE_KEEP_RANGE = (0.8, 1.25)
 INPLANE_TARGET_MM = 1.0
@@ -37,7 +39,8 @@ def find_slice_axis(zooms, force=False):
     """Voxel axis of the thick slices (works for axial, sagittal, coronal and oblique stacks).
 
     Raises :class:`InputError` when every axis is <= 1.5 mm (already high resolution) unless
-    ``force``, and when two axes tie for the largest spacing.
+    ``force``, when two axes tie for the largest spacing, and when the slice spacing exceeds
+    :data:`MAX_SLICE_MM` (whatever ``force`` says).
     """
     zooms = np.asarray(zooms, dtype=float)[:3]
     order = np.argsort(zooms)[::-1]
@@ -46,6 +49,9 @@ def find_slice_axis(zooms, force=False):
         raise AlreadyHighResolution(
             "already high resolution (%s mm, every axis <= %.1f mm); nothing to do"
             % (describe_zooms(zooms), ISOTROPIC_MAX_MM))
+    if zooms[axis] > MAX_SLICE_MM:
+        raise InputError("slice spacing %.4g mm is beyond the %g mm this tool takes: check the header's voxel "
+                         "sizes" % (zooms[axis], MAX_SLICE_MM))
     if zooms[order[1]] > 0.8 * zooms[axis] and not force:
         raise InputError("cannot tell the slice axis: voxel size %s mm has two similar large axes"
                          % describe_zooms(zooms))

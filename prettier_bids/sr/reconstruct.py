@@ -211,6 +211,11 @@ class SRResult:
 
 def load_volume(img):
     """The image's 3D data as float32 (a singleton 4th dimension is dropped); InputError otherwise."""
+    if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 and NIfTI-2, single file or pair, subclass it
+        raise InputError(f"not a NIfTI image ({type(img).__name__})")
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise InputError(f"voxel type {dtype.str if dtype.fields is None else 'RGB/structured'} is not supported")
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -229,16 +234,32 @@ def load_volume(img):
     return data
 
 
-def _reference_dtype(img):
-    slope, inter = img.header.get_slope_inter()
-    scaled = (slope not in (None, 1.0) and np.isfinite(slope)) or (inter not in (None, 0.0) and np.isfinite(inter))
-    return np.dtype(np.float32) if scaled else img.get_data_dtype()
+def _reference_dtype(img, data):
+    """The dtype the output is stored in: the input's integer dtype only when its voxel values are that
+    integer type's own values (no header scaling; nibabel keeps a loaded image's scaling on ``dataobj``, not
+    on the header); float32 otherwise."""
+    dtype = img.get_data_dtype()
+    if not np.issubdtype(dtype, np.integer):
+        return np.dtype(np.float32)
+    slope = getattr(img.dataobj, "slope", None)
+    inter = getattr(img.dataobj, "inter", None)
+    if slope is None and inter is None:
+        slope, inter = img.header.get_slope_inter()
+    scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+    info = np.iinfo(dtype)
+    if scaled or not np.array_equal(data, np.rint(data)) or data.min() < info.min or data.max() > info.max:
+        return np.dtype(np.float32)
+    return dtype
 
 
 def _with_geometry(dataobj, affine, header, qcode, scode):
-    """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s."""
+    """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s. A sheared
+    affine has no qform (a rotation, zooms and a flip cannot hold it): the qform is then unset (code 0), so
+    that no reader falls back to a shear-free approximation of the geometry."""
     out = nib.Nifti1Image(dataobj, affine, header)
     out.set_qform(affine, code=qcode)
+    if not np.allclose(out.header.get_qform(), affine, atol=1e-4):
+        out.set_qform(None, code=0)
     out.set_sform(affine, code=scode)
     out.header.set_xyzt_units("mm", "sec")
     return out
@@ -247,6 +268,9 @@ def _with_geometry(dataobj, affine, header, qcode, scode):
 def make_like(data, affine, reference):
     """A NIfTI image on ``affine`` with ``reference``'s header fields (codes, units, description)."""
     hdr = reference.header.copy()
+    if type(hdr) is not nib.Nifti1Header:  # NIfTI-2 (or a pair's) header: the same fields in NIfTI-1's layout
+        hdr = nib.Nifti1Header.from_header(hdr, check=False)
+        hdr["sizeof_hdr"], hdr["magic"] = 348, b"n+1"
     hdr.set_data_dtype(data.dtype)
     hdr.set_slope_inter(1.0, 0.0) if np.issubdtype(data.dtype, np.integer) else hdr.set_slope_inter(np.nan, np.nan)
     return _with_geometry(data, affine, hdr, int(reference.header["qform_code"]) or 1,
@@ -284,7 +308,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     ran = resolve_precision(precision, device) if method == "model" else "fp32"
     t0 = time.time()
     data = load_volume(img)
-    ref_dtype = _reference_dtype(img)
+    ref_dtype = _reference_dtype(img, data)
     zooms = voxel_sizes(img.affine)
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
