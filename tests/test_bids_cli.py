@@ -251,3 +251,41 @@ def test_reruns_check_the_arithmetic_only_when_precision_is_named(tmp_path):
     assert made_with(models, cand, Config(**cfg, precision="fp32", consistency_projection=False)) == (
         "0123", False, "fp32")
     assert made_with(None, cand, Config(**cfg, method="cubic", precision="bf16")) == (None, None, None)
+
+
+def test_work_dir_inside_bids_dir_is_refused(tmp_path, capsys, monkeypatch):
+    """-w inside BIDS_DIR (given, through a symlink, or the default ./work of a run started inside the
+    dataset): exit 64, one line, nothing written into the dataset or OUTPUT_DIR."""
+    bids = copy_dataset(tmp_path / "bids")
+    before = sorted(p.relative_to(bids).as_posix() for p in bids.rglob("*"))
+    (tmp_path / "link").symlink_to(bids / "sub-02", target_is_directory=True)
+    common = ("participant", "--method", "cubic", "--participant-label", "02", "--contrast", "T1w",
+              "--skip-bids-validation")
+    for work in (bids / "work", tmp_path / "link" / "work", bids):
+        code, lines = _run(capsys, bids, tmp_path / "out", *common, "-w", work)
+        assert code == 64, lines
+        assert "is inside BIDS_DIR" in _one_error(lines) and len(lines) == 1
+    monkeypatch.chdir(bids)  # the default ./work, OUTPUT_DIR under BIDS_DIR/derivatives
+    code, lines = _run(capsys, ".", "derivatives", *common)
+    assert code == 64 and f"the work directory {bids / 'work'} is inside BIDS_DIR" in _one_error(lines)
+    assert sorted(p.relative_to(bids).as_posix() for p in bids.rglob("*")) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_work_dir_inside_output_dir_under_derivatives_is_allowed(tmp_path):
+    from prettier_bids.cli.parser import build_parser, validate
+
+    bids = copy_dataset(tmp_path / "bids")
+    args = build_parser().parse_args([str(bids), str(bids / "derivatives"), "participant",
+                                      "-w", str(bids / "derivatives" / "work")])
+    assert validate(args)["output_dir"] == bids / "derivatives"
+    assert not (bids / "derivatives").exists()
+
+
+def test_work_dir_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--method", "cubic",
+                       "-w", tmp_path / "file" / "work")
+    assert code == 73 and "cannot create the work directory" in _one_error(lines) and len(lines) == 1
+    assert not (tmp_path / "out").exists()
+
