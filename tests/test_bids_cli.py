@@ -289,3 +289,32 @@ def test_work_dir_that_cannot_be_created(tmp_path, capsys):
     assert code == 73 and "cannot create the work directory" in _one_error(lines) and len(lines) == 1
     assert not (tmp_path / "out").exists()
 
+
+def test_late_work_dir_failure_leaves_nothing_in_output_dir(tmp_path, capsys, monkeypatch):
+    """A work dir that passes the checks but cannot be made (e.g. /proc/x as root): exit 73, OUTPUT_DIR is
+    not created (no dataset_description.json, logs, validator report)."""
+    import prettier_bids.cli.runner as runner
+
+    real = runner.make_dir
+
+    def refuse_work(path, what):
+        if what == "the work directory":
+            raise runner.CLIError(f"cannot create {what} {path}: No such file or directory", 73)
+        return real(path, what)
+
+    monkeypatch.setattr(runner, "make_dir", refuse_work)
+    out = tmp_path / "out"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--method", "cubic", "--participant-label", "02",
+                       "--contrast", "T1w", "-w", tmp_path / "work")
+    assert code == 73 and "cannot create the work directory" in _one_error(lines)
+    assert not out.exists()
+
+
+def test_empty_selection_leaves_nothing(tmp_path, capsys):
+    """The selection is made before anything is created: no match (18) leaves no OUTPUT_DIR, no log, no
+    validator report and no work dir."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--method", "cubic", "--participant-label", "02",
+                       "--contrast", "T2w", "-w", work)
+    assert code == 18 and "no T2w images found for participant(s) sub-02" in _one_error(lines)
+    assert not out.exists() and not work.exists()
