@@ -74,6 +74,33 @@ def test_bad_filter_file(tmp_path, capsys):
     assert code == 64 and "is not valid JSON" in _one_error(lines)
 
 
+@pytest.mark.parametrize("filters, text", [
+    ({"flair": {"nonsense_entity": "x"}}, "unknown entity 'nonsense_entity' in the 'flair' query"),
+    ({"FLAIR": {"acqusition": "ax"}}, "unknown entity 'acqusition' in the 'flair' query (did you mean acquisition"),
+    ({"flair": {"acquisition": {"a": 1}}}, "flair.acquisition must be a string, number, null or a list"),
+])
+def test_filter_file_with_unknown_entity_or_bad_value(tmp_path, capsys, filters, text):
+    """An entity pybids does not know (it raises a bare ValueError) or a value that is no filter: exit 64,
+    one line naming it, nothing created."""
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(filters))
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--participant-label", "02",
+                       "--method", "cubic", "--skip-bids-validation", "--bids-filter-file", path,
+                       "-w", tmp_path / "work")
+    assert code == 64 and text in _one_error(lines), lines
+    assert not any("Traceback" in ln or "unexpected" in ln for ln in lines)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_filter_file_with_a_metadata_field_is_accepted(tmp_path):
+    """Keys that are metadata fields of the indexed sidecars are valid pybids filters."""
+    from prettier_bids.bids import get_layout, select
+
+    cands = select(get_layout(TEST_BIDS, participants=["02"]), ["02"], contrasts=["T1w"],
+                   filters={"T1w": {"MRAcquisitionType": "2D"}})
+    assert [c.relpath for c in cands] == ["sub-02/anat/sub-02_T1w.nii.gz"]
+
+
 def test_output_cannot_be_created(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, lines = _run(capsys, TEST_BIDS, tmp_path / "file" / "out", "participant")
