@@ -345,3 +345,39 @@ def test_empty_selection_leaves_nothing(tmp_path, capsys):
                        "--contrast", "T2w", "-w", work)
     assert code == 18 and "no T2w images found for participant(s) sub-02" in _one_error(lines)
     assert not out.exists() and not work.exists()
+
+
+def test_group_logs_a_skip_for_a_malformed_output_sidecar(tmp_path, capsys):
+    """An output whose main sidecar is malformed (or whose image is missing) is left out of group_qc.tsv with
+    a WARNING naming the file and why; the group level still exits 0."""
+    root = tmp_path / "out" / "prettier"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.9.0"}))
+    for sub in ("01", "02", "03"):
+        anat = root / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{sub}_desc-cubic_T1w.nii.gz").write_bytes(b"x")
+        (anat / f"sub-{sub}_desc-cubic_T1w.json").write_text(json.dumps({"Method": "cubic", "ConsistencyPSNR": 40.0}))
+    (root / "sub-02/anat/sub-02_desc-cubic_T1w.json").write_text('{"Method": "cubic",')
+    (root / "sub-03/anat/sub-03_desc-cubic_T1w.nii.gz").unlink()
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "group")
+    assert code == 0, lines
+    assert any("skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its JSON sidecar is malformed" in ln
+               for ln in lines), lines
+    assert any("skipped sub-03/anat/sub-03_desc-cubic_T1w.json: its image sub-03_desc-cubic_T1w.nii.gz is missing"
+               in ln for ln in lines), lines
+    assert any("group level: 1 output(s)" in ln for ln in lines), lines
+    assert [r["participant_id"] for r in read_tsv(root / "group_qc.tsv")] == ["sub-01"]
+    import logging
+
+    from prettier_bids.reports.group import collect_rows
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("prettier_bids").addHandler(handler)
+    try:
+        collect_rows(root)
+    finally:
+        logging.getLogger("prettier_bids").removeHandler(handler)
+    assert [r.levelno for r in records if "skipped" in r.getMessage()] == [logging.WARNING] * 2
