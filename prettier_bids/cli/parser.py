@@ -9,7 +9,6 @@ It creates nothing; a problem is a :class:`~.options.CLIError` with its exit cod
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -131,7 +130,7 @@ def validate(args):
 def check_output_location(output_dir, bids_dir):
     """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
     from ..outputs import derivatives_root
-    from ..paths import is_within, nearest_existing
+    from ..paths import is_within
 
     out = Path(output_dir).absolute()
     bids = Path(bids_dir).absolute()
@@ -142,12 +141,7 @@ def check_output_location(output_dir, bids_dir):
             raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
                            "(a BIDS dataset may not hold other folders): use "
                            f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
-    base = nearest_existing(out)
-    if not base.is_dir():
-        raise CLIError(f"cannot create OUTPUT_DIR {out}: {base} is not a folder", exitcodes.CANTCREAT)
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise CLIError(f"cannot {'write to' if base == out else 'create'} OUTPUT_DIR {out}: {base} is not writable",
-                       exitcodes.CANTCREAT)
+    _check_folder("OUTPUT_DIR", out)
     return out
 
 
@@ -155,17 +149,22 @@ def check_work_location(work_dir, bids_dir, output_dir):
     """Check the work directory (``-w``, default ``./work``) without creating anything: it must not lie inside
     BIDS_DIR (Nipype would write its intermediate files into the input dataset) unless it lies inside OUTPUT_DIR
     (allowed under BIDS_DIR/derivatives/), and it must be creatable. Symlinks are resolved."""
-    from ..paths import is_within, nearest_existing
+    from ..paths import is_within
 
     work = Path(work_dir).absolute()
     bids = Path(bids_dir).absolute()
     if is_within(work, bids) and not is_within(work, output_dir):
         raise CLIError(f"the work directory {work} is inside BIDS_DIR {bids} (the input dataset is never written): "
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
-    base = nearest_existing(work)
-    if not base.is_dir():
-        raise CLIError(f"cannot create the work directory {work}: {base} is not a folder", exitcodes.CANTCREAT)
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise CLIError(f"cannot {'write to' if base == work else 'create'} the work directory {work}: {base} is not "
-                       "writable", exitcodes.CANTCREAT)
+    _check_folder("the work directory", work)
     return work
+
+
+def _check_folder(label, folder):
+    """:func:`prettier_bids.paths.check_output_folder` (exit 73) as a CLIError."""
+    from ..paths import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder(label, folder, exitcodes.CANTCREAT)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
