@@ -200,8 +200,27 @@ def load_bids_filters(path, spec=None):
             raise BIDSError(f"--bids-filter-file: unknown query {key!r} (known: {', '.join(sorted(by_lower))})", 64)
         if not isinstance(value, dict):
             raise BIDSError(f"--bids-filter-file: the value of {key!r} must be a JSON object", 64)
+        for entity, wanted in value.items():
+            if not all(isinstance(v, (str, int, float, bool)) or v is None
+                       for v in (wanted if isinstance(wanted, list) else [wanted])):
+                raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
+                                f"those, not {json.dumps(wanted)}", 64)
         out[by_lower[key.lower()]] = value
     return out
+
+
+def check_filter_entities(layout, contrast, filters):
+    """Raise BIDSError(64) naming the first ``--bids-filter-file`` key of ``contrast`` that is neither a BIDS
+    entity nor a metadata field of the indexed files (pybids would raise a bare ValueError)."""
+    import difflib
+
+    known = set(layout.get_entities())
+    unknown = sorted(set(filters) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+        raise BIDSError(f"--bids-filter-file: unknown entity {unknown[0]!r} in the {contrast.lower()!r} query"
+                        + (f" (did you mean {', '.join(close)}?)" if close else
+                           " (not a BIDS entity nor a metadata field of the selected files)"), 64)
 
 
 def _query_value(value):
@@ -278,6 +297,8 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
     out = []
     for contrast in contrasts:
         query = dict(spec["queries"][contrast])
+        if filters.get(contrast):
+            check_filter_entities(layout, contrast, filters[contrast])
         query.update({k: _query_value(v) for k, v in filters.get(contrast, {}).items()})
         query["subject"] = list(subjects)
         if sessions:

@@ -7,7 +7,8 @@
   (exit 64), nothing written;
 * every output's folder must exist and be writable, and its name leave room for the temporary the
   atomic writer makes beside it (``.NAME.PID.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
-  before the computation.
+  before the computation;
+* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ def check_writable_dirs(outputs):
         if out.exists() and not out.is_file():
             raise OutputPathError(f"cannot write {label} {out}: it exists and is not a regular file (device, FIFO "
                                   "or socket); refusing to replace it", exitcodes.CANTCREAT)
+
+
+def check_output_folder(label, folder, code=exitcodes.CANTCREAT):
+    """Raise OutputPathError(``code``) when the output folder ``folder`` (made later, with its parents) exists and
+    is not a folder, lies under a file, or cannot be created or written. Creates nothing."""
+    folder = Path(folder).absolute()
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{label} {folder} exists and is not a folder", code)
+    base = nearest_existing(folder)
+    if not base.is_dir():
+        raise OutputPathError(f"cannot create {label} {folder}: {base} is not a folder", code)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot {'write to' if base == folder else 'create'} {label} {folder}: {base} is "
+                              "not writable", code)
+    return folder
 
 
 def check_output_paths(inputs, outputs):

@@ -74,6 +74,33 @@ def test_bad_filter_file(tmp_path, capsys):
     assert code == 64 and "is not valid JSON" in _one_error(lines)
 
 
+@pytest.mark.parametrize("filters, text", [
+    ({"flair": {"nonsense_entity": "x"}}, "unknown entity 'nonsense_entity' in the 'flair' query"),
+    ({"FLAIR": {"acqusition": "ax"}}, "unknown entity 'acqusition' in the 'flair' query (did you mean acquisition"),
+    ({"flair": {"acquisition": {"a": 1}}}, "flair.acquisition must be a string, number, null or a list"),
+])
+def test_filter_file_with_unknown_entity_or_bad_value(tmp_path, capsys, filters, text):
+    """An entity pybids does not know (it raises a bare ValueError) or a value that is no filter: exit 64,
+    one line naming it, nothing created."""
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(filters))
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--participant-label", "02",
+                       "--method", "cubic", "--skip-bids-validation", "--bids-filter-file", path,
+                       "-w", tmp_path / "work")
+    assert code == 64 and text in _one_error(lines), lines
+    assert not any("Traceback" in ln or "unexpected" in ln for ln in lines)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def test_filter_file_with_a_metadata_field_is_accepted(tmp_path):
+    """Keys that are metadata fields of the indexed sidecars are valid pybids filters."""
+    from prettier_bids.bids import get_layout, select
+
+    cands = select(get_layout(TEST_BIDS, participants=["02"]), ["02"], contrasts=["T1w"],
+                   filters={"T1w": {"MRAcquisitionType": "2D"}})
+    assert [c.relpath for c in cands] == ["sub-02/anat/sub-02_T1w.nii.gz"]
+
+
 def test_output_cannot_be_created(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code, lines = _run(capsys, TEST_BIDS, tmp_path / "file" / "out", "participant")
@@ -251,3 +278,106 @@ def test_reruns_check_the_arithmetic_only_when_precision_is_named(tmp_path):
     assert made_with(models, cand, Config(**cfg, precision="fp32", consistency_projection=False)) == (
         "0123", False, "fp32")
     assert made_with(None, cand, Config(**cfg, method="cubic", precision="bf16")) == (None, None, None)
+
+
+def test_work_dir_inside_bids_dir_is_refused(tmp_path, capsys, monkeypatch):
+    """-w inside BIDS_DIR (given, through a symlink, or the default ./work of a run started inside the
+    dataset): exit 64, one line, nothing written into the dataset or OUTPUT_DIR."""
+    bids = copy_dataset(tmp_path / "bids")
+    before = sorted(p.relative_to(bids).as_posix() for p in bids.rglob("*"))
+    (tmp_path / "link").symlink_to(bids / "sub-02", target_is_directory=True)
+    common = ("participant", "--method", "cubic", "--participant-label", "02", "--contrast", "T1w",
+              "--skip-bids-validation")
+    for work in (bids / "work", tmp_path / "link" / "work", bids):
+        code, lines = _run(capsys, bids, tmp_path / "out", *common, "-w", work)
+        assert code == 64, lines
+        assert "is inside BIDS_DIR" in _one_error(lines) and len(lines) == 1
+    monkeypatch.chdir(bids)  # the default ./work, OUTPUT_DIR under BIDS_DIR/derivatives
+    code, lines = _run(capsys, ".", "derivatives", *common)
+    assert code == 64 and f"the work directory {bids / 'work'} is inside BIDS_DIR" in _one_error(lines)
+    assert sorted(p.relative_to(bids).as_posix() for p in bids.rglob("*")) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_work_dir_inside_output_dir_under_derivatives_is_allowed(tmp_path):
+    from prettier_bids.cli.parser import build_parser, validate
+
+    bids = copy_dataset(tmp_path / "bids")
+    args = build_parser().parse_args([str(bids), str(bids / "derivatives"), "participant",
+                                      "-w", str(bids / "derivatives" / "work")])
+    assert validate(args)["output_dir"] == bids / "derivatives"
+    assert not (bids / "derivatives").exists()
+
+
+def test_work_dir_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "participant", "--method", "cubic",
+                       "-w", tmp_path / "file" / "work")
+    assert code == 73 and "cannot create the work directory" in _one_error(lines) and len(lines) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_late_work_dir_failure_leaves_nothing_in_output_dir(tmp_path, capsys, monkeypatch):
+    """A work dir that passes the checks but cannot be made (e.g. /proc/x as root): exit 73, OUTPUT_DIR is
+    not created (no dataset_description.json, logs, validator report)."""
+    import prettier_bids.cli.runner as runner
+
+    real = runner.make_dir
+
+    def refuse_work(path, what):
+        if what == "the work directory":
+            raise runner.CLIError(f"cannot create {what} {path}: No such file or directory", 73)
+        return real(path, what)
+
+    monkeypatch.setattr(runner, "make_dir", refuse_work)
+    out = tmp_path / "out"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--method", "cubic", "--participant-label", "02",
+                       "--contrast", "T1w", "-w", tmp_path / "work")
+    assert code == 73 and "cannot create the work directory" in _one_error(lines)
+    assert not out.exists()
+
+
+def test_empty_selection_leaves_nothing(tmp_path, capsys):
+    """The selection is made before anything is created: no match (18) leaves no OUTPUT_DIR, no log, no
+    validator report and no work dir."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--method", "cubic", "--participant-label", "02",
+                       "--contrast", "T2w", "-w", work)
+    assert code == 18 and "no T2w images found for participant(s) sub-02" in _one_error(lines)
+    assert not out.exists() and not work.exists()
+
+
+def test_group_logs_a_skip_for_a_malformed_output_sidecar(tmp_path, capsys):
+    """An output whose main sidecar is malformed (or whose image is missing) is left out of group_qc.tsv with
+    a WARNING naming the file and why; the group level still exits 0."""
+    root = tmp_path / "out" / "prettier"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.9.0"}))
+    for sub in ("01", "02", "03"):
+        anat = root / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{sub}_desc-cubic_T1w.nii.gz").write_bytes(b"x")
+        (anat / f"sub-{sub}_desc-cubic_T1w.json").write_text(json.dumps({"Method": "cubic", "ConsistencyPSNR": 40.0}))
+    (root / "sub-02/anat/sub-02_desc-cubic_T1w.json").write_text('{"Method": "cubic",')
+    (root / "sub-03/anat/sub-03_desc-cubic_T1w.nii.gz").unlink()
+    code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", "group")
+    assert code == 0, lines
+    assert any("skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its JSON sidecar is malformed" in ln
+               for ln in lines), lines
+    assert any("skipped sub-03/anat/sub-03_desc-cubic_T1w.json: its image sub-03_desc-cubic_T1w.nii.gz is missing"
+               in ln for ln in lines), lines
+    assert any("group level: 1 output(s)" in ln for ln in lines), lines
+    assert [r["participant_id"] for r in read_tsv(root / "group_qc.tsv")] == ["sub-01"]
+    import logging
+
+    from prettier_bids.reports.group import collect_rows
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("prettier_bids").addHandler(handler)
+    try:
+        collect_rows(root)
+    finally:
+        logging.getLogger("prettier_bids").removeHandler(handler)
+    assert [r.levelno for r in records if "skipped" in r.getMessage()] == [logging.WARNING] * 2

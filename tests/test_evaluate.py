@@ -132,3 +132,53 @@ def test_prettier_eval_gives_each_contrast_its_default_model(tmp_path):
     assert main(args + ["--model", "prettier-edsr-v3", "--out-dir", str(tmp_path / "b")]) == 0
     used = json.loads((tmp_path / "b" / "results.json").read_text())["models"]
     assert {m["name"] for m in used.values()} == {"prettier-edsr-v3"}
+
+
+def _cli(main, argv, capsys):
+    """Exit code (returned, or raised by argparse) and the non-empty stderr lines of an in-process CLI call."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--settings", "abc"], 64, "argument --settings: 'abc' is not a spacing:thickness pair"),
+    (["--settings", "5:abc"], 64, "thickness in '5:abc': 'abc' is not a number"),
+    (["--settings", "0:0"], 64, "spacing '0' in '0:0' must be a whole number of mm from 2 to 8"),
+    (["--settings", "6:0"], 64, "thickness in '6:0': 0 must be > 0.1"),
+    (["--settings", "6:nan"], 64, "is not a finite number"),
+    (["--axes", "7"], 64, "argument --axes: '7' is not a comma-separated list of axes 0, 1, 2"),
+    (["--axes", "2,2"], 64, "names an axis twice"),
+    (["--batch-size", "0"], 64, "argument --batch-size: 0 must be >= 1"),
+    (["--split", "LIST"], 64, "must hold a JSON object with 'test', not a list"),
+    (["--split", "NOTEST"], 64, "has no 'test' section"),
+    (["--split", "MISSING"], 66, "cannot read --split"),
+    (["--contrasts", "PD"], 64, "argument --contrasts: 'PD': not in the split's test contrasts (FLAIR, T1w)"),
+    (["--out-dir", "FILE"], 64, "--out-dir FILE exists and is not a folder"),
+])
+def test_prettier_eval_bad_option_values_are_one_line_usage_errors(tmp_path, capsys, args, code, text):
+    """Checked before any model or volume is loaded: one line, no traceback, nothing created."""
+    import json
+
+    from prettier_bids.cli.evaluate import main
+
+    (tmp_path / "LIST").write_text(json.dumps([1, 2]))
+    (tmp_path / "NOTEST").write_text(json.dumps({"train": []}))
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / a) if a in ("LIST", "NOTEST", "MISSING", "FILE") else a for a in args]
+    got, lines = _cli(main, ["--data-root", tmp_path / "nodata", *args], capsys)
+    assert got == code, lines
+    assert len(lines) == 1 and lines[0].startswith("prettier-eval: error: ")
+    assert text.replace("FILE", str(tmp_path / "FILE")) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE", "LIST", "NOTEST"]
+
+
+def test_prettier_eval_lesions_shares_the_checks(capsys):
+    from prettier_bids.cli.evaluate import main
+
+    code, lines = _cli(main, ["lesions", "--data-root", "x", "--settings", "0:0"], capsys)
+    assert code == 64 and len(lines) == 1 and "spacing '0' in '0:0' must be a whole number" in lines[0]
+    code, lines = _cli(main, ["lesions", "--data-root", "x", "--threads", "-1"], capsys)
+    assert code == 64 and len(lines) == 1 and "argument --threads: -1 must be >= 1" in lines[0]

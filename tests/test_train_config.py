@@ -156,3 +156,35 @@ def test_pseudo_flair_lookup_learns_a_non_monotone_map_and_ignores_the_heads_sca
     mask[4:20, 4:20, 4:20] = True
     other_units = pf.apply_lookup(50 * np.sqrt(t1) + 7, mask, lut)
     assert np.array_equal(other_units, pf.apply_lookup(t1, mask, lut)) and not other_units[~mask].any()
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--out", "FILE"], "--out FILE exists and is not a folder"),
+    (["--out", "FILE/run"], "cannot create --out FILE/run: FILE is not a folder"),
+    (["--steps", "-5"], "argument --steps: -5 must be >= 1"),
+    (["--steps", "0"], "argument --steps: 0 must be >= 1"),
+    (["--workers", "-1"], "argument --workers: -1 must be >= 0"),
+    (["--max-minutes", "nan"], "argument --max-minutes: 'nan' is not a finite number"),
+    (["--split", "LIST"], "must hold a JSON object with 'train', 'validation', not a list"),
+    (["--split", "BADTRAIN"], "'train' must be a list of file names"),
+])
+def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, capsys, args, text):
+    """Exit 64, one line, before anything is loaded: no FileExistsError traceback for an --out that is a file,
+    no untrained last.pt for --steps -5."""
+    from prettier_bids.cli.train import main
+
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "LIST").write_text("[1, 2]")
+    (tmp_path / "BADTRAIN").write_text(json.dumps({"train": "hr/a.nii.gz", "validation": []}))
+    cfg = _write(tmp_path, {"model": {"preset": "edsr-compact"}})
+    args = [str(tmp_path / a) if a.split("/")[0] in ("FILE", "LIST", "BADTRAIN") else a for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    try:
+        code = main(["--config", str(cfg), "--data-root", str(tmp_path), *args])
+    except SystemExit as exc:
+        code = exc.code
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 64 and len(lines) == 1 and lines[0].startswith("prettier-train: error: "), lines
+    assert text.replace("FILE", str(tmp_path / "FILE")) in lines[0]
+    assert (tmp_path / "FILE").read_text() == "x" and not (tmp_path / "run").exists()

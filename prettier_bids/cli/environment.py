@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -61,3 +62,21 @@ def close_log_file(handler):
     for logger in (LOGGER, nlog.getLogger("nipype.workflow")):
         logger.removeHandler(handler)
     handler.close()
+
+
+def hold_log_records():
+    """Keep the log records of the checks that run before the log file may be created (OUTPUT_DIR does not
+    exist yet); :func:`release_log_records` writes them into the log file once it exists."""
+    held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+    held.setLevel(logging.DEBUG)
+    LOGGER.addHandler(held)
+    return held
+
+
+def release_log_records(held, handler=None):
+    """Stop holding records; those held go to ``handler`` (the log file's) when given, else are dropped."""
+    LOGGER.removeHandler(held)
+    if handler is not None:
+        held.setTarget(handler)
+        held.flush()
+    held.close()

@@ -20,7 +20,6 @@ Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the hel
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -32,7 +31,8 @@ import numpy as np
 from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
-from .options import add_precision_option, add_projection_option
+from .evaluate import add_simulation_options
+from .options import UsageParser, add_precision_option, add_projection_option, device, positive_int
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -43,7 +43,7 @@ KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = UsageParser(
         prog="prettier-eval lesions",
         description="Lesion benchmark: simulate thick FLAIR slices of a test subject with a consensus lesion mask, "
                     "reconstruct with cubic and each model, report lesion PSNR, contrast kept, a simple "
@@ -53,14 +53,13 @@ def build_parser():
     p.add_argument("--case", action="append", default=None, metavar="FLAIR:LESIONS",
                    help=f"FLAIR and lesion mask, relative to --data-root (default {DEFAULT_CASES[0]})")
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated shipped model names or weights files")
-    p.add_argument("--axes", default="0,1,2", help="slice axes (0 sagittal, 1 coronal, 2 axial)")
-    p.add_argument("--settings", default="6:5", help="spacing:thickness pairs in mm (e.g. 6:5,4:4,3:3)")
+    add_simulation_options(p, settings="6:5")
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--device", type=device, default="cpu", help="torch device for the models (e.g. cuda)")
     return p
 
 
@@ -156,15 +155,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        axes = tuple(int(a) for a in args.axes.split(","))
-        settings = tuple((float(a), float(b)) for a, b in (s.split(":") for s in args.settings.split(",")))
-        if any(a not in (0, 1, 2) for a in axes) or any(s < 2 or s > 8 or s != int(s) for s, _ in settings):
-            raise ValueError
-    except ValueError:
-        print("prettier-eval lesions: error: --axes takes 0,1,2 and --settings whole-mm spacing:thickness pairs "
-              "(2-8 mm)", file=sys.stderr)
-        return exitcodes.USAGE
+    axes, settings = args.axes, args.settings
     try:
         models = load_models(args.models, args.device)
     except WeightsError as exc:

@@ -2,15 +2,77 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import math
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from .. import __version__, exitcodes
-from .options import UsageParser, add_precision_option, add_projection_option
+from .options import (
+    CLIError,
+    UsageParser,
+    add_precision_option,
+    add_projection_option,
+    error,
+    finite_float,
+    positive_int,
+)
+from .splits import read_split
+
+#: Simulated slice spacing: a whole number of 1 mm voxels (the truth's rows the SR grid falls on), in the
+#: app's range of thick slices (2-8 mm).
+SPACING_RANGE_MM = (2, 8)
+#: Simulated slice thickness (the range of prettier-sr's --slice-thickness).
+THICKNESS_RANGE_MM = (0.1, 30.0)
+_thickness = finite_float(*THICKNESS_RANGE_MM)
+
+
+def axes_list(text):
+    """``--axes``: comma-separated slice axes, each 0, 1 or 2, no repeats -> a tuple."""
+    parts = [a.strip() for a in text.split(",")]
+    if not all(a in ("0", "1", "2") for a in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of axes 0, 1, 2")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} names an axis twice")
+    return tuple(int(a) for a in parts)
+
+
+def settings_list(text):
+    """``--settings``: comma-separated ``spacing:thickness`` pairs in mm (spacing a whole number of mm in
+    :data:`SPACING_RANGE_MM`, thickness in :data:`THICKNESS_RANGE_MM`) -> a tuple of (float, float)."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"{item.strip()!r} is not a spacing:thickness pair (e.g. 6:5)")
+        try:
+            spacing = float(parts[0])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"spacing {parts[0]!r} in {item.strip()!r} is not a number") from None
+        low, high = SPACING_RANGE_MM
+        if not (math.isfinite(spacing) and spacing == int(spacing) and low <= spacing <= high):
+            raise argparse.ArgumentTypeError(f"spacing {parts[0]!r} in {item.strip()!r} must be a whole number of mm "
+                                             f"from {low} to {high}")
+        try:
+            thickness = _thickness(parts[1])
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"thickness in {item.strip()!r}: {exc}") from None
+        out.append((spacing, thickness))
+    return tuple(out)
+
+
+def add_simulation_options(parser, settings):
+    """``--axes`` and ``--settings`` (checked while parsing: exit 64), shared with ``prettier-eval lesions``."""
+    parser.add_argument("--axes", type=axes_list, default="0,1,2",
+                        help="slice axes to simulate, comma-separated (0 sagittal, 1 coronal, 2 axial; default: "
+                             "%(default)s)")
+    low, high = SPACING_RANGE_MM
+    parser.add_argument("--settings", type=settings_list, default=settings,
+                        help=f"spacing:thickness pairs in mm, comma-separated; spacing a whole number from {low} to "
+                             f"{high} (default: %(default)s)")
 
 
 def build_parser():
@@ -26,17 +88,26 @@ def build_parser():
     g.add_argument("--model", default=None,
                    help="shipped model name for every contrast (default: each contrast's default model)")
     g.add_argument("--weights", default=None, help="weights file")
-    p.add_argument("--axes", default="0,1,2", help="slice axes to simulate (0 sagittal, 1 coronal, 2 axial)")
-    p.add_argument("--settings", default="6:5,4:4,3:3", help="spacing:thickness pairs in mm")
+    add_simulation_options(p, settings="6:5,4:4,3:3")
     p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--version", action="version", version=f"prettier-eval {__version__}")
     return p
+
+
+def _check_out_dir(path):
+    """``--out-dir`` must be a folder or creatable (exit 64: 73 is not among prettier-eval's exit codes)."""
+    from ..paths import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder("--out-dir", path, exitcodes.USAGE)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
 
 
 def main(argv=None):
@@ -46,6 +117,19 @@ def main(argv=None):
 
         return lesions_main(argv[1:])
     args = build_parser().parse_args(argv)
+    try:  # the split and the output folder, before anything is loaded or created
+        test = read_split(args.split, ["test"])["test"]
+        if args.contrasts:
+            wanted = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+            unknown = [c for c in wanted if c not in test]
+            if unknown or not wanted:
+                raise CLIError(f"argument --contrasts: {', '.join(map(repr, unknown)) or 'none given'}: not in the "
+                               f"split's test contrasts ({', '.join(test)})", exitcodes.USAGE)
+            test = {k: v for k, v in test.items() if k in wanted}
+        if args.out_dir:
+            _check_out_dir(args.out_dir)
+    except CLIError as exc:
+        return error("prettier-eval", exc, exc.code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
 
@@ -58,18 +142,12 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    split_path = args.split or str(resources.files("prettier_bids") / "data" / "splits.json")
-    with open(split_path) as f:
-        test = json.load(f)["test"]
-    if args.contrasts:
-        test = {k: v for k, v in test.items() if k in args.contrasts.split(",")}
     try:
         models = load_model_set(args.model, args.weights)  # without either: each contrast's default
     except WeightsError as exc:
         print(f"prettier-eval: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT
-    axes = tuple(int(a) for a in args.axes.split(","))
-    settings = tuple((float(a), float(b)) for a, b in (s.split(":") for s in args.settings.split(",")))
+    axes, settings = args.axes, args.settings
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

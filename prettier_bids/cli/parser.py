@@ -2,14 +2,13 @@
 
 :func:`build_parser` checks each value while parsing (usage errors: one line, exit 64);
 :func:`validate` checks what needs the file system, in this order: the analysis level, the BIDS
-dataset, the participant labels, the ``--bids-filter-file`` and the output location. It creates
-nothing; a problem is a :class:`~.options.CLIError` with its exit code from :mod:`prettier_bids.exitcodes`.
+dataset, the participant labels, the ``--bids-filter-file``, the output location and the work directory.
+It creates nothing; a problem is a :class:`~.options.CLIError` with its exit code from :mod:`prettier_bids.exitcodes`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -123,6 +122,7 @@ def validate(args):
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     output_dir = check_output_location(args.output_dir, bids_dir)
+    check_work_location(args.work_dir, bids_dir, output_dir)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
             "bids_filters": bids_filters}
 
@@ -130,7 +130,7 @@ def validate(args):
 def check_output_location(output_dir, bids_dir):
     """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
     from ..outputs import derivatives_root
-    from ..paths import is_within, nearest_existing
+    from ..paths import is_within
 
     out = Path(output_dir).absolute()
     bids = Path(bids_dir).absolute()
@@ -141,10 +141,30 @@ def check_output_location(output_dir, bids_dir):
             raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
                            "(a BIDS dataset may not hold other folders): use "
                            f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
-    base = nearest_existing(out)
-    if not base.is_dir():
-        raise CLIError(f"cannot create OUTPUT_DIR {out}: {base} is not a folder", exitcodes.CANTCREAT)
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise CLIError(f"cannot {'write to' if base == out else 'create'} OUTPUT_DIR {out}: {base} is not writable",
-                       exitcodes.CANTCREAT)
+    _check_folder("OUTPUT_DIR", out)
     return out
+
+
+def check_work_location(work_dir, bids_dir, output_dir):
+    """Check the work directory (``-w``, default ``./work``) without creating anything: it must not lie inside
+    BIDS_DIR (Nipype would write its intermediate files into the input dataset) unless it lies inside OUTPUT_DIR
+    (allowed under BIDS_DIR/derivatives/), and it must be creatable. Symlinks are resolved."""
+    from ..paths import is_within
+
+    work = Path(work_dir).absolute()
+    bids = Path(bids_dir).absolute()
+    if is_within(work, bids) and not is_within(work, output_dir):
+        raise CLIError(f"the work directory {work} is inside BIDS_DIR {bids} (the input dataset is never written): "
+                       "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
+    _check_folder("the work directory", work)
+    return work
+
+
+def _check_folder(label, folder):
+    """:func:`prettier_bids.paths.check_output_folder` (exit 73) as a CLIError."""
+    from ..paths import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder(label, folder, exitcodes.CANTCREAT)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None

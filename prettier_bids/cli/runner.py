@@ -2,8 +2,9 @@
 participant level (select the inputs, skip the complete ones, run the workflow, read the crash files,
 write the summary and the reports). Known problems raise :class:`~.options.CLIError`.
 
-Nothing is created before the model, the output location and (unless skipped) the BIDS validation
-have been checked.
+Nothing is created before the model, the output location, the work directory, (unless skipped) the BIDS
+validation and the selection of the inputs have been checked: a run that fails before any work leaves
+nothing behind (not even OUTPUT_DIR).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from ..config import PROG
 from . import execution, validator
-from .environment import close_log_file, setup_environment, setup_logging
+from .environment import close_log_file, hold_log_records, release_log_records, setup_environment, setup_logging
 from .options import CLIError, check_device_available, error
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -67,53 +68,25 @@ def load_model_or_exit(config):
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
 
 
+def make_dir(path, what):
+    """Create ``path`` (and its parents); CLIError(73) when that fails or it is not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create {what} {path}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot write to {what} {path}", exitcodes.CANTCREAT)
+    return path
+
+
 def make_output(out):
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"cannot create OUTPUT_DIR {out}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
-    if not os.access(out, os.W_OK):
-        raise CLIError(f"cannot write to OUTPUT_DIR {out}", exitcodes.CANTCREAT)
-    return out
+    return make_dir(Path(out), "OUTPUT_DIR")
 
 
-def run_participant_level(config):
-    models = load_model_or_exit(config)
-    root = config.output_root
-    report = None
-    if not config.skip_bids_validation:  # before anything is created
-        setup_logging(config.verbose)
-        problem, report = validator.run_bids_validator(config.bids_dir)
-        if problem:
-            raise CLIError(problem, exitcodes.BIDS_INVALID)
-    make_output(config.output_dir)
-    log_dir = root / "logs"
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"cannot create {log_dir}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
-    if report is not None:
-        from ..sr.io import write_text_atomic
-
-        write_text_atomic(report, log_dir / f"bids_validator_{config.run_id}.json")
-    handler = setup_logging(config.verbose, log_dir / f"prettier-bids_{config.run_id}.log")
-    try:
-        return participant(config, models)
-    finally:
-        close_log_file(handler)
-
-
-def participant(config, models):
-    """Select, skip the complete inputs, process the others, then the summary and the reports
-    (``models``: a ModelSet, None for ``--method cubic``)."""
+def select_inputs(config):
+    """Index BIDS_DIR (never the output or work dirs) and select the inputs: ``(subjects, candidates)``.
+    Writes nothing; a problem (no match, bad filter) is a CLIError with its code."""
     from ..bids import BIDSError, get_layout, resolve_participants, select, summarize
-    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, qc_of, write_dataset_files
-
-    root = config.output_root
-    LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
-    if models is not None:
-        LOGGER.info("model %s", models.describe())
-    t0 = time.time()
 
     try:
         layout = get_layout(config.bids_dir, exclude=[config.output_dir, config.work_dir],
@@ -124,6 +97,50 @@ def participant(config, models):
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     LOGGER.info("%s", summarize(cands))
+    return subjects, cands
+
+
+def run_participant_level(config):
+    """Check everything that can fail before any work (the model, the BIDS validation, the selection), then
+    create the work directory and OUTPUT_DIR: a run that fails before any work leaves nothing behind (not even
+    OUTPUT_DIR or a log file). The log lines of those checks go into the run's log file once it exists."""
+    models = load_model_or_exit(config)
+    setup_logging(config.verbose)
+    held = hold_log_records()
+    handler = None
+    try:
+        LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
+        if models is not None:
+            LOGGER.info("model %s", models.describe())
+        report = None
+        if not config.skip_bids_validation:
+            problem, report = validator.run_bids_validator(config.bids_dir)
+            if problem:
+                raise CLIError(problem, exitcodes.BIDS_INVALID)
+        subjects, cands = select_inputs(config)
+        make_dir(Path(config.work_dir), "the work directory")
+        make_output(config.output_dir)
+        log_dir = make_dir(config.output_root / "logs", "the log folder")
+        if report is not None:
+            from ..sr.io import write_text_atomic
+
+            write_text_atomic(report, log_dir / f"bids_validator_{config.run_id}.json")
+        handler = setup_logging(config.verbose, log_dir / f"prettier-bids_{config.run_id}.log")
+    finally:
+        release_log_records(held, handler)
+    try:
+        return participant(config, models, subjects, cands)
+    finally:
+        close_log_file(handler)
+
+
+def participant(config, models, subjects, cands):
+    """Skip the complete inputs among the selected ``cands``, process the others, then the summary and the
+    reports (``models``: a ModelSet, None for ``--method cubic``)."""
+    from ..outputs import RunSummary, clean_stale_temporaries, expected_outputs, qc_of, write_dataset_files
+
+    root = config.output_root
+    t0 = time.time()
 
     write_dataset_files(root, config.bids_dir, config.raw_description)
     clean_stale_temporaries(root, subjects)
@@ -204,11 +221,6 @@ def process(todo, expected, models, config):
     from ..outputs import completion
     from ..workflows import init_main_wf
 
-    try:
-        Path(config.work_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"cannot create the work directory {config.work_dir}: {exc.strerror or exc}",
-                       exitcodes.CANTCREAT) from None
     ok = execution.run_workflow(init_main_wf(todo, config, models), config)
     for cand in (c for cands in todo.values() for c in cands):
         done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))

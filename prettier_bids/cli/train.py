@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from importlib import resources
-from pathlib import Path
 
 from .. import __version__, exitcodes
-from .options import UsageParser
+from .options import CLIError, UsageParser, error, finite_float, int_at_least, positive_int
+from .splits import read_split
 
 
-def _default_split():
-    return Path(str(resources.files("prettier_bids") / "data" / "splits.json"))
+def check_run_dir(path):
+    """``--out`` must be a folder or creatable (exit 64: 73 is not among prettier-train's exit codes)."""
+    from ..paths import OutputPathError, check_output_folder
+
+    try:
+        check_output_folder("--out", path, exitcodes.USAGE)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
 
 
 def build_parser():
@@ -26,25 +31,30 @@ def build_parser():
     p.add_argument("--data-root", required=True, help="folder that the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split (train/validation lists); default: the shipped one")
     p.add_argument("--out", required=True, help="run directory (checkpoint.pt, best.pt, log.tsv)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="total steps (overrides the config; also the horizon of a cosine schedule)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; rerun to resume")
+    p.add_argument("--max-minutes", type=finite_float(0.0), default=None, help="stop cleanly after this long; rerun to resume")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
     p.add_argument("--init-weights", default=None, metavar="FILE",
                    help="start from these weights: a weights file (a run's best.pt) or a shipped model name "
                         "(e.g. prettier-edsr-v2); overrides the config")
-    p.add_argument("--optuna", type=int, default=0, metavar="N", help="run an Optuna TPE study of N trials")
-    p.add_argument("--trial-steps", type=int, default=300, help="steps per Optuna trial")
+    p.add_argument("--optuna", type=int_at_least(0), default=0, metavar="N", help="run an Optuna TPE study of N trials")
+    p.add_argument("--trial-steps", type=positive_int, default=300, help="steps per Optuna trial")
     p.add_argument("--version", action="version", version=f"prettier-train {__version__}")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:  # the run directory and the split, before anything is loaded or created
+        check_run_dir(args.out)
+        split = read_split(args.split, ["train", "validation"])
+    except CLIError as exc:
+        return error("prettier-train", exc, exc.code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import torch
 
@@ -64,8 +74,6 @@ def main(argv=None):
             over["workers"] = args.workers
         cfg = load_config(args.config, over)
         resolve_init_weights(cfg.init_weights)  # a wrong name or path fails here, before the data loads
-        with open(args.split or _default_split()) as f:
-            split = json.load(f)
         train_vols = load_split_volumes(args.data_root, "train", split["train"])
         if inplane_prob(cfg.patch.inplane) > 0:
             if not split.get("train_inplane"):

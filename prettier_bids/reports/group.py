@@ -6,6 +6,7 @@ import base64
 import csv
 import html
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "M
 #: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
 FLAG_MADS = 3.0
 
+LOGGER = logging.getLogger("prettier_bids")
+
 
 def collect_rows(root, participants=None):
     root = Path(root)
@@ -32,12 +35,17 @@ def collect_rows(root, participants=None):
         if not sub_dir.is_dir() or (participants and sub_dir.name[4:] not in participants):
             continue
         for sidecar in sorted(sub_dir.rglob("*.json")):
-            if "figures" in sidecar.parts or "log" in sidecar.parts:
+            if "figures" in sidecar.parts or "log" in sidecar.parts or sidecar.name.startswith("."):
                 continue
             ents = parse_entities(sidecar)
+            if ents.get("desc") not in descs:
+                continue
             nifti = nifti_of(sidecar)
             meta = read_json(sidecar)
-            if ents.get("desc") not in descs or meta is None or not nifti.is_file():
+            why = ("its JSON sidecar is malformed (not a JSON object)" if meta is None else
+                   f"its image {nifti.name} is missing" if not nifti.is_file() else None)
+            if why:
+                LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
                 continue
             row = {"participant_id": f"sub-{ents['subject']}", "session": ents.get("session", "n/a"),
                    "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
