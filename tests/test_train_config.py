@@ -75,6 +75,20 @@ def test_wrong_types_are_rejected(data):
         load_config(None, data)
 
 
+@pytest.mark.parametrize("data, text", [
+    ({"steps": -5}, "config.steps must be above 0, got -5"),
+    ({"steps": 0}, "config.steps must be above 0"),
+    ({"lr": 0}, "config.lr must be above 0"),
+    ({"val": {"every": 0}}, "config.val.every must be above 0"),
+    ({"workers": -1}, "config.workers must be 0 or more"),
+    ({"loss": {"perceptual": -0.1}}, "config.loss.perceptual must be 0 or more"),
+])
+def test_out_of_range_numbers_are_rejected(data, text):
+    """A config with "steps": -5 trained nothing, exited 0 and wrote an untrained last.pt."""
+    with pytest.raises(ConfigError, match=text):
+        load_config(overrides=data)
+
+
 def test_comments_are_ignored_and_stages_apply_from_their_step():
     cfg = load_config(None, {"_comment": "a note", "degradation": {"spacing_probs": {"4": 1.0}},
                              "degradation_stages": [{"from_step": 3, "spacing_probs": {"2": 1.0}, "_why": "x"}]})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -184,6 +185,24 @@ def _deep_merge(base, over, where):
     return out
 
 
+#: Numbers that must be above 0, and those that must be at least 0 (keys of any block; a config that breaks it is
+#: refused when it is read, not after a run that trained nothing).
+POSITIVE = {"steps", "batch_size", "lr", "T0", "Tmult", "every", "batches", "lr_rows", "width", "log_every",
+            "n_blocks", "n_feats", "tail_feats", "growth", "disc_lr", "disc_feats"}
+NON_NEGATIVE = {"workers", "seed", "eta_min", "l1", "perceptual", "lesion_weight", "lesion_boost", "weight",
+                "thickness", "gaussian_prob", "paper_prob", "min_foreground"}
+
+
+def _check_range(value, where, key):
+    if key in POSITIVE and not value > 0:
+        raise ConfigError(f"{where} must be above 0, got {value!r}")
+    if key in NON_NEGATIVE and not value >= 0:
+        raise ConfigError(f"{where} must be 0 or more, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
 def _unknown(key, allowed, where):
     hint = difflib.get_close_matches(key, allowed, n=1)
     maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -253,9 +272,9 @@ def _convert(value, hint, where, key):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         if t in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        if t is int and float(value) != int(value):
+        if t is int and (not math.isfinite(value) or float(value) != int(value)):
             raise ConfigError(f"{where} must be a whole number, got {value!r}")
-        return t(value)
+        return _check_range(t(value), where, key) if t in (int, float) else t(value)
     return value
 
 
