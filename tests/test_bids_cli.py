@@ -324,10 +324,10 @@ def test_late_work_dir_failure_leaves_nothing_in_output_dir(tmp_path, capsys, mo
 
     real = runner.make_dir
 
-    def refuse_work(path, what):
+    def refuse_work(path, what, created=None):
         if what == "the work directory":
             raise runner.CLIError(f"cannot create {what} {path}: No such file or directory", 73)
-        return real(path, what)
+        return real(path, what, created)
 
     monkeypatch.setattr(runner, "make_dir", refuse_work)
     out = tmp_path / "out"
@@ -335,6 +335,28 @@ def test_late_work_dir_failure_leaves_nothing_in_output_dir(tmp_path, capsys, mo
                        "--contrast", "T1w", "-w", tmp_path / "work")
     assert code == 73 and "cannot create the work directory" in _one_error(lines)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("what", ["OUTPUT_DIR", "the log folder"])
+def test_late_output_dir_failure_removes_the_work_dir_it_made(tmp_path, capsys, monkeypatch, what):
+    """OUTPUT_DIR (or its log folder) cannot be made (e.g. /proc/x, /sys/kernel as root): exit 73, and the work
+    dir made just before is removed again (it was left, empty, as was OUTPUT_DIR when only the logs failed)."""
+    import prettier_bids.cli.runner as runner
+
+    real = runner.make_dir
+
+    def refuse(path, label, created=None):
+        if label == what:
+            raise runner.CLIError(f"cannot create {label} {path}: Read-only file system", 73)
+        return real(path, label, created)
+
+    monkeypatch.setattr(runner, "make_dir", refuse)
+    (tmp_path / "kept").mkdir()  # a folder that existed before the run is never removed
+    out, work = tmp_path / "out", tmp_path / "kept" / "a" / "work"
+    code, lines = _run(capsys, TEST_BIDS, out, "participant", "--method", "cubic", "--participant-label", "02",
+                       "--contrast", "T1w", "-w", work)
+    assert code == 73 and f"cannot create {what}" in _one_error(lines)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
 
 
 def test_empty_selection_leaves_nothing(tmp_path, capsys):

@@ -469,6 +469,7 @@ def test_header_scaled_integers_come_back_as_float32(tmp_path, capsys, slope, in
     ("rgb", "voxel type RGB/structured is not supported"),
     ("spacing_500", "slice spacing 500 mm is beyond the 30 mm"),
     ("spacing_1e30", "slice spacing 1e+30 mm is beyond the 30 mm"),
+    ("spacing_30.0001", "slice spacing 30.000099182128906 mm is beyond the 30 mm"),  # not "30 mm ... beyond 30"
 ])
 def test_other_formats_and_absurd_spacing_are_bad_data(tmp_path, capsys, case, text):
     data = brain()
@@ -482,7 +483,7 @@ def test_other_formats_and_absurd_spacing_are_bad_data(tmp_path, capsys, case, t
         rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
         src = make(tmp_path / "in.nii.gz", rgb)
     else:
-        src = make(tmp_path / "in.nii.gz", data, np.diag([1.0, 1.0, float(case.split("_")[1]), 1.0]))
+        src = make(tmp_path / "in.nii.gz", data, np.diag([1.0, 1.0, float(case.split("_")[1]), 1.0]))  # float32
     rc, lines = run_sr(capsys, src, tmp_path / "o.nii.gz", "--method", "cubic", "-q")
     assert rc == exitcodes.DATAERR
     one_error(lines, text)
@@ -772,3 +773,35 @@ def test_output_folder_that_is_a_file(tmp_path, capsys, thick_nifti):
     rc, lines = run_sr(capsys, thick_nifti, tmp_path / "f" / "o.nii.gz", "--method", "cubic", "-q")
     assert rc == 73
     one_error(lines, "is not a folder")
+
+
+@pytest.mark.slow
+def test_sigterm_of_prettier_bids_at_any_moment_is_143_and_whole_files(tmp_path):
+    """A SIGTERM just after the workflow started was swallowed (exit 0, and later SIGTERMs ignored); one in the
+    middle reached Nipype inside a node's `import torch`: every image `failed`, then a segfault (139)."""
+    bids = copy_dataset(tmp_path / "bids")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prettier_bids.cli.run", str(bids), str(out), "participant", "--participant-label",
+           "01", "--method", "cubic", "--nprocs", "2", "-w", str(tmp_path / "work"), "--skip-bids-validation"]
+    for delay in (0.0, 0.3, 3.0):
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stderr:
+                if "workflow(s) with MultiProc" in line:
+                    break
+            time.sleep(delay)
+            proc.terminate()
+            rest = proc.stderr.read()
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == exitcodes.TERMINATED, (delay, rest)
+        assert rest.strip().splitlines()[-1] == ("prettier-bids: error: terminated (SIGTERM); rerun the same "
+                                                 "command to resume"), rest
+        assert "failed" not in rest and "Fatal Python error" not in rest
+        assert temporaries(out) == []
+        assert not list((out / "prettier" / "logs").glob("summary_*.tsv"))  # no `failed` rows
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and temporaries(out) == []
+    rows = read_tsv(next((out / "prettier" / "logs").glob("summary_*.tsv")))
+    assert {r["status"] for r in rows} <= {"done", "skipped", "complete"}

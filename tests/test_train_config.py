@@ -181,6 +181,7 @@ def test_pseudo_flair_lookup_learns_a_non_monotone_map_and_ignores_the_heads_sca
     (["--max-minutes", "nan"], "argument --max-minutes: 'nan' is not a finite number"),
     (["--split", "LIST"], "must hold a JSON object with 'train', 'validation', not a list"),
     (["--split", "BADTRAIN"], "'train' must be a list of file names"),
+    (["--split", "EMPTY"], "the 'train' section names no file"),  # was a traceback (no 1 mm training volumes)
 ])
 def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, capsys, args, text):
     """Exit 64, one line, before anything is loaded: no FileExistsError traceback for an --out that is a file,
@@ -190,8 +191,9 @@ def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, ca
     (tmp_path / "FILE").write_text("x")
     (tmp_path / "LIST").write_text("[1, 2]")
     (tmp_path / "BADTRAIN").write_text(json.dumps({"train": "hr/a.nii.gz", "validation": []}))
+    (tmp_path / "EMPTY").write_text(json.dumps({"train": [], "validation": []}))
     cfg = _write(tmp_path, {"model": {"preset": "edsr-compact"}})
-    args = [str(tmp_path / a) if a.split("/")[0] in ("FILE", "LIST", "BADTRAIN") else a for a in args]
+    args = [str(tmp_path / a) if a.split("/")[0] in ("FILE", "LIST", "BADTRAIN", "EMPTY") else a for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "run")]
     try:

@@ -131,15 +131,38 @@ class Terminated(KeyboardInterrupt):
     and atomic writers remove their temporaries."""
 
 
-def _sigterm_handler(owner_pid):
+#: What SIGTERM does instead of unwinding, once a command has set it (:func:`on_sigterm`).
+_ON_SIGTERM = []
+
+
+def on_sigterm(action):
+    """From now on SIGTERM runs ``action()`` and exits 143 at once instead of raising :class:`Terminated`: for
+    code during which an exception raised at an arbitrary point could be caught and misreported (Nipype records
+    one raised inside a node as that node's failure, and may swallow one in its scheduler loop)."""
+    _ON_SIGTERM[:] = [action]
+
+
+def _sigterm_handler(prog, owner_pid):
     def handler(signum, frame):
         if os.getpid() != owner_pid:  # a forked child (a pool worker) that inherited it: die as by default
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean-up short
-        raise Terminated()
+        if not _ON_SIGTERM:
+            raise Terminated()
+        try:
+            _ON_SIGTERM[0]()
+        finally:
+            _terminated_message(prog)
+            logging.shutdown()
+            sys.stdout.flush()
+            os._exit(exitcodes.TERMINATED)
     return handler
+
+
+def _terminated_message(prog):
+    print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr, flush=True)
 
 
 def guarded_main(prog, func, verbose=False):
@@ -148,13 +171,13 @@ def guarded_main(prog, func, verbose=False):
     exit 130, SIGTERM exit 143, both after the clean-up."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(prog, os.getpid()))
     try:
         return func()
     except CLIError as exc:
         return error(prog, exc, exc.code)
     except Terminated:
-        print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        _terminated_message(prog)
         return exitcodes.TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -168,5 +191,6 @@ def guarded_main(prog, func, verbose=False):
         print(f"{prog}: error: unexpected {one_line(exc)} (rerun with -v for details)", file=sys.stderr)
         return exitcodes.FAIL
     finally:
+        _ON_SIGTERM.clear()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -18,7 +18,7 @@ from .. import __version__, exitcodes
 from ..config import PROG
 from . import execution, validator
 from .environment import close_log_file, hold_log_records, release_log_records, setup_environment, setup_logging
-from .options import CLIError, check_device_available, error
+from .options import CLIError, check_device_available, error, on_sigterm
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -68,19 +68,50 @@ def load_model_or_exit(config):
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
 
 
-def make_dir(path, what):
-    """Create ``path`` (and its parents); CLIError(73) when that fails or it is not writable."""
+def make_dir(path, what, created=None):
+    """Create ``path`` (and its parents); CLIError(73) when that fails or it is not writable. The folders it
+    makes are appended to ``created`` (when given), so that a failed start can remove them again."""
+    path = Path(path)
+    missing = [p for p in (path, *path.absolute().parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CLIError(f"cannot create {what} {path}: {exc.strerror or exc}", exitcodes.CANTCREAT) from None
+    finally:
+        if created is not None:
+            created.extend(p for p in missing if p.is_dir())
     if not os.access(path, os.W_OK | os.X_OK):
         raise CLIError(f"cannot write to {what} {path}", exitcodes.CANTCREAT)
     return path
 
 
-def make_output(out):
-    return make_dir(Path(out), "OUTPUT_DIR")
+def make_output(out, created=None):
+    return make_dir(Path(out), "OUTPUT_DIR", created)
+
+
+def remove_made_dirs(created):
+    """Remove the (still empty) folders a failed start made, deepest first."""
+    for folder in sorted(set(created), key=lambda p: len(p.absolute().parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def abandon_run(root):
+    """SIGTERM once OUTPUT_DIR exists (Nipype is running nodes in this process and its pool): stop the pool's
+    workers and remove the temporaries of this run's processes (every output is written as a temporary and
+    renamed, so what remains is whole files only); the caller then exits 143 at once."""
+    import multiprocessing
+
+    from ..sr.io import remove_temporaries
+
+    workers = multiprocessing.active_children()
+    for proc in workers:
+        proc.kill()
+    for proc in workers:
+        proc.join(timeout=10)
+    remove_temporaries(root, pids={os.getpid(), *(p.pid for p in workers)})
 
 
 def select_inputs(config):
@@ -118,9 +149,15 @@ def run_participant_level(config):
             if problem:
                 raise CLIError(problem, exitcodes.BIDS_INVALID)
         subjects, cands = select_inputs(config)
-        make_dir(Path(config.work_dir), "the work directory")
-        make_output(config.output_dir)
-        log_dir = make_dir(config.output_root / "logs", "the log folder")
+        created = []
+        try:
+            make_dir(Path(config.work_dir), "the work directory", created)
+            make_output(config.output_dir, created)
+            log_dir = make_dir(config.output_root / "logs", "the log folder", created)
+        except CLIError:
+            remove_made_dirs(created)  # e.g. OUTPUT_DIR cannot be made: the work dir made just before goes too
+            raise
+        on_sigterm(lambda: abandon_run(config.output_root))
         if report is not None:
             from ..sr.io import write_text_atomic
 

@@ -58,4 +58,8 @@ def read_split(path, required):
         check, what = _CHECKS[section]
         if not check(split[section]):
             raise CLIError(f"--split {path}: {section!r} must be {what}", exitcodes.USAGE)
+    for section in required:  # a section the command needs must name at least one file
+        value = split[section]
+        if not (any(value.values()) if isinstance(value, dict) else value):
+            raise CLIError(f"--split {path}: the {section!r} section names no file", exitcodes.USAGE)
     return split

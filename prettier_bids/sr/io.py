@@ -88,6 +88,21 @@ def clean_stale_temporaries(folder, recursive=False, names=None):
     return removed
 
 
+def remove_temporaries(folder, pids):
+    """Remove the temporaries below ``folder`` written by the processes ``pids`` (this run's, when it is stopped);
+    returns how many."""
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp*") if Path(folder).is_dir() else []:
+        parsed = parse_tmp_name(tmp.name)
+        if parsed is not None and parsed[1] in pids:
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def _write_nifti(img, tmp):
     import nibabel as nib
 

@@ -50,8 +50,11 @@ def find_slice_axis(zooms, force=False):
             "already high resolution (%s mm, every axis <= %.1f mm); nothing to do"
             % (describe_zooms(zooms), ISOTROPIC_MAX_MM))
     if zooms[axis] > MAX_SLICE_MM:
-        raise InputError("slice spacing %.4g mm is beyond the %g mm this tool takes: check the header's voxel "
-                         "sizes" % (zooms[axis], MAX_SLICE_MM))
+        shown = "%.4g" % zooms[axis]
+        if float(shown) <= MAX_SLICE_MM:  # rounded onto the limit: enough digits to show why
+            shown = repr(float(zooms[axis]))
+        raise InputError("slice spacing %s mm is beyond the %g mm this tool takes: check the header's voxel "
+                         "sizes" % (shown, MAX_SLICE_MM))
     if zooms[order[1]] > 0.8 * zooms[axis] and not force:
         raise InputError("cannot tell the slice axis: voxel size %s mm has two similar large axes"
                          % describe_zooms(zooms))
