@@ -196,7 +196,9 @@ def test_cli_refuses_inplane_config_without_thick_scans(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"patch": {"inplane": {"prob": 0.2}}}))
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": [], "validation": []}))
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "a_T1w.nii.gz").write_bytes(b"")  # a split needs a training volume (checked first)
+    split.write_text(json.dumps({"train": ["hr/a_T1w.nii.gz"], "validation": ["hr/a_T1w.nii.gz"]}))
     rc = main(["--config", str(cfg), "--data-root", str(tmp_path), "--split", str(split), "--out",
                str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -206,6 +208,11 @@ def test_cli_refuses_inplane_config_without_thick_scans(tmp_path, capsys):
                str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == exitcodes.NOINPUT and len(err) == 1 and "must be a number from 0 to 1" in err[0]
+    cfg.write_text(json.dumps({"patch": {"inplane": None}}))  # an empty (corrupt) volume was a traceback
+    rc = main(["--config", str(cfg), "--data-root", str(tmp_path), "--split", str(split), "--out",
+               str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == exitcodes.NOINPUT and len(err) == 1 and "Empty file" in err[0] and "a_T1w.nii.gz" in err[0]
 
 
 def test_patch_evaluation_runs_plain_and_conditioned_models():

@@ -182,3 +182,28 @@ def test_prettier_eval_lesions_shares_the_checks(capsys):
     assert code == 64 and len(lines) == 1 and "spacing '0' in '0:0' must be a whole number" in lines[0]
     code, lines = _cli(main, ["lesions", "--data-root", "x", "--threads", "-1"], capsys)
     assert code == 64 and len(lines) == 1 and "argument --threads: -1 must be >= 1" in lines[0]
+
+
+def test_prettier_eval_unreadable_or_empty_test_volumes(tmp_path, capsys):
+    """An empty (corrupt) test volume was an ImageFileError traceback (exit 1), in both benchmarks; a split whose
+    test section names no file wrote an empty report with exit 0."""
+    import json
+
+    from prettier_bids.cli.evaluate import main
+
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "x_FLAIR.nii.gz").write_bytes(b"")
+    split = tmp_path / "s.json"
+    split.write_text(json.dumps({"test": {"FLAIR": [{"file": "hr/x_FLAIR.nii.gz", "skull_stripped": True}]}}))
+    code, lines = _cli(main, ["--data-root", tmp_path, "--split", split, "--settings", "6:5", "--no-patches",
+                              "--model", "prettier-edsr-v2"], capsys)
+    lines = [ln for ln in lines if "prettier-eval" in ln]  # the INFO log lines are timestamped
+    assert code == 66 and len(lines) == 1 and "cannot read test volume" in lines[0] and "Empty file" in lines[0]
+    code, lines = _cli(main, ["lesions", "--data-root", tmp_path, "--case", "hr/x_FLAIR.nii.gz:hr/x_FLAIR.nii.gz",
+                              "--models", "prettier-edsr-v2"], capsys)
+    lines = [ln for ln in lines if "prettier-eval" in ln]
+    assert code == 66 and len(lines) == 1 and "Empty file" in lines[0]
+    split.write_text(json.dumps({"test": {"FLAIR": []}}))
+    code, lines = _cli(main, ["--data-root", tmp_path, "--split", split, "--out-dir", tmp_path / "out"], capsys)
+    assert code == 64 and lines == [f"prettier-eval: error: --split {split}: the 'test' section names no file"]
+    assert not (tmp_path / "out").exists()

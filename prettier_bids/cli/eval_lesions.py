@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import nibabel as nib
     import torch
+    from nibabel.filebasedimages import ImageFileError
 
     from ..sr import lesions as L
     from ..sr.evaluate import brain_mask
@@ -174,8 +176,12 @@ def main(argv=None):
             if not p.is_file():
                 print(f"prettier-eval lesions: error: not found: {p}", file=sys.stderr)
                 return exitcodes.NOINPUT
-        vol = load_training_volume(flair, name=flair_rel).data
-        lesions = np.asarray(nib.load(str(les)).dataobj) > 0
+        try:
+            vol = load_training_volume(flair, name=flair_rel).data
+            lesions = np.asarray(nib.load(str(les)).dataobj) > 0
+        except (OSError, ValueError, EOFError, zlib.error, ImageFileError) as exc:
+            print(f"prettier-eval lesions: error: cannot read {flair} or {les}: {exc}", file=sys.stderr)
+            return exitcodes.NOINPUT
         if lesions.shape != vol.shape:
             print(f"prettier-eval lesions: error: lesion mask {lesions.shape} does not match FLAIR {vol.shape} "
                   "(both must be 1 mm, same grid)", file=sys.stderr)

@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -135,6 +136,9 @@ def main(argv=None):
 
     from ..sr import evaluate as ev
     from ..sr.consistency import projection_note
+    from nibabel.filebasedimages import ImageFileError
+
+    from ..sr.io import write_text_atomic
     from ..sr.models import WeightsError
     from ..sr.patches import load_training_volume
     from ..sr.precision import precision_note, resolve_precision
@@ -159,7 +163,11 @@ def main(argv=None):
             if not path.is_file():
                 print(f"prettier-eval: error: test volume not found: {path}", file=sys.stderr)
                 return exitcodes.NOINPUT
-            vol = load_training_volume(path, name=entry["file"])
+            try:
+                vol = load_training_volume(path, name=entry["file"])
+            except (OSError, ValueError, EOFError, zlib.error, ImageFileError) as exc:
+                print(f"prettier-eval: error: cannot read test volume {path}: {exc}", file=sys.stderr)
+                return exitcodes.NOINPUT
             vols.setdefault(contrast, []).append(vol)
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
             keep = (2, 6.0) if out_dir else None
@@ -191,12 +199,12 @@ def main(argv=None):
     text = "\n".join(md)
     print(text)
     if out_dir:
-        (out_dir / "tables.md").write_text(text + "\n")
-        (out_dir / "results.json").write_text(json.dumps(
+        write_text_atomic(text + "\n", out_dir / "tables.md")
+        write_text_atomic(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head, "patches": patches,
              "models": {c: {"name": m.name, "sha256": m.sha256} for c, m in used.items()},
              "projected": args.project, "precision": resolve_precision(args.precision)},
-            indent=2, default=float))
+            indent=2, default=float), out_dir / "results.json")
     return exitcodes.OK
 
 

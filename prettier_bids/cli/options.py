@@ -152,11 +152,14 @@ def _sigterm_handler(prog, owner_pid):
         if not _ON_SIGTERM:
             raise Terminated()
         try:
+            _terminated_message(prog)
+            logging.shutdown()  # flush the log file; then silence what threads say while the action stops them
+            logging.disable(logging.CRITICAL)
+            sys.stdout.flush()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
             _ON_SIGTERM[0]()
         finally:
-            _terminated_message(prog)
-            logging.shutdown()
-            sys.stdout.flush()
             os._exit(exitcodes.TERMINATED)
     return handler
 

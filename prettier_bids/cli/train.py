@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import zlib
 
 from .. import __version__, exitcodes
 from .options import CLIError, UsageParser, error, finite_float, int_at_least, positive_int
@@ -58,6 +59,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import torch
 
+    from nibabel.filebasedimages import ImageFileError
+
     from ..sr.models import WeightsError
     from ..sr.patches import inplane_prob
     from ..sr.train import load_config, load_split_volumes, resolve_init_weights, train
@@ -74,14 +77,15 @@ def main(argv=None):
             over["workers"] = args.workers
         cfg = load_config(args.config, over)
         resolve_init_weights(cfg.init_weights)  # a wrong name or path fails here, before the data loads
+        inplane = inplane_prob(cfg.patch.inplane) > 0
+        if inplane and not split.get("train_inplane"):
+            raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
+                             "train_inplane list of thick scans")
         train_vols = load_split_volumes(args.data_root, "train", split["train"])
-        if inplane_prob(cfg.patch.inplane) > 0:
-            if not split.get("train_inplane"):
-                raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
-                                 "train_inplane list of thick scans")
+        if inplane:
             train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
-    except (OSError, ValueError, KeyError, WeightsError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, ImageFileError, WeightsError) as exc:
         print(f"prettier-train: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT
     if args.optuna:
