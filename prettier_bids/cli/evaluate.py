@@ -17,6 +17,7 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
+    check_folder,
     error,
     finite_float,
     positive_int,
@@ -101,16 +102,6 @@ def build_parser():
     return p
 
 
-def _check_out_dir(path):
-    """``--out-dir`` must be a folder or creatable (exit 64: 73 is not among prettier-eval's exit codes)."""
-    from ..paths import OutputPathError, check_output_folder
-
-    try:
-        check_output_folder("--out-dir", path, exitcodes.USAGE)
-    except OutputPathError as exc:
-        raise CLIError(str(exc), exc.code) from None
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["lesions"]:  # prettier-eval lesions ...: the lesion benchmark (issue 12)
@@ -128,7 +119,7 @@ def main(argv=None):
                                f"split's test contrasts ({', '.join(test)})", exitcodes.USAGE)
             test = {k: v for k, v in test.items() if k in wanted}
         if args.out_dir:
-            _check_out_dir(args.out_dir)
+            check_folder("--out-dir", args.out_dir, exitcodes.USAGE)  # 73 is not among prettier-eval's codes
     except CLIError as exc:
         return error("prettier-eval", exc, exc.code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

@@ -107,6 +107,17 @@ def device(text):
     return text
 
 
+def check_folder(label, folder, code):
+    """:func:`prettier_bids.paths.check_output_folder` (the folder is, or can be made, a writable folder; nothing
+    is created) with its problem as a :class:`CLIError` of exit status ``code``."""
+    from ..paths import OutputPathError, check_output_folder
+
+    try:
+        return check_output_folder(label, folder, code)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
+
+
 def check_device_available(dev):
     """A one-line reason when ``dev`` cannot be used here, else None."""
     if not dev.startswith("cuda"):

@@ -18,6 +18,7 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
+    check_folder,
     device,
     finite_float,
     positive_int,
@@ -141,7 +142,7 @@ def check_output_location(output_dir, bids_dir):
             raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
                            "(a BIDS dataset may not hold other folders): use "
                            f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
-    _check_folder("OUTPUT_DIR", out)
+    check_folder("OUTPUT_DIR", out, exitcodes.CANTCREAT)
     return out
 
 
@@ -156,15 +157,5 @@ def check_work_location(work_dir, bids_dir, output_dir):
     if is_within(work, bids) and not is_within(work, output_dir):
         raise CLIError(f"the work directory {work} is inside BIDS_DIR {bids} (the input dataset is never written): "
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
-    _check_folder("the work directory", work)
+    check_folder("the work directory", work, exitcodes.CANTCREAT)
     return work
-
-
-def _check_folder(label, folder):
-    """:func:`prettier_bids.paths.check_output_folder` (exit 73) as a CLIError."""
-    from ..paths import OutputPathError, check_output_folder
-
-    try:
-        check_output_folder(label, folder, exitcodes.CANTCREAT)
-    except OutputPathError as exc:
-        raise CLIError(str(exc), exc.code) from None

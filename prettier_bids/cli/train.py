@@ -8,18 +8,8 @@ import sys
 import zlib
 
 from .. import __version__, exitcodes
-from .options import CLIError, UsageParser, error, finite_float, int_at_least, positive_int
+from .options import CLIError, UsageParser, check_folder, error, finite_float, int_at_least, positive_int
 from .splits import read_split
-
-
-def check_run_dir(path):
-    """``--out`` must be a folder or creatable (exit 64: 73 is not among prettier-train's exit codes)."""
-    from ..paths import OutputPathError, check_output_folder
-
-    try:
-        check_output_folder("--out", path, exitcodes.USAGE)
-    except OutputPathError as exc:
-        raise CLIError(str(exc), exc.code) from None
 
 
 def build_parser():
@@ -52,7 +42,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:  # the run directory and the split, before anything is loaded or created
-        check_run_dir(args.out)
+        check_folder("--out", args.out, exitcodes.USAGE)  # 73 is not among prettier-train's exit codes
         split = read_split(args.split, ["train", "validation"])
     except CLIError as exc:
         return error("prettier-train", exc, exc.code)
