@@ -61,28 +61,35 @@ def parse_tmp_name(name):
     return (m.group("name"), int(m.group("pid"))) if m else None
 
 
-def clean_stale_temporaries(folder, recursive=False, names=None):
-    """Remove the temporaries in ``folder`` whose writer process is dead; returns the removed paths.
-
-    ``names``: only the temporaries of these target file names. Temporaries of live processes are
-    left alone (another job may be writing them right now).
-    """
+def _remove_temporaries_where(folder, recursive, wanted):
+    """Remove the temporaries in ``folder`` (and below it, when ``recursive``) for which ``wanted(name, pid)``
+    holds (``name``: the target's file name; ``pid``: the writer's); returns the removed paths."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    names = None if names is None else {Path(n).name for n in names}
     removed = []
     for tmp in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
         parsed = parse_tmp_name(tmp.name)
-        if parsed is None or (names is not None and parsed[0] not in names):
-            continue
-        if parsed[1] == os.getpid() or pid_alive(parsed[1]):
+        if parsed is None or not wanted(*parsed):
             continue
         try:
             tmp.unlink()
             removed.append(tmp)
         except OSError:
             pass
+    return removed
+
+
+def clean_stale_temporaries(folder, recursive=False, names=None):
+    """Remove the temporaries in ``folder`` whose writer process is dead; returns the removed paths.
+
+    ``names``: only the temporaries of these target file names. Temporaries of live processes are
+    left alone (another job may be writing them right now).
+    """
+    names = None if names is None else {Path(n).name for n in names}
+    removed = _remove_temporaries_where(
+        folder, recursive,
+        lambda name, pid: (names is None or name in names) and pid != os.getpid() and not pid_alive(pid))
     if removed:
         LOGGER.info("removed %d temporary file(s) left by an interrupted run", len(removed))
     return removed
@@ -91,16 +98,7 @@ def clean_stale_temporaries(folder, recursive=False, names=None):
 def remove_temporaries(folder, pids):
     """Remove the temporaries below ``folder`` written by the processes ``pids`` (this run's, when it is stopped);
     returns how many."""
-    removed = 0
-    for tmp in Path(folder).rglob(".*.tmp*") if Path(folder).is_dir() else []:
-        parsed = parse_tmp_name(tmp.name)
-        if parsed is not None and parsed[1] in pids:
-            try:
-                tmp.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
+    return len(_remove_temporaries_where(folder, True, lambda name, pid: pid in pids))
 
 
 def _write_nifti(img, tmp):
