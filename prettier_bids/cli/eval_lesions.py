@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +145,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import nibabel as nib
     import torch
-    from nibabel.filebasedimages import ImageFileError
 
     from ..sr import lesions as L
     from ..sr.evaluate import brain_mask
     from ..sr.models import WeightsError
-    from ..sr.patches import load_training_volume
+    from ..sr.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_models
 
@@ -179,7 +177,7 @@ def main(argv=None):
         try:
             vol = load_training_volume(flair, name=flair_rel).data
             lesions = np.asarray(nib.load(str(les)).dataobj) > 0
-        except (OSError, ValueError, EOFError, zlib.error, ImageFileError) as exc:
+        except READ_ERRORS as exc:
             print(f"prettier-eval lesions: error: cannot read {flair} or {les}: {exc}", file=sys.stderr)
             return exitcodes.NOINPUT
         if lesions.shape != vol.shape:

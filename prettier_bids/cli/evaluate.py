@@ -8,7 +8,6 @@ import logging
 import math
 import sys
 import time
-import zlib
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -127,11 +126,9 @@ def main(argv=None):
 
     from ..sr import evaluate as ev
     from ..sr.consistency import projection_note
-    from nibabel.filebasedimages import ImageFileError
-
     from ..sr.io import write_text_atomic
     from ..sr.models import WeightsError
-    from ..sr.patches import load_training_volume
+    from ..sr.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_model_set
 
@@ -156,7 +153,7 @@ def main(argv=None):
                 return exitcodes.NOINPUT
             try:
                 vol = load_training_volume(path, name=entry["file"])
-            except (OSError, ValueError, EOFError, zlib.error, ImageFileError) as exc:
+            except READ_ERRORS as exc:
                 print(f"prettier-eval: error: cannot read test volume {path}: {exc}", file=sys.stderr)
                 return exitcodes.NOINPUT
             vols.setdefault(contrast, []).append(vol)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import zlib
 
 from .. import __version__, exitcodes
 from .options import CLIError, UsageParser, check_folder, error, finite_float, int_at_least, positive_int
@@ -49,10 +48,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import torch
 
-    from nibabel.filebasedimages import ImageFileError
-
     from ..sr.models import WeightsError
-    from ..sr.patches import inplane_prob
+    from ..sr.patches import READ_ERRORS, inplane_prob
     from ..sr.train import load_config, load_split_volumes, resolve_init_weights, train
 
     if args.threads:
@@ -75,7 +72,7 @@ def main(argv=None):
         if inplane:
             train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
-    except (OSError, ValueError, KeyError, EOFError, zlib.error, ImageFileError, WeightsError) as exc:
+    except (KeyError, WeightsError, *READ_ERRORS) as exc:
         print(f"prettier-train: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT
     if args.optuna:

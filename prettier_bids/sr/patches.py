@@ -10,10 +10,12 @@ the function inference uses.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from .degrade import centre_row, cubic_matrix, profile_matrix
 from .preprocess import find_slice_axis, intensity_scale, voxel_sizes, working_grid
@@ -55,6 +57,11 @@ def _load_3d(path):
     if data.ndim == 4:
         data = data[..., 0]
     return data, voxel_sizes(img.affine)
+
+
+#: What reading a volume file raises when it is empty, truncated, corrupt or not an image (callers turn these into
+#: one line and an exit code).
+READ_ERRORS = (OSError, ValueError, EOFError, zlib.error, ImageFileError)
 
 
 def load_training_volume(path, name=None, target_vox=1.0):
