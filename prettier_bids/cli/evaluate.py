@@ -22,12 +22,11 @@ from .options import (
     positive_int,
 )
 from .splits import read_split
+from .sr import THICKNESS_RANGE_MM  # simulated slice thickness: the range of prettier-sr's --slice-thickness
 
 #: Simulated slice spacing: a whole number of 1 mm voxels (the truth's rows the SR grid falls on), in the
 #: app's range of thick slices (2-8 mm).
 SPACING_RANGE_MM = (2, 8)
-#: Simulated slice thickness (the range of prettier-sr's --slice-thickness).
-THICKNESS_RANGE_MM = (0.1, 30.0)
 _thickness = finite_float(*THICKNESS_RANGE_MM)
 
 
