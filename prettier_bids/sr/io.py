@@ -5,7 +5,8 @@ renamed over the target: a killed run leaves whole files or nothing (plus, at wo
 temporary). :func:`clean_stale_temporaries` removes the temporaries whose writer is dead (its PID
 no longer exists) and never those of a running process (two jobs on the same folder).
 :class:`AtomicGroup` writes several files all-or-nothing (nothing is renamed until every
-temporary is complete: a full disk leaves no partial output).
+temporary is complete: a full disk leaves no partial output; Ctrl-C or SIGTERM during the renames is
+handled once they are done, so the group is renamed whole).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import errno
 import logging
 import os
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -153,6 +157,26 @@ def copy_file_atomic(src, path):
     return Path(path)
 
 
+@contextmanager
+def signals_deferred(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Run the body with ``signums`` held back: one received inside is handled (its handler of before, e.g.
+    KeyboardInterrupt for Ctrl-C) right after the body. Only the main thread can set handlers; elsewhere this
+    defers nothing."""
+    received, previous = [], {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in signums:
+            before = signal.getsignal(signum)
+            if before is not None:  # None: a handler set from C, which could not be put back
+                previous[signum] = signal.signal(signum, lambda n, _frame: received.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)
+
+
 class AtomicGroup:
     """Write several files all-or-nothing: temporaries first, renamed only when all are complete.
 
@@ -162,7 +186,8 @@ class AtomicGroup:
             g.nifti(img, "out.nii.gz")
             g.text(json_text, "out.json")   # renamed in this order on exit, after both are written
 
-    On any error every temporary is removed and no target is touched.
+    On any error every temporary is removed and no target is touched. Ctrl-C or SIGTERM during the renames
+    is handled after them (:func:`signals_deferred`): the group is renamed whole or not at all.
     """
 
     def __init__(self):
@@ -194,13 +219,14 @@ class AtomicGroup:
         self._write(_copy_file, src, path, "")
 
     def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                for tmp, target in self._pending:
-                    os.replace(tmp, target)
-        finally:
-            for tmp, _ in self._pending:
-                _unlink(tmp)
+        with signals_deferred():
+            try:
+                if exc_type is None:
+                    for tmp, target in self._pending:
+                        os.replace(tmp, target)
+            finally:
+                for tmp, _ in self._pending:
+                    _unlink(tmp)
         return False
 
 
