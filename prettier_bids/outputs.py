@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .naming import derivative_relpath, load_io_spec, output_desc, reportlet_desc, sidecar_of
+from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
+from .naming import sidecar_of
 from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
 
@@ -138,13 +139,105 @@ def read_json(path):
     return data if isinstance(data, dict) else None
 
 
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_strings(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+#: The values of an output's JSON sidecar that the completion check, the reports, the group level and the
+#: methods text read, and the JSON type each must have where present (a missing one reads as n/a).
+SIDECAR_TYPES = {
+    "Sources": ("a list of strings", _is_strings),
+    "Method": ("a string", lambda v: isinstance(v, str)),
+    "Model": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "ModelWeightsSHA256": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "Precision": ("a string", lambda v: isinstance(v, str)),
+    "SliceProfile": ("a string", lambda v: isinstance(v, str)),
+    "SlicePlane": ("a string", lambda v: isinstance(v, str)),
+    "ProjectedOntoInput": ("true or false", lambda v: isinstance(v, bool)),
+    "SliceAxis": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    **{k: ("a number", _is_number) for k in ("SliceSpacing", "SliceThickness", "UpsamplingFactor", "ConsistencyPSNR",
+                                             "ConsistencyFractionAbove10pct", "RuntimeSeconds")},
+    **{k: ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v)))
+       for k in ("InputVoxelSize", "OutputVoxelSize")},
+    **{k: ("a list of strings", _is_strings) for k in ("QCFlags", "HeaderWarnings", "Warnings")},
+    "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
+        isinstance(x, str) for x in v.values())),
+}
+
+
+def sidecar_problem(meta):
+    """Why the parsed sidecar ``meta`` cannot be used (``not a JSON object``, ``'Sources' must be a list of
+    strings, not [1]``), or None (:data:`SIDECAR_TYPES`)."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    for key, (what, ok) in SIDECAR_TYPES.items():
+        if key in meta and not ok(meta[key]):
+            shown = json.dumps(meta[key])
+            return f"{key!r} must be {what}, not {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    return None
+
+
+def read_sidecar(path):
+    """``(meta, None)`` for a usable output sidecar, else ``(None, why)``: ``its JSON sidecar is malformed
+    (...)`` (not JSON, not an object, or a value of the wrong type: :func:`sidecar_problem`)."""
+    meta = read_json(path)
+    why = sidecar_problem(meta)
+    return (None, f"its JSON sidecar is malformed ({why})") if why else (meta, None)
+
+
+def main_output_sidecars(root, subjects=None):
+    """Every main output (``desc-prettier``, ``desc-cubic``) on disk, for ``subjects`` (labels) or all:
+    ``(sidecar, nifti, meta, why)``, ``why`` None for a usable one, else why it is left out (a malformed
+    sidecar, a missing image); ``meta`` is None when left out."""
+    root = Path(root)
+    descs = main_descs()
+    for sub_dir in sorted(root.glob("sub-*")):
+        if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
+            continue
+        for sidecar in sorted(sub_dir.rglob("*.json")):
+            parts = sidecar.relative_to(root).parts
+            if "figures" in parts or "log" in parts or sidecar.name.startswith("."):
+                continue
+            if parse_entities(sidecar).get("desc") not in descs:
+                continue
+            nifti = nifti_of(sidecar)
+            meta, why = read_sidecar(sidecar)
+            if why is None and not nifti.is_file():
+                meta, why = None, f"its image {nifti.name} is missing"
+            yield sidecar, nifti, meta, why
+
+
+def shown_outputs(root, subjects=None, skipped=None):
+    """The output that stands for each image in the reports and the methods text: its ``desc-prettier`` output,
+    or its ``desc-cubic`` one where it has no usable ``desc-prettier`` output; list of ``(nifti, meta)``.
+    Left-out sidecars are appended to ``skipped`` as ``(sidecar, why)`` when given."""
+    sr_desc, cubic_desc = main_descs()
+    found = []
+    for sidecar, nifti, meta, why in main_output_sidecars(root, subjects):
+        if why:
+            if skipped is not None:
+                skipped.append((sidecar, why))
+            continue
+        found.append((nifti, meta))
+    with_sr = {n.with_name(n.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}")) for n, _ in found
+               if parse_entities(n).get("desc") == sr_desc}
+    return [(n, m) for n, m in found if n not in with_sr]
+
+
 def completion(expected, source_uri, weights_sha=None, projected=None, precision=None):
     """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
     whether the output was projected onto the input, and the network's arithmetic, ``fp32`` or ``bf16``, each
-    where given); else ``(False, why)``."""
-    meta = read_json(expected.marker)
-    if meta is None:
+    where given); else ``(False, why)``. A marker whose values have the wrong types is not complete (the input
+    is processed again and the marker rewritten)."""
+    if not expected.marker.is_file():
         return False, "no completion marker"
+    meta, why = read_sidecar(expected.marker)
+    if meta is None:
+        return False, f"{expected.marker.name}: {why}"
     if source_uri not in (meta.get("Sources") or []):
         return False, f"{expected.marker.name} was made from another source"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
@@ -171,7 +264,7 @@ def clean_stale_temporaries(root, subjects):
 
 def qc_of(expected):
     """``(QCFlags, HeaderWarnings + Warnings)`` recorded in the completion marker of one input."""
-    meta = read_json(expected.marker) or {}
+    meta = read_sidecar(expected.marker)[0] or {}
     return list(meta.get("QCFlags") or []), list(meta.get("HeaderWarnings") or []) + list(meta.get("Warnings") or [])
 
 
@@ -253,8 +346,121 @@ def write_dataset_files(root, bids_dir, raw_description=None, spec=None):
     write_text_atomic("\n".join(rows) + "\n", root / "descriptions.tsv")
 
 
+# --------------------------------------------------------------------------------------------
+# Methods text (logs/CITATION.md, the reports' methods)
+# --------------------------------------------------------------------------------------------
+
+MAIN_DESC = """\
+Results included in this manuscript come from super-resolution performed using *prettier_bids*
+{prettier_bids} [1], which is based on *Nipype* {nipype} [2], *PyBIDS* {pybids} [3], *NiWorkflows*
+{niworkflows} and *NiReports* {nireports}, with *PyTorch* {torch} and *NiBabel* {nibabel}.
+
+Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
+NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when available.
+"""
+#: The software that :data:`MAIN_DESC` names, as keys of ``ProcessingSoftwareVersions``.
+DESCRIBED_SOFTWARE = ("prettier_bids", "nipype", "pybids", "niworkflows", "nireports", "torch", "nibabel")
+
+SR_DESC = """\
+{scope} was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
+Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
+Data consistency was checked by re-simulating the thick slices from the {checked} with the acquisition's
+slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
+JSON sidecar).{projected}
+"""
+PROJECTED_DESC = """
+The network's output was then projected onto the input: the least-squares smallest change that makes the
+re-simulated slices equal the input slices, so that each output slab keeps the mean intensity the scanner
+measured."""
+BASELINE_DESC = """\
+A cubic-spline interpolation of {which} onto the same grid (desc-{cubic}) is included as a baseline.
+"""
+
+#: How the methods text names the network's arithmetic (``sr.precision.resolve_precision``).
+ARITHMETIC = {"fp32": "32-bit floating point",
+              "bf16": "bfloat16 (the cubic-spline base it refines, and every later step, in 32-bit floating point)"}
+
+
+def counted(counts):
+    """``4 FLAIR, 2 T1w`` from ``{contrast: n}`` (``no`` when empty)."""
+    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no"
+
+
+def main_paragraph(counts, versions):
+    """The first paragraph of the methods text: the software (``versions``: ``{name: version}``, several
+    versions of one package joined with "and") and the images (``counts``: ``{contrast: n}``)."""
+    vers = {k: "?" for k in DESCRIBED_SOFTWARE}
+    vers.update({k: v for k, v in versions.items() if k in vers})
+    return MAIN_DESC.format(counted=counted(counts), **vers)
+
+
+def method_paragraph(scope, method, profile, model=None, sha256=None, precision="fp32", projected=False):
+    """How some images were made (``scope``: ``Each image``, ``Each FLAIR image``, ``Each of 4 images (...)``;
+    ``method``: ``model`` or ``cubic``; ``model``: the model's name; ``precision``: the network's arithmetic;
+    ``projected``: whether the outputs were projected onto the input)."""
+    from .sr.preprocess import SCALE_PERCENTILE  # numpy and scipy: not at import (the parser imports this module)
+
+    if method == "model":
+        sha = f", weights SHA-256 {sha256[:12]}..." if sha256 else ""
+        how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({model or 'unnamed model'}"
+               f"{sha}, based on EDSR [4]) applied to sliding windows of three adjacent planes, in both in-plane "
+               "directions, the two results averaged, the network computing in " + ARITHMETIC.get(precision, precision))
+    else:
+        how = "interpolated with cubic splines"
+    return SR_DESC.format(scope=scope, how=how, profile=profile, percentile=SCALE_PERCENTILE,
+                          checked="network's output" if projected else "output",
+                          projected=PROJECTED_DESC if projected else "")
+
+
+def _recipe(nifti, meta):
+    """What :func:`method_paragraph` needs to describe one output, from its sidecar."""
+    sr_desc = main_descs()[0]
+    method = meta.get("Method") or ("model" if parse_entities(nifti).get("desc") == sr_desc else "cubic")
+    profile = meta.get("SliceProfile") or "unknown"
+    if method != "model":
+        return ("cubic", profile, None, None, "fp32", False)
+    return ("model", profile, meta.get("Model"), meta.get("ModelWeightsSHA256"), meta.get("Precision") or "fp32",
+            bool(meta.get("ProjectedOntoInput", False)))
+
+
+def _scope(counts, only):
+    if only:
+        return "Each image"
+    n = sum(counts.values())
+    if n == 1:
+        return f"One {next(iter(counts))} image"
+    return f"Each of {n} images ({counted(counts)})"
+
+
+def dataset_methods(root, versions=None):
+    """The methods text of every output in the derivatives dataset ``root`` (not only this run's): for each
+    image, the output that stands for it (:func:`shown_outputs`), grouped by how it was made (method, model,
+    weights, arithmetic, slice profile, projection), read from the sidecars; the software versions are those
+    in the sidecars (``versions``: the current run's, for outputs that do not record them)."""
+    shown = shown_outputs(root)
+    counts, groups, used = {}, {}, {}
+    for nifti, meta in shown:
+        contrast = parse_entities(nifti).get("suffix", "unknown")
+        counts[contrast] = counts.get(contrast, 0) + 1
+        group = groups.setdefault(_recipe(nifti, meta), {})
+        group[contrast] = group.get(contrast, 0) + 1
+        for name, version in (meta.get("ProcessingSoftwareVersions") or versions or {}).items():
+            used.setdefault(name, {})[version] = None
+    text = main_paragraph(counts, {**(versions or {}), **{k: " and ".join(v) for k, v in used.items()}})
+    for (method, profile, model, sha, precision, projected), group in groups.items():
+        text += method_paragraph(_scope(group, len(groups) == 1), method, profile, model, sha, precision, projected)
+    sr_desc, cubic_desc = main_descs()
+    baselines = sum(1 for nifti, _ in shown if parse_entities(nifti).get("desc") == sr_desc
+                    and nifti.with_name(nifti.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}")).is_file())
+    if baselines:
+        which = "each super-resolved image" if baselines == sum(
+            1 for n, _ in shown if parse_entities(n).get("desc") == sr_desc) else f"{baselines} super-resolved image(s)"
+        text += BASELINE_DESC.format(which=which, cubic=cubic_desc)
+    return text
+
+
 def citation_text(description):
-    """logs/CITATION.md: the workflows' descriptions (``LiterateWorkflow.visit_desc()``) and the references."""
+    """logs/CITATION.md: the methods text (:func:`dataset_methods`) and the references."""
     return f"""# Methods boilerplate (prettier_bids {__version__})
 
 {description.strip()}
@@ -262,10 +468,11 @@ def citation_text(description):
 {CITATION_REFS}"""
 
 
-def write_citation(root, description):
+def write_citation(root, description=None, versions=None):
+    """Write logs/CITATION.md: ``description``, by default the methods text of every output in ``root``."""
     logs = Path(root) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    text = citation_text(description)
+    text = citation_text(dataset_methods(root, versions) if description is None else description)
     write_text_atomic(text, logs / "CITATION.md")
     return text
 

@@ -203,7 +203,7 @@ def participant(config, models, subjects, cands):
         summary.add(cand, [p.relative_to(root).as_posix() for p in expected[cand.relpath].niftis.values()]
                     if done else ())
     summary_path = summary.write()
-    write_reports(subjects, cands, config, models)
+    write_reports(subjects, cands, config)
 
     failed = sorted((c for c in cands if c.status == "failed"), key=lambda c: (c.subject, c.relpath))
     LOGGER.info("finished in %.0f s: %s; summary in %s", time.time() - t0,
@@ -271,18 +271,14 @@ def process(todo, expected, models, config):
     return ok
 
 
-def write_reports(subjects, cands, config, models):
-    """logs/CITATION.md (from the workflows' descriptions) and one HTML report per participant of this run."""
+def write_reports(subjects, cands, config):
+    """logs/CITATION.md (the methods text of every output in the derivatives dataset, from their sidecars: not
+    only this run's) and one HTML report per participant of this run."""
     from ..outputs import write_citation
     from ..reports.subject import write_subject_report
-    from ..workflows.base import boilerplate
 
     root = config.output_root
-    done = {}
-    for cand in cands:
-        if cand.status == "done":
-            done.setdefault(cand.subject, []).append(cand)
-    write_citation(root, boilerplate(done, config, models))
+    write_citation(root, versions=config.software_versions)
     for subject in subjects:
         mine = [c for c in cands if c.subject == subject]
         if mine:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from .. import __version__
+from ..outputs import main_paragraph
 from .sr import init_sr_wf, safe_name
 
 
@@ -48,26 +49,14 @@ def init_prettier_wf(subject, cands, config, models=None):
     return wf
 
 
-MAIN_DESC = """\
-Results included in this manuscript come from super-resolution performed using *prettier_bids*
-{prettier_bids} [1], which is based on *Nipype* {nipype} [2], *PyBIDS* {pybids} [3], *NiWorkflows*
-{niworkflows} and *NiReports* {nireports}, with *PyTorch* {torch} and *NiBabel* {nibabel}.
-
-Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
-NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when available.
-"""
-
-
 def main_description(cands_by_subject, config):
-    """The run's part of the methods boilerplate (the images' workflows add theirs)."""
+    """The run's part of the methods boilerplate (the images' workflows add theirs):
+    :func:`prettier_bids.outputs.main_paragraph` of this run's images."""
     counts = {}
     for cands in cands_by_subject.values():
         for cand in cands:
             counts[cand.contrast] = counts.get(cand.contrast, 0) + 1
-    counted = ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no"
-    vers = {k: "?" for k in ("prettier_bids", "nipype", "pybids", "niworkflows", "nireports", "torch", "nibabel")}
-    vers.update(config.software_versions)
-    return MAIN_DESC.format(counted=counted, **vers)
+    return main_paragraph(counts, config.software_versions)
 
 
 def init_main_wf(cands_by_subject, config, models=None):

@@ -30,7 +30,7 @@ from ..interfaces import (
     ValidateImage,
 )
 from ..naming import derivative_relpath, load_io_spec
-from ..sr.preprocess import SCALE_PERCENTILE
+from ..outputs import method_paragraph
 from ..sr.precision import resolve_precision
 
 #: SR-info keys copied into the consistency map's sidecar.
@@ -58,40 +58,15 @@ def _mem_gb(cand):
     return max(0.5, round(n * 4 * 12 / 1e9, 2))
 
 
-SR_DESC = """\
-{scope} was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
-Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
-Data consistency was checked by re-simulating the thick slices from the {checked} with the acquisition's
-slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
-JSON sidecar).{projected}
-"""
-PROJECTED_DESC = """
-The network's output was then projected onto the input: the least-squares smallest change that makes the
-re-simulated slices equal the input slices, so that each output slab keeps the mean intensity the scanner
-measured."""
-
-
-#: How the boilerplate names the network's arithmetic (``sr.precision.resolve_precision``).
-ARITHMETIC = {"fp32": "32-bit floating point",
-              "bf16": "bfloat16 (the cubic-spline base it refines, and every later step, in 32-bit floating point)"}
-
-
 def sr_description(config, model=None, scope=None):
     """This workflow's part of the methods boilerplate (``scope``: the images it covers, when the contrasts
-    get different models, e.g. "Each FLAIR image"; default "Each image")."""
-    if config.method == "model" and model is not None and model.path:
-        name = model.name or "unnamed model"
-        sha = f", weights SHA-256 {model.sha256[:12]}..." if model.sha256 else ""
-        how = (f"super-resolved with the PRETTIER approach [1]: a 2D convolutional network ({name}{sha}, "
-               "based on EDSR [4]) applied to sliding windows of three adjacent planes, in both in-plane "
-               "directions, the two results averaged, the network computing in "
-               + ARITHMETIC[resolve_precision(config.precision, config.device)])
-    else:
-        how = "interpolated with cubic splines"
-    projected = config.method == "model" and config.consistency_projection
-    return SR_DESC.format(scope=scope or "Each image", how=how, profile=config.slice_profile,
-                          percentile=SCALE_PERCENTILE, checked="network's output" if projected else "output",
-                          projected=PROJECTED_DESC if projected else "")
+    get different models, e.g. "Each FLAIR image"; default "Each image"); the text is
+    :func:`prettier_bids.outputs.method_paragraph`'s."""
+    by_model = config.method == "model" and model is not None and model.path
+    return method_paragraph(scope or "Each image", "model" if by_model else "cubic", config.slice_profile,
+                            model.name if by_model else None, model.sha256 if by_model else None,
+                            resolve_precision(config.precision, config.device) if by_model else "fp32",
+                            projected=config.method == "model" and config.consistency_projection)
 
 
 def init_sr_wf(cand, config, model=None, name=None, scope=None):
