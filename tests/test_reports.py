@@ -108,8 +108,11 @@ def test_report_spec_uses_the_io_spec_labels():
     spec = yaml.safe_load(REPORT_SPEC.read_text())
     descs = {r["bids"]["desc"] for s in spec["sections"] for r in s["reportlets"] if "bids" in r}
     assert descs == {r["desc"] for r in load_io_spec()["reportlets"].values()}
-    customs = {r.get("custom") for s in spec["sections"] for r in s["reportlets"]}
-    assert {"boilerplate", "errors"} <= customs
+    own = {r["settings"]["id"] for s in spec["sections"] for r in s["reportlets"] if "metadata" in r}
+    assert {"methods", "errors"} <= own  # rendered (escaped) by reports/subject.py, not nireports' "custom" ones
+    from prettier_bids.reports.subject import OWN_REPORTLETS
+
+    assert {f"meta-{i}" for i in ("methods", "errors")} == set(OWN_REPORTLETS)
 
 
 def _cand(tmp_path, contrast, spacing):

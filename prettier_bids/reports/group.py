@@ -1,10 +1,11 @@
-"""Group level: one TSV row per output with its QC figures (``group_qc.tsv``) and an HTML summary."""
+"""Group level: one TSV row per output with its QC figures (``group_qc.tsv``) and an HTML summary
+(``group_qc.html``), written together all-or-nothing (:class:`prettier_bids.sr.io.AtomicGroup`): an interrupted
+group level leaves the earlier pair or the new pair, never one new file beside an old one."""
 
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import logging
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..naming import main_descs, nifti_of, parse_entities
-from ..outputs import read_json
-from ..sr.io import write_text_atomic
+from ..naming import parse_entities
+from ..outputs import main_output_sidecars
+from ..sr.io import AtomicGroup
+from .markup import text as esc
 from .subject import CSS, json_bool
 
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
@@ -28,34 +30,25 @@ LOGGER = logging.getLogger("prettier_bids")
 
 
 def collect_rows(root, participants=None):
+    """One row per main output on disk; an output whose sidecar is malformed (not JSON, not an object, a value
+    of the wrong type: :func:`prettier_bids.outputs.read_sidecar`) or whose image is missing is skipped with a
+    warning."""
     root = Path(root)
-    descs = main_descs()
     rows = []
-    for sub_dir in sorted(root.glob("sub-*")):
-        if not sub_dir.is_dir() or (participants and sub_dir.name[4:] not in participants):
+    for sidecar, nifti, meta, why in main_output_sidecars(root, participants or None):
+        if why:
+            LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
             continue
-        for sidecar in sorted(sub_dir.rglob("*.json")):
-            if "figures" in sidecar.parts or "log" in sidecar.parts or sidecar.name.startswith("."):
-                continue
-            ents = parse_entities(sidecar)
-            if ents.get("desc") not in descs:
-                continue
-            nifti = nifti_of(sidecar)
-            meta = read_json(sidecar)
-            why = ("its JSON sidecar is malformed (not a JSON object)" if meta is None else
-                   f"its image {nifti.name} is missing" if not nifti.is_file() else None)
-            if why:
-                LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
-                continue
-            row = {"participant_id": f"sub-{ents['subject']}", "session": ents.get("session", "n/a"),
-                   "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
-                   "source": ";".join(meta.get("Sources", []))}
-            for key in COLUMNS[6:-1]:
-                value = meta.get(key, "n/a")
-                sep = "; " if key == "QCFlags" else "x"
-                value = json_bool(value)
-                row[key] = (sep.join(str(v) for v in value) or "n/a") if isinstance(value, list) else value
-            rows.append(row)
+        ents = parse_entities(sidecar)
+        row = {"participant_id": f"sub-{ents['subject']}", "session": ents.get("session", "n/a"),
+               "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
+               "source": ";".join(meta.get("Sources", []))}
+        for key in COLUMNS[6:-1]:
+            value = meta.get(key, "n/a")
+            sep = "; " if key == "QCFlags" else "x"
+            value = json_bool(value)
+            row[key] = (sep.join(str(v) for v in value) or "n/a") if isinstance(value, list) else value
+        rows.append(row)
     _flag(rows)
     return rows
 
@@ -77,14 +70,13 @@ def _flag(rows):
             r["flag"] = "; ".join(flags) or "n/a"
 
 
-def write_tsv(rows, path):
+def tsv_text(rows):
     buf = io.StringIO()
     writer = csv.DictWriter(buf, COLUMNS, delimiter="\t", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "n/a") for k in COLUMNS})
-    write_text_atomic(buf.getvalue(), path)
-    return path
+    return buf.getvalue()
 
 
 def _psnr_plot(rows):
@@ -109,34 +101,39 @@ def _psnr_plot(rows):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_group_html(rows, path):
+def html_text(rows):
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>prettier_bids group QC</title>"
              f"<style>{CSS}</style></head><body><h1>prettier_bids group QC</h1>",
              f"<p>{len(rows)} output(s) of {len({r['participant_id'] for r in rows})} participant(s); "
-             f"prettier_bids {html.escape(__version__)}. Full table: <code>group_qc.tsv</code>.</p>"]
+             f"prettier_bids {esc(__version__)}. Full table: <code>group_qc.tsv</code>.</p>"]
     if rows:
         parts.append(f"<p><img src='data:image/png;base64,{_psnr_plot(rows)}' alt='consistency PSNR per group' "
                      "style='max-width:600px;border:none'></p>")
         flagged = [r for r in rows if r["flag"] != "n/a"]
         parts.append(f"<h2>Flagged ({len(flagged)})</h2>"
-                     + ("<ul>" + "".join(f"<li>{html.escape(r['file'])}: {html.escape(r['flag'])}</li>"
+                     + ("<ul>" + "".join(f"<li>{esc(r['file'])}: {esc(r['flag'])}</li>"
                                          for r in flagged) + "</ul>" if flagged else "<p>None.</p>"))
         shown = ["participant_id", "session", "contrast", "desc", "SlicePlane", "SliceSpacing", "SliceThickness",
                  "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "RuntimeSeconds", "flag"]
-        parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in shown) + "</tr>")
+        parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>")
         for r in rows:
             link = f"{r['participant_id']}.html"
-            cells = [f"<a href='{html.escape(link)}'>{html.escape(r['participant_id'])}</a>"]
-            cells += [html.escape(str(r.get(c, "n/a"))) for c in shown[1:]]
+            cells = [f"<a href='{esc(link)}'>{esc(r['participant_id'])}</a>"]
+            cells += [esc(r.get(c, "n/a")) for c in shown[1:]]
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>\n")
-    write_text_atomic("\n".join(parts), path)
-    return path
+    return "\n".join(parts)
 
 
 def run_group(root, participants=None):
-    """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root; returns (tsv, html, rows)."""
+    """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root, both or neither (made first,
+    renamed together); returns (tsv, html, rows)."""
     root = Path(root)
     rows = collect_rows(root, participants)
-    return write_tsv(rows, root / "group_qc.tsv"), write_group_html(rows, root / "group_qc.html"), rows
+    tsv, page = root / "group_qc.tsv", root / "group_qc.html"
+    texts = {tsv: tsv_text(rows), page: html_text(rows)}  # everything computed before any file is touched
+    with AtomicGroup() as group:
+        for path, text in texts.items():
+            group.text(text, path)
+    return tsv, page, rows

@@ -6,18 +6,27 @@ nireports' assembler (:class:`nireports.assembler.report.Report`, bootstrap file
 before/after SVGs and the consistency map made by the workflow, and a QC table from its sidecar
 (written here, ``desc-qc`` HTML). The inputs of the current run, with their status, the methods
 boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it.
+
+Every text from outside the code (paths, sidecar values, crash files, the methods text) goes through
+:func:`prettier_bids.reports.markup.text`: nireports puts the methods text and the crash files into the page as
+they are, so those two reportlets are rendered here (:func:`_render_own_reportlets`), which also keeps paths out
+of the spec (nireports interpolates them into its YAML).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
+import logging
 from pathlib import Path
 
 from .. import __version__
-from ..naming import derivative_relpath, load_io_spec, main_descs, nifti_of, parse_entities, reportlet_desc
-from ..outputs import read_json
+from ..naming import derivative_relpath, load_io_spec, parse_entities, reportlet_desc
+from ..outputs import shown_outputs
 from ..sr.io import AtomicGroup, write_text_atomic
+from .markup import key as _html_key
+from .markup import text as esc
+
+LOGGER = logging.getLogger("prettier_bids")
 
 #: nireports bootstrap file of the subject report.
 REPORT_SPEC = Path(__file__).resolve().parent.parent / "data" / "reports-spec.yml"
@@ -54,25 +63,15 @@ def _fmt(value):
     return str(value)
 
 
-def subject_outputs(root, subject, descs=None):
-    """Main outputs of a subject on disk (``descs``: default the SR and cubic labels): list of (nifti path, sidecar dict)."""
-    root = Path(root)
-    sr_desc, cubic_desc = main_descs()
-    descs = descs or (sr_desc, cubic_desc)
-    out = []
-    for sidecar in sorted((root / f"sub-{subject}").rglob("*.json")):
-        if "figures" in sidecar.parts or "log" in sidecar.parts:
-            continue
-        desc = parse_entities(sidecar).get("desc")
-        if desc not in descs:
-            continue
-        nifti = nifti_of(sidecar)
-        meta = read_json(sidecar)
-        if meta is None or not nifti.is_file():
-            continue
-        if desc == cubic_desc and nifti.with_name(nifti.name.replace(f"desc-{cubic_desc}", f"desc-{sr_desc}")).is_file():
-            continue  # the cubic baseline is shown in the SR reportlets
-        out.append((nifti, meta))
+def subject_outputs(root, subject, warn=False):
+    """Main outputs of a subject on disk, each image once (its SR output, or its cubic one where it has no SR
+    output: :func:`prettier_bids.outputs.shown_outputs`): list of (nifti path, sidecar dict). An output whose
+    sidecar is malformed (not JSON, wrong-typed values) or whose image is missing is left out (a warning when
+    ``warn``)."""
+    skipped = []
+    out = shown_outputs(root, [subject], skipped)
+    for sidecar, why in skipped if warn else ():
+        LOGGER.warning("report: skipped %s: %s", Path(sidecar).relative_to(root).as_posix(), why)
     return out
 
 
@@ -85,30 +84,25 @@ def _qc_table(meta):
             value = _fmt(meta[key])
         else:
             continue
-        rows.append(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>")
+        rows.append(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>")
     for label, key in (("QC flag", "QCFlags"), ("Header warning", "HeaderWarnings"), ("Warning", "Warnings")):
-        rows += [f"<tr><th class='failed'>&#9888; {label}</th><td class='failed'>{html.escape(str(v))}</td></tr>"
+        rows += [f"<tr><th class='failed'>&#9888; {label}</th><td class='failed'>{esc(v)}</td></tr>"
                  for v in meta.get(key) or []]
     return "<table>" + "".join(rows) + "</table>"
-
-
-def _html_key(text):
-    """A metadata key for nireports' tables (which split keys at underscores)."""
-    return html.escape(text).replace("_", "&#95;")
 
 
 def write_qc_reportlets(root, subject):
     """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject."""
     spec = load_io_spec()
     paths = []
-    for nifti, meta in subject_outputs(root, subject):
+    for nifti, meta in subject_outputs(root, subject, warn=True):
         rel = nifti.relative_to(root).as_posix()
         sources = ", ".join(meta.get("Sources", []))
         path = Path(root) / derivative_relpath(parse_entities(nifti), reportlet_desc("qc", spec), ".html", "figures",
                                                spec=spec)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(f"<h3>{html.escape(nifti.name)}</h3>\n<p class='meta'>{html.escape(rel)} from "
-                          f"{html.escape(sources)}</p>\n{_qc_table(meta)}\n", path)
+        write_text_atomic(f"<h3>{esc(nifti.name)}</h3>\n<p class='meta'>{esc(rel)} from "
+                          f"{esc(sources)}</p>\n{_qc_table(meta)}\n", path)
         paths.append(path)
     return paths
 
@@ -119,18 +113,80 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
 
     root = Path(root)
     write_qc_reportlets(root, subject)
-    summary = {"This run": {_html_key(c.relpath): html.escape(f"{c.status}" + (f": {c.reason}" if c.reason else ""))
+    summary = {"This run": {_html_key(c.relpath): esc(f"{c.status}" + (f": {c.reason}" if c.reason else ""))
                             for c in cands}} if cands else {"This run": {"inputs": "none"}}
     provenance = {"Execution provenance": {
-        "prettier&#95;bids version": __version__,
-        "Run identifier": html.escape(run_id) or "n/a",
+        "prettier&#95;bids version": esc(__version__),
+        "Run identifier": esc(run_id) or "n/a",
         "Date processed": _dt.datetime.now().isoformat(timespec="seconds"),
-        "Command": f"<code>{html.escape(command)}</code>" if command else "n/a",
+        "Command": f"<code>{esc(command)}</code>" if command else "n/a",
     }}
     path = root / f"sub-{subject}.html"
     with AtomicGroup() as group:  # the page appears whole or not at all
         tmp = group.reserve(path)
-        Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
-               plugins=[], metadata={"summary-meta": summary, "provenance": provenance},
-               subject=subject).generate_report()
+        report = Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
+                        plugins=[], metadata={"summary-meta": summary, "provenance": provenance}, subject=subject)
+        _render_own_reportlets(report, root, subject, run_id)
+        report.generate_report()
     return path
+
+
+ERROR_HTML = """<details><summary>Node: {node}</summary><br><div class="small">File: <code>{file}</code><br>
+Working directory: <code>{node_dir}</code><br>Inputs:<ul>{inputs}</ul><pre>{traceback}</pre></div></details>"""
+
+
+def _crash_html(path, root):
+    """One crash file (Nipype's text format), every piece of it escaped."""
+    from nireports.assembler.misc import read_crashfile
+
+    try:
+        data = read_crashfile(str(path))
+    except Exception:  # noqa: BLE001 (not in Nipype's text format: shown whole)
+        data = {"traceback": Path(path).read_text(errors="replace")}
+    inputs = "".join(f"<li>{esc(k)}: <code>{esc(v)}</code></li>" for k, v in data.get("inputs", []))
+    return ERROR_HTML.format(node=esc(data.get("node", "n/a")), file=esc(Path(path).relative_to(root).as_posix()),
+                             node_dir=esc(data.get("node_dir", "n/a")), inputs=inputs,
+                             traceback=esc(data.get("traceback", "")))
+
+
+def errors_html(root, subject, run_id):
+    """The errors reportlet: this run's crash files of the subject (``sub-<label>/log/<run id>/crash*``)."""
+    root = Path(root)
+    crashes = sorted((root / f"sub-{subject}" / "log" / run_id).glob("crash*.txt")) if run_id else []
+    if not crashes:
+        return '<p class="alert alert-success" role="alert">No errors to report!</p>'
+    return "\n".join([f'<p class="alert alert-danger" role="alert">One or more execution steps failed '
+                       f"({len(crashes)}). Error details are attached below.</p>"]
+                      + [_crash_html(p, root) for p in crashes])
+
+
+def methods_html(root):
+    """The methods reportlet: ``logs/CITATION.md``, escaped, as preformatted text; None when it is missing."""
+    path = Path(root) / "logs" / "CITATION.md"
+    if not path.is_file():
+        return None
+    return ('<div class="boiler-md p-3 m-4 bg-primary" style="--bs-bg-opacity: .04;">'
+            f"<pre>{esc(path.read_text(errors='replace'))}</pre></div>")
+
+
+#: The placeholders of ``data/reports-spec.yml`` that :func:`_render_own_reportlets` fills (nireports' names).
+OWN_REPORTLETS = ("meta-methods", "meta-errors")
+
+
+def _render_own_reportlets(report, root, subject, run_id):
+    """Fill the ``methods`` and ``errors`` placeholders of the spec with :func:`methods_html` and
+    :func:`errors_html` (nireports' own reportlets of these paste ``CITATION.md`` and the crash files into the
+    page as they are)."""
+    import yaml
+
+    captions = {f"meta-{r['settings']['id']}": r.get("caption") for sec in yaml.safe_load(REPORT_SPEC.read_text())[
+        "sections"] for r in sec["reportlets"] if "metadata" in r}
+    for section in report.sections:
+        for rlet in section.reportlets:
+            caption = captions.get(rlet.name)
+            if rlet.name == OWN_REPORTLETS[1]:
+                rlet.components = [(errors_html(root, subject, run_id), caption)]
+            elif rlet.name == OWN_REPORTLETS[0]:
+                body = methods_html(root)
+                rlet.components = [(body, caption) if body else (
+                    '<p class="alert alert-danger" role="alert">Failed to generate the boilerplate</p>', None)]
