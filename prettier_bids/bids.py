@@ -23,7 +23,8 @@ from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
 from .naming import NamingError, derivative_relpath, load_io_spec, output_desc, pattern_entities, stem
-from .sr.preprocess import InputError, find_slice_axis, plausible_thickness, voxel_sizes
+from .sr.io import missing_content
+from .sr.preprocess import InputError, check_geometry, check_output_grid, find_slice_axis, plausible_thickness
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -345,18 +346,28 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
         return cand
     import nibabel as nib
 
+    broken = missing_content(cand.path)
+    if broken:  # git-annex / DataLad content not fetched
+        cand.status, cand.reason = "failed", broken.replace(str(cand.path), cand.relpath)
+        return cand
     try:
         img = nib.load(str(cand.path))
         shape = tuple(int(n) for n in img.shape)
-        zooms = voxel_sizes(img.affine)
+        affine = img.affine
     except Exception as exc:  # nibabel raises many types for corrupt headers
         cand.status, cand.reason = "failed", f"cannot read the NIfTI header ({exc.__class__.__name__})"
         return cand
-    cand.shape, cand.zooms = shape, tuple(round(float(z), 4) for z in zooms)
-    zs = "x".join(f"{z:.2f}" for z in zooms)
+    cand.shape = shape
     if len(shape) == 4 and shape[3] > 1:
         cand.status, cand.reason = "skipped", f"4D image with {shape[3]} volumes (expected 3D)"
         return cand
+    try:  # the SR core's header admission: nothing of the image is read
+        zooms = check_geometry(shape, affine)
+    except InputError as exc:
+        cand.status, cand.reason = "failed", str(exc)
+        return cand
+    cand.zooms = tuple(round(float(z), 4) for z in zooms)
+    zs = "x".join(f"{z:.2f}" for z in zooms)
     try:
         axis = find_slice_axis(zooms)
     except InputError as exc:  # already high resolution, or no distinct slice axis
@@ -368,6 +379,11 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
     if spacing < min_slice_spacing:
         cand.status = "skipped"
         cand.reason = f"slice spacing {spacing:.2f} mm is below --min-slice-spacing {min_slice_spacing:g} mm ({zs} mm)"
+        return cand
+    try:  # the output grid and the memory it needs, from the header alone
+        check_output_grid(shape, zooms, axis)
+    except InputError as exc:
+        cand.status, cand.reason = "failed", str(exc)
         return cand
     sidecar_spacing = _sidecar_float(cand.metadata, "SpacingBetweenSlices")
     if sidecar_spacing and abs(sidecar_spacing - spacing) > SPACING_TOLERANCE * spacing:

@@ -94,7 +94,12 @@ def _main(args):
     from ..paths import OutputPathError, check_output_paths
     from ..sr.io import clean_stale_temporaries
 
+    from ..sr.io import missing_content
+
     inp, out = Path(args.input), Path(args.output)
+    broken = missing_content(inp)
+    if broken:
+        return _error(broken, exitcodes.NOINPUT)
     if not inp.is_file():
         return _error(f"input file not found: {inp}", exitcodes.NOINPUT)
     if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")) or out.name in (".nii", ".nii.gz"):

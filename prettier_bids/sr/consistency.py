@@ -71,7 +71,7 @@ def project_onto_input(hr_scaled, lr_scaled, axis, factor, spacing, thickness, p
     slice that keeps its mean is left as the network made it. On p19 FLAIR the steps this adds between
     slices are ~1 % of the row-to-row differences (``benchmarks/results/projection/README.md``).
     """
-    if hr_scaled.shape[axis] < factor or lr_scaled.shape[axis] != hr_scaled.shape[axis] // factor:
+    if hr_scaled.shape[axis] < factor or lr_scaled.shape[axis] != -(-hr_scaled.shape[axis] // factor):
         raise ValueError(f"{hr_scaled.shape[axis]} output rows at factor {factor} do not match "
                          f"{lr_scaled.shape[axis]} input slices")
     w = redegrade_matrix(hr_scaled.shape[axis], factor, spacing, thickness, profile).astype(np.float64)

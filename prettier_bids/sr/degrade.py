@@ -114,9 +114,17 @@ def simulate_thick_slices(volume, affine=None, axis=2, thickness=5.0, spacing=6.
 
 
 def upsampling_factor(spacing, target=1.0, factors=range(2, 9)):
-    """Integer through-plane factor giving an output spacing close to ``target`` mm."""
+    """Integer through-plane factor ``r`` whose output spacing ``spacing / r`` is closest to ``target`` mm.
+
+    Deliberately not ``round(spacing / target)``: Python rounds halves to even (``round(2.5) == 2``: 1.25 mm
+    rows), and the closest output spacing is not the nearest integer anyway. Between ``k`` and ``k + 1`` the
+    closer one changes at ``spacing = 2 k (k + 1) / (2 k + 1)`` (2.4, 3.43, 4.44, 5.45 mm), so half-integer
+    spacings (2.5, 3.5, 4.5 mm) get the finer grid ``k + 1``; a tie goes to the finer grid too. Measured in
+    ``benchmarks/results/factor-rule.md`` (2.5 mm: factor 3 against 2).
+    """
     factors = sorted(factors)
-    r = int(round(spacing / target))
+    ratio = spacing / target
+    r = min(factors, key=lambda k: (abs(ratio / k - 1.0), -k))
     return min(max(r, factors[0]), factors[-1])
 
 
@@ -128,8 +136,9 @@ def centre_row(factor):
 def hr_rows_lr_coordinate(n_lr, factor):
     """LR index coordinate of every output row: row ``j`` lies at ``(j - c) / r``.
 
-    ``n_lr * r`` rows, so the output covers the input field of view (to within half an
-    output voxel) and every input slice centre falls exactly on an output row.
+    ``n_lr * r`` rows, so they cover the input field of view (to within half an
+    output voxel) and every input slice centre falls exactly on an output row (the stored output keeps
+    :func:`output_rows` of them).
     """
     c = centre_row(factor)
     return (np.arange(n_lr * factor) - c) / factor
@@ -140,18 +149,34 @@ def slice_rows(n_lr, factor):
     return np.arange(n_lr) * factor + centre_row(factor)
 
 
+def output_rows(n_lr, factor):
+    """Rows of the stored SR output along the slice axis: the ``n_lr * factor`` rows the network and the cubic
+    baseline make (:func:`hr_rows_lr_coordinate`), less the last one for an even factor.
+
+    The extent rule: every input slice centre is an output row centre, and the output spans the input's slabs
+    symmetrically. For odd ``factor`` its first and last voxels end exactly on the outer faces of the first and
+    last slabs. For even ``factor`` the rows cannot do both: the full ``n_lr * factor`` rows run from half an
+    output voxel inside the first slab to half an output voxel beyond the last one (a 4 mm stack from -52 to
+    48 mm gave -51.5 to 48.5 mm); the last row, centred on the last slab's outer face, is dropped, so the output
+    stops half an output voxel inside both faces (-51.5 to 47.5 mm)."""
+    return n_lr * factor - (1 if factor % 2 == 0 else 0)
+
+
 def target_grid(lr_shape, lr_affine, axis, factor):
-    """Shape and affine of the SR grid of an LR image (through-plane factor ``factor``)."""
+    """Shape and affine of the stored SR output of an LR image (through-plane factor ``factor``; the rows of
+    :func:`output_rows`)."""
     shape = list(lr_shape)
-    shape[axis] = lr_shape[axis] * factor
+    shape[axis] = output_rows(lr_shape[axis], factor)
     m = axis_index_map(3, axis, 1.0 / factor, -centre_row(factor) / factor)
     return tuple(shape), np.asarray(lr_affine, dtype=np.float64) @ m
 
 
 def redegrade_matrix(n_rows, factor, spacing, thickness, profile="boxcar"):
-    """Forward model on the output grid: matrix (n_rows // factor x n_rows) taking the ``n_rows`` SR rows
-    (``spacing / factor`` mm apart) to the input's slices, whose centres lie on :func:`slice_rows`."""
-    n_lr = n_rows // factor
+    """Forward model on the output grid: matrix (n_lr x n_rows) taking the ``n_rows`` SR rows (``spacing /
+    factor`` mm apart) to the input's ``n_lr`` slices, whose centres lie on :func:`slice_rows`. ``n_rows`` is
+    ``n_lr * factor`` (the network's grid) or :func:`output_rows` (the stored grid: one row less for an even
+    factor; the last slab then averages the rows that exist, as the first one always does)."""
+    n_lr = -(-n_rows // factor)
     h = spacing / factor
     return profile_matrix(n_rows, h, slice_rows(n_lr, factor) * h, thickness, profile)
 

@@ -232,3 +232,18 @@ class AtomicGroup:
 
 def is_disk_full(exc):
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def missing_content(path):
+    """A one-line explanation when ``path`` is a broken symbolic link (a git-annex or DataLad file whose content
+    was not fetched, or a link into a moved folder); None otherwise."""
+    path = Path(path)
+    if not path.is_symlink() or path.exists():
+        return None
+    target = os.readlink(path)
+    annexed = ".git/annex/objects" in target.replace(os.sep, "/")
+    hint = ("its content is not present here (an annexed file that was not fetched: run `datalad get "
+            f"{path}` or `git annex get {path}`)" if annexed else
+            "its content is not present here (if it is a DataLad/git-annex file, run `datalad get "
+            f"{path}` or `git annex get {path}`)")
+    return f"{path} is a broken link (to {target}): {hint}"

@@ -18,7 +18,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from .degrade import centre_row, cubic_matrix, profile_matrix
-from .preprocess import find_slice_axis, intensity_scale, voxel_sizes, working_grid
+from .preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -52,11 +52,14 @@ def _scaled(data):
 
 
 def _load_3d(path):
+    """The first volume of an image and its voxel sizes; the header is admitted first (``check_geometry``:
+    finite, non-singular affine, voxel sizes, voxel count), so a forged header is refused before any read."""
     img = nib.load(str(path))
+    zooms = check_geometry(img.shape, img.affine)
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 4:
         data = data[..., 0]
-    return data, voxel_sizes(img.affine)
+    return data, zooms
 
 
 #: What reading a volume file raises when it is empty, truncated, corrupt or not an image (callers turn these into

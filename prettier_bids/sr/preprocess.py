@@ -6,11 +6,13 @@ One place for each: :func:`intensity_scale` is what training patches and inferen
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from nibabel.affines import voxel_sizes  # noqa: F401  (re-exported: the one way voxel sizes are computed)
 from scipy import ndimage
 
-from .degrade import apply_along_axis, axis_index_map, cubic_matrix
+from .degrade import apply_along_axis, axis_index_map, cubic_matrix, output_rows, upsampling_factor
 
 #: A voxel axis at most this size (mm) counts as high resolution.
 ISOTROPIC_MAX_MM = 1.5
@@ -25,6 +27,25 @@ SCALE_PERCENTILE = 99.5
 THICKNESS_RANGE = (0.2, 2.5)
 #: Robust minimum of the volume (percentile) used as the intensity offset when one is needed.
 OFFSET_PERCENTILE = 0.5
+
+# Image admission (:func:`check_geometry`, :func:`check_output_grid`): what the header alone must satisfy
+# before any voxel is read.
+#: The finest voxel size (mm) the SR core takes: finer is a wrong header (1e-30 mm), not an MRI.
+MIN_VOXEL_MM = 0.05
+#: The most voxels an input image may have (2**27, 134 million: 512 MB as float32; a 0.25 mm 1024x1024
+#: in-plane matrix with 128 slices). A larger claim is a damaged or malicious header (a 2 MB gzip bomb
+#: claiming 2048x2048x256).
+MAX_INPUT_VOXELS = 2 ** 27
+#: The most voxels of the ~1 mm output grid (2**27: a 512 mm cube at 1 mm).
+MAX_OUTPUT_VOXELS = 2 ** 27
+#: Peak memory of one super-resolution, per voxel of the output grid (float32, about twelve copies) and per
+#: input voxel (the data, its working and scaled copies): the estimate the BIDS-App's scheduler uses too.
+PEAK_BYTES_PER_OUTPUT_VOXEL = 48
+PEAK_BYTES_PER_INPUT_VOXEL = 16
+#: A voxel beyond this many times the volume's robust range (0.1th to 99.9th percentile) from that range is an
+#: absurd outlier (a corrupt voxel at 1e9 or 1e30): it is clipped to that bound before scaling (and counted).
+OUTLIER_SPAN = 10.0
+OUTLIER_PERCENTILES = (0.1, 99.9)
 
 
 class InputError(ValueError):
@@ -71,12 +92,40 @@ def plausible_thickness(thickness, spacing):
     return bool(thickness > 0 and lo * spacing <= thickness <= hi * spacing)
 
 
+def outlier_limits(data):
+    """``(low, high)``: values beyond them are absurd outliers (:data:`OUTLIER_SPAN` times the robust range of the
+    non-zero voxels, :data:`OUTLIER_PERCENTILES`, widened to include 0, beyond it). One corrupt voxel cannot move
+    these limits (percentiles)."""
+    values = data[np.isfinite(data) & (data != 0)]
+    if values.size == 0:
+        return 0.0, 0.0
+    lo, hi = (float(v) for v in np.percentile(values, OUTLIER_PERCENTILES))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)  # zero (the background) is never an outlier
+    span = hi - lo
+    return lo - OUTLIER_SPAN * span, hi + OUTLIER_SPAN * span
+
+
+def clip_outliers(data):
+    """``(data, n)``: ``data`` with its absurd outliers (:func:`outlier_limits`) clipped to the limits, and how
+    many voxels that changed (0: ``data`` itself is returned, unchanged)."""
+    lo, hi = outlier_limits(data)
+    n = int(np.count_nonzero((data < lo) | (data > hi)))
+    if n == 0:
+        return data, 0
+    return np.clip(data, np.float32(lo), np.float32(hi)).astype(data.dtype, copy=False), n
+
+
 def foreground_threshold(data):
-    """Foreground threshold: half the mean of the positive voxels (robust to air and skull-stripping)."""
+    """Foreground threshold: half the mean of the positive voxels (robust to air and skull-stripping), absurd
+    outliers (:func:`outlier_limits`) counted at the upper limit, so that one corrupt voxel cannot raise it above
+    the tissue (identical to the plain mean when there are none)."""
     finite = data[np.isfinite(data)]
     nz = finite[finite > 0]
     if nz.size == 0:
         return 0.0
+    hi = outlier_limits(finite)[1]
+    if float(nz.max()) > hi:
+        nz = np.minimum(nz, np.float32(hi))
     return float(0.5 * np.mean(nz))
 
 
@@ -202,6 +251,98 @@ def working_grid(data, zooms, slice_axis):
     if new_shape != tuple(data.shape):
         data = resample_inplane(data, index_map, new_shape)
     return data, index_map
+
+
+def check_geometry(shape, affine):
+    """The header's geometry, checked before any voxel is read: returns the voxel sizes (mm).
+
+    Raises :class:`InputError` (one line) when the affine is not finite, is singular (an all-zero row, voxel
+    axes that are not independent), has a voxel size below :data:`MIN_VOXEL_MM`, or when ``shape`` has more
+    than :data:`MAX_INPUT_VOXELS` voxels. (Slice spacings above :data:`MAX_SLICE_MM`: :func:`find_slice_axis`.)
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+        raise InputError("the header's affine (sform/qform) has NaN or infinite values: check the header")
+    zooms = voxel_sizes(aff)
+    cols = aff[:3, :3]
+    with np.errstate(all="ignore"):  # a voxel's volume over that of the box of its edges: 1 unsheared, 0 singular
+        volume = abs(float(np.linalg.det(cols))) / max(float(np.prod(zooms)), 1e-300)
+    if not np.all(zooms > 0) or not volume > 1e-4:
+        zero = np.any(np.all(cols == 0, axis=0)) or np.any(np.all(cols == 0, axis=1))
+        raise InputError("the header's affine is singular (%s; voxel axes not independent): check the header"
+                         % ("a zero row or column" if zero else "determinant %.3g" % np.linalg.det(cols)))
+    if float(zooms.min()) < MIN_VOXEL_MM:
+        ax = int(np.argmin(zooms))
+        raise InputError("voxel size %.4g mm (axis %d) is below the %g mm this tool takes: check the header's "
+                         "voxel sizes" % (zooms[ax], ax, MIN_VOXEL_MM))
+    n = int(np.prod([int(k) for k in shape], dtype=object))
+    if n > MAX_INPUT_VOXELS:
+        raise InputError("the header claims %s = %.3g voxels, beyond the %.3g this tool takes (a damaged or "
+                         "forged header?); nothing was read" % ("x".join(map(str, shape)), n, MAX_INPUT_VOXELS))
+    return zooms
+
+
+def output_grid_shape(shape, zooms, slice_axis, factor=None):
+    """Shape of the SR output grid (in-plane grid of :func:`inplane_plan`; along the slice axis
+    ``degrade.output_rows``)."""
+    factor = upsampling_factor(float(zooms[slice_axis])) if factor is None else factor
+    grid = list(inplane_plan(tuple(shape[:3]), zooms, slice_axis)[0])
+    grid[slice_axis] = output_rows(grid[slice_axis], int(factor))
+    return tuple(grid)
+
+
+def peak_memory_bytes(shape, out_shape):
+    """Estimated peak memory (bytes) of super-resolving an image of ``shape`` onto ``out_shape``."""
+    n_in = int(np.prod([int(k) for k in shape[:3]], dtype=object))
+    n_out = int(np.prod([int(k) for k in out_shape], dtype=object))
+    return PEAK_BYTES_PER_OUTPUT_VOXEL * n_out + PEAK_BYTES_PER_INPUT_VOXEL * n_in
+
+
+def available_memory_bytes():
+    """Memory this process may still use (bytes): ``MemAvailable``, or the cgroup's limit when lower; None
+    when unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            left = int(limit) - used
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_output_grid(shape, zooms, slice_axis, factor=None):
+    """The output grid of an image, checked from its header: returns ``(out_shape, peak_bytes)``.
+
+    Raises :class:`InputError` when the grid has more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
+    peak memory (:func:`peak_memory_bytes`) is above the memory available (:func:`available_memory_bytes`).
+    """
+    out_shape = output_grid_shape(shape, zooms, slice_axis, factor)
+    n_out = int(np.prod([int(k) for k in out_shape], dtype=object))
+    if n_out > MAX_OUTPUT_VOXELS:
+        raise InputError("the output grid would be %s = %.3g voxels, beyond the %.3g this tool takes; nothing was "
+                         "read" % ("x".join(map(str, out_shape)), n_out, MAX_OUTPUT_VOXELS))
+    peak = peak_memory_bytes(shape, out_shape)
+    avail = available_memory_bytes()
+    if avail is not None and peak > avail:
+        raise InputError("super-resolving it needs about %.3g GB of memory (output grid %s), more than the %.3g GB "
+                         "available; nothing was read" % (peak / 1e9, "x".join(map(str, out_shape)), avail / 1e9))
+    return out_shape, peak
 
 
 def describe_zooms(zooms):

@@ -29,6 +29,9 @@ from .preprocess import (
     SCALE_PERCENTILE,
     InputError,
     apply_scaling,
+    check_geometry,
+    check_output_grid,
+    clip_outliers,
     describe_zooms,
     find_slice_axis,
     header_warnings,
@@ -209,8 +212,13 @@ class SRResult:
         return dict(self.info)
 
 
-def load_volume(img):
-    """The image's 3D data as float32 (a singleton 4th dimension is dropped); InputError otherwise."""
+def check_image(img):
+    """The header-level admission of an image, before any voxel is read: returns its 3D shape and voxel sizes.
+
+    NIfTI, a numeric voxel type, 3D (a singleton 4th dimension is dropped), at least 2 voxels on each axis,
+    and the geometry of :func:`preprocess.check_geometry` (finite, non-singular affine; voxel sizes of at
+    least ``MIN_VOXEL_MM``; at most ``MAX_INPUT_VOXELS`` voxels). Raises InputError (one line).
+    """
     if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 and NIfTI-2, single file or pair, subclass it
         raise InputError(f"not a NIfTI image ({type(img).__name__})")
     dtype = img.get_data_dtype()
@@ -225,10 +233,22 @@ def load_volume(img):
         raise InputError(f"image shape {tuple(shape)} is too small")
     if np.issubdtype(img.get_data_dtype(), np.complexfloating):
         raise InputError("complex-valued images are not supported")
+    return tuple(int(n) for n in shape), check_geometry(shape, img.affine)
+
+
+def one_line(exc):
+    """``ExcType: message`` on one line (some readers' messages span several)."""
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}"
+
+
+def load_volume(img):
+    """The image's 3D data as float32 (a singleton 4th dimension is dropped), after :func:`check_image`;
+    InputError otherwise."""
+    shape, _ = check_image(img)
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except (OSError, EOFError, ValueError, zlib_error) as exc:
-        raise InputError(f"cannot read image data ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(f"cannot read image data ({one_line(exc)})") from None
     if not np.all(np.isfinite(data)):
         raise InputError("image contains NaN or infinite values")
     return data
@@ -307,15 +327,20 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         raise ValueError("method='model' needs a model (see load_model)")
     ran = resolve_precision(precision, device) if method == "model" else "fp32"
     t0 = time.time()
-    data = load_volume(img)
-    ref_dtype = _reference_dtype(img, data)
-    zooms = voxel_sizes(img.affine)
+    shape, zooms = check_image(img)  # the header alone: nothing is read before the grid is known to fit
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
     thickness = spacing if slice_thickness is None else float(slice_thickness)
     if not plausible_thickness(thickness, spacing):
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
+    check_output_grid(shape, zooms, axis, factor)
+    data = load_volume(img)
+    ref_dtype = _reference_dtype(img, data)
+    data, n_outliers = clip_outliers(data)
+    if n_outliers:
+        LOGGER.warning("%d voxel(s) far beyond the image's intensity range clipped to %.4g..%.4g (corrupt voxels?)",
+                       n_outliers, float(data.min()), float(data.max()))
 
     work, imap = working_grid(data, zooms, axis)
     work_affine = np.asarray(img.affine, dtype=np.float64) @ imap
@@ -332,7 +357,9 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, ran, progress,
                                  thickness_ratio=thickness / spacing)
     hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
-    assert hr.shape == hr_shape, (hr.shape, hr_shape)
+    assert hr.shape[axis] == x.shape[axis] * factor, (hr.shape, x.shape, factor)
+    if hr.shape != hr_shape:  # even factor: the row centred on the last slab's outer face is not stored
+        hr = np.ascontiguousarray(np.take(hr, np.arange(hr_shape[axis]), axis=axis))  # (degrade.output_rows)
     cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
     projected = bool(project and method == "model")
     if projected:
@@ -356,6 +383,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "InplaneResampled": bool(work.shape != data.shape),
         "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale), "Offset": float(offset),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
+        "OutliersClipped": int(n_outliers),
         "ConsistencyPSNR": round(cons.psnr_db, 3),
         "ProjectedOntoInput": projected,
         "QCFlags": qc_flags(cons.psnr_db),

@@ -31,6 +31,7 @@ from ..interfaces import (
 )
 from ..naming import derivative_relpath, load_io_spec
 from ..outputs import method_paragraph
+from ..sr.preprocess import output_grid_shape, peak_memory_bytes
 from ..sr.precision import resolve_precision
 
 #: SR-info keys copied into the consistency map's sidecar.
@@ -51,11 +52,12 @@ def sr_wf_name(cand):
 
 
 def _mem_gb(cand):
-    """Rough peak memory of the SR node (the output grid in float32, a few copies)."""
-    n = 1
-    for i, size in enumerate(cand.shape[:3]):
-        n *= size * (max(2, round(cand.spacing)) if i == cand.slice_axis and cand.spacing else 1)
-    return max(0.5, round(n * 4 * 12 / 1e9, 2))
+    """Rough peak memory of the SR node: the SR core's estimate (``preprocess.peak_memory_bytes``, the one that
+    admits the image while selecting it)."""
+    if cand.slice_axis is None or not cand.zooms:
+        return 0.5
+    out_shape = output_grid_shape(cand.shape, cand.zooms, cand.slice_axis)
+    return max(0.5, round(peak_memory_bytes(cand.shape, out_shape) / 1e9, 2))
 
 
 def sr_description(config, model=None, scope=None):

@@ -10,6 +10,7 @@ Named models are weights files shipped in ``prettier_bids/data/weights/<name>.pt
 from __future__ import annotations
 
 import hashlib
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -130,16 +131,103 @@ def load_init_state(model, state):
     return list(missing)
 
 
+#: What a weights file's ``config`` may hold: key -> (type, low, high) for numbers, (type,) otherwise. The bounds
+#: keep a forged file from building a model that would not fit in memory (``edsr-paper``: 32 blocks of 256).
+CONFIG_BOUNDS = {
+    "n_blocks": (int, 1, 64),
+    "n_feats": (int, 1, 512),
+    "tail_feats": (int, 1, 256),
+    "growth": (int, 1, 256),
+    "res_scale": (float, 0.0, 10.0),
+    "channels": (int, 3, 3),
+    "factors": (tuple,),
+    "conditioning": (bool,),
+}
+#: The largest model a weights file may describe (parameters; ``edsr-paper`` has 43.6 million).
+MAX_PARAMETERS = 100_000_000
+
+
+def _bad(path, why):
+    return WeightsError(f"cannot read weights file {path}: {why}")
+
+
+def check_config(arch, config):
+    """Why ``arch`` and ``config`` (a weights file's) cannot build a model, or None when they can."""
+    import inspect
+
+    if not isinstance(arch, str) or arch not in ARCHS:
+        return f"unknown arch {arch!r} (known: {', '.join(ARCHS)})"
+    if not isinstance(config, dict):
+        return f"'config' is a {type(config).__name__}, not a mapping of options"
+    known = set(inspect.signature(ARCHS[arch]).parameters)
+    for key, value in config.items():
+        if key not in known or key not in CONFIG_BOUNDS:
+            return f"unknown {arch} config key {key!r}"
+        kind, *bounds = CONFIG_BOUNDS[key]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is tuple:
+            ok = (isinstance(value, (list, tuple)) and len(value) > 0
+                  and all(isinstance(r, int) and not isinstance(r, bool) and r in FACTORS for r in value))
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and bounds[0] <= value <= bounds[1])
+        if not ok:
+            rng = f" (expected {kind.__name__} {bounds[0]:g}..{bounds[1]:g})" if bounds else ""
+            return f"config {key} = {value!r} is out of range{rng}"
+    return None
+
+
 def load_weights(path):
-    """Load a weights file into a generator in eval mode; returns (model, payload)."""
+    """Load a weights file into a generator in eval mode; returns (model, payload).
+
+    The file is checked before any model is built: its format tag, a known ``arch``, a ``config`` of known keys
+    within :data:`CONFIG_BOUNDS`, a model of at most :data:`MAX_PARAMETERS` (sized on torch's ``meta`` device,
+    which allocates nothing) and a non-empty ``state_dict`` whose names and shapes are exactly the model's.
+    Any failure: WeightsError ``cannot read weights file PATH: why`` (one line).
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, wrong format
-        raise WeightsError(f"cannot read weights file {path}: {exc.__class__.__name__}") from None
+        raise _bad(path, exc.__class__.__name__) from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path} is not a prettier weights file ({WEIGHTS_FORMAT})")
+    for key in ("arch", "config", "state_dict"):
+        if key not in payload:
+            raise _bad(path, f"no '{key}'")
+    why = check_config(payload["arch"], payload["config"])
+    if why:
+        raise _bad(path, why)
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise _bad(path, "its 'state_dict' is empty" if isinstance(state, dict) else "'state_dict' is not a mapping")
+    try:
+        with torch.device("meta"):
+            shell, _, _ = build_model(payload["arch"], **payload["config"])
+    except Exception as exc:  # a config the architecture rejects
+        raise _bad(path, f"config does not build a {payload['arch']} model ({exc.__class__.__name__})") from None
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    n_params = sum(math.prod(s) for s in expected.values())
+    if n_params > MAX_PARAMETERS:
+        raise _bad(path, f"its config describes {n_params:.3g} parameters, above the {MAX_PARAMETERS:.3g} this tool "
+                         "loads")
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        names = ", ".join((missing or unexpected)[:3])
+        raise _bad(path, f"its state_dict does not fit its config ({len(missing)} missing, {len(unexpected)} "
+                         f"unexpected: {names}...)")
+    for key, shape in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise _bad(path, f"state_dict {key} has shape {got}, its config needs {shape}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise _bad(path, f"state_dict {key} has NaN or infinite values")
     model, _, _ = build_model(payload["arch"], **payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(state)
     model.eval()
     return model, payload
 
