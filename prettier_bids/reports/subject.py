@@ -5,7 +5,8 @@ nireports' assembler (:class:`nireports.assembler.report.Report`, bootstrap file
 (including ones from earlier runs), its reportlets in ``sub-<label>/figures/``: the flickering
 before/after SVGs and the consistency map made by the workflow, and a QC table from its sidecar
 (written here, ``desc-qc`` HTML). The inputs of the current run, with their status, the methods
-boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it.
+boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it. The page loads
+nothing from the network: its CSS/JS are the vendored copies in ``static/`` (:mod:`.offline`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .. import __version__
 from ..naming import derivative_relpath, load_io_spec, main_descs, nifti_of, parse_entities, reportlet_desc
 from ..outputs import read_json
 from ..sr.io import AtomicGroup, write_text_atomic
+from .offline import install_assets, localize
 
 #: nireports bootstrap file of the subject report.
 REPORT_SPEC = Path(__file__).resolve().parent.parent / "data" / "reports-spec.yml"
@@ -133,4 +135,6 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
         Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
                plugins=[], metadata={"summary-meta": summary, "provenance": provenance},
                subject=subject).generate_report()
+        tmp.write_text(localize(tmp.read_text(encoding="utf-8")), encoding="utf-8")  # offline: vendored CSS/JS
+        install_assets(root)
     return path
