@@ -37,7 +37,7 @@ DERIVATIVES_NAME = "prettier"
 PACKAGE_NAME = "prettier_bids"
 BIDS_VERSION = "1.10.0"
 #: gitignore-style patterns; bids-validator-deno does not match directories given with a trailing "/".
-BIDSIGNORE = ["*.html", "logs", "**/figures", "**/log", "group_*.tsv"]
+BIDSIGNORE = ["*.html", "logs", "static", "**/figures", "**/log", "group_*.tsv"]
 
 CITATION_REFS = """\
 ### References

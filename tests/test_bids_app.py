@@ -89,7 +89,8 @@ def test_output_names(run):
                           *lesions):
             expected.add(f"{sub}/figures/{out_name(rel, desc, ext).rsplit('/', 1)[1]}")
     expected |= {"sub-01.html", "sub-02.html", "sub-03.html", "dataset_description.json", ".bidsignore",
-                 "descriptions.tsv", "README.md", "group_qc.tsv", "group_qc.html", "logs/CITATION.md"}
+                 "descriptions.tsv", "README.md", "group_qc.tsv", "group_qc.html", "logs/CITATION.md",
+                 "static/bootstrap-5.2.3.min.css", "static/bootstrap-5.2.3.bundle.min.js", "static/jquery-3.6.0.min.js"}
     logs = {f for f in files if f.startswith("logs/") and f != "logs/CITATION.md"}
     assert files - logs == expected
     kinds = sorted(f.split("_")[0] for f in logs)
@@ -227,7 +228,8 @@ def test_run_summary_and_logs(run):
     assert "6 done, 2 skipped" in text
     citation = (logs / "CITATION.md").read_text()
     assert f"prettier_bids*\n{__version__}" in citation and "Nipype" in citation and "tiny" in citation
-    assert (run.root / ".bidsignore").read_text().split() == ["*.html", "logs", "**/figures", "**/log", "group_*.tsv"]
+    assert (run.root / ".bidsignore").read_text().split() == ["*.html", "logs", "static", "**/figures", "**/log",
+                                                              "group_*.tsv"]
 
 
 def test_subject_reports(run):
@@ -253,6 +255,21 @@ def test_subject_reports(run):
         assert "Methods" in page and "sliding windows of three adjacent planes" in page  # logs/CITATION.md
         assert "No errors to report!" in page
     assert "already high resolution" in (run.root / "sub-01.html").read_text()
+
+
+def test_reports_load_nothing_from_the_network(run):
+    """Offline reports: no generated page loads a remote URL; the CSS/JS are the vendored copies in static/."""
+    from prettier_bids.reports.offline import ASSET_DIR, remote_urls
+
+    pages = sorted(run.root.rglob("*.html"))
+    assert len(pages) > 3
+    for page in pages:
+        assert remote_urls(page.read_text()) == [], page
+    page = (run.root / "sub-01.html").read_text()
+    for name in ("bootstrap-5.2.3.min.css", "bootstrap-5.2.3.bundle.min.js", "jquery-3.6.0.min.js"):
+        assert f'"static/{name}"' in page
+        assert (run.root / "static" / name).read_bytes() == (ASSET_DIR / name).read_bytes()
+    assert "crossorigin" not in page  # a browser would refuse the local files
 
 
 def test_group_level(run):

@@ -5,7 +5,8 @@ nireports' assembler (:class:`nireports.assembler.report.Report`, bootstrap file
 (including ones from earlier runs), its reportlets in ``sub-<label>/figures/``: the flickering
 before/after SVGs and the consistency map made by the workflow, and a QC table from its sidecar
 (written here, ``desc-qc`` HTML). The inputs of the current run, with their status, the methods
-boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it.
+boilerplate (``logs/CITATION.md``), this run's crash files and the provenance complete it. The page loads
+nothing from the network: its CSS/JS are the vendored copies in ``static/`` (:mod:`.offline`).
 
 Every text from outside the code (paths, sidecar values, crash files, the methods text) goes through
 :func:`prettier_bids.reports.markup.text`: nireports puts the methods text and the crash files into the page as
@@ -25,6 +26,7 @@ from ..outputs import shown_outputs
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
 from .markup import text as esc
+from .offline import install_assets, localize
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -128,6 +130,8 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
                         plugins=[], metadata={"summary-meta": summary, "provenance": provenance}, subject=subject)
         _render_own_reportlets(report, root, subject, run_id)
         report.generate_report()
+        tmp.write_text(localize(tmp.read_text(encoding="utf-8")), encoding="utf-8")  # offline: vendored CSS/JS
+        install_assets(root)
     return path
 
 
