@@ -123,7 +123,12 @@ def load_init_state(model, state):
     """Load ``state`` (a state dict) into ``model`` for training; a conditioned model may start from
     unconditioned weights (its FiLM then starts as the identity). Returns the names left at their
     initial values."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of other sizes (another preset or width)
+        text = str(exc).strip().splitlines()
+        raise WeightsError(f"the init weights do not fit this architecture ({text[-1].strip() if text else exc})") \
+            from None
     bad = [k for k in missing if not k.startswith("film.")] + list(unexpected)
     if bad:
         raise WeightsError(f"the init weights do not fit this architecture ({', '.join(bad[:3])}...)")
@@ -138,8 +143,11 @@ def load_weights(path):
         raise WeightsError(f"cannot read weights file {path}: {exc.__class__.__name__}") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"{path} is not a prettier weights file ({WEIGHTS_FORMAT})")
-    model, _, _ = build_model(payload["arch"], **payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model, _, _ = build_model(payload["arch"], **payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # noqa: BLE001 (missing keys, an unknown architecture, tensors of other sizes)
+        raise WeightsError(f"{path} is not a usable prettier weights file ({exc.__class__.__name__})") from None
     model.eval()
     return model, payload
 
