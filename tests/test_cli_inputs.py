@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,24 @@ from _bids_support import TEST_BIDS
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
+class Blocked(BaseException):
+    """Raised by :func:`deadline` (a BaseException: no ``except OSError`` or ``except Exception`` swallows it)."""
+
+
 @contextlib.contextmanager
 def deadline(seconds=20):
-    """Fail instead of hanging (a FIFO read by a reader that does not refuse it blocks for ever)."""
+    """Fail instead of hanging (a FIFO read by a reader that does not refuse it blocks for ever); the alarm repeats
+    every second until the block ends."""
 
     def expired(signum, frame):
-        raise TimeoutError(f"still blocked after {seconds} s")
+        raise Blocked(f"still blocked after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
@@ -303,11 +307,19 @@ def train_dir(tmp_path):
     return tmp_path
 
 
+def _no_escape(main, argv):
+    """``main(argv)``; a Ctrl-C that escapes it fails the test (instead of stopping the whole pytest session)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped the command")
+
+
 def _train(capsys, root, *extra, config="cfg.json", split="split.json", out="run"):
     from prettier_bids.cli.train import main
 
-    code = main(["--config", str(root / config), "--data-root", str(root), "--split", str(root / split),
-                 "--out", str(root / out), "--threads", "1", *map(str, extra)])
+    code = _no_escape(main, ["--config", str(root / config), "--data-root", str(root), "--split", str(root / split),
+                             "--out", str(root / out), "--threads", "1", *map(str, extra)])
     err = [line for line in capsys.readouterr().err.splitlines() if "prettier-train" in line]
     return code, err
 
@@ -364,6 +376,6 @@ def test_prettier_train_and_eval_end_in_one_line_never_a_traceback(train_dir, ca
                                                                 "; rerun the same command to resume")])
     split = train_dir / "test_split.json"
     split.write_text(json.dumps({"test": {"FLAIR": [{"file": "v0.nii.gz"}]}}))
-    assert eval_main(["--data-root", str(train_dir), "--split", str(split)]) == code
+    assert _no_escape(eval_main, ["--data-root", str(train_dir), "--split", str(split)]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"prettier-eval: error: {words}" in err
