@@ -33,8 +33,8 @@ from .train_config import ConfigError, TrainConfig, load_config
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
-__all__ = ["CheckpointError", "ConfigError", "TrainConfig", "TrainResult", "Trainer", "degradation_space", "load_config",
-           "load_split_volumes", "resolve_init_weights", "train"]
+__all__ = ["CheckpointError", "ConfigError", "TrainConfig", "TrainResult", "Trainer", "degradation_space",
+           "load_config", "load_split_volumes", "resolve_init_weights", "train"]
 
 
 class CheckpointError(ValueError):
