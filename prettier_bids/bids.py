@@ -23,7 +23,7 @@ from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
 from .naming import NamingError, derivative_relpath, load_io_spec, output_desc, pattern_entities, stem
-from .sr.io import missing_content
+from .sr.io import JSONReadError, missing_content, read_json
 from .sr.preprocess import InputError, check_geometry, check_output_grid, find_slice_axis, plausible_thickness
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -32,6 +32,10 @@ LOGGER = logging.getLogger("prettier_bids")
 MIN_SLICE_SPACING_MM = 2.0
 #: Sidecar SpacingBetweenSlices and the header's slice spacing may differ by this much (relative).
 SPACING_TOLERANCE = 0.1
+
+
+#: A BIDS label (``sub-<label>``, ``ses-<label>``): letters and digits only.
+LABEL = re.compile(r"[A-Za-z0-9]+")
 
 
 class BIDSError(CodedError):
@@ -53,9 +57,9 @@ def check_bids_dir(bids_dir):
     if not desc.is_file():
         raise BIDSError(f"not a BIDS dataset: {desc} is missing", 16)
     try:
-        data = json.loads(desc.read_text())
-    except (OSError, ValueError) as exc:
-        raise BIDSError(f"cannot read {desc}: {exc.__class__.__name__}: {exc}".splitlines()[0], 16) from None
+        data = read_json(desc)
+    except JSONReadError as exc:
+        raise BIDSError(f"cannot read {desc}: {exc.reason}", 16) from None
     if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
         raise BIDSError(f"{desc} must be a JSON object with Name and BIDSVersion", 16)
     return data
@@ -90,16 +94,20 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
         except ValueError:
             continue
         if rel.parts:
-            ignore.append(rel.as_posix())
+            ignore.append(exact_ignore(rel.as_posix()))
+    for folder in sorted(root.glob("sub-*")):
+        if folder.is_dir() and not LABEL.fullmatch(folder.name[4:]):
+            LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so pybids does not index "
+                           "it; rename the folder to process it", folder.name, folder.name[4:])
     if participants:
         wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
-        ignore += [p.name for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
+        ignore += [exact_ignore(p.name) for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
     # pybids aborts the whole indexing on one malformed JSON sidecar: find those first, leave them out of
     # the index, and let the images they belong to fail alone (see collect_candidates).
     bad = malformed_sidecars(root, ignore)
     for path in bad:
         LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
-    ignore += [p.relative_to(root).as_posix() for p in bad]
+    ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:
@@ -109,8 +117,17 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     return layout
 
 
+def exact_ignore(relpath):
+    """An ignore pattern for pybids (and :func:`malformed_sidecars`) that hides the folder or file ``relpath``
+    (relative to the dataset) exactly: pybids turns a plain string into a name *prefix* (``sub-1`` would hide
+    ``sub-10`` too)."""
+    return re.compile(r"^/?" + re.escape(relpath) + r"(/|$)")
+
+
 def malformed_sidecars(root, ignore=()):
-    """JSON files of the dataset (outside ``ignore``d folders) that do not parse as a JSON object."""
+    """JSON files of the dataset (outside ``ignore``d folders) that :func:`~prettier_bids.sr.io.read_json` refuses
+    (not a regular file, too large, not JSON, nested too deeply) or that do not hold a JSON object; pybids would
+    hang on a FIFO or abort on the others."""
     root = Path(root)
     plain = {i for i in ignore if isinstance(i, str)}
     regexes = [i for i in ignore if not isinstance(i, str)]
@@ -131,8 +148,8 @@ def malformed_sidecars(root, ignore=()):
                 continue
             path = Path(folder) / name
             try:
-                ok = isinstance(json.loads(path.read_text()), dict)
-            except (OSError, ValueError):
+                ok = isinstance(read_json(path), dict)
+            except JSONReadError:
                 ok = False
             if not ok:
                 bad.append(path)
@@ -167,7 +184,12 @@ def resolve_participants(layout, labels=None):
 def check_participant_labels(bids_dir, labels):
     """Cheap early check (no indexing) that every requested ``sub-<label>`` folder exists."""
     wanted = strip_prefix(labels, "sub-")
-    known = sorted(p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir())
+    if labels is not None and not wanted:
+        raise BIDSError("--participant-label names no participant (an empty label, or just 'sub-')", 64)
+    bad = [x for x in wanted if not LABEL.fullmatch(x)]
+    if bad:
+        raise BIDSError(f"--participant-label {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
+    known = sorted(p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir() and LABEL.fullmatch(p.name[4:]))
     missing = [x for x in wanted if x not in known]
     if missing:
         raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
@@ -187,11 +209,11 @@ def load_bids_filters(path, spec=None):
     """
     spec = spec or load_io_spec()
     try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.strerror or exc}", 66) from None
-    except ValueError as exc:
-        raise BIDSError(f"--bids-filter-file {path} is not valid JSON ({exc})", 64) from None
+        data = read_json(path)
+    except JSONReadError as exc:
+        if exc.unreadable:
+            raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.reason}", 66) from None
+        raise BIDSError(f"--bids-filter-file {path} is {exc.reason}", 64) from None
     if not isinstance(data, dict):
         raise BIDSError(f"--bids-filter-file {path} must hold a JSON object", 64)
     by_lower = {c.lower(): c for c in spec["queries"]}
@@ -256,6 +278,7 @@ class Candidate:
     thickness: float | None = None
     thickness_source: str = ""
     plane: str = ""
+    skull_stripped: bool = False  # the sidecar's SkullStripped (JSON true/false; else False and a warning)
     warnings: list = field(default_factory=list)
 
     @property
@@ -326,13 +349,42 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
     return out
 
 
-def _sidecar_float(metadata, key):
-    value = metadata.get(key)
+#: Sidecar fields the app reads as JSON ``true`` / ``false`` (a string ``"false"`` is not one).
+SIDECAR_BOOLS = ("SkullStripped",)
+
+
+def invalid_sidecar_value(key, value, what):
+    """The one wording of a sidecar value of the wrong type or range (a warning of the image, recorded in its
+    output sidecar's ``Warnings``): ``invalid sidecar value SliceThickness="5 mm" (not ...)``."""
     try:
-        value = float(value)
+        shown = json.dumps(value, allow_nan=True)
     except (TypeError, ValueError):
+        shown = repr(value)
+    return f"invalid sidecar value {key}={shown} ({what})"
+
+
+def _sidecar_float(cand, key):
+    """The sidecar's ``key`` as a finite positive JSON number (not a bool, string or list), or None; an invalid
+    value adds a warning to ``cand`` and returns None."""
+    if key not in cand.metadata:
         return None
-    return value if np.isfinite(value) and value > 0 else None
+    value = cand.metadata[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+        return float(value)
+    cand.warnings.append(invalid_sidecar_value(key, value, "not a finite positive number of mm; ignored"))
+    return None
+
+
+def _sidecar_bool(cand, key, default=False):
+    """The sidecar's ``key`` as JSON ``true`` / ``false``; anything else (the string ``"false"``, 0, null) adds a
+    warning to ``cand`` and gives ``default``."""
+    if key not in cand.metadata:
+        return default
+    value = cand.metadata[key]
+    if isinstance(value, bool):
+        return value
+    cand.warnings.append(invalid_sidecar_value(key, value, f"not true or false; assuming {json.dumps(default)}"))
+    return default
 
 
 def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
@@ -350,6 +402,8 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
     if broken:  # git-annex / DataLad content not fetched
         cand.status, cand.reason = "failed", broken.replace(str(cand.path), cand.relpath)
         return cand
+    cand.skull_stripped = _sidecar_bool(cand, "SkullStripped")
+
     try:
         img = nib.load(str(cand.path))
         shape = tuple(int(n) for n in img.shape)
@@ -385,12 +439,16 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
     except InputError as exc:
         cand.status, cand.reason = "failed", str(exc)
         return cand
-    sidecar_spacing = _sidecar_float(cand.metadata, "SpacingBetweenSlices")
+    sidecar_spacing = _sidecar_float(cand, "SpacingBetweenSlices")
     if sidecar_spacing and abs(sidecar_spacing - spacing) > SPACING_TOLERANCE * spacing:
         cand.warnings.append(f"sidecar SpacingBetweenSlices {sidecar_spacing:g} mm differs from the header's slice "
                              f"spacing {spacing:.2f} mm; using the header")
-    thickness = _sidecar_float(cand.metadata, "SliceThickness")
-    if thickness is None:
+    thickness = _sidecar_float(cand, "SliceThickness")
+    if thickness is None and "SliceThickness" in cand.metadata:
+        cand.thickness = round(spacing, 4)
+        cand.thickness_source = "header (" + invalid_sidecar_value("SliceThickness", cand.metadata["SliceThickness"],
+                                                                   "ignored") + ")"
+    elif thickness is None:
         cand.thickness, cand.thickness_source = round(spacing, 4), "header (no SliceThickness in the sidecar)"
     elif not plausible_thickness(thickness, spacing):
         cand.warnings.append(f"sidecar SliceThickness {thickness:g} mm does not fit the slice spacing "

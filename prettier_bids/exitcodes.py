@@ -41,7 +41,7 @@ TABLE = (
              "success", ALL),
     ExitCode("FAIL", FAIL, "some inputs failed / unexpected error",
              "some inputs failed (prettier-bids), or an unexpected internal error (one line; "
-                           "the traceback with -v)"),
+                           "the traceback with -v)", ALL),
     ExitCode("BIDS_INVALID", BIDS_INVALID, "not BIDS",
              "BIDS_DIR is not a valid BIDS dataset", ("prettier-bids",)),
     ExitCode("BAD_LEVEL", BAD_LEVEL, "unknown analysis level",
@@ -60,10 +60,10 @@ TABLE = (
     ExitCode("CANTCREAT", CANTCREAT, "cannot write output",
              "cannot write an output (missing or read-only folder, disk full)"),
     ExitCode("INTERRUPTED", INTERRUPTED, "interrupted",
-             "interrupted (Ctrl-C); rerun the same command to resume"),
+             "interrupted (Ctrl-C); rerun the same command to resume", ALL),
     ExitCode("TERMINATED", TERMINATED, "terminated (SIGTERM)",
              "terminated by SIGTERM (`timeout`, `docker stop`, SLURM's `scancel` or time limit); temporaries "
-             "removed; rerun the same command to resume"),
+             "removed; rerun the same command to resume", ALL),
 )
 
 BY_CODE = {e.code: e for e in TABLE}

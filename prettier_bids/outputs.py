@@ -28,6 +28,7 @@ from pathlib import Path
 from . import __version__
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
 from .naming import sidecar_of
+from .sr import io as sr_io
 from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
 
@@ -132,9 +133,10 @@ def reportlet_kinds(method="model", contrast=None):
 
 
 def read_json(path):
+    """The JSON object in ``path`` (:func:`prettier_bids.sr.io.read_json`), or None when there is none."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        data = sr_io.read_json(path)
+    except sr_io.JSONReadError:
         return None
     return data if isinstance(data, dict) else None
 

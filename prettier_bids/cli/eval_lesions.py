@@ -32,7 +32,15 @@ from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
 from .evaluate import add_simulation_options
-from .options import UsageParser, add_precision_option, add_projection_option, device, positive_int
+from .options import (
+    CapAtCPUs,
+    UsageParser,
+    add_precision_option,
+    add_projection_option,
+    device,
+    guarded_main,
+    positive_int,
+)
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -58,8 +66,9 @@ def build_parser():
     add_projection_option(p, scoring=True)
     add_precision_option(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("--device", type=device, default="cpu", help="torch device for the models (e.g. cuda)")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
     return p
 
 
@@ -142,6 +151,10 @@ def markdown(table):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    return guarded_main("prettier-eval lesions", lambda: _main(args), verbose=args.verbose)
+
+
+def _main(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import nibabel as nib
     import torch

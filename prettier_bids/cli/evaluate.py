@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import __version__, exitcodes
 from .options import (
+    CapAtCPUs,
     CLIError,
     UsageParser,
     add_precision_option,
@@ -19,6 +20,7 @@ from .options import (
     check_folder,
     error,
     finite_float,
+    guarded_main,
     positive_int,
 )
 from .splits import read_split
@@ -95,7 +97,8 @@ def build_parser():
     add_precision_option(p)
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
     p.add_argument("--version", action="version", version=f"prettier-eval {__version__}")
     return p
 
@@ -107,6 +110,10 @@ def main(argv=None):
 
         return lesions_main(argv[1:])
     args = build_parser().parse_args(argv)
+    return guarded_main("prettier-eval", lambda: _main(args), verbose=args.verbose)
+
+
+def _main(args):
     try:  # the split and the output folder, before anything is loaded or created
         test = read_split(args.split, ["test"])["test"]
         if args.contrasts:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from ..config import PROG
 from .options import (
+    CapAtCPUs,
     CLIError,
     UsageParser,
     add_precision_option,
@@ -84,9 +85,9 @@ def build_parser():
     r = p.add_argument_group("resources and execution")
     r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
                    help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
-    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, default=None, metavar="N",
-                   help="processes to run at once (default: all CPUs)")
-    r.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
+    r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, action=CapAtCPUs,
+                   default=None, metavar="N", help="processes to run at once (default: all CPUs)")
+    r.add_argument("--omp-nthreads", type=positive_int, action=CapAtCPUs, default=None, metavar="N",
                    help="threads per super-resolution process (default: min(nprocs - 1, 8), at least 1)")
     r.add_argument("--mem-gb", "--mem", "--mem_gb", type=finite_float(0.0), default=None, metavar="GB",
                    help="memory limit for scheduling parallel jobs")

@@ -8,11 +8,11 @@ Sections: ``train``, ``validation`` and the optional ``train_inplane`` are lists
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
 from .. import exitcodes
+from ..sr.io import JSONReadError, read_json
 from .options import CLIError
 
 
@@ -42,13 +42,11 @@ def read_split(path, required):
     ``train_inplane`` when present); raises :class:`~.options.CLIError` with its exit code."""
     path = Path(path) if path else default_split()
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CLIError(f"cannot read --split {path}: {exc.strerror or exc}", exitcodes.NOINPUT) from None
-    try:
-        split = json.loads(text)
-    except ValueError as exc:
-        raise CLIError(f"--split {path} is not valid JSON ({exc})", exitcodes.USAGE) from None
+        split = read_json(path)
+    except JSONReadError as exc:
+        if exc.unreadable:
+            raise CLIError(f"cannot read --split {path}: {exc.reason}", exitcodes.NOINPUT) from None
+        raise CLIError(f"--split {path} is {exc.reason}", exitcodes.USAGE) from None
     if not isinstance(split, dict):
         raise CLIError(f"--split {path} must hold a JSON object with {', '.join(map(repr, required))}, "
                        f"not a {type(split).__name__}", exitcodes.USAGE)

@@ -7,7 +7,17 @@ import logging
 import sys
 
 from .. import __version__, exitcodes
-from .options import CLIError, UsageParser, check_folder, error, finite_float, int_at_least, positive_int
+from .options import (
+    CapAtCPUs,
+    CLIError,
+    UsageParser,
+    check_folder,
+    error,
+    finite_float,
+    guarded_main,
+    int_at_least,
+    positive_int,
+)
 from .splits import read_split
 
 
@@ -26,7 +36,7 @@ def build_parser():
     p.add_argument("--max-minutes", type=finite_float(0.0), default=None, help="stop cleanly after this long; rerun to resume")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
     p.add_argument("--init-weights", default=None, metavar="FILE",
@@ -34,23 +44,31 @@ def build_parser():
                         "(e.g. prettier-edsr-v2); overrides the config")
     p.add_argument("--optuna", type=int_at_least(0), default=0, metavar="N", help="run an Optuna TPE study of N trials")
     p.add_argument("--trial-steps", type=positive_int, default=300, help="steps per Optuna trial")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
     p.add_argument("--version", action="version", version=f"prettier-train {__version__}")
     return p
 
 
+PROG = "prettier-train"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    return guarded_main(PROG, lambda: _main(args), verbose=args.verbose)
+
+
+def _main(args):
     try:  # the run directory and the split, before anything is loaded or created
         check_folder("--out", args.out, exitcodes.USAGE)  # 73 is not among prettier-train's exit codes
         split = read_split(args.split, ["train", "validation"])
     except CLIError as exc:
-        return error("prettier-train", exc, exc.code)
+        return error(PROG, exc, exc.code)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     import torch
 
     from ..sr.models import WeightsError
-    from ..sr.patches import READ_ERRORS, inplane_prob
-    from ..sr.train import load_config, load_split_volumes, resolve_init_weights, train
+    from ..sr.patches import READ_ERRORS, PatchError, inplane_prob
+    from ..sr.train import CheckpointError, load_config, load_split_volumes, resolve_init_weights, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,8 +99,13 @@ def main(argv=None):
         study = optuna_search(cfg, train_vols, val_vols, args.out, args.optuna, args.trial_steps, args.device)
         print(json.dumps({"best_params": study.best_params, "best_value": study.best_value}))
         return exitcodes.OK
-    res = train(cfg, train_vols, val_vols, args.out, device=args.device, max_minutes=args.max_minutes,
-                steps=args.steps, resume=not args.no_resume)
+    try:
+        res = train(cfg, train_vols, val_vols, args.out, device=args.device, max_minutes=args.max_minutes,
+                    steps=args.steps, resume=not args.no_resume)
+    except CheckpointError as exc:  # unreadable (66), or another config's run on the same --out (64)
+        return error(PROG, exc, exitcodes.NOINPUT if exc.unreadable else exitcodes.USAGE)
+    except (WeightsError, PatchError) as exc:  # --init-weights that do not fit the model; volumes too small
+        return error(PROG, exc, exitcodes.NOINPUT)
     print(json.dumps({"run_dir": str(res.run_dir), "step": res.step, "best_val_loss": res.best_val}))
     return exitcodes.OK
 

@@ -12,10 +12,12 @@ handled once they are done, so the group is renamed whole).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
 import signal
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -228,6 +230,59 @@ class AtomicGroup:
                 for tmp, _ in self._pending:
                     _unlink(tmp)
         return False
+
+
+#: The largest JSON file the package reads (sidecars, configs, splits, filter files); larger ones are refused.
+MAX_JSON_BYTES = 16 * 2**20
+
+
+class JSONReadError(ValueError):
+    """A JSON file that cannot be used: ``reason`` (one line, without the path) and ``unreadable`` (True: missing,
+    not readable, not a regular file or too large; False: read, but not JSON or nested too deeply)."""
+
+    def __init__(self, path, reason, unreadable):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.unreadable = path, reason, unreadable
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES):
+    """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
+
+    Only regular files are read (a FIFO, a device such as ``/dev/zero`` or a link to one is refused without
+    blocking: the file is opened with ``O_NONBLOCK`` and checked with ``fstat``), at most ``max_bytes``, and
+    nesting too deep for the parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise JSONReadError(path, exc.strerror or str(exc), True) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise JSONReadError(path, "not a regular file (a FIFO, device, socket or folder)", True)
+        if info.st_size > max_bytes:
+            raise JSONReadError(path, f"{info.st_size} bytes, larger than the {max_bytes} a JSON file may have",
+                                True)
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise JSONReadError(path, exc.strerror or str(exc), True) from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise JSONReadError(path, f"larger than the {max_bytes} bytes a JSON file may have", True)
+    try:
+        return json.loads(b"".join(chunks))
+    except RecursionError:
+        raise JSONReadError(path, "not valid JSON (nested too deeply)", False) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise JSONReadError(path, f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})", False) \
+            from None
 
 
 def is_disk_full(exc):

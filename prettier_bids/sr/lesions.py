@@ -25,7 +25,6 @@ the training subject's real lesions (``prettier_bids/data/lesion_stats.json``, n
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from .io import read_json
 
 #: 26-connectivity for lesion components.
 CONN26 = np.ones((3, 3, 3), dtype=bool)
@@ -255,8 +256,7 @@ def estimate_lesion_stats(volumes, lesion_mask, brain, min_voxels=3, reference="
 def load_lesion_stats(path=None):
     if path is None:
         path = resources.files("prettier_bids") / "data" / STATS_FILE
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def blob(rng, diameter_mm, irregularity=0.6):

@@ -62,6 +62,10 @@ def _load_3d(path):
     return data, zooms
 
 
+class PatchError(RuntimeError):
+    """No training pair can be cut from the volumes (too small for a patch, or too little foreground)."""
+
+
 #: What reading a volume file raises when it is empty, truncated, corrupt or not an image (callers turn these into
 #: one line and an exit code).
 READ_ERRORS = (OSError, ValueError, EOFError, zlib.error, ImageFileError)
@@ -243,6 +247,7 @@ class PatchSampler:
         cfg = self.lesion_cfg
         if self.thick_volumes and rng.random() < self.inplane_cfg["prob"]:
             return self._inplane_one(s, t, profile)
+        too_small = 0
         for _ in range(max_tries):
             centre = None
             if cfg is not None and self._real and rng.random() < cfg["real_prob"]:
@@ -260,6 +265,7 @@ class PatchSampler:
             c = centre_row(s)
             need = self.lr_rows * s
             if n_rows < need + 2 or vol.shape[col_axis] < self.width or vol.shape[sweep_axis] < 3:
+                too_small += 1
                 continue
             if centre is None:
                 first = int(rng.integers(c, n_rows - need + c + 1))
@@ -278,7 +284,15 @@ class PatchSampler:
             if np.mean(hr[1] > 0.05) < self.min_foreground:
                 continue
             return self._finish(lr, hr, les, 1.0)
-        raise RuntimeError("could not find a patch with enough foreground; check the training volumes")
+        if too_small == max_tries:
+            raise PatchError(self._too_small(s, self.volumes))
+        raise PatchError("could not find a patch with enough foreground; check the training volumes")
+
+    def _too_small(self, s, volumes):
+        shapes = ", ".join(sorted({"x".join(map(str, v.data.shape)) for v in volumes}))
+        return (f"the training volumes ({shapes} voxels) are too small for a patch of {self.lr_rows} rows x "
+                f"{self.width} columns at {s} mm spacing (at least {self.lr_rows * s + 2} and {self.width} voxels "
+                "along two axes): use larger volumes or a smaller patch.lr_rows / patch.width")
 
     def _finish(self, lr, hr, les, plane_spacing):
         """Augmentation (column mirror, plane-order reversal, gain), contiguous arrays."""
@@ -299,6 +313,7 @@ class PatchSampler:
         """A pair from a thick scan: thick slices simulated along an in-plane axis (1 mm rows), the 3
         channel planes 3 neighbouring real slices, columns along the other in-plane axis."""
         rng = self.rng
+        too_small = 0
         for _ in range(max_tries):
             tv = self.thick_volumes[rng.integers(len(self.thick_volumes))]
             vol, sweep_axis = tv.data, tv.thick_axis
@@ -306,6 +321,7 @@ class PatchSampler:
             col_axis = 3 - slice_axis - sweep_axis
             n_rows, c, need = vol.shape[slice_axis], centre_row(s), self.lr_rows * s
             if n_rows < need + 2 or vol.shape[col_axis] < self.width or vol.shape[sweep_axis] < 3:
+                too_small += 1
                 continue
             first = int(rng.integers(c, n_rows - need + c + 1))
             plane = int(rng.integers(1, vol.shape[sweep_axis] - 1))
@@ -316,7 +332,9 @@ class PatchSampler:
                 continue
             les = np.zeros_like(hr) if self.lesion_cfg is not None else None
             return self._finish(lr, hr, les, tv.plane_spacing)
-        raise RuntimeError("could not find an in-plane patch with enough foreground; check the thick volumes")
+        if too_small == max_tries:
+            raise PatchError(self._too_small(s, self.thick_volumes))
+        raise PatchError("could not find an in-plane patch with enough foreground; check the thick volumes")
 
     def _lesion_pair(self, tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile):
         """:func:`extract_pair` on a block of the volume that may get synthetic lesions first, plus the

@@ -33,8 +33,25 @@ from .train_config import ConfigError, TrainConfig, load_config
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
-__all__ = ["ConfigError", "TrainConfig", "TrainResult", "Trainer", "degradation_space", "load_config",
-           "load_split_volumes", "resolve_init_weights", "train"]
+__all__ = ["CheckpointError", "ConfigError", "TrainConfig", "TrainResult", "Trainer", "degradation_space",
+           "load_config", "load_split_volumes", "resolve_init_weights", "train"]
+
+
+class CheckpointError(ValueError):
+    """A run directory's ``checkpoint.pt`` that cannot be resumed: ``unreadable`` (truncated, not a checkpoint,
+    objects that ``weights_only`` refuses), else written by another config (other model sizes)."""
+
+    def __init__(self, message, unreadable):
+        super().__init__(message)
+        self.unreadable = unreadable
+
+
+def _first_line(exc):
+    """``ExcType: what went wrong`` in one short line (torch's state-dict errors put it on their second line)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    text = text.split(". ")[0]
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def seed_everything(seed):
@@ -196,19 +213,45 @@ class Trainer:
         save_torch_atomic(ck, self.checkpoint_path)
 
     def resume(self):
-        """Load ``checkpoint.pt`` of the run directory if there is one; returns whether it did."""
-        if not self.checkpoint_path.is_file():
+        """Load ``checkpoint.pt`` of the run directory if there is one; returns whether it did.
+
+        The file is read with ``torch.load(weights_only=True)`` (tensors and plain data only: a planted
+        checkpoint cannot run code). A checkpoint that cannot be read, or that another config wrote (other
+        model sizes), raises :class:`CheckpointError`, whose message suggests
+        ``--no-resume`` or another ``--out``."""
+        path = self.checkpoint_path
+        if not path.is_file():
             return False
-        ck = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
+        hint = "start afresh with --no-resume or use another --out"
+        try:
+            ck = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 (truncated, not a checkpoint, or objects weights_only refuses)
+            raise CheckpointError(f"cannot resume from {path}: not a readable checkpoint "
+                                  f"({_first_line(exc)}); {hint}", True) from None
+        try:
+            if not isinstance(ck, dict):
+                raise TypeError(f"a {type(ck).__name__}, not a dict")
+            self._restore(ck)
+        except Exception as exc:  # noqa: BLE001 (missing keys, other model sizes, bad states)
+            raise CheckpointError(f"cannot resume from {path}: it does not fit this config ({_first_line(exc)}); "
+                                  f"{hint}", False) from None
+        self._log_resumed()
+        return True
+
+    def _restore(self, ck):
+        model, optimizer, scheduler = ck["model"], ck["optimizer"], ck["scheduler"]
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(scheduler)
         if self.disc is not None and "disc" in ck:
             self.disc.load_state_dict(ck["disc"])
             self.d_opt.load_state_dict(ck["d_opt"])
-        self.step_count, self.best_val, self.history = ck["step"], ck["best_val"], ck["history"]
+        step, best_val, history = int(ck["step"]), float(ck["best_val"]), list(ck["history"])
         self.sampler.rng.bit_generator.state = ck["sampler_rng"]
         torch.set_rng_state(ck["torch_rng"].cpu())
+        self.step_count, self.best_val, self.history = step, best_val, history
+
+    def _log_resumed(self):
         horizon = getattr(self.scheduler, "T_max", None)
         if horizon is not None and horizon != int(self.cfg.steps):
             LOGGER.warning("the learning-rate schedule keeps the %d-step horizon of the run's first start "
@@ -216,7 +259,6 @@ class Trainer:
                            int(self.cfg.steps))
         LOGGER.info("resumed %s at step %d (best validation loss %.5f)", self.run_dir, self.step_count,
                     self.best_val)
-        return True
 
     def save_weights(self, name, **meta):
         return save_weights(self.run_dir / name, self.model, self.arch, self.arch_cfg,

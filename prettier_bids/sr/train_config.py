@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import typing
 from dataclasses import dataclass, field
 
+from .io import JSONReadError, read_json
 from .patches import DegradationSpace
 
 
@@ -133,10 +133,9 @@ def load_config(path=None, overrides=None):
     cfg = TrainConfig()
     if path is not None:
         try:
-            with open(path) as f:
-                data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+            data = read_json(path)
+        except JSONReadError as exc:
+            raise ConfigError(f"{path}: {exc.reason}" if exc.unreadable else f"{path} is {exc.reason}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a training config is a JSON object")
         try:

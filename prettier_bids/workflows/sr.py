@@ -89,7 +89,7 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
         common["slice_thickness"] = cand.thickness
     main_kind = "sr" if config.method == "model" else "cubic"
     static = {"Sources": [cand.source_uri],
-              "SkullStripped": bool(cand.metadata.get("SkullStripped", False)),
+              "SkullStripped": cand.skull_stripped,
               "SlicePlane": cand.plane,
               "SliceThicknessSource": cand.thickness_source,
               "ProcessingSoftwareVersions": config.software_versions}

@@ -124,7 +124,12 @@ def load_init_state(model, state):
     """Load ``state`` (a state dict) into ``model`` for training; a conditioned model may start from
     unconditioned weights (its FiLM then starts as the identity). Returns the names left at their
     initial values."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of other sizes (another preset or width)
+        text = str(exc).strip().splitlines()
+        raise WeightsError(f"the init weights do not fit this architecture ({text[-1].strip() if text else exc})") \
+            from None
     bad = [k for k in missing if not k.startswith("film.")] + list(unexpected)
     if bad:
         raise WeightsError(f"the init weights do not fit this architecture ({', '.join(bad[:3])}...)")
