@@ -1,10 +1,11 @@
-"""Running the workflow: the Nipype plugin (Linear or MultiProc), and why an image failed (from the
-text crash files that Nipype writes to ``<output>/prettier/sub-<label>/log/<run id>/``)."""
+"""Running the workflow: the Nipype plugin (Linear or MultiProc), a progress line per finished image, and why
+an image failed (from the text crash files that Nipype writes to ``<output>/prettier/sub-<label>/log/<run id>/``)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 
@@ -24,12 +25,57 @@ def plugin_settings(config):
     return "MultiProc", args
 
 
-def run_workflow(wf, config):
-    """Run ``wf``; True when every node finished. Node failures are reported from the crash files."""
+class Progress:
+    """Nipype's ``status_callback``: one log line per finished (or failed) image, ``[k/N]`` with the elapsed
+    time and an estimate of what is left (the mean time per image so far, times the images left)."""
+
+    def __init__(self, cands, main_node):
+        from ..workflows.base import subject_wf_name
+        from ..workflows.sr import sr_wf_name
+
+        self.labels = {f"{subject_wf_name(c.subject)}.{sr_wf_name(c)}": c.relpath for c in cands}
+        self.main_node = main_node  # the node that stores the main output (its sidecar: the completion marker)
+        self.finished = set()
+        self.start = time.monotonic()
+
+    def _image(self, node):
+        parts = node.fullname.split(".")
+        for i in range(len(parts) - 1):
+            key = f"{parts[i]}.{parts[i + 1]}"
+            if key in self.labels:
+                return key
+        return None
+
+    def __call__(self, node, status):
+        if status not in ("end", "exception"):
+            return
+        key = self._image(node)
+        if key is None or key in self.finished or (status == "end" and node.name != self.main_node):
+            return
+        self.finished.add(key)
+        k, n = len(self.finished), len(self.labels)
+        elapsed = time.monotonic() - self.start
+        left = elapsed / k * (n - k)
+        what = "done" if status == "end" else f"failed ({node.name})"
+        LOGGER.info("[%d/%d] %s %s (elapsed %s%s)", k, n, what, self.labels[key], _duration(elapsed),
+                    f", about {_duration(left)} left" if n > k else "")
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def run_workflow(wf, config, cands=()):
+    """Run ``wf``; True when every node finished. Node failures are reported from the crash files. ``cands``
+    (the images of ``wf``) get a progress line each as they finish."""
     plugin, args = plugin_settings(config)
     LOGGER.info("running %d image workflow(s) with %s (nprocs %d, omp-nthreads %d); work dir %s",
                 sum(len(sub._graph) for sub in wf._graph.nodes()), plugin, config.nprocs, config.omp_nthreads,
                 Path(config.work_dir) / wf.name)
+    if cands:
+        args = {**args, "status_callback": Progress(cands, "ds_sr" if config.method == "model" else "ds_cubic")}
     if plugin == "MultiProc":  # workers that exit with this process (kill -9 leaves no orphans)
         from ..workflows.multiproc import WatchedMultiProcPlugin
 

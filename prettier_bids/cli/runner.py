@@ -258,7 +258,8 @@ def process(todo, expected, models, config):
     from ..outputs import completion
     from ..workflows import init_main_wf
 
-    ok = execution.run_workflow(init_main_wf(todo, config, models), config)
+    ok = execution.run_workflow(init_main_wf(todo, config, models), config,
+                                [c for cands in todo.values() for c in cands])
     for cand in (c for cands in todo.values() for c in cands):
         done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
         if done:

@@ -1,10 +1,16 @@
-"""Nipype's MultiProc with workers that die with their parent.
+"""Nipype's MultiProc with workers that die with their parent, finishing one image before starting the next.
 
 ``kill -9`` of the main process (the OOM killer, a scheduler) would otherwise leave the pool's
 workers orphaned (re-parented to PID 1, blocked on their queue, holding hundreds of MB each). Each
 worker here asks the kernel for SIGKILL when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``)
 and also runs a watchdog thread that exits when its parent PID changes (other systems, and the
 race where the parent dies before ``prctl``).
+
+Order: Nipype submits the ready jobs in the order of its flat graph, which runs every image's SR node before
+any image's reportlets, so every output was stored in the last minutes of a run (a run killed then left none).
+Here ready jobs are taken image by image (the image workflows in the order they were added): the free
+processors go to the nodes of the earliest unfinished image first, and each image's outputs are stored as
+soon as it is complete.
 """
 
 from __future__ import annotations
@@ -48,8 +54,20 @@ def worker_initializer(cwd, parent_pid):
     process_initializer(cwd)
 
 
+def image_rank(fullnames):
+    """``{node full name: rank}``: the rank of the node's workflow (its full name less the node) in order of
+    first appearance, so all nodes of one image share a rank and earlier images rank first."""
+    order = {}
+    ranks = {}
+    for name in fullnames:
+        wf = name.rsplit(".", 1)[0]
+        ranks[name] = order.setdefault(wf, len(order))
+    return ranks
+
+
 class WatchedMultiProcPlugin(MultiProcPlugin):
-    """MultiProc whose pool workers exit when the process that runs the workflow dies."""
+    """MultiProc whose pool workers exit when the process that runs the workflow dies, and that runs the
+    images one after another (each using the free processors), not stage by stage."""
 
     def __init__(self, plugin_args=None):
         super().__init__(plugin_args=plugin_args)
@@ -57,3 +75,10 @@ class WatchedMultiProcPlugin(MultiProcPlugin):
         self.pool = ProcessPoolExecutor(max_workers=self.processors, initializer=worker_initializer,
                                         initargs=(self._cwd, os.getpid()),
                                         mp_context=mp.get_context(self.plugin_args.get("mp_context")))
+        self._ranks = None
+
+    def _sort_jobs(self, jobids, scheduler="tsort"):
+        if self._ranks is None or len(self._ranks) != len(self.procs):
+            self._ranks = image_rank([proc.fullname for proc in self.procs])
+        ranks = [self._ranks[self.procs[j].fullname] for j in jobids]
+        return [j for _, _, j in sorted(zip(ranks, range(len(jobids)), jobids))]
