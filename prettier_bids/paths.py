@@ -8,7 +8,9 @@
 * every output's folder must exist and be writable, and its name leave room for the temporary the
   atomic writer makes beside it (``.NAME.PID.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
   before the computation;
-* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`.
+* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`;
+* every folder a run writes below its output root must stay below it and out of the input dataset, symlinks
+  resolved: :func:`check_output_dirs` (usage error, exit 64).
 """
 
 from __future__ import annotations
@@ -133,3 +135,57 @@ def is_within(path, folder):
         return True
     except ValueError:
         return False
+
+
+def into_dataset(path, dataset, allowed=("derivatives",)):
+    """True when ``path``, resolved (symlinks followed as far as they exist), lies in the dataset folder ``dataset``
+    (resolved) but not below one of its subfolders ``allowed`` (names relative to ``dataset``, not resolved: a
+    ``derivatives`` symlink into the raw data does not make the raw data allowed)."""
+    real = Path(path).resolve()
+    real_dataset = Path(dataset).resolve()
+    return _below(real, real_dataset) and not any(_below(real, real_dataset / a) for a in allowed)
+
+
+def check_output_dirs(root, folders, input_dir=None):
+    """Raise OutputPathError(64) when one of ``folders`` (relative to the output root ``root``: what a run writes
+    below it, its subject, session, ``anat``, ``figures``, ``log`` and ``logs`` folders) resolves (symlinks
+    followed, as far as they exist) out of ``root``'s resolved tree (a symlinked ``sub-XX`` would take the outputs
+    elsewhere: into the raw dataset, or another dataset), or when it or ``root`` leads into the input dataset
+    ``input_dir`` (when given; outside its ``derivatives/``). Creates nothing; called before anything is written,
+    and by the derivatives sink before each write."""
+    root = Path(root).absolute()
+    real_root = root.resolve()
+    if input_dir is not None and into_dataset(root, input_dir):
+        raise OutputPathError(f"the output folder {root} resolves to {real_root}, inside BIDS_DIR {input_dir} (the "
+                              "input dataset is never written): remove that symlink or use another OUTPUT_DIR",
+                              exitcodes.USAGE)
+    for rel in sorted({Path(f) for f in folders}, key=lambda p: (len(p.parts), str(p))):
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{rel}: not a path relative to the output root")
+        folder = root / rel
+        real = folder.resolve()
+        inside_input = input_dir is not None and _below(real, Path(input_dir).resolve())
+        if not _below(real, real_root) or (input_dir is not None and into_dataset(folder, input_dir)):
+            where = f"inside BIDS_DIR {input_dir}" if inside_input else f"outside {root}"
+            raise OutputPathError(f"the output folder {folder} resolves to {real}, {where} (through the symlink "
+                                  f"{_first_link(root, folder)}): outputs never leave {root}; remove that symlink",
+                                  exitcodes.USAGE)
+
+
+def _below(path, folder):
+    """``path`` is ``folder`` or lies below it (both taken as they are: resolve them first)."""
+    try:
+        Path(path).relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _first_link(root, folder):
+    """``LINK -> TARGET``: the first symlink on the way from ``root`` down to ``folder`` (below it), for messages."""
+    path = Path(root)
+    for part in Path(folder).relative_to(root).parts:
+        path = path / part
+        if path.is_symlink():
+            return f"{path} -> {os.readlink(path)}"
+    return "?"

@@ -9,6 +9,7 @@ It creates nothing; a problem is a :class:`~.options.CLIError` with its exit cod
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -129,19 +130,28 @@ def validate(args):
 
 
 def check_output_location(output_dir, bids_dir):
-    """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
+    """Check OUTPUT_DIR without creating anything (that waits until every check has passed): neither it nor
+    OUTPUT_DIR/prettier may lead (symlinks resolved) into BIDS_DIR outside BIDS_DIR/derivatives/. The fix a
+    refusal suggests is never the OUTPUT_DIR that was given."""
     from ..outputs import derivatives_root
-    from ..paths import is_within
+    from ..paths import into_dataset
 
     out = Path(output_dir).absolute()
     bids = Path(bids_dir).absolute()
     if out.resolve() == bids.resolve():
         raise CLIError("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
-    for where in (out, derivatives_root(out)):  # OUTPUT_DIR and OUTPUT_DIR/prettier
-        if is_within(where, bids) and not is_within(where, bids / "derivatives"):
-            raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
-                           "(a BIDS dataset may not hold other folders): use "
-                           f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
+    derivatives = bids / "derivatives"
+    root = derivatives_root(out)  # OUTPUT_DIR/prettier
+    if root.is_symlink() and not into_dataset(out, bids) and into_dataset(root, bids):
+        raise CLIError(f"OUTPUT_DIR/prettier {root} is a symlink to {os.readlink(root)} ({root.resolve()}), inside "
+                       f"BIDS_DIR {bids} (the input dataset is never written): remove that symlink (or point it "
+                       "outside BIDS_DIR), or use another OUTPUT_DIR", exitcodes.USAGE)
+    if into_dataset(out, bids) or into_dataset(root, bids):
+        usable = derivatives.resolve() != out.resolve() and not into_dataset(derivatives, bids)
+        raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
+                       "(a BIDS dataset may not hold other folders): use "
+                       + (f"{derivatives} or a folder outside BIDS_DIR" if usable else "a folder outside BIDS_DIR"),
+                       exitcodes.USAGE)
     check_folder("OUTPUT_DIR", out, exitcodes.CANTCREAT)
     return out
 

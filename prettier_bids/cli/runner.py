@@ -131,10 +131,25 @@ def select_inputs(config):
     return subjects, cands
 
 
+def check_output_folders(config, subjects, cands):
+    """Every folder this run would write below OUTPUT_DIR/prettier (``outputs.output_folders``), symlinks resolved,
+    stays below it and out of BIDS_DIR (``paths.check_output_dirs``), else CLIError(64): checked before anything
+    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
+    from ..outputs import output_folders
+    from ..paths import OutputPathError, check_output_dirs
+
+    mine = [c for c in cands if c.subject in set(subjects)]
+    try:
+        check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
+                                                             config.write_cubic), config.bids_dir)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
+
+
 def run_participant_level(config):
-    """Check everything that can fail before any work (the model, the BIDS validation, the selection), then
-    create the work directory and OUTPUT_DIR: a run that fails before any work leaves nothing behind (not even
-    OUTPUT_DIR or a log file). The log lines of those checks go into the run's log file once it exists."""
+    """Check everything that can fail before any work (the model, the BIDS validation, the selection, the output
+    folders), then create the work directory and OUTPUT_DIR: a run that fails before any work leaves nothing behind
+    (not even OUTPUT_DIR or a log file). The log lines of those checks go into the run's log file once it exists."""
     models = load_model_or_exit(config)
     setup_logging(config.verbose)
     held = hold_log_records()
@@ -149,6 +164,7 @@ def run_participant_level(config):
             if problem:
                 raise CLIError(problem, exitcodes.BIDS_INVALID)
         subjects, cands = select_inputs(config)
+        check_output_folders(config, subjects, cands)
         created = []
         try:
             make_dir(Path(config.work_dir), "the work directory", created)
