@@ -2,7 +2,8 @@
 
 :func:`build_parser` checks each value while parsing (usage errors: one line, exit 64);
 :func:`validate` checks what needs the file system, in this order: the analysis level, the BIDS
-dataset, the participant labels, the ``--bids-filter-file``, the output location and the work directory.
+dataset, the participant labels, the ``--bids-filter-file``, the output location and the work directory (its
+place and, for the participant level, that no other user can have written into it).
 It creates nothing; a problem is a :class:`~.options.CLIError` with its exit code from :mod:`prettier_bids.exitcodes`.
 """
 
@@ -124,7 +125,9 @@ def validate(args):
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     output_dir = check_output_location(args.output_dir, bids_dir)
-    check_work_location(args.work_dir, bids_dir, output_dir)
+    work = check_work_location(args.work_dir, bids_dir, output_dir)
+    if args.analysis_level == "participant":  # the group level never reads the work directory
+        check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
             "bids_filters": bids_filters}
 
@@ -169,3 +172,21 @@ def check_work_location(work_dir, bids_dir, output_dir):
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
     check_folder("the work directory", work, exitcodes.CANTCREAT)
     return work
+
+
+#: The end of every refusal of a work directory that another user could have written into.
+WORK_DIR_HINT = "use -w with a new folder (the run creates it) or one that only you own and can write"
+
+
+def check_work_private(work):
+    """An existing work directory must be the running user's own, not writable by others and hold nothing of
+    another user (:func:`prettier_bids.paths.check_private_folder`): Nipype unpickles the ``result_*.pklz`` it
+    finds there (their names depend only on the dataset and the options), which runs any code they hold.
+    CLIError(64); a missing one passes (the run creates it). Called by :func:`validate` and again, under the
+    work directory's lock, by the runner."""
+    from ..paths import OutputPathError, check_private_folder
+
+    try:
+        check_private_folder("the work directory", work, WORK_DIR_HINT, exitcodes.USAGE)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
