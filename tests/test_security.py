@@ -351,6 +351,7 @@ def test_raw_file_with_a_desc_entity_is_skipped_not_taken_as_input(tmp_path):
     assert "skipped  sub-02/anat/sub-02_desc-cubic_T1w.nii.gz: has a desc entity" in summarize(cands)
 
 
+@pytest.mark.slow  # niworkflows' import: 8 s alone, more on a busy machine
 def test_sink_refuses_a_folder_symlinked_out_of_the_output_root_after_the_checks(tmp_path, thick_nifti,
                                                                                  monkeypatch):
     """A symlink made after the run's checks (while it runs): the derivatives sink checks again before writing,

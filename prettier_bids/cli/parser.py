@@ -85,7 +85,8 @@ def build_parser():
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")
     r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
-                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
+                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job (a second "
+                        "run on it exits 75); yours alone (one that others can write is refused)")
     r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, default=None, metavar="N",
                    help="processes to run at once (default: all CPUs)")
     r.add_argument("--omp-nthreads", type=positive_int, default=None, metavar="N",
