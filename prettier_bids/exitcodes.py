@@ -2,7 +2,7 @@
 
 One table: the CLIs import their codes from here and their ``--help`` epilogs are generated from
 it (:func:`epilog`); ``docs/errors.md`` documents the same table. Codes follow the BIDS-Apps
-conventions for dataset problems (16-19) and BSD ``sysexits.h`` for the rest (64-73).
+conventions for dataset problems (16-19) and BSD ``sysexits.h`` for the rest (64-75).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ USAGE = 64
 DATAERR = 65
 NOINPUT = 66
 CANTCREAT = 73
+TEMPFAIL = 75
 INTERRUPTED = 130
 TERMINATED = 143
 
@@ -59,6 +60,9 @@ TABLE = (
              "missing input file, BIDS_DIR, training data or model weights", ALL),
     ExitCode("CANTCREAT", CANTCREAT, "cannot write output",
              "cannot write an output (missing or read-only folder, disk full)"),
+    ExitCode("TEMPFAIL", TEMPFAIL, "work directory in use",
+             "the work directory is in use by another run (its PID is named); retry when it has finished, or use "
+             "another -w", ("prettier-bids",)),
     ExitCode("INTERRUPTED", INTERRUPTED, "interrupted",
              "interrupted (Ctrl-C); rerun the same command to resume", ALL),
     ExitCode("TERMINATED", TERMINATED, "terminated (SIGTERM)",

@@ -124,6 +124,21 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
 
+def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None):
+    """Every folder a participant-level run writes below ``root`` (OUTPUT_DIR/prettier) for ``cands``, relative to
+    it, with their parents: ``logs``; each participant's ``sub-XX``, its ``log/<run id>`` (crash files); each
+    selected input's output and ``figures`` folders (``sub-XX/ses-YY/anat``). For
+    :func:`prettier_bids.paths.check_output_dirs`, before anything is written."""
+    root = Path(root)
+    folders = {Path("logs")}
+    for cand in cands:
+        folders.add(Path(f"sub-{cand.subject}") / "log" / run_id)
+        if cand.status == "selected":
+            expected = expected_outputs(cand, root, method, write_cubic, spec)
+            folders.update(p.parent.relative_to(root) for p in [*expected.niftis.values(), *expected.figures])
+    return sorted({q for f in folders for q in (f, *f.parents) if q != Path(".")}, key=lambda p: (len(p.parts), p))
+
+
 def reportlet_kinds(method="model", contrast=None):
     """The reportlets made for each input (keys of ``io_spec.json`` "reportlets"); FLAIR outputs of the
     model also get the lesion view."""

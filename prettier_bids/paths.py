@@ -8,12 +8,22 @@
 * every output's folder must exist and be writable, and its name leave room for the temporary the
   atomic writer makes beside it (``.NAME.PID.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
   before the computation;
-* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`.
+* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`;
+* every folder a run writes below its output root must stay below it and out of the input dataset, symlinks
+  resolved: :func:`check_output_dirs` (usage error, exit 64);
+* a folder whose files a run loads back (the work directory: Nipype unpickles its ``result_*.pklz``) must be
+  the running user's own and not writable by others, nor hold anything of another user:
+  :func:`check_private_folder` (exit 64); :class:`FolderLock` keeps a second run out of it while one runs
+  (exit 75, naming the other run's PID).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import socket
+import stat
 from pathlib import Path
 
 from . import exitcodes
@@ -133,3 +143,178 @@ def is_within(path, folder):
         return True
     except ValueError:
         return False
+
+
+def into_dataset(path, dataset, allowed=("derivatives",)):
+    """True when ``path``, resolved (symlinks followed as far as they exist), lies in the dataset folder ``dataset``
+    (resolved) but not below one of its subfolders ``allowed`` (names relative to ``dataset``, not resolved: a
+    ``derivatives`` symlink into the raw data does not make the raw data allowed)."""
+    real = Path(path).resolve()
+    real_dataset = Path(dataset).resolve()
+    return _below(real, real_dataset) and not any(_below(real, real_dataset / a) for a in allowed)
+
+
+def check_output_dirs(root, folders, input_dir=None):
+    """Raise OutputPathError(64) when one of ``folders`` (relative to the output root ``root``: what a run writes
+    below it, its subject, session, ``anat``, ``figures``, ``log`` and ``logs`` folders) resolves (symlinks
+    followed, as far as they exist) out of ``root``'s resolved tree (a symlinked ``sub-XX`` would take the outputs
+    elsewhere: into the raw dataset, or another dataset), or when it or ``root`` leads into the input dataset
+    ``input_dir`` (when given; outside its ``derivatives/``). Creates nothing; called before anything is written,
+    and by the derivatives sink before each write."""
+    root = Path(root).absolute()
+    real_root = root.resolve()
+    if input_dir is not None and into_dataset(root, input_dir):
+        raise OutputPathError(f"the output folder {root} resolves to {real_root}, inside BIDS_DIR {input_dir} (the "
+                              "input dataset is never written): remove that symlink or use another OUTPUT_DIR",
+                              exitcodes.USAGE)
+    for rel in sorted({Path(f) for f in folders}, key=lambda p: (len(p.parts), str(p))):
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{rel}: not a path relative to the output root")
+        folder = root / rel
+        real = folder.resolve()
+        inside_input = input_dir is not None and _below(real, Path(input_dir).resolve())
+        if not _below(real, real_root) or (input_dir is not None and into_dataset(folder, input_dir)):
+            where = f"inside BIDS_DIR {input_dir}" if inside_input else f"outside {root}"
+            raise OutputPathError(f"the output folder {folder} resolves to {real}, {where} (through the symlink "
+                                  f"{_first_link(root, folder)}): outputs never leave {root}; remove that symlink",
+                                  exitcodes.USAGE)
+
+
+def _below(path, folder):
+    """``path`` is ``folder`` or lies below it (both taken as they are: resolve them first)."""
+    try:
+        Path(path).relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _first_link(root, folder):
+    """``LINK -> TARGET``: the first symlink on the way from ``root`` down to ``folder`` (below it), for messages."""
+    path = Path(root)
+    for part in Path(folder).relative_to(root).parts:
+        path = path / part
+        if path.is_symlink():
+            return f"{path} -> {os.readlink(path)}"
+    return "?"
+
+
+def _user(uid):
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _untrusted(st, uid):
+    """Why a file or folder with stat ``st`` may hold what another user put there (None: it may not)."""
+    if st.st_uid != uid:
+        return f"belongs to {_user(st.st_uid)}, not to {_user(uid)}, who runs this"
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_IWOTH:
+        return f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_private_folder(label, folder, hint, code=exitcodes.USAGE):
+    """Raise OutputPathError(``code``) when the existing folder ``folder``, whose files a run loads back (a work
+    directory: Nipype unpickles its ``result_*.pklz``, which runs code), could hold files another user planted:
+    it, or anything below it, is not owned by the user who runs this (``os.geteuid``), or it or a folder below it
+    is writable by others (``S_IWOTH``; the sticky bit does not keep others from adding files). Symlinks below it
+    are judged by their own owner, never followed. A folder that does not exist passes: the run creates it (its
+    umask without o+w). ``hint``: what to do instead (the message's end). Creates nothing."""
+    folder = Path(folder).absolute()
+    try:
+        st = folder.stat()
+    except OSError:  # missing (created later), or not reachable: check_output_folder reports that
+        return
+    uid = os.geteuid()
+    why = _untrusted(st, uid)
+    if why:
+        raise OutputPathError(f"{label} {folder} {why}: another user could plant files there that this run would "
+                              f"load and execute; {hint}", code)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            try:
+                why = _untrusted(path.lstat(), uid)
+            except OSError:
+                continue
+            if why:
+                raise OutputPathError(f"{label} {folder} holds {path.relative_to(folder)}, which {why}: this run "
+                                      f"would load what another user put there; {hint}", code)
+
+
+class FolderLock:
+    """One run at a time in a folder (the work directory): ``flock`` on ``FOLDER/.prettier-bids.lock``, which
+    holds the PID and host of the run that has it. The kernel drops the lock when its process ends, however it
+    ends (exit, SIGTERM, kill -9), so a dead run's lock file never blocks; the file itself stays (removing it
+    would let two runs lock two files), except with :meth:`release` ``(remove=True)`` for a folder this run made.
+    """
+
+    NAME = ".prettier-bids.lock"
+
+    def __init__(self, folder, label="the folder"):
+        self.folder = Path(folder).absolute()
+        self.label = label
+        self.path = self.folder / self.NAME
+        self.fd = None
+
+    def holder(self):
+        """``PID 123`` (``PID 123 on host h`` for another host) of the run that holds the lock, as it wrote it."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                pid, _, host = os.read(fd, 300).decode("ascii", "replace").strip().partition(" ")
+            finally:
+                os.close(fd)
+        except OSError:
+            pid, host = "", ""
+        if not pid.isdigit():
+            return "PID unknown"
+        return f"PID {pid}" + (f" on host {host}" if host and host != socket.gethostname() else "")
+
+    def acquire(self, hint="", code=exitcodes.TEMPFAIL):
+        """Take the lock, or raise OutputPathError(``code``) naming the run that holds it (``hint``: what to do).
+        Returns False, unlocked, where the file system cannot lock (``ENOLCK``, ``EOPNOTSUPP``); a lock file that
+        cannot be opened (a symlink, a read-only folder) is OutputPathError(73)."""
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise OutputPathError(f"cannot lock {self.label} {self.folder}: {self.path.name}: "
+                                      f"{exc.strerror or exc}", exitcodes.CANTCREAT) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputPathError(f"{self.label} {self.folder} is in use by another run ({self.holder()})"
+                                          + (f": {hint}" if hint else ""), code) from None
+                return False
+            try:  # the file removed (release(remove=True)) between our open and our flock: lock the new one
+                current = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is None or not os.path.samestat(os.fstat(fd), current):
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            self.fd = fd
+            return True
+
+    def release(self, remove=False):
+        """Drop the lock (``remove``: delete the lock file first, for a folder this run made and removes)."""
+        if self.fd is None:
+            return
+        try:
+            if remove:
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+        finally:
+            os.close(self.fd)
+            self.fd = None

@@ -284,7 +284,8 @@ def test_apptainer_like_run(image, model, local_run, tmp_path):
     out = _out_dir(tmp_path, "out")
     work = _out_dir(tmp_path, "work")
     cmd = docker_cmd(image, ["-v", f"{TEST_BIDS}:/bids:ro", "-v", f"{out}:/out", "-v", f"{work}:/work"],
-                     ["/bids", "/out", "participant", "--participant-label", "sub-01", "-w", "/work"], model,
+                     # /work is the host's folder (0777: any uid can write it), so the run makes its own below it
+                     ["/bids", "/out", "participant", "--participant-label", "sub-01", "-w", "/work/run"], model,
                      opts=["--read-only", "--tmpfs", "/tmp", "-u", "4242:4242"])
     proc = run(cmd, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]

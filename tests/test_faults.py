@@ -692,7 +692,7 @@ def test_case13_one_exit_code_table(capsys):
 
     codes = {e.name: e.code for e in exitcodes.TABLE}
     assert codes == {"OK": 0, "FAIL": 1, "BIDS_INVALID": 16, "BAD_LEVEL": 17, "NO_MATCH": 18, "QC_FLAGGED": 19,
-                     "USAGE": 64, "DATAERR": 65, "NOINPUT": 66, "CANTCREAT": 73, "INTERRUPTED": 130,
+                     "USAGE": 64, "DATAERR": 65, "NOINPUT": 66, "CANTCREAT": 73, "TEMPFAIL": 75, "INTERRUPTED": 130,
                      "TERMINATED": 143}
     for module in (sr_cli, bids_cli):  # no private copies of the codes
         assert not [n for n in vars(module) if n.startswith("EXIT_")]

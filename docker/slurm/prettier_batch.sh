@@ -25,7 +25,8 @@
 #   --max-parallel N         tasks running at once (default: 50 on SLURM, 1 locally)
 #   --cpus N, --mem SIZE, --time T   per task (default 2, 8G, 04:00:00)
 #   --partition P, --account A, --sbatch-args "ARGS"   passed to sbatch
-#   --work-root DIR          parent of the per-task work dirs (default: the node's $TMPDIR or /tmp)
+#   --work-root DIR          parent of the per-task work dirs (default: a new private folder, mktemp -d, in
+#                            the job's $SLURM_TMPDIR or $TMPDIR, else /tmp)
 #   --wait                   SLURM: wait until the array and the summary job have finished
 #   --dry-run                print what would be submitted
 # Exit code: local engine / --wait: 0 when every input is done or skipped, 1 otherwise;
@@ -33,7 +34,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 log() { echo "prettier_batch: $*" >&2; }
 
 ENGINE="" RUNNER=native SIF="" IMAGE=prettier:latest LIST="" ALL=0 PAR="" CPUS=2 MEM=8G TIME=04:00:00

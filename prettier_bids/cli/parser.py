@@ -2,13 +2,15 @@
 
 :func:`build_parser` checks each value while parsing (usage errors: one line, exit 64);
 :func:`validate` checks what needs the file system, in this order: the analysis level, the BIDS
-dataset, the participant labels, the ``--bids-filter-file``, the output location and the work directory.
+dataset, the participant labels, the ``--bids-filter-file``, the output location and the work directory (its
+place and, for the participant level, that no other user can have written into it).
 It creates nothing; a problem is a :class:`~.options.CLIError` with its exit code from :mod:`prettier_bids.exitcodes`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -84,7 +86,8 @@ def build_parser():
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
     r = p.add_argument_group("resources and execution")
     r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
-                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job")
+                   help="Nipype work directory, reused on reruns (default: ./work); one per parallel job (a second "
+                        "run on it exits 75); yours alone (one that others can write is refused)")
     r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, action=CapAtCPUs,
                    default=None, metavar="N", help="processes to run at once (default: all CPUs)")
     r.add_argument("--omp-nthreads", type=positive_int, action=CapAtCPUs, default=None, metavar="N",
@@ -124,25 +127,36 @@ def validate(args):
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     output_dir = check_output_location(args.output_dir, bids_dir)
-    check_work_location(args.work_dir, bids_dir, output_dir)
+    work = check_work_location(args.work_dir, bids_dir, output_dir)
+    if args.analysis_level == "participant":  # the group level never reads the work directory
+        check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
             "bids_filters": bids_filters}
 
 
 def check_output_location(output_dir, bids_dir):
-    """Check OUTPUT_DIR without creating anything (that waits until every check has passed)."""
+    """Check OUTPUT_DIR without creating anything (that waits until every check has passed): neither it nor
+    OUTPUT_DIR/prettier may lead (symlinks resolved) into BIDS_DIR outside BIDS_DIR/derivatives/. The fix a
+    refusal suggests is never the OUTPUT_DIR that was given."""
     from ..outputs import derivatives_root
-    from ..paths import is_within
+    from ..paths import into_dataset
 
     out = Path(output_dir).absolute()
     bids = Path(bids_dir).absolute()
     if out.resolve() == bids.resolve():
         raise CLIError("OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)", exitcodes.USAGE)
-    for where in (out, derivatives_root(out)):  # OUTPUT_DIR and OUTPUT_DIR/prettier
-        if is_within(where, bids) and not is_within(where, bids / "derivatives"):
-            raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
-                           "(a BIDS dataset may not hold other folders): use "
-                           f"{bids / 'derivatives'} or a folder outside BIDS_DIR", exitcodes.USAGE)
+    derivatives = bids / "derivatives"
+    root = derivatives_root(out)  # OUTPUT_DIR/prettier
+    if root.is_symlink() and not into_dataset(out, bids) and into_dataset(root, bids):
+        raise CLIError(f"OUTPUT_DIR/prettier {root} is a symlink to {os.readlink(root)} ({root.resolve()}), inside "
+                       f"BIDS_DIR {bids} (the input dataset is never written): remove that symlink (or point it "
+                       "outside BIDS_DIR), or use another OUTPUT_DIR", exitcodes.USAGE)
+    if into_dataset(out, bids) or into_dataset(root, bids):
+        usable = derivatives.resolve() != out.resolve() and not into_dataset(derivatives, bids)
+        raise CLIError(f"OUTPUT_DIR {out} puts the outputs inside BIDS_DIR but not under BIDS_DIR/derivatives/ "
+                       "(a BIDS dataset may not hold other folders): use "
+                       + (f"{derivatives} or a folder outside BIDS_DIR" if usable else "a folder outside BIDS_DIR"),
+                       exitcodes.USAGE)
     check_folder("OUTPUT_DIR", out, exitcodes.CANTCREAT)
     return out
 
@@ -160,3 +174,21 @@ def check_work_location(work_dir, bids_dir, output_dir):
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
     check_folder("the work directory", work, exitcodes.CANTCREAT)
     return work
+
+
+#: The end of every refusal of a work directory that another user could have written into.
+WORK_DIR_HINT = "use -w with a new folder (the run creates it) or one that only you own and can write"
+
+
+def check_work_private(work):
+    """An existing work directory must be the running user's own, not writable by others and hold nothing of
+    another user (:func:`prettier_bids.paths.check_private_folder`): Nipype unpickles the ``result_*.pklz`` it
+    finds there (their names depend only on the dataset and the options), which runs any code they hold.
+    CLIError(64); a missing one passes (the run creates it). Called by :func:`validate` and again, under the
+    work directory's lock, by the runner."""
+    from ..paths import OutputPathError, check_private_folder
+
+    try:
+        check_private_folder("the work directory", work, WORK_DIR_HINT, exitcodes.USAGE)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None

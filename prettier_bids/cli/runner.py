@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -131,14 +132,50 @@ def select_inputs(config):
     return subjects, cands
 
 
+def check_output_folders(config, subjects, cands):
+    """Every folder this run would write below OUTPUT_DIR/prettier (``outputs.output_folders``), symlinks resolved,
+    stays below it and out of BIDS_DIR (``paths.check_output_dirs``), else CLIError(64): checked before anything
+    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
+    from ..outputs import output_folders
+    from ..paths import OutputPathError, check_output_dirs
+
+    mine = [c for c in cands if c.subject in set(subjects)]
+    try:
+        check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
+                                                             config.write_cubic), config.bids_dir)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
+
+
+def lock_work_dir(config, made_here):
+    """Lock the work directory for this run (``paths.FolderLock``): a second run on the same ``-w`` exits 75 at
+    once, naming this run's PID; then check it again under the lock (``parser.check_work_private``: nothing of
+    another user in it). The lock goes with the process (exit, SIGTERM, kill -9). Returns the lock."""
+    from ..paths import FolderLock, OutputPathError
+    from .parser import check_work_private
+
+    lock = FolderLock(config.work_dir, "the work directory")
+    try:
+        if not lock.acquire("wait for it to finish, or use another -w (one work directory per run)"):
+            LOGGER.warning("cannot lock the work directory %s (the file system does not support locks): make sure no "
+                           "other run uses it", config.work_dir)
+        check_work_private(config.work_dir)
+    except (OutputPathError, CLIError) as exc:
+        lock.release(remove=made_here)
+        raise CLIError(str(exc), exc.code) from None
+    return lock
+
+
 def run_participant_level(config):
-    """Check everything that can fail before any work (the model, the BIDS validation, the selection), then
-    create the work directory and OUTPUT_DIR: a run that fails before any work leaves nothing behind (not even
-    OUTPUT_DIR or a log file). The log lines of those checks go into the run's log file once it exists."""
+    """Check everything that can fail before any work (the model, the BIDS validation, the selection, the output
+    folders), then create and lock the work directory and create OUTPUT_DIR: a run that fails before any work
+    leaves nothing behind (not even OUTPUT_DIR or a log file). The log lines of those checks go into the run's log
+    file once it exists. Nothing this run creates is writable by other users (umask o-w)."""
+    os.umask(os.umask(0) | stat.S_IWOTH)  # the work directory (and outputs) never writable by others
     models = load_model_or_exit(config)
     setup_logging(config.verbose)
     held = hold_log_records()
-    handler = None
+    handler = lock = None
     try:
         LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
         if models is not None:
@@ -149,12 +186,18 @@ def run_participant_level(config):
             if problem:
                 raise CLIError(problem, exitcodes.BIDS_INVALID)
         subjects, cands = select_inputs(config)
+        check_output_folders(config, subjects, cands)
         created = []
         try:
             make_dir(Path(config.work_dir), "the work directory", created)
+            made_work = Path(config.work_dir).absolute() in {p.absolute() for p in created}
+            lock = lock_work_dir(config, made_work)
             make_output(config.output_dir, created)
             log_dir = make_dir(config.output_root / "logs", "the log folder", created)
         except CLIError:
+            if lock is not None:  # a work dir this run made is removed (empty): its lock file goes first
+                lock.release(remove=made_work)
+                lock = None
             remove_made_dirs(created)  # e.g. OUTPUT_DIR cannot be made: the work dir made just before goes too
             raise
         on_sigterm(lambda: abandon_run(config.output_root))
@@ -163,12 +206,17 @@ def run_participant_level(config):
 
             write_text_atomic(report, log_dir / f"bids_validator_{config.run_id}.json")
         handler = setup_logging(config.verbose, log_dir / f"prettier-bids_{config.run_id}.log")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     finally:
         release_log_records(held, handler)
     try:
         return participant(config, models, subjects, cands)
     finally:
         close_log_file(handler)
+        lock.release()
 
 
 def participant(config, models, subjects, cands):

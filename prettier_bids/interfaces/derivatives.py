@@ -9,6 +9,8 @@ our path patterns (``io_spec.json``) and our write step:
 * the image is then written from ``in_file`` to the destination atomically (temporary file +
   rename), its header conformed by :func:`~prettier_bids.sr.reconstruct.conform_header` (qform = sform = affine, codes kept,
   units mm): the bytes are exactly those our writer has always produced;
+* its folder, symlinks resolved, must lie below ``base_directory`` (:func:`~prettier_bids.paths.check_output_dirs`;
+  the runner checked every folder before the run: this catches a symlink made since);
 * the JSON sidecar is written after its image (atomically too). The workflow orders the sinks so
   that the main output's sidecar, the completion marker, is the last file of each input.
 """
@@ -53,7 +55,7 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         import nibabel as nib
 
         from ..naming import is_nifti, sidecar_of
-        from ..paths import check_distinct
+        from ..paths import check_distinct, check_output_dirs
         from ..sr.io import copy_file_atomic, save_nifti_atomic, write_text_atomic
         from ..sr.reconstruct import conform_header  # torch comes with it: import when used
 
@@ -80,6 +82,7 @@ class AtomicDerivativesSink(_NiwDerivativesDataSink):
         staged = self._results["out_file"]
         staged = staged[0] if isinstance(staged, list) else staged
         dest = Path(base) / Path(staged).relative_to(staging)
+        check_output_dirs(base, [dest.parent.relative_to(base)])  # no symlinked folder takes it out of the root
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = self.inputs.in_file[0] if isinstance(self.inputs.in_file, list) else self.inputs.in_file
         sources = self.inputs.source_file if isdefined(self.inputs.source_file) else []
