@@ -285,6 +285,13 @@ class FolderLock:
             except OSError as exc:
                 raise OutputPathError(f"cannot lock {self.label} {self.folder}: {self.path.name}: "
                                       f"{exc.strerror or exc}", exitcodes.CANTCREAT) from None
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a FIFO, or a hard link to another file
+                os.close(fd)  # (an input: writing our PID into it would truncate that file)
+                what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else \
+                    f"has {info.st_nlink} hard links (another file shares it)"
+                raise OutputPathError(f"cannot lock {self.label} {self.folder}: {self.path.name} {what}; refusing to "
+                                      "write it: remove it", exitcodes.CANTCREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
