@@ -22,8 +22,8 @@ import numpy as np
 from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
-from .naming import (NamingError, derivative_relpath, load_io_spec, output_desc, parse_entities, pattern_entities,
-                     stem)
+from .naming import (NamingError, bids_name, derivative_relpath, load_io_spec, output_desc, parse_entities,
+                     pattern_entities, stem)
 from .sr.io import JSONReadError, missing_content, read_json
 from .sr.preprocess import InputError, check_geometry, check_output_grid, find_slice_axis, plausible_thickness
 
@@ -345,6 +345,11 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
             if extra and cand.status == "selected":
                 cand.status = "failed"
                 cand.reason = f"entities not supported in output names: {', '.join(extra)}"
+            canonical = bids_name(entities, spec)
+            if cand.status == "selected" and canonical != path.name:  # e.g. .bidsignore'd: the validator passes it
+                cand.status = "skipped"
+                cand.reason = (f"not a BIDS file name (pybids reads it as {canonical}, so its outputs would be named "
+                               "for another file); rename it to process it")
             desc = parse_entities(path).get("desc")  # pybids' raw-dataset config has no desc entity
             if desc is not None:  # a derivative (e.g. one an earlier run wrote into the raw dataset), never an input
                 cand.status = "skipped"
