@@ -199,6 +199,18 @@ def check_participant_labels(bids_dir, labels):
     return wanted
 
 
+def check_session_labels(labels):
+    """``--session-label`` values: BIDS labels (``ses-`` optional); an empty one (``''``, ``ses-``) selects no
+    session, so it is a usage error (BIDSError 64), not "every session"."""
+    wanted = strip_prefix(labels, "ses-")
+    if labels is not None and not wanted:
+        raise BIDSError("--session-label names no session (an empty label, or just 'ses-')", 64)
+    bad = [x for x in wanted if not LABEL.fullmatch(x)]
+    if bad:
+        raise BIDSError(f"--session-label {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
+    return wanted
+
+
 def _abbrev(items, n=8):
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
 

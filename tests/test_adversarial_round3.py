@@ -11,7 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from _bids_support import TEST_BIDS
+from _bids_support import TEST_BIDS, app_environment
+
+
+def _run(capsys, *args):
+    """Exit code and the non-empty stderr lines of an in-process prettier-bids run."""
+    from prettier_bids.cli import run as cli
+
+    with app_environment():
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, [ln for ln in err.splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,3 +80,13 @@ def test_image_whose_name_is_not_a_bids_name_is_skipped_alone_not_the_whole_run(
     assert by_name["sub-02_FLAIR.nii.gz"].status == "selected"
     odd = by_name["sub-02_foo_FLAIR.nii.gz"]
     assert odd.status == "skipped" and "not a BIDS file name" in odd.reason and "sub-02_FLAIR.nii.gz" in odd.reason
+
+
+@pytest.mark.parametrize("label, says", [("", "names no session"), ("ses-", "names no session"),
+                                         ("1|2", "is not a BIDS label"), ("../1", "is not a BIDS label")])
+def test_session_label_that_names_no_session_is_a_usage_error_not_every_session(tmp_path, capsys, label, says):
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, err = _run(capsys, TEST_BIDS, out, "participant", "--participant-label", "01", "--session-label", label,
+                     "--contrast", "T1w", "--method", "cubic", "--skip-bids-validation", "-w", work)
+    assert code == 64 and len(err) == 1 and says in err[0]  # '' and 'ses-' were exit 0 with every session
+    assert not out.exists() and not work.exists()

@@ -114,7 +114,7 @@ def _contrast(text):
 def validate(args):
     """Check the parsed ``args`` against the file system; returns the values :meth:`Config.from_args
     <prettier_bids.config.Config.from_args>` takes as ``checked``."""
-    from ..bids import BIDSError, check_bids_dir, check_participant_labels, load_bids_filters
+    from ..bids import BIDSError, check_bids_dir, check_participant_labels, check_session_labels, load_bids_filters
 
     if args.analysis_level not in LEVELS:
         raise CLIError(f"unknown analysis level {args.analysis_level!r} (choose participant or group)",
@@ -123,6 +123,7 @@ def validate(args):
     try:
         raw_description = check_bids_dir(bids_dir)
         check_participant_labels(bids_dir, args.participant_label)
+        check_session_labels(args.session_label)
         bids_filters = load_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
