@@ -15,12 +15,11 @@ Resumable ("archive batch") mode rests on two rules:
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
 import json
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -501,6 +500,24 @@ def write_citation(root, description=None, versions=None):
 SUMMARY_COLUMNS = ["participant_id", "session", "contrast", "input", "status", "reason", "outputs"]
 
 
+#: What a TSV cell may not hold: tabs, line breaks and the other control characters (BIDS TSV files have no quoting).
+TSV_UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def tsv_cell(value):
+    """``value`` as one TSV cell: text with each tab, line break or other control character replaced by a space
+    (a file name or sidecar value must not add a column or a row); ``""`` for None."""
+    return "" if value is None else TSV_UNSAFE.sub(" ", str(value))
+
+
+def tsv_text(columns, rows):
+    """A TSV file's text: a header of ``columns``, then one line per row (dicts; a missing value is ``n/a``), each
+    cell through :func:`tsv_cell`, unquoted."""
+    lines = ["\t".join(map(tsv_cell, columns))]
+    lines += ["\t".join(tsv_cell(row.get(c, "n/a")) for c in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 class RunSummary:
     """``logs/summary_<runid>.tsv``: every input of a run with status done / skipped / failed."""
 
@@ -521,10 +538,5 @@ class RunSummary:
 
     def write(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, SUMMARY_COLUMNS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: str(row.get(k, "n/a")).replace("\t", " ").replace("\n", " ") for k in SUMMARY_COLUMNS})
-        write_text_atomic(buf.getvalue(), self.path)
+        write_text_atomic(tsv_text(SUMMARY_COLUMNS, self.rows), self.path)
         return self.path

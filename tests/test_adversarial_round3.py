@@ -90,3 +90,32 @@ def test_session_label_that_names_no_session_is_a_usage_error_not_every_session(
                      "--contrast", "T1w", "--method", "cubic", "--skip-bids-validation", "-w", work)
     assert code == 64 and len(err) == 1 and says in err[0]  # '' and 'ses-' were exit 0 with every session
     assert not out.exists() and not work.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# TSV files (outputs.tsv_text): a value from a file name or a sidecar never adds a column or a row
+# --------------------------------------------------------------------------------------------
+
+def test_group_qc_tsv_keeps_one_line_per_output_whatever_the_sidecar_values(tmp_path):
+    from prettier_bids.reports.group import COLUMNS, tsv_text
+
+    row = {c: "n/a" for c in COLUMNS}
+    row.update({"participant_id": "sub-02", "Model": "evil\tcol\nsub-99\tinjected", "source": "bids:raw:a\tb",
+                "SlicePlane": "ax\r\nial", "ConsistencyPSNR": 36.4, "ModelWeightsSHA256": None})
+    lines = tsv_text([row]).splitlines()  # was csv quoting: a quoted field over three lines, tabs inside
+    assert len(lines) == 2 and all(ln.count("\t") == len(COLUMNS) - 1 for ln in lines)
+    cells = dict(zip(COLUMNS, lines[1].split("\t")))
+    assert cells["Model"] == "evil col sub-99 injected" and '"' not in lines[1] and cells["ModelWeightsSHA256"] == ""
+
+
+def test_run_summary_tsv_has_no_carriage_return_or_quoting_from_a_file_name(tmp_path):
+    from prettier_bids.outputs import SUMMARY_COLUMNS, RunSummary
+
+    summary = RunSummary(tmp_path, "run1")
+    summary.rows.append({"participant_id": "sub-02", "session": "n/a", "contrast": "FLAIR",
+                         "input": "sub-02/anat/sub-02_acq-a\rb_FLAIR.nii.gz", "status": "skipped",
+                         "reason": 'invalid sidecar value SliceThickness="5 mm"\x0bx', "outputs": "n/a"})
+    text = summary.write().read_text()
+    lines = text.split("\n")[:-1]  # "\r" was kept (csv quoted the cell): a line break for most readers
+    assert len(lines) == 2 and "\r" not in text and "\x0b" not in text
+    assert lines[1].split("\t")[SUMMARY_COLUMNS.index("reason")] == 'invalid sidecar value SliceThickness="5 mm" x'

@@ -5,7 +5,6 @@ group level leaves the earlier pair or the new pair, never one new file beside a
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import logging
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 from .. import __version__
 from ..naming import parse_entities
 from ..outputs import main_output_sidecars
+from ..outputs import tsv_text as outputs_tsv_text
 from ..sr.io import AtomicGroup
 from .markup import text as esc
 from .subject import CSS, json_bool
@@ -71,12 +71,9 @@ def _flag(rows):
 
 
 def tsv_text(rows):
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS, delimiter="\t", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "n/a") for k in COLUMNS})
-    return buf.getvalue()
+    """``group_qc.tsv``: one line per row, every cell without tabs or line breaks (sidecar values come from files
+    on disk: :func:`prettier_bids.outputs.tsv_cell`)."""
+    return outputs_tsv_text(COLUMNS, rows)
 
 
 def _psnr_plot(rows):
