@@ -119,3 +119,35 @@ def test_run_summary_tsv_has_no_carriage_return_or_quoting_from_a_file_name(tmp_
     lines = text.split("\n")[:-1]  # "\r" was kept (csv quoted the cell): a line break for most readers
     assert len(lines) == 2 and "\r" not in text and "\x0b" not in text
     assert lines[1].split("\t")[SUMMARY_COLUMNS.index("reason")] == 'invalid sidecar value SliceThickness="5 mm" x'
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM (cli/options.guarded_main)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, code", [("KeyboardInterrupt", 130), ("Terminated", 143)])
+def test_interrupt_raised_inside_a_finalizer_still_stops_the_command(capsys, kind, code):
+    """A Ctrl-C landing in a ``__del__`` or weakref callback (SQLAlchemy's InstanceState._cleanup while pybids
+    indexes) was "ignored": a traceback fragment, then the run went on to exit 0."""
+    import time
+
+    from prettier_bids.cli import options
+
+    exc_type = getattr(options, "Terminated") if kind == "Terminated" else KeyboardInterrupt
+    reached = []
+
+    class Finalized:
+        def __del__(self):
+            raise exc_type()
+
+    def body():
+        Finalized()  # collected at once: its exception is unraisable
+        for _ in range(200):
+            time.sleep(0.005)
+        reached.append("end")
+        return 0
+
+    assert options.guarded_main("prog", body) == code
+    assert not reached
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prog: error: ")

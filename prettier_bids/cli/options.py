@@ -195,13 +195,51 @@ def _terminated_message(prog):
     print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr, flush=True)
 
 
+def _interrupt_hook(previous):
+    """A ``sys.unraisablehook`` that does not let a Ctrl-C (or :class:`Terminated`) die in a finalizer: raised while
+    Python runs a ``__del__`` or a weakref callback (SQLAlchemy's, inside pybids), it is "ignored" (a traceback
+    printed, the command runs on to exit 0). It is raised again in the main thread once the hook has returned: the
+    SIGINT handler raises it, for one call, and a timer thread calls that handler (``_thread.interrupt_main``).
+    Other unraisable exceptions go to ``previous``."""
+    import _thread
+
+    in_hook = []
+
+    def later():
+        timer = threading.Timer(0.001, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not isinstance(exc, KeyboardInterrupt) or threading.current_thread() is not threading.main_thread():
+            return previous(unraisable)
+        before = signal.getsignal(signal.SIGINT)
+
+        def raise_again(signum, frame):
+            if in_hook:  # raised here, it would be ignored again
+                return later()
+            signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
+            raise exc
+
+        in_hook.append(True)
+        try:
+            signal.signal(signal.SIGINT, raise_again)
+            later()
+        finally:
+            in_hook.clear()
+        return None
+    return hook
+
+
 def guarded_main(prog, func, verbose=False):
     """Run ``func()``; a :class:`CLIError` becomes its one line and exit code; an unexpected exception
     becomes one line on stderr and exit 1 (the traceback is logged only when ``verbose``); Ctrl-C is
     exit 130, SIGTERM exit 143, both after the clean-up."""
-    previous = None
+    previous, previous_hook = None, sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _sigterm_handler(prog, os.getpid()))
+        sys.unraisablehook = _interrupt_hook(previous_hook)
     try:
         return func()
     except CLIError as exc:
@@ -222,5 +260,6 @@ def guarded_main(prog, func, verbose=False):
         return exitcodes.FAIL
     finally:
         _ON_SIGTERM.clear()
+        sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
