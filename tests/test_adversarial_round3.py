@@ -151,3 +151,16 @@ def test_interrupt_raised_inside_a_finalizer_still_stops_the_command(capsys, kin
     assert not reached
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prog: error: ")
+
+
+# --------------------------------------------------------------------------------------------
+# The work directory and the derivatives dataset (cli/parser.py)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("inside", ["prettier", "prettier/sub-02/work"])
+def test_work_dir_inside_the_derivatives_dataset_is_refused_before_anything_is_written(tmp_path, capsys, inside):
+    out = tmp_path / "out"
+    code, err = _run(capsys, TEST_BIDS, out, "participant", "--participant-label", "02", "--contrast", "T1w",
+                     "--method", "cubic", "--skip-bids-validation", "-w", out / inside)
+    assert code == 64 and len(err) == 1 and "inside the derivatives dataset" in err[0]  # was exit 0 with Nipype's
+    assert not out.exists()  # prettier_0_1_0_wf folder (pickles, reports) inside OUTPUT_DIR/prettier

@@ -130,6 +130,7 @@ def validate(args):
     output_dir = check_output_location(args.output_dir, bids_dir)
     work = check_work_location(args.work_dir, bids_dir, output_dir)
     if args.analysis_level == "participant":  # the group level never reads the work directory
+        check_work_outside_derivatives(work, output_dir)
         check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
             "bids_filters": bids_filters}
@@ -175,6 +176,20 @@ def check_work_location(work_dir, bids_dir, output_dir):
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
     check_folder("the work directory", work, exitcodes.CANTCREAT)
     return work
+
+
+def check_work_outside_derivatives(work, output_dir):
+    """The work directory must not lie in the derivatives dataset OUTPUT_DIR/prettier (symlinks resolved): Nipype's
+    folders and pickles would become part of it (and of what the validator and the group level see). CLIError(64);
+    OUTPUT_DIR itself, or a folder beside OUTPUT_DIR/prettier, is fine."""
+    from ..outputs import derivatives_root
+    from ..paths import is_within
+
+    root = derivatives_root(output_dir)
+    if is_within(work, root):
+        raise CLIError(f"the work directory {work} is inside the derivatives dataset {root} (Nipype's files would "
+                       f"become part of it): use -w with a folder outside it, e.g. {Path(output_dir) / 'work'}",
+                       exitcodes.USAGE)
 
 
 #: The end of every refusal of a work directory that another user could have written into.
