@@ -164,3 +164,27 @@ def test_work_dir_inside_the_derivatives_dataset_is_refused_before_anything_is_w
                      "--method", "cubic", "--skip-bids-validation", "-w", out / inside)
     assert code == 64 and len(err) == 1 and "inside the derivatives dataset" in err[0]  # was exit 0 with Nipype's
     assert not out.exists()  # prettier_0_1_0_wf folder (pickles, reports) inside OUTPUT_DIR/prettier
+
+
+# --------------------------------------------------------------------------------------------
+# Voxel values beyond float32 (sr/reconstruct.load_volume)
+# --------------------------------------------------------------------------------------------
+
+def test_float64_values_beyond_float32_are_one_line_that_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    import nibabel as nib
+    import numpy as np
+
+    data = np.full((40, 36, 8), 1e300)  # finite float64 values: inf once read as float32
+    data[::2] *= 2
+    src = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 5.0, 1.0]), dtype=np.float64), src)
+    proc = subprocess.run([sys.executable, "-c", "import sys; from prettier_bids.cli.sr import main; sys.exit(main())",
+                           str(src), str(tmp_path / "out.nii.gz"), "--method", "cubic"],
+                          capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip().splitlines()  # was two lines: numpy's "RuntimeWarning: overflow encountered in cast"
+    assert proc.returncode == 65 and len(err) == 1, proc.stderr  # and a message of NaN/Inf alone
+    assert "beyond the float32 range" in err[0]
+    assert not (tmp_path / "out.nii.gz").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 
@@ -246,11 +247,14 @@ def load_volume(img):
     InputError otherwise."""
     shape, _ = check_image(img)
     try:
-        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+        with warnings.catch_warnings():  # values beyond float32 (float64 data, a huge scl_slope) overflow to inf:
+            warnings.simplefilter("ignore", RuntimeWarning)  # said below, in the one line of the error
+            data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except (OSError, EOFError, ValueError, zlib_error) as exc:
         raise InputError(f"cannot read image data ({one_line(exc)})") from None
     if not np.all(np.isfinite(data)):
-        raise InputError("image contains NaN or infinite values")
+        raise InputError("image contains NaN or infinite values (or values beyond the float32 range, "
+                         f"±{np.finfo(np.float32).max:.1e}, after the header's scaling)")
     return data
 
 
