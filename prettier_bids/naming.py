@@ -136,8 +136,8 @@ def derivative_relpath(entities, desc, extension=NIFTI_EXT, datatype=None, spec=
 
 
 def bids_name(entities, spec=None):
-    """The BIDS file name (no folder) that ``entities`` make, without ``desc`` (``sub-01_ses-1_acq-ax_FLAIR.nii.gz``),
-    with the spec's patterns; None when they make none. A raw file whose own name differs from it is not a BIDS
+    """The BIDS file name (no folder) that ``entities`` make, without ``desc``
+    (``sub-01_ses-1_acq-ax_FLAIR.nii.gz``), with the spec's patterns; None when they make none. A raw file whose own name differs from it is not a BIDS
     name: pybids parsed only part of it (``sub-01_foo_FLAIR.nii.gz`` parses as ``sub-01_FLAIR.nii.gz``)."""
     from bids.layout.writing import build_path
 

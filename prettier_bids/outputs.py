@@ -129,13 +129,25 @@ def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=
     selected input's output and ``figures`` folders (``sub-XX/ses-YY/anat``). For
     :func:`prettier_bids.paths.check_output_dirs`, before anything is written."""
     root = Path(root)
-    folders = {Path("logs")}
+    folders = {Path("logs"), Path("static")}
     for cand in cands:
         folders.add(Path(f"sub-{cand.subject}") / "log" / run_id)
         if cand.status == "selected":
             expected = expected_outputs(cand, root, method, write_cubic, spec)
             folders.update(p.parent.relative_to(root) for p in [*expected.niftis.values(), *expected.figures])
     return sorted({q for f in folders for q in (f, *f.parents) if q != Path(".")}, key=lambda p: (len(p.parts), p))
+
+
+def output_files(subjects=()):
+    """The files below OUTPUT_DIR/prettier that every participant-level run replaces (by name, whatever it
+    processes): the dataset files, the methods text and the reports of ``subjects``; relative paths. For
+    :func:`prettier_bids.paths.check_output_files`, before anything is written."""
+    return ["dataset_description.json", ".bidsignore", "README.md", "descriptions.tsv", "logs/CITATION.md",
+            *(f"sub-{s}.html" for s in subjects)]
+
+
+#: The group level's outputs (below OUTPUT_DIR/prettier), written together.
+GROUP_FILES = ("group_qc.tsv", "group_qc.html")
 
 
 def reportlet_kinds(method="model", contrast=None):

@@ -154,6 +154,16 @@ def into_dataset(path, dataset, allowed=("derivatives",)):
     return _below(real, real_dataset) and not any(_below(real, real_dataset / a) for a in allowed)
 
 
+def check_output_files(root, files):
+    """Raise OutputPathError(73) when one of ``files`` (relative to ``root``), which a run replaces by a rename, is
+    a folder (not a symlink to one: the rename replaces a link): the rename would fail after the work. Creates
+    nothing."""
+    for rel in files:
+        path = Path(root) / rel
+        if path.is_dir() and not path.is_symlink():
+            raise OutputPathError(f"cannot write {path}: it is a folder; remove it", exitcodes.CANTCREAT)
+
+
 def check_output_dirs(root, folders, input_dir=None):
     """Raise OutputPathError(64) when one of ``folders`` (relative to the output root ``root``: what a run writes
     below it, its subject, session, ``anat``, ``figures``, ``log`` and ``logs`` folders) resolves (symlinks
@@ -178,6 +188,9 @@ def check_output_dirs(root, folders, input_dir=None):
             raise OutputPathError(f"the output folder {folder} resolves to {real}, {where} (through the symlink "
                                   f"{_first_link(root, folder)}): outputs never leave {root}; remove that symlink",
                                   exitcodes.USAGE)
+        if folder.exists() and not folder.is_dir():  # a file where a folder goes: every write below it would fail
+            raise OutputPathError(f"cannot write below the output folder {folder}: it is a file, not a folder; "
+                                  "remove it", exitcodes.CANTCREAT)
 
 
 def _below(path, folder):

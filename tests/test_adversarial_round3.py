@@ -188,3 +188,39 @@ def test_float64_values_beyond_float32_are_one_line_that_says_so(tmp_path):
     assert proc.returncode == 65 and len(err) == 1, proc.stderr  # and a message of NaN/Inf alone
     assert "beyond the float32 range" in err[0]
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A file where an output folder goes, a folder where an output file goes (paths.check_output_dirs/_files)
+# --------------------------------------------------------------------------------------------
+
+PARTICIPANT_02_T1W = ("participant", "--participant-label", "02", "--contrast", "T1w", "--method", "cubic",
+                      "--skip-bids-validation")
+
+
+@pytest.mark.parametrize("planted, kind", [("sub-02", "file"), ("sub-02/anat", "file"), ("static", "file"),
+                                           ("dataset_description.json", "folder"), ("sub-02.html", "folder"),
+                                           ("logs/CITATION.md", "folder")])
+def test_odd_entry_in_the_derivatives_is_exit_73_before_any_work(tmp_path, capsys, planted, kind):
+    out, work = tmp_path / "out", tmp_path / "work"
+    path = out / "prettier" / planted
+    if kind == "file":
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+    else:
+        path.mkdir(parents=True)
+    code, err = _run(capsys, TEST_BIDS, out, *PARTICIPANT_02_T1W, "-w", work)
+    errors = [ln for ln in err if "error:" in ln]
+    # was exit 1 ("unexpected NotADirectoryError", "IsADirectoryError", "FileExistsError"), for sub-02 after the work
+    assert code == 73 and len(errors) == 1 and str(path) in errors[0], err
+    assert not work.exists()
+
+
+def test_group_output_that_is_a_folder_is_exit_73(tmp_path, capsys):
+    root = tmp_path / "out" / "prettier"
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    (root / "group_qc.tsv").mkdir()
+    code, err = _run(capsys, TEST_BIDS, tmp_path / "out", "group")
+    errors = [ln for ln in err if "error:" in ln]
+    assert code == 73 and len(errors) == 1 and "group_qc.tsv: it is a folder" in errors[0]  # was exit 1, unexpected

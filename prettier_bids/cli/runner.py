@@ -34,12 +34,18 @@ def run(config):
 
 def run_group_level(config):
     from ..bids import strip_prefix
+    from ..outputs import GROUP_FILES
+    from ..paths import OutputPathError, check_output_files
     from ..reports.group import run_group
 
     setup_logging(config.verbose)
     root = config.output_root
     if not (root / "dataset_description.json").is_file():
         raise CLIError(f"no participant-level outputs in {root} (run the participant level first)", exitcodes.NOINPUT)
+    try:
+        check_output_files(root, GROUP_FILES)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
     tsv, page, rows = run_group(root, strip_prefix(config.participant_label, "sub-") or None)
     LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
     flagged = [r for r in rows if r.get("QCFlags") not in (None, "", "n/a")]
@@ -136,13 +142,14 @@ def check_output_folders(config, subjects, cands):
     """Every folder this run would write below OUTPUT_DIR/prettier (``outputs.output_folders``), symlinks resolved,
     stays below it and out of BIDS_DIR (``paths.check_output_dirs``), else CLIError(64): checked before anything
     is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
-    from ..outputs import output_folders
-    from ..paths import OutputPathError, check_output_dirs
+    from ..outputs import output_files, output_folders
+    from ..paths import OutputPathError, check_output_dirs, check_output_files
 
     mine = [c for c in cands if c.subject in set(subjects)]
     try:
         check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
                                                              config.write_cubic), config.bids_dir)
+        check_output_files(config.output_root, output_files(subjects))
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
 
