@@ -507,7 +507,9 @@ def select(layout, subjects, sessions=None, contrasts=None, filters=None,
 
 
 def check_unique_outputs(cands, spec=None):
-    seen = {}
+    """Images whose outputs would have the same name (``sub-02_T1w.nii`` beside ``sub-02_T1w.nii.gz``) all fail,
+    with the reason; the others are processed."""
+    by_name = {}
     for cand in cands:
         if cand.status != "selected":
             continue
@@ -515,9 +517,12 @@ def check_unique_outputs(cands, spec=None):
             name = derivative_relpath(cand.entities, output_desc("sr", spec), spec=spec)
         except NamingError as exc:
             raise BIDSError(str(exc), exc.code) from None
-        if name in seen:
-            raise BIDSError(f"{cand.relpath} and {seen[name]} would both be written to {name}", 65)
-        seen[name] = cand.relpath
+        by_name.setdefault(name, []).append(cand)
+    for name, same in by_name.items():
+        for cand in same if len(same) > 1 else ():
+            others = ", ".join(c.relpath for c in same if c is not cand)
+            cand.status = "failed"
+            cand.reason = f"its outputs would also be those of {others} ({name}): remove or rename one of them"
 
 
 def summarize(cands):

@@ -224,3 +224,18 @@ def test_group_output_that_is_a_folder_is_exit_73(tmp_path, capsys):
     code, err = _run(capsys, TEST_BIDS, tmp_path / "out", "group")
     errors = [ln for ln in err if "error:" in ln]
     assert code == 73 and len(errors) == 1 and "group_qc.tsv: it is a folder" in errors[0]  # was exit 1, unexpected
+
+
+def test_two_images_with_the_same_output_name_fail_alone_not_the_whole_run(tmp_path):
+    import nibabel as nib
+
+    from prettier_bids.bids import get_layout, select
+
+    ds = _one_subject_dataset(tmp_path)
+    anat = ds / "sub-02" / "anat"
+    nib.save(nib.load(anat / "sub-02_T1w.nii.gz"), anat / "sub-02_T1w.nii")  # an uncompressed copy beside it
+    cands = select(get_layout(ds), ["02"])  # was BIDSError(65) for the whole run: "... would both be written to"
+    by_name = {Path(c.relpath).name: c for c in cands}
+    assert by_name["sub-02_FLAIR.nii.gz"].status == "selected"
+    for name, other in (("sub-02_T1w.nii", "sub-02_T1w.nii.gz"), ("sub-02_T1w.nii.gz", "sub-02_T1w.nii")):
+        assert by_name[name].status == "failed" and other in by_name[name].reason
