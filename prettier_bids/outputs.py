@@ -337,7 +337,8 @@ def software_versions():
 
 
 def dataset_description(bids_dir, raw_description=None):
-    raw_description = raw_description or {}
+    raw_description = {k: v for k, v in (raw_description or {}).items()  # BIDS: strings (a raw dataset that the
+                       if k in ("Name", "DatasetDOI") and isinstance(v, str) and v.strip()}  # validator skipped)
     generated = {"Name": PACKAGE_NAME, "Version": __version__,
                  "Description": "PRETTIER super-resolution of thick-slice brain MRI to ~1 mm isotropic voxels"}
     container = container_info()

@@ -239,3 +239,13 @@ def test_two_images_with_the_same_output_name_fail_alone_not_the_whole_run(tmp_p
     assert by_name["sub-02_FLAIR.nii.gz"].status == "selected"
     for name, other in (("sub-02_T1w.nii", "sub-02_T1w.nii.gz"), ("sub-02_T1w.nii.gz", "sub-02_T1w.nii")):
         assert by_name[name].status == "failed" and other in by_name[name].reason
+
+
+def test_raw_name_or_doi_that_is_not_a_string_is_not_copied_into_the_derivatives_description(tmp_path):
+    from prettier_bids.outputs import dataset_description
+
+    desc = dataset_description(tmp_path, {"Name": {"x": "<b>"}, "BIDSVersion": "1.10.0", "DatasetDOI": ["a", 1]})
+    assert desc["Name"] == "prettier_bids: super-resolved thick-slice MRI"  # was "... of {'x': '<b>'}" (a repr)
+    assert "DOI" not in desc["SourceDatasets"][0]  # was the list, where BIDS wants a string
+    ok = dataset_description(tmp_path, {"Name": "Study", "BIDSVersion": "1.10.0", "DatasetDOI": "doi:10.1/x"})
+    assert ok["Name"].endswith(" of Study") and ok["SourceDatasets"][0]["DOI"] == "doi:10.1/x"
