@@ -249,3 +249,24 @@ def test_raw_name_or_doi_that_is_not_a_string_is_not_copied_into_the_derivatives
     assert "DOI" not in desc["SourceDatasets"][0]  # was the list, where BIDS wants a string
     ok = dataset_description(tmp_path, {"Name": "Study", "BIDSVersion": "1.10.0", "DatasetDOI": "doi:10.1/x"})
     assert ok["Name"].endswith(" of Study") and ok["SourceDatasets"][0]["DOI"] == "doi:10.1/x"
+
+
+# --------------------------------------------------------------------------------------------
+# prettier-sr's stderr: its own lines only (cli/sr.py)
+# --------------------------------------------------------------------------------------------
+
+def test_prettier_sr_does_not_print_other_libraries_info_records(tmp_path):
+    """torch logs its FakeTensor cache stats at INFO from an atexit hook: after a Ctrl-C at the wrong moment they
+    followed the one-line error ("prettier-sr: FakeTensor cache stats:", "prettier-sr:   cache_hits: 0", ...)."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, logging, sys\n"
+            "log = logging.getLogger('torch._subclasses.fake_tensor')\n"
+            "atexit.register(lambda: log.info('FakeTensor cache stats:'))\n"
+            "from prettier_bids.cli.sr import main\nsys.exit(main())\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.nii.gz"), str(tmp_path / "o.nii.gz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 66
+    missing = tmp_path / "missing.nii.gz"
+    assert proc.stderr.strip().splitlines() == [f"prettier-sr: error: input file not found: {missing}"]

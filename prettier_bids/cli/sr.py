@@ -90,8 +90,10 @@ def main(argv=None):
 
 
 def _main(args):
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{PROG}: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    # INFO for this package only: other libraries' INFO records (torch's FakeTensor cache stats at exit after a
+    # Ctrl-C) are not this command's output
+    logging.getLogger("prettier_bids").setLevel(logging.WARNING if args.quiet else logging.INFO)
     from ..paths import OutputPathError, check_output_paths
     from ..sr.io import clean_stale_temporaries
 
