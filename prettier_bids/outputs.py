@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import logging
@@ -82,6 +83,14 @@ def derivatives_root(output_dir):
 def new_run_id():
     """fMRIPrep-style run identifier: ``20240501-101500_<8 hex>``."""
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
+
+
+def run_date(run_id):
+    """The start of the run ``run_id`` names, ISO 8601 (``2024-05-01T10:15:00``); "" when it names none."""
+    try:
+        return _dt.datetime.strptime(str(run_id).split("_")[0], "%Y%m%d-%H%M%S").isoformat()
+    except ValueError:
+        return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,7 +192,43 @@ SIDECAR_TYPES = {
     **{k: ("a list of strings", _is_strings) for k in ("QCFlags", "HeaderWarnings", "Warnings")},
     "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
         isinstance(x, str) for x in v.values())),
+    "SliceThicknessSource": ("a string", lambda v: isinstance(v, str)),
+    "SourceFile": ("an object with Size, MTimeNs and SHA256", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k), t) and not isinstance(v.get(k), bool)
+        for k, t in (("Size", int), ("MTimeNs", int), ("SHA256", str)))),
+    "GeneratedByRun": ("an object of strings", lambda v: isinstance(v, dict) and all(
+        isinstance(x, str) for x in v.values())),
 }
+
+
+def source_file(path):
+    """What an output records of the input file it was made from (``SourceFile``): size, modification time
+    (ns) and SHA-256. A rerun compares size and time first and hashes only when they differ."""
+    st = os.stat(path)
+    return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": file_sha256(path)}
+
+
+def file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_changed(recorded, path):
+    """Why the input at ``path`` is not the file an output recorded (``SourceFile``), or None. Outputs without
+    the record (made before it existed) are taken as made from this file."""
+    if not recorded:
+        return None
+    st = os.stat(path)
+    if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
+        return None
+    if st.st_size != recorded["Size"]:
+        return f"the input file changed (size {recorded['Size']} -> {st.st_size} bytes)"
+    if file_sha256(path) != recorded["SHA256"]:
+        return "the input file changed (same size, other content)"
+    return None  # touched, same bytes
 
 
 def sidecar_problem(meta):
@@ -245,11 +290,17 @@ def shown_outputs(root, subjects=None, skipped=None):
     return [(n, m) for n, m in found if n not in with_sr]
 
 
-def completion(expected, source_uri, weights_sha=None, projected=None, precision=None):
+def completion(expected, source_uri, weights_sha=None, projected=None, precision=None, cand=None,
+               slice_profile=None):
     """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
     whether the output was projected onto the input, and the network's arithmetic, ``fp32`` or ``bf16``, each
     where given); else ``(False, why)``. A marker whose values have the wrong types is not complete (the input
-    is processed again and the marker rewritten)."""
+    is processed again and the marker rewritten).
+
+    With ``cand`` (the input as selected now) the marker must also have been made from the same input file
+    (``SourceFile``: size and time, else its SHA-256) and the same sidecar values (the slice thickness and where
+    it came from); with ``slice_profile``, the same slice profile. ``why`` then says what changed
+    (``SliceThickness changed: 3.3 -> 3 mm``)."""
     if not expected.marker.is_file():
         return False, "no completion marker"
     meta, why = read_sidecar(expected.marker)
@@ -257,6 +308,18 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
         return False, f"{expected.marker.name}: {why}"
     if source_uri not in (meta.get("Sources") or []):
         return False, f"{expected.marker.name} was made from another source"
+    if cand is not None:
+        changed = source_changed(meta.get("SourceFile"), cand.path)
+        if changed:
+            return False, changed
+        was = meta.get("SliceThickness")
+        if cand.thickness is not None and was is not None and abs(float(was) - float(cand.thickness)) > 1e-3:
+            return False, f"SliceThickness changed: {was:g} -> {cand.thickness:g} mm ({cand.thickness_source})"
+        if cand.thickness_source and meta.get("SliceThicknessSource", cand.thickness_source) != cand.thickness_source:
+            return False, (f"SliceThicknessSource changed: {meta['SliceThicknessSource']} -> "
+                           f"{cand.thickness_source}")
+    if slice_profile is not None and meta.get("SliceProfile", slice_profile) != slice_profile:
+        return False, f"SliceProfile changed: {meta['SliceProfile']} -> {slice_profile}"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
         return False, f"{expected.marker.name} was made with other model weights"
     if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:

@@ -210,6 +210,8 @@ def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_w
     cand = Candidate(path=tmp_path / rel, relpath=rel, contrast="FLAIR",
                      entities={"subject": "01", "suffix": "FLAIR", "datatype": "anat", "extension": ".nii.gz"},
                      shape=(40, 36, 8), slice_axis=2, spacing=5.0, thickness=5.0, plane="axial")
+    cand.path.parent.mkdir(parents=True)
+    cand.path.write_bytes(b"x")  # the sidecars record the input file (SourceFile)
     wf = init_sr_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
     inputnode, outputnode = wf.get_node("inputnode"), wf.get_node("outputnode")
     assert inputnode.inputs.in_file == str(cand.path)

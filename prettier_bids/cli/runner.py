@@ -290,10 +290,14 @@ def skip_complete(cands, expected, models, config):
     for cand in cands:
         if cand.status != "selected":
             continue
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
+                               slice_profile=config.slice_profile)
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
+        elif expected[cand.relpath].marker.is_file():  # outputs of an earlier run that no longer fit
+            LOGGER.info("redoing %s: %s", cand.relpath, why)
+            todo.setdefault(cand.subject, []).append(cand)
         else:
             LOGGER.debug("to do: %s (%s)", cand.relpath, why)
             todo.setdefault(cand.subject, []).append(cand)
@@ -309,7 +313,8 @@ def process(todo, expected, models, config):
     ok = execution.run_workflow(init_main_wf(todo, config, models), config,
                                 [c for cands in todo.values() for c in cands])
     for cand in (c for cands in todo.values() for c in cands):
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
+                               slice_profile=config.slice_profile)
         if done:
             cand.status, cand.reason = "done", "processed in this run"
         else:

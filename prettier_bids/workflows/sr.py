@@ -30,7 +30,7 @@ from ..interfaces import (
     ValidateImage,
 )
 from ..naming import derivative_relpath, load_io_spec
-from ..outputs import method_paragraph
+from ..outputs import method_paragraph, run_date, source_file
 from ..sr.preprocess import output_grid_shape, peak_memory_bytes
 from ..sr.precision import resolve_precision
 
@@ -92,6 +92,9 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
               "SkullStripped": cand.skull_stripped,
               "SlicePlane": cand.plane,
               "SliceThicknessSource": cand.thickness_source,
+              "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
+              "GeneratedByRun": {"RunId": config.run_id, "Command": config.command,
+                                 "Date": run_date(config.run_id)},
               "ProcessingSoftwareVersions": config.software_versions}
     if cand.warnings:  # sidecar/header mismatches found while selecting the input
         static["Warnings"] = list(cand.warnings)
