@@ -352,28 +352,22 @@ def qc_of(expected):
 # Dataset-level files
 # --------------------------------------------------------------------------------------------
 
-def container_info(environ=None, dockerenv="/.dockerenv"):
-    """``{"Type", "Tag"}`` when running in a container, else None.
+def container_info(environ=None):
+    """``{"Type", "Tag"}`` when running in one of this project's containers, else None.
 
-    ``PRETTIER_BIDS_CONTAINER_TYPE`` / ``PRETTIER_BIDS_CONTAINER_TAG`` (set in the image) win;
-    otherwise Apptainer/Singularity's environment and Docker's ``/.dockerenv`` are recognised.
+    Apptainer/Singularity's own environment wins (an image built from the Docker image keeps its variables);
+    then ``PRETTIER_BIDS_CONTAINER_TYPE`` / ``PRETTIER_BIDS_CONTAINER_TAG``, set in the Docker image. Docker's
+    ``/.dockerenv`` is not taken as a sign: a pip install on a machine that happens to be a container has one.
     """
     env = os.environ if environ is None else environ
-    ctype = env.get("PRETTIER_BIDS_CONTAINER_TYPE")
     tag = env.get("PRETTIER_BIDS_CONTAINER_TAG")
-    if not ctype:
-        for var, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
-            if env.get(var):
-                ctype, tag = kind, tag or env.get(var.replace("_CONTAINER", "_NAME")) or env.get(var)
-                break
-    if not ctype and Path(dockerenv).exists():
-        ctype = "docker"
+    for var, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
+        if env.get(var):
+            return {"Type": kind, "Tag": tag or env.get(var.replace("_CONTAINER", "_NAME")) or env.get(var)}
+    ctype = env.get("PRETTIER_BIDS_CONTAINER_TYPE")
     if not ctype:
         return None
-    info = {"Type": ctype}
-    if tag:
-        info["Tag"] = tag
-    return info
+    return {"Type": ctype, **({"Tag": tag} if tag else {})}
 
 
 def software_versions():
