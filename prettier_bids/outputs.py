@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import logging
@@ -123,17 +122,17 @@ def output_kinds(method="model", write_cubic=False):
     return ["consistency"] + (["cubic"] if write_cubic else []) + ["sr"]
 
 
-def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
+def expected_outputs(cand, root, method="model", write_cubic=False, spec=None, reportlets=True):
     spec = spec or load_io_spec()
     root = Path(root)
     kinds = output_kinds(method, write_cubic)
     niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
     figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
-               for k in reportlet_kinds(method, cand.entities.get("suffix"))]
+               for k in reportlet_kinds(method, cand.entities.get("suffix"), reportlets)]
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
 
-def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None):
+def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None, reportlets=True):
     """Every folder a participant-level run writes below ``root`` (OUTPUT_DIR/prettier) for ``cands``, relative to
     it, with their parents: ``logs``; each participant's ``sub-XX``, its ``log/<run id>`` (crash files); each
     selected input's output and ``figures`` folders (``sub-XX/ses-YY/anat``). For
@@ -143,14 +142,16 @@ def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=
     for cand in cands:
         folders.add(Path(f"sub-{cand.subject}") / "log" / run_id)
         if cand.status == "selected":
-            expected = expected_outputs(cand, root, method, write_cubic, spec)
+            expected = expected_outputs(cand, root, method, write_cubic, spec, reportlets)
             folders.update(p.parent.relative_to(root) for p in [*expected.niftis.values(), *expected.figures])
     return sorted({q for f in folders for q in (f, *f.parents) if q != Path(".")}, key=lambda p: (len(p.parts), p))
 
 
-def reportlet_kinds(method="model", contrast=None):
+def reportlet_kinds(method="model", contrast=None, reportlets=True):
     """The reportlets made for each input (keys of ``io_spec.json`` "reportlets"); FLAIR outputs of the
-    model also get the lesion view."""
+    model also get the lesion view; none with ``--no-reportlets``."""
+    if not reportlets:
+        return []
     if method == "cubic":
         return ["input", "consistency"]
     return ["input", "cubic", "consistency"] + (["lesions"] if contrast == "FLAIR" else [])
@@ -205,15 +206,7 @@ def source_file(path):
     """What an output records of the input file it was made from (``SourceFile``): size, modification time
     (ns) and SHA-256. A rerun compares size and time first and hashes only when they differ."""
     st = os.stat(path)
-    return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": file_sha256(path)}
-
-
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": sr_io.file_sha256(path)}
 
 
 def source_changed(recorded, path):
@@ -226,7 +219,7 @@ def source_changed(recorded, path):
         return None
     if st.st_size != recorded["Size"]:
         return f"the input file changed (size {recorded['Size']} -> {st.st_size} bytes)"
-    if file_sha256(path) != recorded["SHA256"]:
+    if sr_io.file_sha256(path) != recorded["SHA256"]:
         return "the input file changed (same size, other content)"
     return None  # touched, same bytes
 

@@ -7,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from _bids_support import TEST_BIDS, app_environment, copy_dataset, read_tsv
+from _bids_support import TEST_BIDS, copy_dataset, read_tsv, run_in_process
 from prettier_bids import __version__
 from prettier_bids.cli import run as cli
 from prettier_bids.sr import models
 
 
-def _run(capsys, *args):
-    """Exit code (returned or raised by argparse) and the non-empty stderr lines."""
-    with app_environment():
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    err = capsys.readouterr().err
-    return code, [ln for ln in err.splitlines() if ln.strip()]
+_run = run_in_process
 
 
 def _one_error(lines):
