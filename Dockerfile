@@ -85,6 +85,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     MPLBACKEND=Agg \
     NIPYPE_NO_ET=1 \
+    PRETTIER_BIDS_CONTAINER_TYPE=docker \
     PRETTIER_BIDS_CONTAINER_TAG="prettier:${VERSION}" \
     PRETTIER_TORCH_VARIANT="${TORCH_VARIANT}"
 

@@ -45,6 +45,8 @@ class Config:
     omp_nthreads: int = 1
     mem_gb: float | None = None
     stop_on_first_crash: bool = False
+    reportlets: bool = True  # per-output figures (--no-reportlets)
+    reports_only: bool = False  # rebuild the reports from the outputs on disk (--reports-only)
     strict: bool = False
     verbose: int = 0
     # inputs

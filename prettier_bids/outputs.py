@@ -83,6 +83,14 @@ def new_run_id():
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
 
 
+def run_date(run_id):
+    """The start of the run ``run_id`` names, ISO 8601 (``2024-05-01T10:15:00``); "" when it names none."""
+    try:
+        return _dt.datetime.strptime(str(run_id).split("_")[0], "%Y%m%d-%H%M%S").isoformat()
+    except ValueError:
+        return ""
+
+
 # --------------------------------------------------------------------------------------------
 # Expected outputs of one input and completion
 # --------------------------------------------------------------------------------------------
@@ -113,17 +121,17 @@ def output_kinds(method="model", write_cubic=False):
     return ["consistency"] + (["cubic"] if write_cubic else []) + ["sr"]
 
 
-def expected_outputs(cand, root, method="model", write_cubic=False, spec=None):
+def expected_outputs(cand, root, method="model", write_cubic=False, spec=None, reportlets=True):
     spec = spec or load_io_spec()
     root = Path(root)
     kinds = output_kinds(method, write_cubic)
     niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
     figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
-               for k in reportlet_kinds(method, cand.entities.get("suffix"))]
+               for k in reportlet_kinds(method, cand.entities.get("suffix"), reportlets)]
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
 
 
-def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None):
+def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None, reportlets=True):
     """Every folder a participant-level run writes below ``root`` (OUTPUT_DIR/prettier) for ``cands``, relative to
     it, with their parents: ``logs``; each participant's ``sub-XX``, its ``log/<run id>`` (crash files); each
     selected input's output and ``figures`` folders (``sub-XX/ses-YY/anat``). For
@@ -133,7 +141,7 @@ def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=
     for cand in cands:
         folders.add(Path(f"sub-{cand.subject}") / "log" / run_id)
         if cand.status == "selected":
-            expected = expected_outputs(cand, root, method, write_cubic, spec)
+            expected = expected_outputs(cand, root, method, write_cubic, spec, reportlets)
             folders.update(p.parent.relative_to(root) for p in [*expected.niftis.values(), *expected.figures])
     return sorted({q for f in folders for q in (f, *f.parents) if q != Path(".")}, key=lambda p: (len(p.parts), p))
 
@@ -150,9 +158,11 @@ def output_files(subjects=()):
 GROUP_FILES = ("group_qc.tsv", "group_qc.html")
 
 
-def reportlet_kinds(method="model", contrast=None):
+def reportlet_kinds(method="model", contrast=None, reportlets=True):
     """The reportlets made for each input (keys of ``io_spec.json`` "reportlets"); FLAIR outputs of the
-    model also get the lesion view."""
+    model also get the lesion view; none with ``--no-reportlets``."""
+    if not reportlets:
+        return []
     if method == "cubic":
         return ["input", "consistency"]
     return ["input", "cubic", "consistency"] + (["lesions"] if contrast == "FLAIR" else [])
@@ -194,7 +204,35 @@ SIDECAR_TYPES = {
     **{k: ("a list of strings", _is_strings) for k in ("QCFlags", "HeaderWarnings", "Warnings")},
     "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
         isinstance(x, str) for x in v.values())),
+    "SliceThicknessSource": ("a string", lambda v: isinstance(v, str)),
+    "SourceFile": ("an object with Size, MTimeNs and SHA256", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(k), t) and not isinstance(v.get(k), bool)
+        for k, t in (("Size", int), ("MTimeNs", int), ("SHA256", str)))),
+    "GeneratedByRun": ("an object of strings", lambda v: isinstance(v, dict) and all(
+        isinstance(x, str) for x in v.values())),
 }
+
+
+def source_file(path):
+    """What an output records of the input file it was made from (``SourceFile``): size, modification time
+    (ns) and SHA-256. A rerun compares size and time first and hashes only when they differ."""
+    st = os.stat(path)
+    return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": sr_io.file_sha256(path)}
+
+
+def source_changed(recorded, path):
+    """Why the input at ``path`` is not the file an output recorded (``SourceFile``), or None. Outputs without
+    the record (made before it existed) are taken as made from this file."""
+    if not recorded:
+        return None
+    st = os.stat(path)
+    if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
+        return None
+    if st.st_size != recorded["Size"]:
+        return f"the input file changed (size {recorded['Size']} -> {st.st_size} bytes)"
+    if sr_io.file_sha256(path) != recorded["SHA256"]:
+        return "the input file changed (same size, other content)"
+    return None  # touched, same bytes
 
 
 def sidecar_problem(meta):
@@ -256,11 +294,17 @@ def shown_outputs(root, subjects=None, skipped=None):
     return [(n, m) for n, m in found if n not in with_sr]
 
 
-def completion(expected, source_uri, weights_sha=None, projected=None, precision=None):
+def completion(expected, source_uri, weights_sha=None, projected=None, precision=None, cand=None,
+               slice_profile=None):
     """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
     whether the output was projected onto the input, and the network's arithmetic, ``fp32`` or ``bf16``, each
     where given); else ``(False, why)``. A marker whose values have the wrong types is not complete (the input
-    is processed again and the marker rewritten)."""
+    is processed again and the marker rewritten).
+
+    With ``cand`` (the input as selected now) the marker must also have been made from the same input file
+    (``SourceFile``: size and time, else its SHA-256) and the same sidecar values (the slice thickness and where
+    it came from); with ``slice_profile``, the same slice profile. ``why`` then says what changed
+    (``SliceThickness changed: 3.3 -> 3 mm``)."""
     if not expected.marker.is_file():
         return False, "no completion marker"
     meta, why = read_sidecar(expected.marker)
@@ -268,6 +312,18 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
         return False, f"{expected.marker.name}: {why}"
     if source_uri not in (meta.get("Sources") or []):
         return False, f"{expected.marker.name} was made from another source"
+    if cand is not None:
+        changed = source_changed(meta.get("SourceFile"), cand.path)
+        if changed:
+            return False, changed
+        was = meta.get("SliceThickness")
+        if cand.thickness is not None and was is not None and abs(float(was) - float(cand.thickness)) > 1e-3:
+            return False, f"SliceThickness changed: {was:g} -> {cand.thickness:g} mm ({cand.thickness_source})"
+        if cand.thickness_source and meta.get("SliceThicknessSource", cand.thickness_source) != cand.thickness_source:
+            return False, (f"SliceThicknessSource changed: {meta['SliceThicknessSource']} -> "
+                           f"{cand.thickness_source}")
+    if slice_profile is not None and meta.get("SliceProfile", slice_profile) != slice_profile:
+        return False, f"SliceProfile changed: {meta['SliceProfile']} -> {slice_profile}"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
         return False, f"{expected.marker.name} was made with other model weights"
     if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:
@@ -300,28 +356,22 @@ def qc_of(expected):
 # Dataset-level files
 # --------------------------------------------------------------------------------------------
 
-def container_info(environ=None, dockerenv="/.dockerenv"):
-    """``{"Type", "Tag"}`` when running in a container, else None.
+def container_info(environ=None):
+    """``{"Type", "Tag"}`` when running in one of this project's containers, else None.
 
-    ``PRETTIER_BIDS_CONTAINER_TYPE`` / ``PRETTIER_BIDS_CONTAINER_TAG`` (set in the image) win;
-    otherwise Apptainer/Singularity's environment and Docker's ``/.dockerenv`` are recognised.
+    Apptainer/Singularity's own environment wins (an image built from the Docker image keeps its variables);
+    then ``PRETTIER_BIDS_CONTAINER_TYPE`` / ``PRETTIER_BIDS_CONTAINER_TAG``, set in the Docker image. Docker's
+    ``/.dockerenv`` is not taken as a sign: a pip install on a machine that happens to be a container has one.
     """
     env = os.environ if environ is None else environ
-    ctype = env.get("PRETTIER_BIDS_CONTAINER_TYPE")
     tag = env.get("PRETTIER_BIDS_CONTAINER_TAG")
-    if not ctype:
-        for var, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
-            if env.get(var):
-                ctype, tag = kind, tag or env.get(var.replace("_CONTAINER", "_NAME")) or env.get(var)
-                break
-    if not ctype and Path(dockerenv).exists():
-        ctype = "docker"
+    for var, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
+        if env.get(var):
+            return {"Type": kind, "Tag": tag or env.get(var.replace("_CONTAINER", "_NAME")) or env.get(var)}
+    ctype = env.get("PRETTIER_BIDS_CONTAINER_TYPE")
     if not ctype:
         return None
-    info = {"Type": ctype}
-    if tag:
-        info["Tag"] = tag
-    return info
+    return {"Type": ctype, **({"Tag": tag} if tag else {})}
 
 
 def software_versions():

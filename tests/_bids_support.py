@@ -96,3 +96,18 @@ def read_tsv(path):
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+def run_in_process(capsys, *args):
+    """Exit code (returned or raised by argparse) and the non-empty stderr lines of an in-process
+    ``prettier-bids`` run; never a traceback."""
+    from prettier_bids.cli import run as cli
+
+    with app_environment():
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, [ln for ln in err.splitlines() if ln.strip()]

@@ -283,6 +283,9 @@ def test_group_level(run):
         assert r["ProjectedOntoInput"] == {"prettier": "true", "cubic": "false"}[r["desc"]]
         assert r["source"] == meta["Sources"][0]
         assert r["participant_id"] == r["file"].split("/")[0]
+        # the session as the summary TSV writes it (ses-1, not 1), and where the thickness came from
+        assert r["session"] == (f"ses-{r['file'].split('_ses-')[1].split('_')[0]}" if "_ses-" in r["file"] else "n/a")
+        assert r["SliceThicknessSource"] == meta["SliceThicknessSource"]
     page = (run.root / "group_qc.html").read_text()
     assert "12 output(s) of 3 participant(s)" in page and "data:image/png;base64," in page
     assert all(f"href='sub-{s}.html'" in page for s in ("01", "02", "03"))

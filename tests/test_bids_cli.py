@@ -7,21 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from _bids_support import TEST_BIDS, app_environment, copy_dataset, read_tsv
+from _bids_support import TEST_BIDS, copy_dataset, read_tsv, run_in_process
 from prettier_bids import __version__
 from prettier_bids.cli import run as cli
 from prettier_bids.sr import models
 
 
-def _run(capsys, *args):
-    """Exit code (returned or raised by argparse) and the non-empty stderr lines."""
-    with app_environment():
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    err = capsys.readouterr().err
-    return code, [ln for ln in err.splitlines() if ln.strip()]
+_run = run_in_process
 
 
 def _one_error(lines):
@@ -210,6 +202,8 @@ def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_w
     cand = Candidate(path=tmp_path / rel, relpath=rel, contrast="FLAIR",
                      entities={"subject": "01", "suffix": "FLAIR", "datatype": "anat", "extension": ".nii.gz"},
                      shape=(40, 36, 8), slice_axis=2, spacing=5.0, thickness=5.0, plane="axial")
+    cand.path.parent.mkdir(parents=True)
+    cand.path.write_bytes(b"x")  # the sidecars record the input file (SourceFile)
     wf = init_sr_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
     inputnode, outputnode = wf.get_node("inputnode"), wf.get_node("outputnode")
     assert inputnode.inputs.in_file == str(cand.path)

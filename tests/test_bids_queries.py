@@ -243,12 +243,14 @@ def test_dataset_files_and_summary(tmp_path, monkeypatch):
     assert desc["DatasetLinks"] == {"raw": TEST_BIDS.resolve().as_uri()}
     assert (tmp_path / ".bidsignore").read_text().split() == po.BIDSIGNORE
     assert read_tsv(tmp_path / "descriptions.tsv")[0]["desc_id"] == "desc-prettier"
-    nowhere = tmp_path / "no-dockerenv"
-    assert po.container_info({}, nowhere) is None
-    assert po.container_info({"APPTAINER_CONTAINER": "/img/x.sif", "APPTAINER_NAME": "x.sif"}, nowhere) == \
+    assert po.container_info({}) is None  # a pip install, even on a host that has /.dockerenv
+    assert po.container_info({"APPTAINER_CONTAINER": "/img/x.sif", "APPTAINER_NAME": "x.sif"}) == \
         {"Type": "apptainer", "Tag": "x.sif"}
-    _write(tmp_path / "dockerenv")
-    assert po.container_info({}, tmp_path / "dockerenv") == {"Type": "docker"}
+    assert po.container_info({"PRETTIER_BIDS_CONTAINER_TYPE": "docker", "PRETTIER_BIDS_CONTAINER_TAG": "prettier:0.1.0"}) \
+        == {"Type": "docker", "Tag": "prettier:0.1.0"}
+    # the Docker image's variables carried into an Apptainer image: Apptainer it is
+    assert po.container_info({"PRETTIER_BIDS_CONTAINER_TYPE": "docker", "APPTAINER_CONTAINER": "/x.sif",
+                              "APPTAINER_NAME": "x.sif"})["Type"] == "apptainer"
 
     summary = po.RunSummary(tmp_path, "20240101-000000_abcd")
     cand = SimpleNamespace(as_row=lambda: {"participant_id": "sub-01", "session": "n/a", "contrast": "FLAIR",

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from _bids_support import TEST_BIDS, app_environment, copy_dataset, snapshot
+from _bids_support import TEST_BIDS, copy_dataset, run_in_process, snapshot
 
-from prettier_bids.cli import run as cli
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "docker" / "slurm" / "prettier_array.sbatch"
@@ -35,16 +34,7 @@ COMMON = ("participant", "--method", "cubic", "--participant-label", "02", "--co
           "--skip-bids-validation")
 
 
-def _run(capsys, *args):
-    """Exit code and the non-empty stderr lines of an in-process run."""
-    with app_environment():
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, [ln for ln in err.splitlines() if ln.strip()]
+_run = run_in_process
 
 
 def _lock(folder):

@@ -98,6 +98,13 @@ def build_parser():
                    help="exit 19 when an output is flagged by QC (consistency PSNR below the floor; outputs are "
                         "still written and the flag is in their sidecars)")
     r.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed image")
+    o = p.add_argument_group("reports")
+    o.add_argument("--no-reportlets", dest="reportlets", action="store_false",
+                   help="skip the per-output figures (flickers, consistency map, lesion view): the subject reports "
+                        "then hold the QC tables only; the group level is unchanged")
+    o.add_argument("--reports-only", action="store_true",
+                   help="process nothing: rebuild logs/CITATION.md and the subject reports of the selected "
+                        "participants from the outputs already in OUTPUT_DIR (no work directory is used)")
     r.add_argument("--notrack", action="store_true", help="accepted for compatibility: nothing is ever sent")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: Nipype's too)")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -129,7 +136,7 @@ def validate(args):
         raise CLIError(str(exc), exc.code) from None
     output_dir = check_output_location(args.output_dir, bids_dir)
     work = check_work_location(args.work_dir, bids_dir, output_dir)
-    if args.analysis_level == "participant":  # the group level never reads the work directory
+    if args.analysis_level == "participant" and not args.reports_only:  # the group level never reads it
         check_work_outside_derivatives(work, output_dir)
         check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,

@@ -148,7 +148,8 @@ def check_output_folders(config, subjects, cands):
     mine = [c for c in cands if c.subject in set(subjects)]
     try:
         check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
-                                                             config.write_cubic), config.bids_dir)
+                                                             config.write_cubic, reportlets=config.reportlets),
+                          config.bids_dir)
         check_output_files(config.output_root, output_files(subjects))
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
@@ -195,10 +196,12 @@ def run_participant_level(config):
         subjects, cands = select_inputs(config)
         check_output_folders(config, subjects, cands)
         created = []
+        made_work = False
         try:
-            make_dir(Path(config.work_dir), "the work directory", created)
-            made_work = Path(config.work_dir).absolute() in {p.absolute() for p in created}
-            lock = lock_work_dir(config, made_work)
+            if not config.reports_only:  # --reports-only runs no workflow: no work directory
+                make_dir(Path(config.work_dir), "the work directory", created)
+                made_work = Path(config.work_dir).absolute() in {p.absolute() for p in created}
+                lock = lock_work_dir(config, made_work)
             make_output(config.output_dir, created)
             log_dir = make_dir(config.output_root / "logs", "the log folder", created)
         except CLIError:
@@ -220,10 +223,32 @@ def run_participant_level(config):
     finally:
         release_log_records(held, handler)
     try:
+        if config.reports_only:
+            return reports_only(config, subjects, cands)
         return participant(config, models, subjects, cands)
     finally:
         close_log_file(handler)
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def reports_only(config, subjects, cands):
+    """``--reports-only``: no processing; each selected input is shown as complete or not processed, and
+    logs/CITATION.md and the subject reports are rebuilt from the outputs on disk (their figures as they are)."""
+    from ..outputs import completion, expected_outputs, write_dataset_files
+
+    root = config.output_root
+    write_dataset_files(root, config.bids_dir, config.raw_description)
+    for cand in cands:
+        if cand.status != "selected":
+            continue
+        expected = expected_outputs(cand, root, config.method, config.write_cubic, reportlets=False)
+        done, why = completion(expected, cand.source_uri)
+        cand.status, cand.reason = ("done", "outputs complete (earlier run)") if done else \
+            ("skipped", f"not processed (--reports-only): {why}")
+    write_reports(subjects, cands, config)
+    LOGGER.info("reports rebuilt for %d participant(s) from the outputs in %s", len(subjects), root)
+    return exitcodes.OK
 
 
 def participant(config, models, subjects, cands):
@@ -236,7 +261,7 @@ def participant(config, models, subjects, cands):
 
     write_dataset_files(root, config.bids_dir, config.raw_description)
     clean_stale_temporaries(root, subjects)
-    expected = {c.relpath: expected_outputs(c, root, config.method, config.write_cubic)
+    expected = {c.relpath: expected_outputs(c, root, config.method, config.write_cubic, reportlets=config.reportlets)
                 for c in cands if c.status == "selected"}
     todo = skip_complete(cands, expected, models, config)
     ok = process(todo, expected, models, config) if todo else True
@@ -297,10 +322,14 @@ def skip_complete(cands, expected, models, config):
     for cand in cands:
         if cand.status != "selected":
             continue
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
+                               slice_profile=config.slice_profile)
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
+        elif expected[cand.relpath].marker.is_file():  # outputs of an earlier run that no longer fit
+            LOGGER.info("redoing %s: %s", cand.relpath, why)
+            todo.setdefault(cand.subject, []).append(cand)
         else:
             LOGGER.debug("to do: %s (%s)", cand.relpath, why)
             todo.setdefault(cand.subject, []).append(cand)
@@ -316,7 +345,8 @@ def process(todo, expected, models, config):
     ok = execution.run_workflow(init_main_wf(todo, config, models), config,
                                 [c for cands in todo.values() for c in cands])
     for cand in (c for cands in todo.values() for c in cands):
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config))
+        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
+                               slice_profile=config.slice_profile)
         if done:
             cand.status, cand.reason = "done", "processed in this run"
         else:

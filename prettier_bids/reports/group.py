@@ -21,8 +21,8 @@ from .subject import CSS, json_bool
 
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
            "ModelWeightsSHA256", "ProjectedOntoInput", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness",
-           "UpsamplingFactor", "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
-           "RuntimeSeconds", "QCFlags", "flag"]
+           "SliceThicknessSource", "UpsamplingFactor", "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR",
+           "ConsistencyFractionAbove10pct", "RuntimeSeconds", "QCFlags", "flag"]
 #: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
 FLAG_MADS = 3.0
 
@@ -40,7 +40,7 @@ def collect_rows(root, participants=None):
             LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
             continue
         ents = parse_entities(sidecar)
-        row = {"participant_id": f"sub-{ents['subject']}", "session": ents.get("session", "n/a"),
+        row = {"participant_id": f"sub-{ents['subject']}", "session": f"ses-{ents['session']}" if ents.get("session") else "n/a",
                "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
                "source": ";".join(meta.get("Sources", []))}
         for key in COLUMNS[6:-1]:
@@ -111,7 +111,8 @@ def html_text(rows):
                      + ("<ul>" + "".join(f"<li>{esc(r['file'])}: {esc(r['flag'])}</li>"
                                          for r in flagged) + "</ul>" if flagged else "<p>None.</p>"))
         shown = ["participant_id", "session", "contrast", "desc", "SlicePlane", "SliceSpacing", "SliceThickness",
-                 "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "RuntimeSeconds", "flag"]
+                 "SliceThicknessSource", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
+                 "RuntimeSeconds", "flag"]
         parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>")
         for r in rows:
             link = f"{r['participant_id']}.html"

@@ -47,7 +47,8 @@ QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelS
            ("Output voxel size (mm)", "OutputVoxelSize"), ("Consistency PSNR (dB)", "ConsistencyPSNR"),
            ("Voxels with error > 10 %", "ConsistencyFractionAbove10pct"), ("Model", "Model"),
            ("Weights SHA-256", "ModelWeightsSHA256"), ("Projected onto the input", "ProjectedOntoInput"),
-           ("Runtime (s)", "RuntimeSeconds")]
+           ("Slice thickness from", "SliceThicknessSource"), ("Runtime (s)", "RuntimeSeconds"),
+           ("Made by run", "GeneratedByRun")]
 
 
 def json_bool(value):
@@ -56,6 +57,8 @@ def json_bool(value):
 
 
 def _fmt(value):
+    if isinstance(value, dict) and "RunId" in value:  # GeneratedByRun: the run that made the output
+        return f"{value['RunId']} ({value.get('Date') or 'n/a'}): {value.get('Command', '')}"
     if isinstance(value, bool):
         return json_bool(value)
     if isinstance(value, list):
@@ -119,9 +122,10 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
                             for c in cands}} if cands else {"This run": {"inputs": "none"}}
     provenance = {"Execution provenance": {
         "prettier&#95;bids version": esc(__version__),
-        "Run identifier": esc(run_id) or "n/a",
-        "Date processed": _dt.datetime.now().isoformat(timespec="seconds"),
+        "Report written by run": esc(run_id) or "n/a",
+        "Date of the report": _dt.datetime.now().isoformat(timespec="seconds"),
         "Command": f"<code>{esc(command)}</code>" if command else "n/a",
+        "Outputs": "each output's QC table names the run that made it (Made by run)",
     }}
     path = root / f"sub-{subject}.html"
     with AtomicGroup() as group:  # the page appears whole or not at all

@@ -12,6 +12,7 @@ handled once they are done, so the group is renamed whole).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -302,3 +303,12 @@ def missing_content(path):
             "its content is not present here (if it is a DataLad/git-annex file, run `datalad get "
             f"{path}` or `git annex get {path}`)")
     return f"{path} is a broken link (to {target}): {hint}"
+
+
+def file_sha256(path, chunk=1 << 20):
+    """SHA-256 (hex) of a file's bytes, read in chunks: weights files, the input files outputs record."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

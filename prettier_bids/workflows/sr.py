@@ -30,7 +30,7 @@ from ..interfaces import (
     ValidateImage,
 )
 from ..naming import derivative_relpath, load_io_spec
-from ..outputs import method_paragraph
+from ..outputs import method_paragraph, run_date, source_file
 from ..sr.preprocess import output_grid_shape, peak_memory_bytes
 from ..sr.precision import resolve_precision
 
@@ -92,6 +92,9 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
               "SkullStripped": cand.skull_stripped,
               "SlicePlane": cand.plane,
               "SliceThicknessSource": cand.thickness_source,
+              "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
+              "GeneratedByRun": {"RunId": config.run_id, "Command": config.command,
+                                 "Date": run_date(config.run_id)},
               "ProcessingSoftwareVersions": config.software_versions}
     if cand.warnings:  # sidecar/header mismatches found while selecting the input
         static["Warnings"] = list(cand.warnings)
@@ -112,8 +115,11 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     outputnode = Node(IdentityInterface(fields=["out_file", "consistency_file", "info"]), name="outputnode")
     validate = Node(ValidateImage(), name="validate")
     wf.connect(inputnode, "in_file", validate, "in_file")
-    cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
-    wf.connect([(validate, cubic, [("out_file", "in_file")])])
+    need_cubic = config.method != "model" or config.write_cubic or config.reportlets
+    cubic = None
+    if need_cubic:  # the baseline, or the output itself with --method cubic
+        cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
+        wf.connect([(validate, cubic, [("out_file", "in_file")])])
     if config.method == "model":
         main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
                                  num_threads=config.omp_nthreads, project=config.consistency_projection,
@@ -123,24 +129,26 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     else:
         main = cubic
 
-    main_label = "PRETTIER super-resolution" if main is not cubic else "cubic interpolation"
-    rpt_input = Node(SRBeforeAfterRPT(before_label="thick-slice input", after_label=main_label),
-                     name="rpt_input", mem_gb=mem)
-    rpt_consistency = Node(ConsistencyMapRPT(), name="rpt_consistency", mem_gb=mem)
-    wf.connect([(validate, rpt_input, [("out_file", "before")]),
-                (main, rpt_input, [("out_file", "after")]),
-                (main, rpt_consistency, [("consistency_map", "in_file"), ("out_file", "reference")])])
-    reportlets = [("input", rpt_input), ("consistency", rpt_consistency)]
-    if main is not cubic:
-        rpt_cubic = Node(SRBeforeAfterRPT(before_label="cubic interpolation", after_label=main_label),
-                         name="rpt_cubic", mem_gb=mem)
-        wf.connect([(cubic, rpt_cubic, [("out_file", "before")]), (main, rpt_cubic, [("out_file", "after")])])
-        reportlets.insert(1, ("cubic", rpt_cubic))
-        if cand.contrast == "FLAIR":  # lesions: the reason MS users run this
-            rpt_lesions = Node(LesionViewRPT(), name="rpt_lesions", mem_gb=mem)
-            wf.connect([(validate, rpt_lesions, [("out_file", "thick")]), (cubic, rpt_lesions, [("out_file", "cubic")]),
-                        (main, rpt_lesions, [("out_file", "sr")])])
-            reportlets.append(("lesions", rpt_lesions))
+    reportlets = []
+    if config.reportlets:  # --no-reportlets: none (the subject report keeps the QC tables)
+        main_label = "PRETTIER super-resolution" if main is not cubic else "cubic interpolation"
+        rpt_input = Node(SRBeforeAfterRPT(before_label="thick-slice input", after_label=main_label),
+                         name="rpt_input", mem_gb=mem)
+        rpt_consistency = Node(ConsistencyMapRPT(), name="rpt_consistency", mem_gb=mem)
+        wf.connect([(validate, rpt_input, [("out_file", "before")]),
+                    (main, rpt_input, [("out_file", "after")]),
+                    (main, rpt_consistency, [("consistency_map", "in_file"), ("out_file", "reference")])])
+        reportlets = [("input", rpt_input), ("consistency", rpt_consistency)]
+        if main is not cubic:
+            rpt_cubic = Node(SRBeforeAfterRPT(before_label="cubic interpolation", after_label=main_label),
+                             name="rpt_cubic", mem_gb=mem)
+            wf.connect([(cubic, rpt_cubic, [("out_file", "before")]), (main, rpt_cubic, [("out_file", "after")])])
+            reportlets.insert(1, ("cubic", rpt_cubic))
+            if cand.contrast == "FLAIR":  # lesions: the reason MS users run this
+                rpt_lesions = Node(LesionViewRPT(), name="rpt_lesions", mem_gb=mem)
+                wf.connect([(validate, rpt_lesions, [("out_file", "thick")]),
+                            (cubic, rpt_lesions, [("out_file", "cubic")]), (main, rpt_lesions, [("out_file", "sr")])])
+                reportlets.append(("lesions", rpt_lesions))
 
     ds_consistency = sink("consistency", info_keys=CONSISTENCY_KEYS)
     main_uri = "bids::" + derivative_relpath(cand.entities, outs[main_kind]["desc"], spec=spec)

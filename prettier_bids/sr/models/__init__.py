@@ -9,14 +9,13 @@ Named models are weights files shipped in ``prettier_bids/data/weights/<name>.pt
 
 from __future__ import annotations
 
-import hashlib
 import math
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from ..io import save_torch_atomic
+from ..io import file_sha256, save_torch_atomic
 from .common import FACTORS, count_parameters
 from .discriminator import UNetDiscriminatorSN
 from .edsr import EDSR
@@ -94,12 +93,9 @@ def resolve_weights(name=None, path=None):
     return candidate
 
 
-def sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256(path):
+    """SHA-256 of a weights file (:func:`prettier_bids.sr.io.file_sha256`)."""
+    return file_sha256(path)
 
 
 def save_weights(path, model, arch, config, meta=None):

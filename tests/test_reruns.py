@@ -1,0 +1,63 @@
+"""Reruns that notice changes: an output is complete only for the inputs that determine it (the input file, the
+sidecar values used, model and weights, options); when one differs, that image is redone and the log says why.
+Before, adding SliceThickness to a sidecar logged "thickness 3 mm", then "already done, skipping", and the
+output kept 3.3 mm and "no SliceThickness in the sidecar"."""
+
+import json
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from _bids_support import TEST_BIDS, run_app
+
+
+def _sidecar(out, name):
+    return json.loads((out / "prettier" / "sub-02" / "anat" / name).read_text())
+
+
+@pytest.mark.slow
+def test_changed_sidecar_thickness_or_input_file_redoes_exactly_that_image(tmp_path):
+    bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
+    shutil.copytree(TEST_BIDS, bids)
+    args = [bids, out, "participant", "--participant-label", "02", "--method", "cubic", "--skip-bids-validation",
+            "-w", work]
+    first = run_app(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    flair0 = _sidecar(out, "sub-02_desc-cubic_FLAIR.json")
+    t1w0 = _sidecar(out, "sub-02_desc-cubic_T1w.json")
+    assert flair0["SourceFile"]["Size"] == os.path.getsize(bids / "sub-02/anat/sub-02_FLAIR.nii.gz")
+    assert len(flair0["SourceFile"]["SHA256"]) == 64
+    assert flair0["GeneratedByRun"]["RunId"] and "participant" in flair0["GeneratedByRun"]["Command"]
+
+    # nothing changed: both skipped
+    again = run_app(*args)
+    assert again.returncode == 0 and again.stderr.count("already done, skipping") == 2, again.stderr[-2000:]
+
+    # the FLAIR sidecar now gives another thickness: that image only is redone, with the reason
+    meta = json.loads((bids / "sub-02/anat/sub-02_FLAIR.json").read_text())
+    meta["SliceThickness"] = 3.0
+    (bids / "sub-02/anat/sub-02_FLAIR.json").write_text(json.dumps(meta))
+    third = run_app(*args)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "redoing sub-02/anat/sub-02_FLAIR.nii.gz: SliceThickness changed: 5 -> 3 mm" in third.stderr
+    assert "already done, skipping: sub-02/anat/sub-02_T1w.nii.gz" in third.stderr
+    flair1 = _sidecar(out, "sub-02_desc-cubic_FLAIR.json")
+    assert flair1["SliceThickness"] == 3.0 and flair1["SliceThicknessSource"] == "sidecar SliceThickness"
+    assert flair1["GeneratedByRun"]["RunId"] != flair0["GeneratedByRun"]["RunId"]
+    assert _sidecar(out, "sub-02_desc-cubic_T1w.json") == t1w0  # untouched
+
+    # the T1w image itself changes (same size, other voxels): redone; touched without a change: skipped
+    path = bids / "sub-02/anat/sub-02_T1w.nii.gz"
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).copy()
+    data[data.shape[0] // 2, data.shape[1] // 2, :] += 1
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), path)
+    fourth = run_app(*args)
+    assert fourth.returncode == 0, fourth.stderr[-2000:]
+    assert "redoing sub-02/anat/sub-02_T1w.nii.gz: the input file changed" in fourth.stderr
+    assert "already done, skipping: sub-02/anat/sub-02_FLAIR.nii.gz" in fourth.stderr
+    os.utime(bids / "sub-02/anat/sub-02_FLAIR.nii.gz")  # new time, same bytes
+    fifth = run_app(*args)
+    assert fifth.stderr.count("already done, skipping") == 2, fifth.stderr[-2000:]
