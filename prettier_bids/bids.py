@@ -199,15 +199,23 @@ def check_participant_labels(bids_dir, labels):
     return wanted
 
 
-def check_session_labels(labels):
+def check_session_labels(labels, bids_dir=None):
     """``--session-label`` values: BIDS labels (``ses-`` optional); an empty one (``''``, ``ses-``) selects no
-    session, so it is a usage error (BIDSError 64), not "every session"."""
+    session, so it is a usage error (BIDSError 64), not "every session". With ``bids_dir``, a label that no
+    participant has (no ``sub-*/ses-<label>`` folder) is BIDSError 18, as an unknown participant label is."""
     wanted = strip_prefix(labels, "ses-")
     if labels is not None and not wanted:
         raise BIDSError("--session-label names no session (an empty label, or just 'ses-')", 64)
     bad = [x for x in wanted if not LABEL.fullmatch(x)]
     if bad:
         raise BIDSError(f"--session-label {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
+    if bids_dir is not None and wanted:
+        known = sorted({p.name[4:] for p in Path(bids_dir).glob("sub-*/ses-*") if p.is_dir()})
+        missing = [x for x in wanted if x not in known]
+        if missing:
+            raise BIDSError("session label(s) not found in the dataset: %s (available: %s)"
+                            % (", ".join("ses-" + m for m in missing), _abbrev(["ses-" + k for k in known]) or "none"),
+                            18)
     return wanted
 
 
@@ -525,6 +533,11 @@ def check_unique_outputs(cands, spec=None):
             cand.reason = f"its outputs would also be those of {others} ({name}): remove or rename one of them"
 
 
+def _one_line(text):
+    """A log line that stays one line: control characters (a newline in a file name) shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def summarize(cands):
     """A human-readable account of what was found, selected and skipped (one line per image)."""
     n_sub = len({c.subject for c in cands})
@@ -538,6 +551,7 @@ def summarize(cands):
         if c.spacing:
             geo = f" [slice axis {c.slice_axis}, spacing {c.spacing:g} mm"
             geo += f", thickness {c.thickness:g} mm]" if c.thickness else "]"
-        lines.append(f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else ""))
-        lines.extend(f"           warning: {w}" for w in c.warnings)
+        line = f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else "")
+        lines.append(_one_line(line))
+        lines.extend(_one_line(f"           warning: {w}") for w in c.warnings)
     return "\n".join(lines)

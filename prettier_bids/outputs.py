@@ -261,8 +261,13 @@ def main_output_sidecars(root, subjects=None):
     sidecar, a missing image); ``meta`` is None when left out."""
     root = Path(root)
     descs = main_descs()
+    real_root = root.resolve()
     for sub_dir in sorted(root.glob("sub-*")):
         if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
+            continue
+        if sub_dir.is_symlink() and not sub_dir.resolve().is_relative_to(real_root):
+            LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset", sub_dir.name,
+                           sub_dir.resolve())
             continue
         for sidecar in sorted(sub_dir.rglob("*.json")):
             parts = sidecar.relative_to(root).parts

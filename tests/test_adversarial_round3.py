@@ -270,3 +270,38 @@ def test_prettier_sr_does_not_print_other_libraries_info_records(tmp_path):
     assert proc.returncode == 66
     missing = tmp_path / "missing.nii.gz"
     assert proc.stderr.strip().splitlines() == [f"prettier-sr: error: input file not found: {missing}"]
+
+
+# ------------------------------------------------------------------ follow-ups of the fresh pass (fixed by the lead)
+
+def test_group_level_skips_a_subject_folder_linked_out_of_the_derivatives(tmp_path, caplog):
+    """A sub-* symlink to another dataset's outputs: the group level does not take them as this dataset's."""
+    from prettier_bids.outputs import main_output_sidecars
+
+    other = tmp_path / "other" / "sub-02" / "anat"
+    other.mkdir(parents=True)
+    (other / "sub-02_desc-cubic_T1w.json").write_text('{"Sources": ["bids:raw:x"]}')
+    (other / "sub-02_desc-cubic_T1w.nii.gz").write_bytes(b"x")
+    root = tmp_path / "out" / "prettier"
+    root.mkdir(parents=True)
+    (root / "sub-03").symlink_to(tmp_path / "other" / "sub-02")
+    assert list(main_output_sidecars(root)) == []
+    assert "a symlink to" in caplog.text
+
+
+def test_a_newline_in_a_file_name_stays_on_one_log_line():
+    from prettier_bids.bids import Candidate, summarize
+
+    cand = Candidate(path=Path("x"), relpath="sub-01/anat/sub-01_FLAIR\nFAKE done.nii.gz", contrast="FLAIR",
+                     entities={"subject": "01"}, status="skipped", reason="odd\rname")
+    lines = summarize([cand]).splitlines()
+    assert len(lines) == 2 and "\\n" in lines[1] and "\\r" in lines[1]
+
+
+def test_a_session_label_that_no_participant_has_is_exit_18():
+    from prettier_bids.bids import BIDSError, check_session_labels
+
+    assert check_session_labels(["1", "ses-2"], TEST_BIDS) == ["1", "2"]
+    with pytest.raises(BIDSError) as err:
+        check_session_labels(["1", "9"], TEST_BIDS)
+    assert err.value.code == 18 and "ses-9" in str(err.value)

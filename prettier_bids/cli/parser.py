@@ -130,7 +130,7 @@ def validate(args):
     try:
         raw_description = check_bids_dir(bids_dir)
         check_participant_labels(bids_dir, args.participant_label)
-        check_session_labels(args.session_label)
+        check_session_labels(args.session_label, bids_dir)
         bids_filters = load_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None

@@ -97,15 +97,19 @@ def lesion_view_svg(thick, cubic, sr, out_file, slice_axis=None, n_regions=N_REG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from nibabel.affines import voxel_sizes
-    from nilearn.image import resample_to_img
+
+    from ..sr.preprocess import InputError, find_slice_axis
+    from .reportlets import _on_grid  # the reportlets' nearest lookup (per axis when the grids share their axes)
 
     sr_img = _load(sr)
     zooms = voxel_sizes(sr_img.affine)
     thick_img = _load(thick)
     if slice_axis is None:
-        slice_axis = int(np.argmax(voxel_sizes(thick_img.affine)))
-    on_grid = [resample_to_img(img, sr_img, interpolation="nearest", force_resample=True, copy_header=True)
-               for img in (thick_img, _load(cubic))]
+        try:
+            slice_axis = find_slice_axis(voxel_sizes(thick_img.affine))
+        except InputError:  # no distinct slice axis (e.g. --force on a fine image): the coarsest one
+            slice_axis = int(np.argmax(voxel_sizes(thick_img.affine)))
+    on_grid = [_on_grid(img, sr_img) for img in (thick_img, _load(cubic))]
     vols = [np.asarray(i.dataobj, dtype=np.float32) for i in on_grid] + [np.asarray(sr_img.dataobj)]
     regions = hyperintense_regions(vols[2], zooms, n_regions=n_regions)
     titles = ["thick-slice input", "cubic interpolation", "PRETTIER super-resolution"]
