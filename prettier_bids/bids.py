@@ -182,41 +182,39 @@ def resolve_participants(layout, labels=None):
     return wanted
 
 
-def check_participant_labels(bids_dir, labels):
-    """Cheap early check (no indexing) that every requested ``sub-<label>`` folder exists."""
-    wanted = strip_prefix(labels, "sub-")
+def _check_labels(labels, entity, noun, folders):
+    """The one rule for ``--participant-label`` / ``--session-label`` values: ``entity-`` optional; an empty
+    label names nothing (64, not "all"); letters and digits only (64); each must name a folder of ``folders``
+    (labels found on disk) when given (18)."""
+    option, prefix = f"--{noun}-label", f"{entity}-"
+    wanted = strip_prefix(labels, prefix)
     if labels is not None and not wanted:
-        raise BIDSError("--participant-label names no participant (an empty label, or just 'sub-')", 64)
+        raise BIDSError(f"{option} names no {noun} (an empty label, or just '{prefix}')", 64)
     bad = [x for x in wanted if not LABEL.fullmatch(x)]
     if bad:
-        raise BIDSError(f"--participant-label {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
-    known = sorted(p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir() and LABEL.fullmatch(p.name[4:]))
-    missing = [x for x in wanted if x not in known]
-    if missing:
-        raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
-                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known]) or "none"),
-                        18)
+        raise BIDSError(f"{option} {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
+    if folders is not None and wanted:
+        known = sorted({f for f in folders if LABEL.fullmatch(f)})
+        missing = [x for x in wanted if x not in known]
+        if missing:
+            raise BIDSError("%s label(s) not found in the dataset: %s (available: %s)"
+                            % (noun, ", ".join(prefix + m for m in missing),
+                               _abbrev([prefix + k for k in known]) or "none"), 18)
     return wanted
+
+
+def check_participant_labels(bids_dir, labels):
+    """Cheap early check (no indexing) that every requested ``sub-<label>`` folder exists."""
+    return _check_labels(labels, "sub", "participant",
+                         [p.name[4:] for p in Path(bids_dir).glob("sub-*") if p.is_dir()])
 
 
 def check_session_labels(labels, bids_dir=None):
     """``--session-label`` values: BIDS labels (``ses-`` optional); an empty one (``''``, ``ses-``) selects no
     session, so it is a usage error (BIDSError 64), not "every session". With ``bids_dir``, a label that no
     participant has (no ``sub-*/ses-<label>`` folder) is BIDSError 18, as an unknown participant label is."""
-    wanted = strip_prefix(labels, "ses-")
-    if labels is not None and not wanted:
-        raise BIDSError("--session-label names no session (an empty label, or just 'ses-')", 64)
-    bad = [x for x in wanted if not LABEL.fullmatch(x)]
-    if bad:
-        raise BIDSError(f"--session-label {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
-    if bids_dir is not None and wanted:
-        known = sorted({p.name[4:] for p in Path(bids_dir).glob("sub-*/ses-*") if p.is_dir()})
-        missing = [x for x in wanted if x not in known]
-        if missing:
-            raise BIDSError("session label(s) not found in the dataset: %s (available: %s)"
-                            % (", ".join("ses-" + m for m in missing), _abbrev(["ses-" + k for k in known]) or "none"),
-                            18)
-    return wanted
+    folders = None if bids_dir is None else [p.name[4:] for p in Path(bids_dir).glob("sub-*/ses-*") if p.is_dir()]
+    return _check_labels(labels, "ses", "session", folders)
 
 
 def _abbrev(items, n=8):

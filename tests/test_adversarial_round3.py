@@ -11,21 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from _bids_support import TEST_BIDS, app_environment
+from _bids_support import TEST_BIDS, run_in_process
 
 
-def _run(capsys, *args):
-    """Exit code and the non-empty stderr lines of an in-process prettier-bids run."""
-    from prettier_bids.cli import run as cli
-
-    with app_environment():
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, [ln for ln in err.splitlines() if ln.strip()]
+_run = run_in_process
 
 
 # --------------------------------------------------------------------------------------------
