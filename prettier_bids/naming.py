@@ -136,18 +136,16 @@ def derivative_relpath(entities, desc, extension=NIFTI_EXT, datatype=None, spec=
 
 
 def bids_name(entities, spec=None):
-    """The BIDS file name (no folder) that ``entities`` make, without ``desc``
-    (``sub-01_ses-1_acq-ax_FLAIR.nii.gz``), with the spec's patterns; None when they make none. A raw file whose own name differs from it is not a BIDS
-    name: pybids parsed only part of it (``sub-01_foo_FLAIR.nii.gz`` parses as ``sub-01_FLAIR.nii.gz``)."""
-    from bids.layout.writing import build_path
-
-    spec = spec or load_io_spec()
-    ents = {k: v for k, v in entities.items() if k != "desc"}
-    ents["datatype"] = ents.get("datatype") or "anat"
-    path = build_path(ents, spec["patterns"], strict=False)
-    return Path(path).name if path else None
+    """The BIDS file name (no folder) that ``entities`` make, without ``desc`` (``sub-01_ses-1_acq-ax_FLAIR.nii.gz``):
+    :func:`derivative_relpath` with no ``desc``; None when they make none. A raw file whose own name differs from it
+    is not a BIDS name: pybids parsed only part of it (``sub-01_foo_FLAIR.nii.gz`` parses as
+    ``sub-01_FLAIR.nii.gz``)."""
+    try:
+        return Path(derivative_relpath(entities, None, entities.get("extension", NIFTI_EXT), spec=spec)).name
+    except NamingError:
+        return None
 
 
-__all__ = ["NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath", "is_nifti", "load_io_spec",
-           "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities", "reportlet_desc",
-           "sidecar_of", "split_ext", "stem", "with_ext"]
+__all__ = ["NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath", "is_nifti",
+           "load_io_spec", "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities",
+           "reportlet_desc", "sidecar_of", "split_ext", "stem", "with_ext"]

@@ -282,11 +282,17 @@ def main_output_sidecars(root, subjects=None):
             yield sidecar, nifti, meta, why
 
 
+def baseline_of(nifti):
+    """The ``desc-cubic`` file beside the ``desc-prettier`` output ``nifti`` (its cubic baseline's name)."""
+    sr_desc, cubic_desc = main_descs()
+    return nifti.with_name(nifti.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}"))
+
+
 def shown_outputs(root, subjects=None, skipped=None):
     """The output that stands for each image in the reports and the methods text: its ``desc-prettier`` output,
     or its ``desc-cubic`` one where it has no usable ``desc-prettier`` output; list of ``(nifti, meta)``.
     Left-out sidecars are appended to ``skipped`` as ``(sidecar, why)`` when given."""
-    sr_desc, cubic_desc = main_descs()
+    sr_desc = main_descs()[0]
     found = []
     for sidecar, nifti, meta, why in main_output_sidecars(root, subjects):
         if why:
@@ -294,8 +300,7 @@ def shown_outputs(root, subjects=None, skipped=None):
                 skipped.append((sidecar, why))
             continue
         found.append((nifti, meta))
-    with_sr = {n.with_name(n.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}")) for n, _ in found
-               if parse_entities(n).get("desc") == sr_desc}
+    with_sr = {baseline_of(n) for n, _ in found if parse_entities(n).get("desc") == sr_desc}
     return [(n, m) for n, m in found if n not in with_sr]
 
 
@@ -534,11 +539,11 @@ def dataset_methods(root, versions=None):
     for (method, profile, model, sha, precision, projected), group in groups.items():
         text += method_paragraph(_scope(group, len(groups) == 1), method, profile, model, sha, precision, projected)
     sr_desc, cubic_desc = main_descs()
-    baselines = sum(1 for nifti, _ in shown if parse_entities(nifti).get("desc") == sr_desc
-                    and nifti.with_name(nifti.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}")).is_file())
+    super_resolved = [n for n, _ in shown if parse_entities(n).get("desc") == sr_desc]
+    baselines = sum(baseline_of(n).is_file() for n in super_resolved)
     if baselines:
-        which = "each super-resolved image" if baselines == sum(
-            1 for n, _ in shown if parse_entities(n).get("desc") == sr_desc) else f"{baselines} super-resolved image(s)"
+        which = "each super-resolved image" if baselines == len(super_resolved) else \
+            f"{baselines} super-resolved image(s)"
         text += BASELINE_DESC.format(which=which, cubic=cubic_desc)
     return text
 

@@ -137,12 +137,8 @@ def nearest_existing(path):
 
 
 def is_within(path, folder):
-    """True when ``path`` (resolved) is ``folder`` or lies below it."""
-    try:
-        Path(path).resolve().relative_to(Path(folder).resolve())
-        return True
-    except ValueError:
-        return False
+    """True when ``path`` (resolved) is ``folder`` (resolved) or lies below it."""
+    return _below(Path(path).resolve(), Path(folder).resolve())
 
 
 def into_dataset(path, dataset, allowed=("derivatives",)):

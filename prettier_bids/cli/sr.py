@@ -95,9 +95,7 @@ def _main(args):
     # Ctrl-C) are not this command's output
     logging.getLogger("prettier_bids").setLevel(logging.WARNING if args.quiet else logging.INFO)
     from ..paths import OutputPathError, check_output_paths
-    from ..sr.io import clean_stale_temporaries
-
-    from ..sr.io import missing_content
+    from ..sr.io import clean_stale_temporaries, missing_content
 
     inp, out = Path(args.input), Path(args.output)
     broken = missing_content(inp)

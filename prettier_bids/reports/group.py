@@ -40,7 +40,8 @@ def collect_rows(root, participants=None):
             LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
             continue
         ents = parse_entities(sidecar)
-        row = {"participant_id": f"sub-{ents['subject']}", "session": f"ses-{ents['session']}" if ents.get("session") else "n/a",
+        session = f"ses-{ents['session']}" if ents.get("session") else "n/a"  # as the summary TSV writes it
+        row = {"participant_id": f"sub-{ents['subject']}", "session": session,
                "contrast": ents["suffix"], "desc": ents["desc"], "file": nifti.relative_to(root).as_posix(),
                "source": ";".join(meta.get("Sources", []))}
         for key in COLUMNS[6:-1]:

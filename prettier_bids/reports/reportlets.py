@@ -159,7 +159,8 @@ def _text(x, y, size, text, anchor="start", fill="white", box=False):
 
     out = ""
     if box:  # a title on a white box, as nilearn draws it
-        out += (f'<rect x="{x - size * 0.2:.1f}" y="{y - size * 1.05:.1f}" width="{size * 0.62 * len(text) + size * 0.4:.1f}" '
+        width = size * 0.62 * len(text) + size * 0.4
+        out += (f'<rect x="{x - size * 0.2:.1f}" y="{y - size * 1.05:.1f}" width="{width:.1f}" '
                 f'height="{size * 1.35:.1f}" fill="white"/>')
         fill = "black"
     return out + (f'<text x="{x:.1f}" y="{y:.1f}" font-family="sans-serif" font-size="{size:.1f}" fill="{fill}" '
