@@ -2,8 +2,9 @@
 
     python benchmarks/speed.py [--threads 2] [--shape 256 256 24] [--zooms 0.9 0.9 6] [--precision auto]
 
-A method may name its network arithmetic after ``@`` (``default@fp32``, ``model:NAME@bf16``) to compare both
-in one run; otherwise ``--precision`` (default ``auto``, what prettier-sr and prettier-bids run: bf16 where the
+A method may name its output grid after ``#`` (``default#1mm``, ``cubic#native``; otherwise ``--output-grid``,
+default ``native``) and its network arithmetic after ``@`` (``default@fp32``, ``model:NAME#1mm@bf16``) to compare
+them in one run; otherwise ``--precision`` (default ``auto``, what prettier-sr and prettier-bids run: bf16 where the
 CPU computes it natively, else fp32) applies. The table gives the arithmetic that ran.
 
 Each method runs in its own subprocess (so peak RSS is its own). The default model is the shipped
@@ -35,7 +36,7 @@ def synthetic_clinical(shape, zooms, seed=0):
     return nib.Nifti1Image(data.astype(np.int16), np.diag(list(zooms) + [1.0]))
 
 
-def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision="auto"):
+def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision="auto", grid="native"):
     import torch
 
     from prettier_bids.sr.models import build_model
@@ -47,10 +48,12 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision=
     out = {"method": method}
     method, _, named = method.partition("@")
     precision = named or precision
+    method, _, named_grid = method.partition("#")
+    out["grid"] = grid = named_grid or grid
     out["precision"] = resolve_precision(precision) if method != "cubic" else "fp32"
     t0 = time.time()
     if method == "cubic":
-        res = super_resolve(img, method="cubic")
+        res = super_resolve(img, method="cubic", output_grid=grid)
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
     elif method == "default" or method.startswith("model:"):
@@ -65,7 +68,7 @@ def run_one(method, shape, zooms, threads, batch_size, paper_windows, precision=
             model = LoadedModel(net, "edsr-compact (random init)", "", "")
             out["weights"] = "random init (no shipped weights)"
         t0 = time.time()
-        res = super_resolve(img, model=model, batch_size=batch_size, precision=precision)
+        res = super_resolve(img, model=model, batch_size=batch_size, precision=precision, output_grid=grid)
         out["seconds"] = time.time() - t0
         out["output_shape"] = res.info["OutputShape"]
     elif method == "paper":
@@ -95,26 +98,32 @@ def main(argv=None):
                    help="comma-separated: cubic, default, model:NAME (a shipped model), paper")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the network's arithmetic for methods without @PRECISION (default: auto, as shipped)")
+    p.add_argument("--output-grid", choices=("native", "1mm"), default="native",
+                   help="the output grid for methods without #GRID (default: native, as shipped)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(args.one, args.shape, args.zooms, args.threads, args.batch_size, args.paper_windows,
-                                 args.precision)))
+                                 args.precision, args.output_grid)))
         return 0
     rows = []
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, "--one", method, "--shape", *map(str, args.shape), "--zooms",
                *map(str, args.zooms), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-               "--paper-windows", str(args.paper_windows), "--precision", args.precision]
+               "--paper-windows", str(args.paper_windows), "--precision", args.precision,
+               "--output-grid", args.output_grid]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     geom = f"{'x'.join(map(str, args.shape))} at {'x'.join(f'{z:g}' for z in args.zooms)} mm"
     print(f"## Speed per clinical volume ({geom}), {args.threads} threads\n")
-    print("| method | arithmetic | wall time (s) | peak RSS (MB) | notes |\n|---|---|---|---|---|")
+    print("| method | grid | arithmetic | wall time (s) | peak RSS (MB) | output shape | notes |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         note = r.get("weights", "") or (f"extrapolated from {r['extrapolated_from_windows']} windows"
                                          if "extrapolated_from_windows" in r else "")
-        print(f"| {r['method']} | {r['precision']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {note} |")
+        shape = "x".join(map(str, r.get("output_shape", []))) or "n/a"
+        print(f"| {r['method']} | {r.get('grid', 'n/a')} | {r['precision']} | {r['seconds']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {shape} | {note} |")
     by = {r["method"]: r for r in rows}
     if "default" in by and "paper" in by:
         print(f"\npaper EDSR / default: {by['paper']['seconds'] / by['default']['seconds']:.1f}x slower")

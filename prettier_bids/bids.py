@@ -25,7 +25,14 @@ from .exitcodes import CodedError
 from .naming import (NamingError, bids_name, derivative_relpath, load_io_spec, output_desc, parse_entities,
                      pattern_entities, stem)
 from .sr.io import JSONReadError, missing_content, read_json
-from .sr.preprocess import InputError, check_geometry, check_output_grid, find_slice_axis, plausible_thickness
+from .sr.preprocess import (
+    DEFAULT_OUTPUT_GRID,
+    InputError,
+    check_geometry,
+    check_output_grid,
+    find_slice_axis,
+    plausible_thickness,
+)
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -416,7 +423,7 @@ def _sidecar_bool(cand, key, default=False):
     return default
 
 
-def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
+def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=DEFAULT_OUTPUT_GRID):
     """Fill in the geometry of ``cand`` from its header and sidecar and decide whether to process it.
 
     Header voxel sizes decide the slice axis and spacing (the same rule as the SR core);
@@ -464,7 +471,7 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM):
         cand.reason = f"slice spacing {spacing:.2f} mm is below --min-slice-spacing {min_slice_spacing:g} mm ({zs} mm)"
         return cand
     try:  # the output grid and the memory it needs, from the header alone
-        check_output_grid(shape, zooms, axis)
+        check_output_grid(shape, zooms, axis, grid=output_grid)
     except InputError as exc:
         cand.status, cand.reason = "failed", str(exc)
         return cand
@@ -498,7 +505,7 @@ def slice_plane(affine, axis):
 
 
 def select(layout, subjects, sessions=None, contrasts=None, filters=None,
-           min_slice_spacing=MIN_SLICE_SPACING_MM, spec=None):
+           min_slice_spacing=MIN_SLICE_SPACING_MM, spec=None, output_grid=DEFAULT_OUTPUT_GRID):
     """Query, inspect and classify every matching image; raises BIDSError(18) when nothing matched."""
     cands = collect_candidates(layout, subjects, sessions, contrasts, filters, spec)
     if not cands:
@@ -507,7 +514,7 @@ def select(layout, subjects, sessions=None, contrasts=None, filters=None,
         raise BIDSError(f"no {what} images found for participant(s) {_abbrev(['sub-' + s for s in subjects])}{ses}"
                         + (" with the --bids-filter-file filters" if filters else ""), 18)
     for cand in cands:
-        inspect_candidate(cand, min_slice_spacing)
+        inspect_candidate(cand, min_slice_spacing, output_grid)
     check_unique_outputs(cands, spec)
     return cands
 

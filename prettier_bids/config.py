@@ -38,6 +38,7 @@ class Config:
     slice_profile: str = "boxcar"
     consistency_projection: bool = True  # project model outputs onto the input (--no-consistency-projection)
     precision: str = "auto"  # the network's arithmetic (--precision; sr.precision.PRECISIONS)
+    output_grid: str = "native"  # the output's in-plane grid (--output-grid; sr.preprocess.OUTPUT_GRIDS)
     device: str = "cpu"
     batch_size: int = 8
     # execution

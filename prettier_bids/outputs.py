@@ -194,11 +194,13 @@ SIDECAR_TYPES = {
     "ModelWeightsSHA256": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "Precision": ("a string", lambda v: isinstance(v, str)),
     "SliceProfile": ("a string", lambda v: isinstance(v, str)),
+    "OutputGrid": ("a string", lambda v: isinstance(v, str)),
     "SlicePlane": ("a string", lambda v: isinstance(v, str)),
     "ProjectedOntoInput": ("true or false", lambda v: isinstance(v, bool)),
     "SliceAxis": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     **{k: ("a number", _is_number) for k in ("SliceSpacing", "SliceThickness", "UpsamplingFactor", "ConsistencyPSNR",
-                                             "ConsistencyFractionAbove10pct", "RuntimeSeconds")},
+                                             "NetworkConsistencyPSNR", "ConsistencyFractionAbove10pct",
+                                             "RuntimeSeconds")},
     **{k: ("a list of numbers", lambda v: isinstance(v, list) and all(map(_is_number, v)))
        for k in ("InputVoxelSize", "OutputVoxelSize")},
     **{k: ("a list of strings", _is_strings) for k in ("QCFlags", "HeaderWarnings", "Warnings")},
@@ -305,7 +307,7 @@ def shown_outputs(root, subjects=None, skipped=None):
 
 
 def completion(expected, source_uri, weights_sha=None, projected=None, precision=None, cand=None,
-               slice_profile=None):
+               slice_profile=None, output_grid=None):
     """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
     whether the output was projected onto the input, and the network's arithmetic, ``fp32`` or ``bf16``, each
     where given); else ``(False, why)``. A marker whose values have the wrong types is not complete (the input
@@ -313,7 +315,8 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
 
     With ``cand`` (the input as selected now) the marker must also have been made from the same input file
     (``SourceFile``: size and time, else its SHA-256) and the same sidecar values (the slice thickness and where
-    it came from); with ``slice_profile``, the same slice profile. ``why`` then says what changed
+    it came from); with ``slice_profile``, the same slice profile; with ``output_grid``, the same output grid (an
+    output without ``OutputGrid`` was made on the ``1mm`` grid, the only one before 2026-12-04). ``why`` then says what changed
     (``SliceThickness changed: 3.3 -> 3 mm``)."""
     if not expected.marker.is_file():
         return False, "no completion marker"
@@ -334,6 +337,8 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
                            f"{cand.thickness_source}")
     if slice_profile is not None and meta.get("SliceProfile", slice_profile) != slice_profile:
         return False, f"SliceProfile changed: {meta['SliceProfile']} -> {slice_profile}"
+    if output_grid is not None and meta.get("OutputGrid", "1mm") != output_grid:
+        return False, f"OutputGrid changed: {meta.get('OutputGrid', '1mm')} -> {output_grid}"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
         return False, f"{expected.marker.name} was made with other model weights"
     if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:
@@ -451,7 +456,7 @@ NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when
 DESCRIBED_SOFTWARE = ("prettier_bids", "nipype", "pybids", "niworkflows", "nireports", "torch", "nibabel")
 
 SR_DESC = """\
-{scope} was {how}, giving a volume of about 1 mm isotropic voxels covering the same field of view.
+{scope} was {how}, giving {grid} covering the same field of view.
 Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
 Data consistency was checked by re-simulating the thick slices from the {checked} with the acquisition's
 slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
@@ -464,6 +469,13 @@ measured."""
 BASELINE_DESC = """\
 A cubic-spline interpolation of {which} onto the same grid (desc-{cubic}) is included as a baseline.
 """
+
+#: How the methods text names the output grid (``OutputGrid``: ``sr.preprocess.OUTPUT_GRIDS``).
+GRID_DESC = {"1mm": "a volume of about 1 mm isotropic voxels",
+             "native": "a volume that keeps the input's in-plane voxels (those of 0.4-1.25 mm; others resampled to "
+                       "1 mm) with about 1 mm spacing along the slice axis; the network worked on a grid of about "
+                       "1 mm, and on finer in-plane grids its change to a cubic-spline interpolation of the input "
+                       "along the slice axis was resampled onto the input's in-plane voxels"}
 
 #: How the methods text names the network's arithmetic (``sr.precision.resolve_precision``).
 ARITHMETIC = {"fp32": "32-bit floating point",
@@ -483,10 +495,11 @@ def main_paragraph(counts, versions):
     return MAIN_DESC.format(counted=counted(counts), **vers)
 
 
-def method_paragraph(scope, method, profile, model=None, sha256=None, precision="fp32", projected=False):
+def method_paragraph(scope, method, profile, model=None, sha256=None, precision="fp32", projected=False,
+                     grid="native"):
     """How some images were made (``scope``: ``Each image``, ``Each FLAIR image``, ``Each of 4 images (...)``;
     ``method``: ``model`` or ``cubic``; ``model``: the model's name; ``precision``: the network's arithmetic;
-    ``projected``: whether the outputs were projected onto the input)."""
+    ``projected``: whether the outputs were projected onto the input; ``grid``: the ``OutputGrid``)."""
     from .sr.preprocess import SCALE_PERCENTILE  # numpy and scipy: not at import (the parser imports this module)
 
     if method == "model":
@@ -496,7 +509,10 @@ def method_paragraph(scope, method, profile, model=None, sha256=None, precision=
                "directions, the two results averaged, the network computing in " + ARITHMETIC.get(precision, precision))
     else:
         how = "interpolated with cubic splines"
-    return SR_DESC.format(scope=scope, how=how, profile=profile, percentile=SCALE_PERCENTILE,
+    grid_desc = GRID_DESC.get(grid, f"a volume on the {grid} grid")
+    if method != "model" and grid == "native":
+        grid_desc = GRID_DESC["native"].split("; the network")[0]
+    return SR_DESC.format(scope=scope, how=how, grid=grid_desc, profile=profile, percentile=SCALE_PERCENTILE,
                           checked="network's output" if projected else "output",
                           projected=PROJECTED_DESC if projected else "")
 
@@ -506,10 +522,11 @@ def _recipe(nifti, meta):
     sr_desc = main_descs()[0]
     method = meta.get("Method") or ("model" if parse_entities(nifti).get("desc") == sr_desc else "cubic")
     profile = meta.get("SliceProfile") or "unknown"
+    grid = meta.get("OutputGrid") or "1mm"  # outputs made before 2026-12-04 have no OutputGrid: all on the 1 mm grid
     if method != "model":
-        return ("cubic", profile, None, None, "fp32", False)
+        return ("cubic", profile, None, None, "fp32", False, grid)
     return ("model", profile, meta.get("Model"), meta.get("ModelWeightsSHA256"), meta.get("Precision") or "fp32",
-            bool(meta.get("ProjectedOntoInput", False)))
+            bool(meta.get("ProjectedOntoInput", False)), grid)
 
 
 def _scope(counts, only):
@@ -524,7 +541,7 @@ def _scope(counts, only):
 def dataset_methods(root, versions=None):
     """The methods text of every output in the derivatives dataset ``root`` (not only this run's): for each
     image, the output that stands for it (:func:`shown_outputs`), grouped by how it was made (method, model,
-    weights, arithmetic, slice profile, projection), read from the sidecars; the software versions are those
+    weights, arithmetic, slice profile, projection, output grid), read from the sidecars; the software versions are those
     in the sidecars (``versions``: the current run's, for outputs that do not record them)."""
     shown = shown_outputs(root)
     counts, groups, used = {}, {}, {}
@@ -536,8 +553,9 @@ def dataset_methods(root, versions=None):
         for name, version in (meta.get("ProcessingSoftwareVersions") or versions or {}).items():
             used.setdefault(name, {})[version] = None
     text = main_paragraph(counts, {**(versions or {}), **{k: " and ".join(v) for k, v in used.items()}})
-    for (method, profile, model, sha, precision, projected), group in groups.items():
-        text += method_paragraph(_scope(group, len(groups) == 1), method, profile, model, sha, precision, projected)
+    for (method, profile, model, sha, precision, projected, grid), group in groups.items():
+        text += method_paragraph(_scope(group, len(groups) == 1), method, profile, model, sha, precision, projected,
+                                 grid)
     sr_desc, cubic_desc = main_descs()
     super_resolved = [n for n, _ in shown if parse_entities(n).get("desc") == sr_desc]
     baselines = sum(baseline_of(n).is_file() for n in super_resolved)

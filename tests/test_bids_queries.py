@@ -210,6 +210,12 @@ def test_completion_marker_rules(tmp_path):
     assert po.completion(exp, cand.source_uri, "abc", True, "bf16") == (True, "")
     assert po.completion(exp, cand.source_uri, "abc", True, "fp32") == (
         False, "sub-01_desc-prettier_FLAIR.json was made in bf16 arithmetic, not fp32")
+    # outputs made before the native grid (no OutputGrid) are on the 1 mm grid: redone for the native default
+    assert po.completion(exp, cand.source_uri, "abc", output_grid="native") == (False, "OutputGrid changed: 1mm -> native")
+    assert po.completion(exp, cand.source_uri, "abc", output_grid="1mm") == (True, "")
+    _write(exp.marker, json.dumps({**good, "OutputGrid": "native"}))
+    assert po.completion(exp, cand.source_uri, "abc", output_grid="native") == (True, "")
+    assert po.completion(exp, cand.source_uri, "abc", output_grid="1mm") == (False, "OutputGrid changed: native -> 1mm")
     exp.niftis["cubic"].unlink()
     done, why = po.completion(exp, cand.source_uri, "abc")
     assert not done and "sub-01_desc-cubic_FLAIR.nii.gz" in why

@@ -294,8 +294,8 @@ def test_one_outlier_voxel_leaves_the_output_and_its_qc_like_the_clean_images(va
     assert res.info["IntensityScale"]["Value"] == pytest.approx(ref.info["IntensityScale"]["Value"], rel=0.02)
     assert res.info["OutliersClipped"] == 1 and ref.info["OutliersClipped"] == 0
     # QC is measured on the clean scale: a faithful output passes, within a few dB of the clean image's
-    assert res.info["QCFlags"] == [] and res.info["ConsistencyPSNR"] > CONSISTENCY_PSNR_FLOOR_DB
-    assert abs(res.info["ConsistencyPSNR"] - ref.info["ConsistencyPSNR"]) < 8
+    assert res.info["QCFlags"] == [] and res.info["NetworkConsistencyPSNR"] > CONSISTENCY_PSNR_FLOOR_DB
+    assert abs(res.info["NetworkConsistencyPSNR"] - ref.info["NetworkConsistencyPSNR"]) < 8
     # ...and still flags an output that lost the image (measured on the same, robust scale)
     from prettier_bids.sr.consistency import check_consistency, qc_flags
 

@@ -122,7 +122,7 @@ def test_reconstruction_grid_covers_input_fov(axis, rot):
 def test_inplane_resampling_to_1mm():
     data = np.random.default_rng(0).random((64, 60, 20)).astype(np.float32) * 100
     img = nib.Nifti1Image(data, np.diag([0.5, 0.5, 4.0, 1.0]))
-    res = super_resolve(img, method="cubic")
+    res = super_resolve(img, method="cubic", output_grid="1mm")
     zooms = np.sqrt((res.image.affine[:3, :3] ** 2).sum(0))
     np.testing.assert_allclose(zooms, [1.0, 1.0, 1.0], atol=1e-6)
     assert res.image.shape == (32, 30, 79)  # 20 slices x 4, less the row beyond the last slab (degrade.output_rows)
@@ -226,8 +226,10 @@ def test_super_resolve_projects_the_network_output_onto_the_input():
     raw = super_resolve(img, model=model, batch_size=4, slice_thickness=5.0, project=False)
     out = super_resolve(img, model=model, batch_size=4, slice_thickness=5.0)
     assert out.info["ProjectedOntoInput"] is True and raw.info["ProjectedOntoInput"] is False
-    # the QC figures describe the network's output, before the projection
-    assert out.info["ConsistencyPSNR"] == raw.info["ConsistencyPSNR"] < 60
+    # the QC figures describe the network's output, before the projection; ConsistencyPSNR the stored output
+    assert out.info["NetworkConsistencyPSNR"] == raw.info["NetworkConsistencyPSNR"] < 60
+    assert abs(raw.info["ConsistencyPSNR"] - raw.info["NetworkConsistencyPSNR"]) < 0.5  # clipped to the input's range
+    assert out.info["ConsistencyPSNR"] > raw.info["ConsistencyPSNR"] + 20
     np.testing.assert_array_equal(out.consistency_map.get_fdata(), raw.consistency_map.get_fdata())
     x, o = img.get_fdata(dtype=np.float32), out.image.get_fdata(dtype=np.float32)
     again = degrade.redegrade(o, 2, 6, 6.0, 5.0)
@@ -241,16 +243,16 @@ def test_super_resolve_projects_the_network_output_onto_the_input():
 
 
 def test_projection_on_a_resampled_grid_with_negative_intensities():
-    """0.5 mm in-plane voxels (resampled to 1 mm) and intensities around zero (offset scaling): the projection
-    works on the working grid, so the output still reproduces the working-grid input."""
+    """0.5 mm in-plane voxels resampled to 1 mm (``output_grid="1mm"``) and intensities around zero (offset
+    scaling): the projection works on the working grid, so the output still reproduces the working-grid input."""
     from prettier_bids.sr.preprocess import voxel_sizes, working_grid
 
     rng = np.random.default_rng(2)
     data = (ndimage.gaussian_filter(rng.random((48, 40, 6)), 2).astype(np.float32) - 0.5) * 800
     img = nib.Nifti1Image(data, np.diag([0.5, 0.5, 6.0, 1.0]))
     model = LoadedModel(build_model("edsr-compact", n_blocks=1, n_feats=8, tail_feats=8)[0].eval(), "random", "", "")
-    out = super_resolve(img, model=model, batch_size=4)
-    raw = super_resolve(img, model=model, batch_size=4, project=False)
+    out = super_resolve(img, model=model, batch_size=4, output_grid="1mm")
+    raw = super_resolve(img, model=model, batch_size=4, project=False, output_grid="1mm")
     assert out.info["InplaneResampled"] and out.info["IntensityScale"]["Offset"] < 0
     work, _ = working_grid(data, voxel_sizes(img.affine), 2)
     o = out.image.get_fdata(dtype=np.float32)

@@ -20,6 +20,7 @@ import threading
 
 from .. import exitcodes
 from ..sr.precision import PRECISIONS
+from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 
 
 class CLIError(Exception):
@@ -45,6 +46,16 @@ def add_projection_option(parser, dest="project", scoring=False):
              "keep the network's output as it is (default: project it onto the input, the least change that "
              "makes the output reproduce the input slices under the slice profile)")
     parser.add_argument("--no-consistency-projection", dest=dest, action="store_false", help=help_)
+
+
+def add_output_grid_option(parser, dest="output_grid"):
+    """``--output-grid {native,1mm}`` (``sr.preprocess.OUTPUT_GRIDS``): the one spelling of the option in the
+    commands that make outputs."""
+    parser.add_argument("--output-grid", dest=dest, choices=OUTPUT_GRIDS, default=DEFAULT_OUTPUT_GRID,
+                        help="native (default): the output keeps the input's in-plane voxels (for in-plane voxel "
+                             "sizes of 0.4-1.25 mm; others are resampled to 1 mm) and gets ~1 mm rows along the "
+                             "slice axis; 1mm: a ~1 mm grid in every direction (the outputs of earlier versions), for pipelines "
+                             "that need it")
 
 
 def add_precision_option(parser, dest="precision"):

@@ -20,6 +20,7 @@ from .options import (
     CLIError,
     UsageParser,
     add_precision_option,
+    add_output_grid_option,
     add_projection_option,
     check_folder,
     device,
@@ -81,6 +82,7 @@ def build_parser():
     m.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
     add_projection_option(m, dest="consistency_projection")
+    add_output_grid_option(m)
     add_precision_option(m)
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")

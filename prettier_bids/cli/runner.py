@@ -131,7 +131,7 @@ def select_inputs(config):
                             participants=config.participant_label)
         subjects = resolve_participants(layout, config.participant_label)
         cands = select(layout, subjects, config.session_label, config.contrast, config.bids_filters,
-                       config.min_slice_spacing)
+                       config.min_slice_spacing, output_grid=config.output_grid)
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     LOGGER.info("%s", summarize(cands))
@@ -323,7 +323,7 @@ def skip_complete(cands, expected, models, config):
         if cand.status != "selected":
             continue
         done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
-                               slice_profile=config.slice_profile)
+                               slice_profile=config.slice_profile, output_grid=config.output_grid)
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)

@@ -15,6 +15,7 @@ from .options import (
     CapAtCPUs,
     UsageParser,
     add_precision_option,
+    add_output_grid_option,
     add_projection_option,
     check_device_available,
     device,
@@ -39,7 +40,8 @@ def build_parser():
                + exitcodes.epilog(PROG),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="3D NIfTI image with thick slices")
-    p.add_argument("output", help="output NIfTI (~1 mm grid over the same field of view)")
+    p.add_argument("output", help="output NIfTI (the input's in-plane voxels, ~1 mm rows along the slice axis, the "
+                                  "same field of view; see --output-grid)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", default=None,
                    help="name of a shipped model (default: the default model, or the one made for the input's "
@@ -53,6 +55,7 @@ def build_parser():
     p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
     add_projection_option(p)
+    add_output_grid_option(p)
     add_precision_option(p)
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
@@ -144,7 +147,7 @@ def _main(args):
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
                             profile=args.slice_profile, force=args.force, device=args.device,
                             batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project,
-                            precision=args.precision)
+                            precision=args.precision, output_grid=args.output_grid)
     except AlreadyHighResolution as exc:
         return _error(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR)
     except InputError as exc:

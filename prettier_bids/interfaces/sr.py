@@ -14,6 +14,7 @@ from nipype.interfaces.base import (
 )
 
 from ..sr.precision import PRECISIONS
+from ..sr.preprocess import OUTPUT_GRIDS
 
 #: Loaded models per process (MultiProc workers are reused across images).
 _MODELS: dict = {}
@@ -63,6 +64,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
     project = traits.Bool(True, usedefault=True, desc="project the network's output onto the input slices")
     precision = traits.Enum(*PRECISIONS, usedefault=True, desc="the network's arithmetic (sr.precision)")
+    output_grid = traits.Enum(*OUTPUT_GRIDS, usedefault=True, desc="the output's in-plane grid (sr.preprocess)")
     device = traits.Str("cpu", usedefault=True, nohash=True)
     batch_size = traits.Int(8, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
@@ -105,7 +107,7 @@ class SuperResolve(SimpleInterface):
         res = super_resolve(img, model=model, method=self.inputs.method, slice_thickness=thickness,
                             profile=self.inputs.slice_profile, device=self.inputs.device,
                             batch_size=self.inputs.batch_size, project=self.inputs.project,
-                            precision=self.inputs.precision)
+                            precision=self.inputs.precision, output_grid=self.inputs.output_grid)
         info = dict(res.info)
         if model is not None:
             meta = model.meta or {}

@@ -21,9 +21,11 @@ from .subject import CSS, json_bool
 
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
            "ModelWeightsSHA256", "ProjectedOntoInput", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness",
-           "SliceThicknessSource", "UpsamplingFactor", "InputVoxelSize", "OutputVoxelSize", "ConsistencyPSNR",
-           "ConsistencyFractionAbove10pct", "RuntimeSeconds", "QCFlags", "flag"]
-#: An output is flagged when its consistency PSNR is this many robust SDs below its group's median.
+           "SliceThicknessSource", "UpsamplingFactor", "InputVoxelSize", "OutputGrid", "OutputVoxelSize",
+           "ConsistencyPSNR", "NetworkConsistencyPSNR", "ConsistencyFractionAbove10pct", "RuntimeSeconds", "QCFlags",
+           "flag"]
+#: An output is flagged when its network's consistency PSNR (:func:`qc_psnr`) is this many robust SDs below its
+#: group's median.
 FLAG_MADS = 3.0
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -54,18 +56,28 @@ def collect_rows(root, participants=None):
     return rows
 
 
+def qc_psnr(row):
+    """The consistency PSNR the group QC compares: the network's, before the projection onto the input
+    (``NetworkConsistencyPSNR``; the projected output reproduces its input by construction), else
+    ``ConsistencyPSNR`` (cubic outputs and outputs made before 2026-12-04); None when neither is a number."""
+    for key in ("NetworkConsistencyPSNR", "ConsistencyPSNR"):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
 def _flag(rows):
     groups = {}
     for row in rows:
         groups.setdefault((row["contrast"], row["desc"]), []).append(row)
     for members in groups.values():
-        vals = np.array([float(r["ConsistencyPSNR"]) for r in members
-                         if isinstance(r["ConsistencyPSNR"], (int, float))])
+        vals = np.array([qc_psnr(r) for r in members if qc_psnr(r) is not None])
         med = float(np.median(vals)) if vals.size else 0.0
         mad = 1.4826 * float(np.median(np.abs(vals - med))) if vals.size else 0.0
         for r in members:
-            psnr = r["ConsistencyPSNR"]
-            low = isinstance(psnr, (int, float)) and vals.size >= 3 and mad > 0 and psnr < med - FLAG_MADS * mad
+            psnr = qc_psnr(r)
+            low = psnr is not None and vals.size >= 3 and mad > 0 and psnr < med - FLAG_MADS * mad
             flags = (["QC floor: " + r["QCFlags"]] if r.get("QCFlags") not in (None, "", "n/a") else []) + (
                 ["low consistency PSNR"] if low else [])
             r["flag"] = "; ".join(flags) or "n/a"
@@ -87,11 +99,10 @@ def _psnr_plot(rows):
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)
     for i, g in enumerate(groups):
-        vals = [float(r["ConsistencyPSNR"]) for r in rows if (r["contrast"], r["desc"]) == g
-                and isinstance(r["ConsistencyPSNR"], (int, float))]
+        vals = [qc_psnr(r) for r in rows if (r["contrast"], r["desc"]) == g and qc_psnr(r) is not None]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=18)
     ax.set_xticks(range(len(groups)), [f"{c}\ndesc-{d}" for c, d in groups])
-    ax.set_ylabel("consistency PSNR (dB)")
+    ax.set_ylabel("network consistency PSNR (dB)")
     ax.set_xlim(-0.6, len(groups) - 0.4)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -112,7 +123,8 @@ def html_text(rows):
                      + ("<ul>" + "".join(f"<li>{esc(r['file'])}: {esc(r['flag'])}</li>"
                                          for r in flagged) + "</ul>" if flagged else "<p>None.</p>"))
         shown = ["participant_id", "session", "contrast", "desc", "SlicePlane", "SliceSpacing", "SliceThickness",
-                 "SliceThicknessSource", "OutputVoxelSize", "ConsistencyPSNR", "ConsistencyFractionAbove10pct",
+                 "SliceThicknessSource", "OutputVoxelSize", "ConsistencyPSNR", "NetworkConsistencyPSNR",
+                 "ConsistencyFractionAbove10pct",
                  "RuntimeSeconds", "flag"]
         parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>")
         for r in rows:

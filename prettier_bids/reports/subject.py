@@ -45,6 +45,7 @@ pre{background:#f7f7f7;padding:1em;white-space:pre-wrap;font-size:.85em}
 QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelSize"),
            ("Slice spacing / thickness (mm)", None), ("Upsampling factor", "UpsamplingFactor"),
            ("Output voxel size (mm)", "OutputVoxelSize"), ("Consistency PSNR (dB)", "ConsistencyPSNR"),
+           ("Network consistency PSNR (dB)", "NetworkConsistencyPSNR"), ("Output grid", "OutputGrid"),
            ("Voxels with error > 10 %", "ConsistencyFractionAbove10pct"), ("Model", "Model"),
            ("Weights SHA-256", "ModelWeightsSHA256"), ("Projected onto the input", "ProjectedOntoInput"),
            ("Slice thickness from", "SliceThicknessSource"), ("Runtime (s)", "RuntimeSeconds"),

@@ -83,7 +83,7 @@ class VolumeScore:
     method: str
     psnr: float
     ssim: float
-    consistency: float
+    consistency: float  # the network's (NetworkConsistencyPSNR: before the projection onto the input)
     seconds: float
 
 
@@ -107,7 +107,7 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
                 ref_c, m_c = np.take(ref, np.arange(n), axis=axis), np.take(m, np.arange(n), axis=axis)
                 scores.append(VolumeScore(name, contrast, axis, spacing, thickness, method,
                                           psnr(out_c, ref_c, m_c), ssim(out_c, ref_c, m_c),
-                                          res.info["ConsistencyPSNR"], time.time() - t0))
+                                          res.info["NetworkConsistencyPSNR"], time.time() - t0))
                 outs[method] = out_c
                 LOGGER.info("%s %s %s s=%g t=%g: PSNR %.2f dB SSIM %.4f (%.0f s)", name, AXIS_NAMES[axis], method,
                             spacing, thickness, scores[-1].psnr, scores[-1].ssim, scores[-1].seconds)

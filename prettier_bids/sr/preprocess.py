@@ -18,9 +18,15 @@ from .degrade import apply_along_axis, axis_index_map, cubic_matrix, output_rows
 ISOTROPIC_MAX_MM = 1.5
 #: The thickest slices (and widest slice spacing) the SR core takes: beyond it the header's voxel size is wrong.
 MAX_SLICE_MM = 30.0
-#: In-plane voxel sizes inside this range are kept; others are resampled to ``INPLANE_TARGET_MM``.
+#: In-plane voxel sizes inside this range are kept on the network's working grid; others are resampled to
+#: ``INPLANE_TARGET_MM`` (the ~1 mm planes the networks were trained on).
 INPLANE_KEEP_RANGE = (0.8, 1.25)
 INPLANE_TARGET_MM = 1.0
+#: The output grids (``--output-grid``): ``native`` keeps the input's in-plane voxels where they are
+#: :data:`NATIVE_INPLANE_RANGE` mm (others as ``1mm``); ``1mm`` is the working grid (the outputs of earlier versions).
+OUTPUT_GRIDS = ("native", "1mm")
+DEFAULT_OUTPUT_GRID = "native"
+NATIVE_INPLANE_RANGE = (0.4, 1.25)
 #: Percentile of the foreground that maps to 1.0.
 SCALE_PERCENTILE = 99.5
 #: A slice thickness is plausible between these multiples of the slice spacing (gaps and overlaps included).
@@ -213,15 +219,16 @@ def output_dtype(input_dtype):
     return np.dtype(np.float32)
 
 
-def inplane_plan(shape, zooms, slice_axis):
-    """New shape and voxel-index map for resampling the in-plane axes to ~1 mm when far from it."""
+def inplane_plan(shape, zooms, slice_axis, keep_range=INPLANE_KEEP_RANGE):
+    """New shape and voxel-index map for resampling the in-plane axes to ~1 mm when outside ``keep_range``
+    (default: the network's working grid, :data:`INPLANE_KEEP_RANGE`)."""
     new_shape = list(shape)
     index_map = np.eye(4)
     for ax in range(3):
         if ax == slice_axis:
             continue
         v = float(zooms[ax])
-        if INPLANE_KEEP_RANGE[0] <= v <= INPLANE_KEEP_RANGE[1]:
+        if keep_range[0] <= v <= keep_range[1]:
             continue
         n_new = max(1, int(round(shape[ax] * v / INPLANE_TARGET_MM)))
         step = shape[ax] / n_new  # in old voxels: the new grid spans the same field of view
@@ -230,18 +237,35 @@ def inplane_plan(shape, zooms, slice_axis):
     return tuple(new_shape), index_map
 
 
+def output_plan(shape, zooms, slice_axis, grid=DEFAULT_OUTPUT_GRID):
+    """The output's in-plane grid (:data:`OUTPUT_GRIDS`): new shape and voxel-index map to the input grid, as
+    :func:`inplane_plan` gives them (``native``: in-plane axes of :data:`NATIVE_INPLANE_RANGE` mm kept)."""
+    if grid not in OUTPUT_GRIDS:
+        raise ValueError(f"unknown output grid {grid!r}; choose one of {OUTPUT_GRIDS}")
+    return inplane_plan(shape, zooms, slice_axis, NATIVE_INPLANE_RANGE if grid == "native" else INPLANE_KEEP_RANGE)
+
+
 def resample_inplane(data, index_map, new_shape):
-    """Cubic-spline resampling onto the grid of :func:`inplane_plan` (anti-aliased when shrinking)."""
+    """Cubic-spline resampling onto the grid of :func:`inplane_plan` (anti-aliased when shrinking).
+
+    ``index_map`` takes a voxel index of the new grid to one of ``data``'s (diagonal: axis-aligned scalings and
+    shifts); an axis whose map is the identity is left as it is."""
     out = data.astype(np.float32)
     for ax in range(3):
         step = index_map[ax, ax]
-        if new_shape[ax] == data.shape[ax] and step == 1.0:
+        if new_shape[ax] == data.shape[ax] and abs(step - 1.0) < 1e-9 and abs(index_map[ax, 3]) < 1e-9:
             continue
         if step > 1.0:  # shrinking: Gaussian pre-filter against aliasing
             out = ndimage.gaussian_filter1d(out, sigma=0.4 * step, axis=ax, mode="nearest")
         positions = index_map[ax, 3] + step * np.arange(new_shape[ax])
         out = apply_along_axis(cubic_matrix(data.shape[ax], positions), out, ax)
     return out
+
+
+def regrid_map(from_map, to_map):
+    """Voxel-index map from a grid whose map to the input is ``to_map`` onto one whose map is ``from_map``
+    (both from :func:`inplane_plan`): what :func:`resample_inplane` takes to move data between them."""
+    return np.linalg.inv(from_map) @ to_map
 
 
 def working_grid(data, zooms, slice_axis):
@@ -282,11 +306,11 @@ def check_geometry(shape, affine):
     return zooms
 
 
-def output_grid_shape(shape, zooms, slice_axis, factor=None):
-    """Shape of the SR output grid (in-plane grid of :func:`inplane_plan`; along the slice axis
+def output_grid_shape(shape, zooms, slice_axis, factor=None, grid=DEFAULT_OUTPUT_GRID):
+    """Shape of the SR output grid (in-plane grid of :func:`output_plan`; along the slice axis
     ``degrade.output_rows``)."""
     factor = upsampling_factor(float(zooms[slice_axis])) if factor is None else factor
-    grid = list(inplane_plan(tuple(shape[:3]), zooms, slice_axis)[0])
+    grid = list(output_plan(tuple(shape[:3]), zooms, slice_axis, grid)[0])
     grid[slice_axis] = output_rows(grid[slice_axis], int(factor))
     return tuple(grid)
 
@@ -326,13 +350,13 @@ def available_memory_bytes():
     return avail
 
 
-def check_output_grid(shape, zooms, slice_axis, factor=None):
+def check_output_grid(shape, zooms, slice_axis, factor=None, grid=DEFAULT_OUTPUT_GRID):
     """The output grid of an image, checked from its header: returns ``(out_shape, peak_bytes)``.
 
     Raises :class:`InputError` when the grid has more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
     peak memory (:func:`peak_memory_bytes`) is above the memory available (:func:`available_memory_bytes`).
     """
-    out_shape = output_grid_shape(shape, zooms, slice_axis, factor)
+    out_shape = output_grid_shape(shape, zooms, slice_axis, factor, grid)
     n_out = int(np.prod([int(k) for k in out_shape], dtype=object))
     if n_out > MAX_OUTPUT_VOXELS:
         raise InputError("the output grid would be %s = %.3g voxels, beyond the %.3g this tool takes; nothing was "

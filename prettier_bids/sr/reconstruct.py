@@ -21,12 +21,13 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .consistency import check_consistency, project_onto_input, qc_flags
-from .degrade import apply_along_axis, cubic_upsample_matrix, target_grid, upsampling_factor
+from .consistency import check_consistency, compare, project_onto_input, qc_flags
+from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
 from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
 from .models.common import condition_features
 from .precision import resolve_precision
 from .preprocess import (
+    DEFAULT_OUTPUT_GRID,
     SCALE_PERCENTILE,
     InputError,
     apply_scaling,
@@ -37,7 +38,10 @@ from .preprocess import (
     find_slice_axis,
     header_warnings,
     intensity_scaling,
+    output_plan,
     plausible_thickness,
+    regrid_map,
+    resample_inplane,
     restore_intensity,
     voxel_sizes,
     working_grid,
@@ -136,6 +140,21 @@ def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu",
 def cubic_array(volume, axis, factor):
     """Cubic-spline baseline on exactly the SR grid."""
     return apply_along_axis(cubic_upsample_matrix(volume.shape[axis], factor), volume, axis)
+
+
+def onto_output_grid(hr_work, x_work, x_out, axis, factor, work_map, out_map):
+    """The network's output ``hr_work`` on the working grid (input ``x_work``), brought onto the output grid
+    (input ``x_out``): the cubic-spline interpolation of ``x_out`` along the slice axis, plus what the network
+    changed on the working grid (``hr_work`` less the same interpolation of ``x_work``), resampled in-plane
+    (``work_map``, ``out_map``: the grids' voxel-index maps to the input, ``preprocess.inplane_plan``). The
+    in-plane detail of ``x_out`` stays as acquired; ``hr_work`` is consumed."""
+    hr_work -= cubic_array(x_work, axis, factor)
+    rows = list(x_out.shape)
+    rows[axis] = hr_work.shape[axis]
+    out = resample_inplane(hr_work, regrid_map(work_map, out_map), tuple(rows))
+    del hr_work
+    out += cubic_array(x_out, axis, factor)
+    return out
 
 
 @dataclass
@@ -313,17 +332,28 @@ def conform_header(img):
 
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
-                  device="cpu", batch_size=8, precision="auto", progress=None, project=True):
-    """Super-resolve a thick-slice NIfTI image to a ~1 mm grid covering the same field of view.
+                  device="cpu", batch_size=8, precision="auto", progress=None, project=True,
+                  output_grid=DEFAULT_OUTPUT_GRID):
+    """Super-resolve a thick-slice NIfTI image: ~1 mm rows along the slice axis, the same field of view.
+
+    ``output_grid`` (``preprocess.OUTPUT_GRIDS``): ``native`` (the default) keeps the input's in-plane voxels
+    (0.4-1.25 mm; others are resampled to 1 mm), ``1mm`` stores the network's ~1 mm working grid. The network
+    always works on that ~1 mm grid (``preprocess.working_grid``); on a finer native grid the output is the
+    cubic-spline interpolation of the input along the slice axis on the native grid plus what the network
+    changed (its output less the same interpolation on the working grid), resampled in-plane: the in-plane
+    detail the scanner acquired stays, the network adds the through-plane detail
+    (``benchmarks/results/native-grid.md``).
 
     ``model`` is a :class:`LoadedModel` (see :func:`load_model`); ``method="cubic"`` writes the
     cubic-spline baseline on the same grid instead. With ``project`` (the default), the network's output
-    is then projected onto the input (:func:`consistency.project_onto_input`), so that it reproduces the
-    input slices under the slice profile; the consistency PSNR and map, and the QC flags, describe the
-    network's output before that step. ``precision`` (``precision.PRECISIONS``; ``auto``: bf16 where the
-    hardware computes it natively) is the network's arithmetic; the sidecar's ``Precision`` says which one ran
-    (fp32 for the cubic baseline). Returns an :class:`SRResult` whose ``info`` describes geometry, intensity
-    scaling, consistency and timing (for JSON sidecars).
+    is then projected onto the input on the output grid (:func:`consistency.project_onto_input`), so that it
+    reproduces the input slices under the slice profile. ``ConsistencyPSNR`` is that of the stored output, put
+    back through the acquisition (slice profile, then the input's in-plane grid) and compared with the input
+    as stored; ``NetworkConsistencyPSNR``, the consistency map and the QC flags describe the output before the
+    projection, the same way. ``precision`` (``precision.PRECISIONS``; ``auto``: bf16 where the hardware
+    computes it natively) is the network's arithmetic; the sidecar's ``Precision`` says which one ran (fp32 for
+    the cubic baseline). Returns an :class:`SRResult` whose ``info`` describes geometry, intensity scaling,
+    consistency and timing (for JSON sidecars).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
@@ -338,7 +368,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     if not plausible_thickness(thickness, spacing):
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
-    check_output_grid(shape, zooms, axis, factor)
+    check_output_grid(shape, zooms, axis, factor, output_grid)
     data = load_volume(img)
     ref_dtype = _reference_dtype(img, data)
     data, n_outliers = clip_outliers(data)
@@ -347,30 +377,48 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
                        n_outliers, float(data.min()), float(data.max()))
 
     work, imap = working_grid(data, zooms, axis)
-    work_affine = np.asarray(img.affine, dtype=np.float64) @ imap
+    oshape, omap = output_plan(data.shape, zooms, axis, output_grid)
     offset, scale = intensity_scaling(work)
     x = apply_scaling(work, offset, scale)
-    LOGGER.info("input %s voxels of %s mm; slice axis %d, spacing %.2f mm, thickness %.2f mm; factor %d",
-                "x".join(map(str, data.shape)), describe_zooms(zooms), axis, spacing, thickness, factor)
+    stored = apply_scaling(data, offset, scale)  # the input as the user gave it (absurd outliers clipped)
+    on_work = oshape == work.shape and np.allclose(omap, imap)  # the output grid is the working grid
+    native = oshape == data.shape and np.allclose(omap, np.eye(4))  # ... is the input's own grid
+    xo = x if on_work else stored if native else apply_scaling(resample_inplane(data, omap, oshape), offset, scale)
+    LOGGER.info("input %s voxels of %s mm; slice axis %d, spacing %.2f mm, thickness %.2f mm; factor %d; "
+                "output grid %s (%s)", "x".join(map(str, data.shape)), describe_zooms(zooms), axis, spacing,
+                thickness, factor, output_grid, "the input's in-plane voxels" if native else
+                "in-plane resampled to %s mm" % describe_zooms(voxel_sizes(np.asarray(img.affine) @ omap)))
 
     if method == "cubic":
-        hr = cubic_array(x, axis, factor)
+        hr = cubic_array(xo, axis, factor)
     else:
         model.model.eval()
         LOGGER.info("network arithmetic: %s%s", ran, " (auto)" if precision == "auto" else "")
         hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, ran, progress,
                                  thickness_ratio=thickness / spacing)
-    hr_shape, hr_affine = target_grid(x.shape, work_affine, axis, factor)
-    assert hr.shape[axis] == x.shape[axis] * factor, (hr.shape, x.shape, factor)
+        if not on_work:
+            hr = onto_output_grid(hr, x, xo, axis, factor, imap, omap)
+    hr_shape, hr_affine = target_grid(xo.shape, np.asarray(img.affine, dtype=np.float64) @ omap, axis, factor)
+    assert hr.shape[axis] == xo.shape[axis] * factor, (hr.shape, xo.shape, factor)
     if hr.shape != hr_shape:  # even factor: the row centred on the last slab's outer face is not stored
         hr = np.ascontiguousarray(np.take(hr, np.arange(hr_shape[axis]), axis=axis))  # (degrade.output_rows)
-    cons = check_consistency(hr, x, axis, factor, spacing, thickness, profile)
+
+    def to_input(slices):  # re-degraded slices on the output's in-plane grid -> the input's grid
+        if native:
+            return slices
+        return resample_inplane(slices, regrid_map(omap, np.eye(4)), stored.shape)
+
+    net_cons = check_consistency(hr, stored, axis, factor, spacing, thickness, profile, to_input)
     projected = bool(project and method == "model")
     if projected:
-        hr = project_onto_input(hr, x, axis, factor, spacing, thickness, profile)
+        limits = [(float(v) - offset) / scale for v in (np.min(data), np.max(data))]  # restore_intensity's clip
+        hr = project_onto_input(hr, xo, axis, factor, spacing, thickness, profile, limits)
     out = restore_intensity(hr, scale, data, ref_dtype, offset)
+    del hr
+    again = redegrade(out.astype(np.float32, copy=False), axis, factor, spacing, thickness, profile)
+    cons = compare(to_input(apply_scaling(again, offset, scale)), stored, axis)
     image = make_like(out, hr_affine, img)
-    cmap = make_like(cons.error_map.astype(np.float32), work_affine, img)
+    cmap = make_like(net_cons.error_map.astype(np.float32), img.affine, img)
     info = {
         "Method": method,
         "Model": model.name if method == "model" else None,
@@ -384,15 +432,18 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "UpsamplingFactor": int(factor),
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
         "OutputShape": [int(n) for n in hr_shape],
-        "InplaneResampled": bool(work.shape != data.shape),
+        "OutputGrid": output_grid,
+        "InplaneResampled": not native,
+        "WorkingVoxelSize": [round(float(z), 4) for z in voxel_sizes(np.asarray(img.affine, dtype=np.float64) @ imap)],
         "IntensityScale": {"Percentile": SCALE_PERCENTILE, "Value": float(scale), "Offset": float(offset),
                            "Clip": [float(np.min(data)), float(np.max(data))]},
         "OutliersClipped": int(n_outliers),
         "ConsistencyPSNR": round(cons.psnr_db, 3),
+        "NetworkConsistencyPSNR": round(net_cons.psnr_db, 3),
         "ProjectedOntoInput": projected,
-        "QCFlags": qc_flags(cons.psnr_db),
+        "QCFlags": qc_flags(net_cons.psnr_db),
         "HeaderWarnings": header_warnings(img),
-        "ConsistencyFractionAbove10pct": round(cons.frac_above_10pct, 5),
+        "ConsistencyFractionAbove10pct": round(net_cons.frac_above_10pct, 5),
         "Device": str(device),
         "Precision": ran,
         "RuntimeSeconds": round(time.time() - t0, 2),

@@ -36,7 +36,8 @@ from ..sr.precision import resolve_precision
 
 #: SR-info keys copied into the consistency map's sidecar.
 CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
-                    "IntensityScale", "ConsistencyPSNR", "ConsistencyFractionAbove10pct", "QCFlags",
+                    "IntensityScale", "OutputGrid", "ConsistencyPSNR", "NetworkConsistencyPSNR",
+                    "ConsistencyFractionAbove10pct", "QCFlags",
                     "ProjectedOntoInput"]
 
 
@@ -51,12 +52,12 @@ def sr_wf_name(cand):
     return safe_name("sr_" + (key[len(prefix):] if key.startswith(prefix) else key) + "_wf")
 
 
-def _mem_gb(cand):
+def _mem_gb(cand, grid):
     """Rough peak memory of the SR node: the SR core's estimate (``preprocess.peak_memory_bytes``, the one that
     admits the image while selecting it)."""
     if cand.slice_axis is None or not cand.zooms:
         return 0.5
-    out_shape = output_grid_shape(cand.shape, cand.zooms, cand.slice_axis)
+    out_shape = output_grid_shape(cand.shape, cand.zooms, cand.slice_axis, grid=grid)
     return max(0.5, round(peak_memory_bytes(cand.shape, out_shape) / 1e9, 2))
 
 
@@ -68,7 +69,8 @@ def sr_description(config, model=None, scope=None):
     return method_paragraph(scope or "Each image", "model" if by_model else "cubic", config.slice_profile,
                             model.name if by_model else None, model.sha256 if by_model else None,
                             resolve_precision(config.precision, config.device) if by_model else "fp32",
-                            projected=config.method == "model" and config.consistency_projection)
+                            projected=config.method == "model" and config.consistency_projection,
+                            grid=config.output_grid)
 
 
 def init_sr_wf(cand, config, model=None, name=None, scope=None):
@@ -83,8 +85,9 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     wf = Workflow(name=name or sr_wf_name(cand))
     wf.__desc__ = sr_description(config, model, scope)
     source = str(cand.path)
-    mem = _mem_gb(cand)
-    common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size)
+    mem = _mem_gb(cand, config.output_grid)
+    common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size,
+                  output_grid=config.output_grid)
     if cand.thickness:
         common["slice_thickness"] = cand.thickness
     main_kind = "sr" if config.method == "model" else "cubic"
