@@ -7,20 +7,14 @@ and the workflows (``workflows/``) read it; nothing changes it afterwards.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .cli.options import cpu_count
+
 PROG = "prettier-bids"
-
-
-def cpu_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,8 +1,9 @@
 """File names: the one module for stems and extensions, ``desc-`` labels and BIDS entities.
 
-* stems and extensions: :func:`split_ext` (``.nii.gz`` kept whole) is defined in
-  :mod:`prettier_bids.sr.io`, the lowest layer (stdlib only: the SR core names its temporaries with
-  it), and re-exported here; :func:`stem`, :func:`with_ext`, :func:`sidecar_of`, :func:`nifti_of`
+* stems and extensions: :func:`split_ext` (``.nii.gz`` kept whole) and :func:`suffix_of` (the BIDS suffix)
+  are defined in :mod:`prettier_bids.sr.io`, the lowest layer (stdlib only: the SR core names its temporaries
+  with the first, prettier-sr picks a contrast's model with the second, neither needing pybids), and
+  re-exported here; :func:`stem`, :func:`with_ext`, :func:`sidecar_of`, :func:`nifti_of`
   build on it;
 * ``desc-`` labels: read from ``prettier_bids/data/io_spec.json`` (:func:`output_desc`,
   :func:`reportlet_desc`, :func:`main_descs`), never typed out elsewhere;
@@ -22,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from .exitcodes import DATAERR, CodedError
-from .sr.io import split_ext
+from .sr.io import split_ext, suffix_of  # noqa: F401  (re-exported: the suffix rule lives beside split_ext)
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Extension of the images this package writes.
@@ -43,13 +44,6 @@ class NamingError(CodedError, ValueError):
 def stem(path):
     """File name without its extension (``sub-01_FLAIR`` for ``.../sub-01_FLAIR.nii.gz``)."""
     return split_ext(path)[0]
-
-
-def suffix_of(path):
-    """The BIDS suffix of a file name: its last ``_`` part (``FLAIR`` for ``.../sub-01_acq-2d_FLAIR.nii.gz``,
-    ``FLAIR`` for ``FLAIR.nii``); None if that is not alphanumeric."""
-    last = stem(Path(path).name).split("_")[-1]
-    return last if last.isalnum() else None
 
 
 def is_nifti(path):

@@ -167,7 +167,8 @@ def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
     from prettier_bids.cli.parser import build_parser, validate
     from prettier_bids.config import Config
 
-    monkeypatch.setattr("prettier_bids.config.cpu_count", lambda: 6)
+    monkeypatch.setattr("prettier_bids.config.cpu_count", lambda: 6)  # resolves --nprocs
+    monkeypatch.setattr("prettier_bids.cli.options.cpu_count", lambda: 6)  # caps the counts while parsing
     argv = [str(TEST_BIDS), str(tmp_path / "out"), "participant", "--contrast", "flair", "-w", "wd"]
     args = build_parser().parse_args(argv)
     before = dict(vars(args))
@@ -189,6 +190,9 @@ def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
     assert config.precision == "auto"
     args = build_parser().parse_args(argv + ["--precision", "fp32"])
     assert Config.from_args(args, argv, **validate(args)).precision == "fp32"
+    assert config.output_grid == "native"
+    args = build_parser().parse_args(argv + ["--output-grid", "1mm"])
+    assert Config.from_args(args, argv, **validate(args)).output_grid == "1mm"
     assert not (tmp_path / "out").exists()  # validation and the config create nothing
 
 

@@ -244,7 +244,7 @@ def test_a_string_false_skull_stripped_is_false_in_the_output_sidecar(tmp_path):
 def test_thread_counts_above_the_cpus_are_capped_with_a_warning(tmp_path, capsys, monkeypatch):
     from prettier_bids.cli import eval_lesions, evaluate, parser, sr, train
 
-    monkeypatch.setattr("prettier_bids.config.cpu_count", lambda: 3)
+    monkeypatch.setattr("prettier_bids.cli.options.cpu_count", lambda: 3)
     cases = [(sr.build_parser(), ["in.nii.gz", "out.nii.gz", "--threads", "5000"], "threads"),
              (train.build_parser(), ["--config", "c", "--data-root", "d", "--out", "o", "--threads", "5000"],
               "threads"),

@@ -108,14 +108,20 @@ positive_int = int_at_least(1)
 positive_float = finite_float(0.0)
 
 
+def cpu_count():
+    """The CPUs this process may use (``os.sched_getaffinity``; elsewhere ``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
 class CapAtCPUs(argparse.Action):
     """``action=`` for a thread or process count (``--threads``, ``--nprocs``, ``--omp-nthreads``; ``type=``
     :data:`positive_int`): a value above the CPUs this process may use (``os.sched_getaffinity``) is lowered to
     that number, with a warning (more threads than CPUs only slows the run down)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from ..config import cpu_count
-
         cpus = cpu_count()
         if values is not None and values > cpus:
             print(f"{parser.prog}: warning: {option_string} {values} is more than the {cpus} CPU(s) available; "

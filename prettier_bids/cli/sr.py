@@ -120,8 +120,7 @@ def _main(args):
     import nibabel as nib
     import torch
 
-    from ..naming import suffix_of
-    from ..sr.io import AtomicGroup, is_disk_full
+    from ..sr.io import AtomicGroup, is_disk_full, suffix_of
     from ..sr.models import WeightsError, default_model
     from ..sr.preprocess import AlreadyHighResolution, InputError
     from ..sr.reconstruct import load_model, super_resolve

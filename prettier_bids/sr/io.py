@@ -43,6 +43,14 @@ def split_ext(name):
     return os.path.splitext(name)
 
 
+def suffix_of(path):
+    """The BIDS suffix of a file name: its last ``_`` part (``FLAIR`` for ``.../sub-01_acq-2d_FLAIR.nii.gz``,
+    ``FLAIR`` for ``FLAIR.nii``); None if that is not alphanumeric. Stdlib only, beside :func:`split_ext`, so that
+    prettier-sr picks a contrast's model without pybids (:mod:`prettier_bids.naming` re-exports it)."""
+    last = split_ext(Path(path).name)[0].split("_")[-1]
+    return last if last.isalnum() else None
+
+
 def tmp_path_for(path, suffix=""):
     """The temporary file of ``path`` for this process."""
     path = Path(path)
