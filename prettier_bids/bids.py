@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import exitcodes
 from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
@@ -58,18 +59,18 @@ def check_bids_dir(bids_dir):
     """Fail early with an exit code when BIDS_DIR is not a dataset (66 missing, 16 not BIDS)."""
     bids_dir = Path(bids_dir)
     if not bids_dir.exists():
-        raise BIDSError(f"BIDS_DIR does not exist: {bids_dir}", 66)
+        raise BIDSError(f"BIDS_DIR does not exist: {bids_dir}", exitcodes.NOINPUT)
     if not bids_dir.is_dir():
-        raise BIDSError(f"BIDS_DIR is not a folder: {bids_dir}", 66)
+        raise BIDSError(f"BIDS_DIR is not a folder: {bids_dir}", exitcodes.NOINPUT)
     desc = bids_dir / "dataset_description.json"
     if not desc.is_file():
-        raise BIDSError(f"not a BIDS dataset: {desc} is missing", 16)
+        raise BIDSError(f"not a BIDS dataset: {desc} is missing", exitcodes.BIDS_INVALID)
     try:
         data = read_json(desc)
     except JSONReadError as exc:
-        raise BIDSError(f"cannot read {desc}: {exc.reason}", 16) from None
+        raise BIDSError(f"cannot read {desc}: {exc.reason}", exitcodes.BIDS_INVALID) from None
     if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
-        raise BIDSError(f"{desc} must be a JSON object with Name and BIDSVersion", 16)
+        raise BIDSError(f"{desc} must be a JSON object with Name and BIDSVersion", exitcodes.BIDS_INVALID)
     return data
 
 
@@ -178,14 +179,14 @@ def resolve_participants(layout, labels=None):
     """The participant labels to process; unknown labels are an error (exit code 18)."""
     known = sorted(layout.get_subjects())
     if not known:
-        raise BIDSError(f"no participants (sub-* folders) found in {layout.root}", 18)
+        raise BIDSError(f"no participants (sub-* folders) found in {layout.root}", exitcodes.NO_MATCH)
     wanted = strip_prefix(labels, "sub-")
     if not wanted:
         return known
     missing = [x for x in wanted if x not in known]
     if missing:
         raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
-                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known])), 18)
+                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known])), exitcodes.NO_MATCH)
     return wanted
 
 
@@ -196,17 +197,17 @@ def _check_labels(labels, entity, noun, folders):
     option, prefix = f"--{noun}-label", f"{entity}-"
     wanted = strip_prefix(labels, prefix)
     if labels is not None and not wanted:
-        raise BIDSError(f"{option} names no {noun} (an empty label, or just '{prefix}')", 64)
+        raise BIDSError(f"{option} names no {noun} (an empty label, or just '{prefix}')", exitcodes.USAGE)
     bad = [x for x in wanted if not LABEL.fullmatch(x)]
     if bad:
-        raise BIDSError(f"{option} {bad[0]!r} is not a BIDS label (letters and digits only)", 64)
+        raise BIDSError(f"{option} {bad[0]!r} is not a BIDS label (letters and digits only)", exitcodes.USAGE)
     if folders is not None and wanted:
         known = sorted({f for f in folders if LABEL.fullmatch(f)})
         missing = [x for x in wanted if x not in known]
         if missing:
             raise BIDSError("%s label(s) not found in the dataset: %s (available: %s)"
                             % (noun, ", ".join(prefix + m for m in missing),
-                               _abbrev([prefix + k for k in known]) or "none"), 18)
+                               _abbrev([prefix + k for k in known]) or "none"), exitcodes.NO_MATCH)
     return wanted
 
 
@@ -238,22 +239,22 @@ def load_bids_filters(path, spec=None):
         data = read_json(path)
     except JSONReadError as exc:
         if exc.unreadable:
-            raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.reason}", 66) from None
-        raise BIDSError(f"--bids-filter-file {path} is {exc.reason}", 64) from None
+            raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.reason}", exitcodes.NOINPUT) from None
+        raise BIDSError(f"--bids-filter-file {path} is {exc.reason}", exitcodes.USAGE) from None
     if not isinstance(data, dict):
-        raise BIDSError(f"--bids-filter-file {path} must hold a JSON object", 64)
+        raise BIDSError(f"--bids-filter-file {path} must hold a JSON object", exitcodes.USAGE)
     by_lower = {c.lower(): c for c in spec["queries"]}
     out = {}
     for key, value in data.items():
         if key.lower() not in by_lower:
-            raise BIDSError(f"--bids-filter-file: unknown query {key!r} (known: {', '.join(sorted(by_lower))})", 64)
+            raise BIDSError(f"--bids-filter-file: unknown query {key!r} (known: {', '.join(sorted(by_lower))})", exitcodes.USAGE)
         if not isinstance(value, dict):
-            raise BIDSError(f"--bids-filter-file: the value of {key!r} must be a JSON object", 64)
+            raise BIDSError(f"--bids-filter-file: the value of {key!r} must be a JSON object", exitcodes.USAGE)
         for entity, wanted in value.items():
             if not all(isinstance(v, (str, int, float, bool)) or v is None
                        for v in (wanted if isinstance(wanted, list) else [wanted])):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
-                                f"those, not {json.dumps(wanted)}", 64)
+                                f"those, not {json.dumps(wanted)}", exitcodes.USAGE)
         out[by_lower[key.lower()]] = value
     return out
 
@@ -269,7 +270,7 @@ def check_filter_entities(layout, contrast, filters):
         close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
         raise BIDSError(f"--bids-filter-file: unknown entity {unknown[0]!r} in the {contrast.lower()!r} query"
                         + (f" (did you mean {', '.join(close)}?)" if close else
-                           " (not a BIDS entity nor a metadata field of the selected files)"), 64)
+                           " (not a BIDS entity nor a metadata field of the selected files)"), exitcodes.USAGE)
 
 
 def _query_value(value):
@@ -512,7 +513,7 @@ def select(layout, subjects, sessions=None, contrasts=None, filters=None,
         what = "/".join(contrasts or (spec or load_io_spec())["default_contrasts"])
         ses = f", session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""
         raise BIDSError(f"no {what} images found for participant(s) {_abbrev(['sub-' + s for s in subjects])}{ses}"
-                        + (" with the --bids-filter-file filters" if filters else ""), 18)
+                        + (" with the --bids-filter-file filters" if filters else ""), exitcodes.NO_MATCH)
     for cand in cands:
         inspect_candidate(cand, min_slice_spacing, output_grid)
     check_unique_outputs(cands, spec)

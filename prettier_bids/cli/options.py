@@ -23,12 +23,8 @@ from ..sr.precision import PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 
 
-class CLIError(Exception):
-    """A known problem (bad input, options or environment): one line on stderr and its exit code."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
+class CLIError(exitcodes.CodedError):
+    """A known problem (bad input, options or environment): one line on stderr and its exit code (``code``)."""
 
 
 def error(prog, msg, code):
