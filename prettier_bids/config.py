@@ -12,7 +12,9 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .bids import MIN_SLICE_SPACING_MM
 from .cli.options import cpu_count
+from .sr.precision import BATCH_SIZE
 
 PROG = "prettier-bids"
 
@@ -34,7 +36,7 @@ class Config:
     precision: str = "auto"  # the network's arithmetic (--precision; sr.precision.PRECISIONS)
     output_grid: str = "native"  # the output's in-plane grid (--output-grid; sr.preprocess.OUTPUT_GRIDS)
     device: str = "cpu"
-    batch_size: int = 8
+    batch_size: int = BATCH_SIZE
     # execution
     nprocs: int = 1
     omp_nthreads: int = 1
@@ -52,7 +54,7 @@ class Config:
     session_label: list | None = None
     contrast: list | None = None
     bids_filters: dict | None = None  # the --bids-filter-file's contents
-    min_slice_spacing: float = 2.0
+    min_slice_spacing: float = MIN_SLICE_SPACING_MM
     skip_bids_validation: bool = False
     raw_description: dict | None = None  # the input's dataset_description.json
     # provenance

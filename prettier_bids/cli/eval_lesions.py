@@ -31,8 +31,10 @@ import numpy as np
 from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
+from ..sr.precision import BATCH_SIZE
 from .evaluate import add_simulation_options
 from .options import (
+    add_batch_size_option,
     CapAtCPUs,
     UsageParser,
     add_precision_option,
@@ -65,7 +67,7 @@ def build_parser():
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("--device", type=device, default="cpu", help="torch device for the models (e.g. cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
@@ -83,7 +85,7 @@ def _finite(obj):
     return obj
 
 
-def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=8, name="", device="cpu", project=True,
+def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=BATCH_SIZE, name="", device="cpu", project=True,
                   precision="auto"):
     """Rows of per-axis metrics for the truth, cubic and each model."""
     from ..sr import lesions as L

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import __version__, exitcodes
 from .options import (
+    add_batch_size_option,
     CapAtCPUs,
     CLIError,
     UsageParser,
@@ -96,7 +97,7 @@ def build_parser():
     add_projection_option(p, scoring=True)
     add_precision_option(p)
     p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
     p.add_argument("--version", action="version", version=f"prettier-eval {__version__}")

@@ -19,7 +19,7 @@ import sys
 import threading
 
 from .. import exitcodes
-from ..sr.precision import PRECISIONS
+from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 
 
@@ -42,6 +42,12 @@ def add_projection_option(parser, dest="project", scoring=False):
              "keep the network's output as it is (default: project it onto the input, the least change that "
              "makes the output reproduce the input slices under the slice profile)")
     parser.add_argument("--no-consistency-projection", dest=dest, action="store_false", help=help_)
+
+
+def add_batch_size_option(parser):
+    """``--batch-size N`` (default ``sr.precision.BATCH_SIZE``), in every command that runs a model."""
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, metavar="N",
+                        help=f"windows per forward pass (memory vs speed; default {BATCH_SIZE})")
 
 
 def add_output_grid_option(parser, dest="output_grid"):

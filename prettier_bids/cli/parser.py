@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 
 from .. import __version__, exitcodes
+from ..bids import MIN_SLICE_SPACING_MM
 from ..config import PROG
 from .options import (
+    add_batch_size_option,
     CapAtCPUs,
     CLIError,
     UsageParser,
@@ -66,7 +68,7 @@ def build_parser():
     g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE",
                    help='JSON with extra pybids filters per contrast, fMRIPrep style: {"flair": {"acquisition": '
                         '"ax"}}')
-    g.add_argument("--min-slice-spacing", type=finite_float(0.0, 100.0), default=2.0, metavar="MM",
+    g.add_argument("--min-slice-spacing", type=finite_float(0.0, 100.0), default=MIN_SLICE_SPACING_MM, metavar="MM",
                    help="skip images whose slice spacing is below this (default: 2 mm)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the BIDS validator on the input")
@@ -85,7 +87,7 @@ def build_parser():
     add_output_grid_option(m)
     add_precision_option(m)
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
-    m.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
+    add_batch_size_option(m)
     r = p.add_argument_group("resources and execution")
     r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
                    help="Nipype work directory, reused on reruns (default: ./work); one per parallel job (a second "

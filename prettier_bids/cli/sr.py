@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from ..sr.preprocess import MAX_SLICE_MM
 from .options import (
+    add_batch_size_option,
     CapAtCPUs,
     UsageParser,
     add_precision_option,
@@ -58,7 +59,7 @@ def build_parser():
     add_output_grid_option(p)
     add_precision_option(p)
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (memory vs speed)")
+    add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads (default: all)")
     p.add_argument("--consistency-map", default=None, metavar="FILE",
                    help="also write the consistency error map (input grid)")

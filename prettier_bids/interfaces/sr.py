@@ -13,7 +13,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..sr.precision import PRECISIONS
+from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import OUTPUT_GRIDS
 
 #: Loaded models per process (MultiProc workers are reused across images).
@@ -66,7 +66,7 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     precision = traits.Enum(*PRECISIONS, usedefault=True, desc="the network's arithmetic (sr.precision)")
     output_grid = traits.Enum(*OUTPUT_GRIDS, usedefault=True, desc="the output's in-plane grid (sr.preprocess)")
     device = traits.Str("cpu", usedefault=True, nohash=True)
-    batch_size = traits.Int(8, usedefault=True, nohash=True)
+    batch_size = traits.Int(BATCH_SIZE, usedefault=True, nohash=True)
     num_threads = traits.Int(1, usedefault=True, nohash=True)
 
 

@@ -19,6 +19,7 @@ from scipy import ndimage
 from .degrade import centre_row, centred_first_slice, simulate_thick_slices
 from .metrics import patch_metrics, psnr, ssim
 from .patches import TrainVolume, fixed_batches
+from .precision import BATCH_SIZE
 from .reconstruct import model_conditions, super_resolve
 
 LOGGER = logging.getLogger("prettier_bids.eval")
@@ -59,7 +60,7 @@ def simulate_case(vol, axis, spacing, thickness):
     return lr, img, rows
 
 
-def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=8, device="cpu", project=True,
+def reconstruct_case(img, axis, n_rows, model=None, thickness=None, batch_size=BATCH_SIZE, device="cpu", project=True,
                      precision="auto"):
     """Reconstruct a :func:`simulate_case` image with ``model`` (a LoadedModel) or cubic (``model=None``)
     through :func:`super_resolve` (``project``: its projection onto the input, on by default as in
@@ -87,7 +88,7 @@ class VolumeScore:
     seconds: float
 
 
-def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0, 1, 2), batch_size=8,
+def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0, 1, 2), batch_size=BATCH_SIZE,
                     keep_example=None, project=True, precision="auto"):
     """Scores of cubic and model reconstructions of ``vol`` (scaled, 1 mm) for every axis/setting."""
     scores, example = [], None

@@ -1,4 +1,5 @@
-"""The network's arithmetic at inference (``--precision``): the one owner of its names and of what ``auto`` means.
+"""The network's arithmetic at inference (``--precision``): the one owner of its names and of what ``auto`` means;
+and :data:`BATCH_SIZE`, the windows per forward pass every command defaults to (``--batch-size``).
 
 ``auto`` picks bf16 where the hardware computes bfloat16 natively (:func:`native_bf16`), else fp32. Under bf16
 only the network's residual is reduced-precision: the cubic base it is added to
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 #: ``--precision`` values; ``auto`` is the default of every command.
 PRECISIONS = ("auto", "fp32", "bf16")
+#: Windows of three planes per forward pass (``--batch-size``): memory against speed; the default everywhere.
+BATCH_SIZE = 8
 
 #: CUDA compute capability from which bfloat16 runs natively (Ampere); older GPUs only emulate it.
 CUDA_BF16_CAPABILITY = (8, 0)

@@ -25,7 +25,7 @@ from .consistency import check_consistency, compare, project_onto_input, qc_flag
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
 from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
 from .models.common import condition_features
-from .precision import resolve_precision
+from .precision import BATCH_SIZE, resolve_precision
 from .preprocess import (
     DEFAULT_OUTPUT_GRID,
     SCALE_PERCENTILE,
@@ -82,7 +82,7 @@ def model_conditions(model, thickness_ratio):
     return torch.tensor([condition_features(*inference_conditions(thickness_ratio))], dtype=torch.float32)
 
 
-def sweep(planes, model, factor, batch_size=8, device="cpu", precision="auto", progress=None, cond=None):
+def sweep(planes, model, factor, batch_size=BATCH_SIZE, device="cpu", precision="auto", progress=None, cond=None):
     """Super-resolve a stack ``planes`` (n, slices, in-plane) -> (n, slices * factor, in-plane).
 
     Windows centred on planes 1..n-2; plane ``i`` gets weight 0.5 from window ``i`` and 0.25
@@ -115,7 +115,7 @@ def sweep(planes, model, factor, batch_size=8, device="cpu", precision="auto", p
     return out.numpy()
 
 
-def super_resolve_array(volume, axis, factor, model, batch_size=8, device="cpu", precision="auto", progress=None,
+def super_resolve_array(volume, axis, factor, model, batch_size=BATCH_SIZE, device="cpu", precision="auto", progress=None,
                         thickness_ratio=1.0):
     """SR of a scaled volume along ``axis`` by ``factor``: the average of the two in-plane sweeps.
 
@@ -332,7 +332,7 @@ def conform_header(img):
 
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
-                  device="cpu", batch_size=8, precision="auto", progress=None, project=True,
+                  device="cpu", batch_size=BATCH_SIZE, precision="auto", progress=None, project=True,
                   output_grid=DEFAULT_OUTPUT_GRID):
     """Super-resolve a thick-slice NIfTI image: ~1 mm rows along the slice axis, the same field of view.
 
