@@ -270,7 +270,7 @@ def test_case2_qc_floor_flags_and_strict(tmp_path, capsys, thick_nifti, monkeypa
     monkeypatch.setattr(consistency, "CONSISTENCY_PSNR_FLOOR_DB", 200.0)  # every output is below it
     out, meta = tmp_path / "o.nii.gz", tmp_path / "o.json"
     rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", "--json", meta)
-    assert rc == 0 and len(lines) == 1 and lines[0].startswith(f"prettier-sr: warning: QC: {out}: consistency PSNR")
+    assert rc == 0 and len(lines) == 1 and lines[0].startswith(f"prettier-sr: warning: QC: {out}: network consistency PSNR")
     assert "below the QC floor of 200 dB" in json.loads(meta.read_text())["QCFlags"][0]
     out.unlink()
     rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", "--strict")
@@ -281,7 +281,7 @@ def test_case2_floor_is_below_normal_outputs():
     from prettier_bids.sr.consistency import CONSISTENCY_PSNR_FLOOR_DB, qc_flags
 
     assert -31 < CONSISTENCY_PSNR_FLOOR_DB <= 22  # measured normal outputs: docs/errors.md
-    assert qc_flags(-31.0) and qc_flags(float("nan")) and not qc_flags(27.0)
+    assert qc_flags(-31.0) and qc_flags(float("nan")) and not qc_flags(27.5)  # lowest normal: 1 mm grid, 0.6 mm T2w
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from .degrade import apply_along_axis, redegrade, redegrade_matrix
 from .metrics import psnr_from_mse
 
 MAX_PSNR_DB = 100.0
-#: QC floor (dB): an output whose consistency PSNR is below this is flagged (``QCFlags`` in its sidecar,
+#: QC floor (dB): an output whose network consistency PSNR (``NetworkConsistencyPSNR``: before the projection onto
+#: the input) is below this is flagged (``QCFlags`` in its sidecar,
 #: a warning, ``--strict`` exits 19). Chosen from measurements on real clinical scans (docs/errors.md):
 #: normal outputs of the default model lie far above it; the all-negative failure this guards against
 #: gave -31 dB.
@@ -41,8 +42,8 @@ def qc_flags(psnr_db, floor_db=None):
     """The QC flags of an output (empty when it passes)."""
     floor_db = CONSISTENCY_PSNR_FLOOR_DB if floor_db is None else floor_db
     if psnr_db is None or not psnr_db >= floor_db:  # NaN fails too
-        return [f"consistency PSNR {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the output does not "
-                "reproduce its input (check the image and its intensities)"]
+        return [f"network consistency PSNR {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the network's "
+                "output does not reproduce its input (check the image and its intensities)"]
     return []
 
 
