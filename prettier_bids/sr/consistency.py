@@ -56,13 +56,14 @@ class Consistency:
     frac_above_10pct: float
 
 
-def check_consistency(sr_scaled, lr_scaled, axis, factor, spacing, thickness, profile="boxcar", to_input=None):
+def check_consistency(sr_scaled, lr_scaled, axis, factor, spacing, thickness, profile="boxcar", to_input=None,
+                      mask=None):
     """Compare ``redegrade(sr)`` with the input, both scaled so that 1.0 is the 99.5th percentile.
 
     ``to_input`` takes the re-degraded slices from the output's in-plane grid onto the input's (None: the same
-    grid), so that the comparison is always with the input as stored (:func:`compare`)."""
+    grid), so that the comparison is always with the input as stored (:func:`compare`, with ``mask``)."""
     again = redegrade(sr_scaled, axis, factor, spacing, thickness, profile)
-    return compare(again if to_input is None else to_input(again), lr_scaled, axis)
+    return compare(again if to_input is None else to_input(again), lr_scaled, axis, mask)
 
 
 def head_mask(scaled, axis):
@@ -79,12 +80,13 @@ def head_mask(scaled, axis):
     return np.moveaxis(m, 0, axis)
 
 
-def compare(again_scaled, lr_scaled, axis):
+def compare(again_scaled, lr_scaled, axis, mask=None):
     """The :class:`Consistency` of slices ``again_scaled`` (an output put back through the acquisition) with the
     input slices ``lr_scaled`` on the input's grid (slice axis ``axis``): PSNR (peak 1.0) and the fraction above
-    10 % inside the :func:`head_mask` of the input, and the error map."""
+    10 % inside the :func:`head_mask` of the input (``mask``: that mask, when the caller already has it), and the
+    error map."""
     err = np.abs(again_scaled - lr_scaled).astype(np.float32)
-    mask = head_mask(lr_scaled, axis)
+    mask = head_mask(lr_scaled, axis) if mask is None else mask
     if not mask.any():
         mask = np.ones_like(lr_scaled, dtype=bool)
     mse = float(np.mean(err[mask].astype(np.float64) ** 2))
@@ -113,13 +115,13 @@ def project_onto_input(hr_scaled, lr_scaled, axis, factor, spacing, thickness, p
         raise ValueError(f"{hr_scaled.shape[axis]} output rows at factor {factor} do not match "
                          f"{lr_scaled.shape[axis]} input slices")
     w = redegrade_matrix(hr_scaled.shape[axis], factor, spacing, thickness, profile).astype(np.float64)
-    residual = lr_scaled - apply_along_axis(w.astype(np.float32), hr_scaled, axis)
+    w32 = w.astype(np.float32)
+    residual = lr_scaled - apply_along_axis(w32, hr_scaled, axis)
     back = (w.T @ np.linalg.pinv(w @ w.T, rcond=PROJECTION_RCOND, hermitian=True)).astype(np.float32)
     out = (hr_scaled + apply_along_axis(back, residual, axis)).astype(np.float32)
-    w = w.astype(np.float32)
     for _ in range(PROJECTION_CLIP_ITERATIONS if limits is not None else 0):
         np.clip(out, np.float32(limits[0]), np.float32(limits[1]), out=out)
-        out += apply_along_axis(back, lr_scaled - apply_along_axis(w, out, axis), axis)
+        out += apply_along_axis(back, lr_scaled - apply_along_axis(w32, out, axis), axis)
     return out
 
 

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from .consistency import check_consistency, compare, project_onto_input, qc_flags
+from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
 from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
 from .models.common import condition_features
@@ -152,7 +152,6 @@ def onto_output_grid(hr_work, x_work, x_out, axis, factor, work_map, out_map):
     rows = list(x_out.shape)
     rows[axis] = hr_work.shape[axis]
     out = resample_inplane(hr_work, regrid_map(work_map, out_map), tuple(rows))
-    del hr_work
     out += cubic_array(x_out, axis, factor)
     return out
 
@@ -380,7 +379,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     oshape, omap = output_plan(data.shape, zooms, axis, output_grid)
     offset, scale = intensity_scaling(work)
     x = apply_scaling(work, offset, scale)
-    stored = apply_scaling(data, offset, scale)  # the input as the user gave it (absurd outliers clipped)
+    # the input as the user gave it (absurd outliers clipped); the working grid itself when it is the input's
+    stored = x if work is data else apply_scaling(data, offset, scale)
     on_work = oshape == work.shape and np.allclose(omap, imap)  # the output grid is the working grid
     native = oshape == data.shape and np.allclose(omap, np.eye(4))  # ... is the input's own grid
     xo = x if on_work else stored if native else apply_scaling(resample_inplane(data, omap, oshape), offset, scale)
@@ -408,7 +408,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
             return slices
         return resample_inplane(slices, regrid_map(omap, np.eye(4)), stored.shape)
 
-    net_cons = check_consistency(hr, stored, axis, factor, spacing, thickness, profile, to_input)
+    mask = head_mask(stored, axis)  # where both consistency figures are measured
+    net_cons = check_consistency(hr, stored, axis, factor, spacing, thickness, profile, to_input, mask)
     projected = bool(project and method == "model")
     if projected:
         limits = [(float(v) - offset) / scale for v in (np.min(data), np.max(data))]  # restore_intensity's clip
@@ -416,7 +417,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     out = restore_intensity(hr, scale, data, ref_dtype, offset)
     del hr
     again = redegrade(out.astype(np.float32, copy=False), axis, factor, spacing, thickness, profile)
-    cons = compare(to_input(apply_scaling(again, offset, scale)), stored, axis)
+    cons = compare(to_input(apply_scaling(again, offset, scale)), stored, axis, mask)
     image = make_like(out, hr_affine, img)
     cmap = make_like(net_cons.error_map.astype(np.float32), img.affine, img)
     info = {
