@@ -4,21 +4,40 @@ Importing a command pulls in numpy, torch, nibabel (and for ``prettier-bids`` py
 which a Ctrl-C used to print a long traceback from the middle of an import. Here it is one line and exit 130,
 as everywhere else (:func:`prettier_bids.cli.options.guarded_main` takes over once the command runs). This
 module imports nothing of the package at import time.
+
+During the import itself a Ctrl-C is only noted, and acted on once the import is over: a KeyboardInterrupt raised
+inside a compiled extension's initialisation (torch's pybind11 modules) aborts the process ("terminate called
+after throwing an instance of 'pybind11::error_already_set'", killed by SIGABRT) instead of reaching any guard.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 #: exitcodes.INTERRUPTED (not imported: this module must stay import-free)
 INTERRUPTED = 130
 
 
+def _import_deferring_ctrl_c(module):
+    """``module`` imported with SIGINT noted rather than raised; returns (the module, whether Ctrl-C came)."""
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        mod = importlib.import_module(module)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return mod, bool(seen)
+
+
 def _run(prog, module):
     try:
-        return importlib.import_module(module).main()
-    except KeyboardInterrupt:  # while importing, or parsing before the command's own guard
+        mod, interrupted = _import_deferring_ctrl_c(module)
+        if interrupted:
+            raise KeyboardInterrupt
+        return mod.main()
+    except KeyboardInterrupt:  # during the import, or while parsing before the command's own guard
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
 
