@@ -4,7 +4,7 @@ The query spec is data (``prettier_bids/data/io_spec.json``, like sMRIPrep's): o
 per contrast, the ``desc-`` labels of the outputs and the path patterns of the derivatives.
 Thick-slice detection reuses the SR core's :func:`~prettier_bids.sr.preprocess.find_slice_axis`
 on the header's voxel sizes; the slice thickness fed to the core comes from the sidecar's
-``SliceThickness`` when present.
+``SliceThickness`` when present and plausible; otherwise the core estimates it from the image.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ LOGGER = logging.getLogger("prettier_bids")
 
 #: Default of ``--min-slice-spacing`` (mm): thinner slices are left alone.
 MIN_SLICE_SPACING_MM = 2.0
+#: ``Candidate.thickness_source`` (and the output sidecar's ``SliceThicknessSource``) of a sidecar's SliceThickness.
+SIDECAR_SOURCE = "sidecar"
+#: The selection summary's word for an image whose sidecar gives no (plausible) SliceThickness.
+UNKNOWN_THICKNESS = "thickness unknown: estimated from the image, else assumed equal to the spacing"
 #: Sidecar SpacingBetweenSlices and the header's slice spacing may differ by this much (relative).
 SPACING_TOLERANCE = 0.1
 
@@ -302,8 +306,8 @@ class Candidate:
     shape: tuple = ()
     slice_axis: int | None = None
     spacing: float | None = None
-    thickness: float | None = None
-    thickness_source: str = ""
+    thickness: float | None = None  # the sidecar's plausible SliceThickness; None: the SR core estimates it
+    thickness_source: str = ""  # SIDECAR_SOURCE when given
     plane: str = ""
     skull_stripped: bool = False  # the sidecar's SkullStripped (JSON true/false; else False and a warning)
     warnings: list = field(default_factory=list)
@@ -428,8 +432,9 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     """Fill in the geometry of ``cand`` from its header and sidecar and decide whether to process it.
 
     Header voxel sizes decide the slice axis and spacing (the same rule as the SR core);
-    ``SliceThickness`` from the sidecar gives the slice thickness (else thickness = spacing),
-    ``SpacingBetweenSlices`` is cross-checked against the header.
+    A valid, plausible ``SliceThickness`` in the sidecar is the given slice thickness (source ``sidecar``);
+    otherwise ``cand.thickness`` is None and the SR core estimates it from the image (or assumes it equal to the
+    spacing, without the projection onto the input). ``SpacingBetweenSlices`` is cross-checked against the header.
     """
     if cand.status != "selected":
         return cand
@@ -480,19 +485,16 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     if sidecar_spacing and abs(sidecar_spacing - spacing) > SPACING_TOLERANCE * spacing:
         cand.warnings.append(f"sidecar SpacingBetweenSlices {sidecar_spacing:g} mm differs from the header's slice "
                              f"spacing {spacing:.2f} mm; using the header")
-    thickness = _sidecar_float(cand, "SliceThickness")
-    if thickness is None and "SliceThickness" in cand.metadata:
-        cand.thickness = round(spacing, 4)
-        cand.thickness_source = "header (" + invalid_sidecar_value("SliceThickness", cand.metadata["SliceThickness"],
-                                                                   "ignored") + ")"
-    elif thickness is None:
-        cand.thickness, cand.thickness_source = round(spacing, 4), "header (no SliceThickness in the sidecar)"
-    elif not plausible_thickness(thickness, spacing):
+    thickness = _sidecar_float(cand, "SliceThickness")  # an invalid value: warned by _sidecar_float
+    if thickness is not None and not plausible_thickness(thickness, spacing):
         cand.warnings.append(f"sidecar SliceThickness {thickness:g} mm does not fit the slice spacing "
-                             f"{spacing:.2f} mm; assuming thickness = spacing")
-        cand.thickness, cand.thickness_source = round(spacing, 4), "header (sidecar SliceThickness ignored)"
-    else:
-        cand.thickness, cand.thickness_source = round(thickness, 4), "sidecar SliceThickness"
+                             f"{spacing:.2f} mm; ignored (the thickness is estimated from the image, else assumed "
+                             "equal to the spacing)")
+        thickness = None
+    if thickness is not None:
+        cand.thickness, cand.thickness_source = round(thickness, 4), SIDECAR_SOURCE
+    else:  # auto: the SR core estimates it from the image (its sidecar records the thickness and its source)
+        cand.thickness, cand.thickness_source = None, ""
     return cand
 
 
@@ -556,7 +558,8 @@ def summarize(cands):
         geo = ""
         if c.spacing:
             geo = f" [slice axis {c.slice_axis}, spacing {c.spacing:g} mm"
-            geo += f", thickness {c.thickness:g} mm]" if c.thickness else "]"
+            geo += (f", thickness {c.thickness:g} mm ({c.thickness_source})]" if c.thickness
+                    else f", {UNKNOWN_THICKNESS}]" if c.status == "selected" else "]")
         line = f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else "")
         lines.append(_one_line(line))
         lines.extend(_one_line(f"           warning: {w}") for w in c.warnings)

@@ -207,6 +207,8 @@ SIDECAR_TYPES = {
     "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
         isinstance(x, str) for x in v.values())),
     "SliceThicknessSource": ("a string", lambda v: isinstance(v, str)),
+    "ProjectionSkipped": ("a string", lambda v: isinstance(v, str)),
+    "SliceThicknessEstimate": ("an object", lambda v: isinstance(v, dict)),
     "SourceFile": ("an object with Size, MTimeNs and SHA256", lambda v: isinstance(v, dict) and all(
         isinstance(v.get(k), t) and not isinstance(v.get(k), bool)
         for k, t in (("Size", int), ("MTimeNs", int), ("SHA256", str)))),
@@ -306,6 +308,49 @@ def shown_outputs(root, subjects=None, skipped=None):
     return [(n, m) for n, m in found if n not in with_sr]
 
 
+#: Where an output's slice thickness came from when none was given (``SliceThicknessSource`` written by the SR
+#: core, ``sr.reconstruct``): estimated from the image, or assumed equal to the spacing (then not projected).
+UNGIVEN_SOURCES = ("estimated", "assumed")
+#: Older outputs' ``SliceThicknessSource`` of a given thickness -> the current name.
+SOURCE_ALIASES = {"sidecar SliceThickness": "sidecar"}
+
+
+def thickness_kind(source):
+    """``given``, ``estimated``, ``assumed`` or ``legacy`` (a ``header (...)`` source of outputs made before the
+    thickness was estimated: assumed equal to the spacing and projected onto that profile) from an output's
+    ``SliceThicknessSource``; None when it has none."""
+    if not source:
+        return None
+    if source.startswith("header"):
+        return "legacy"
+    for kind in UNGIVEN_SOURCES:
+        if source.startswith(kind):
+            return kind
+    return "given"
+
+
+def thickness_changed(meta, cand):
+    """Why the slice thickness an output (sidecar ``meta``) was made with no longer fits the input ``cand`` as
+    selected now, or None. A given thickness (the sidecar's) must be the same value from the same source; an
+    input without one is up to date with an output whose thickness was estimated or assumed by the SR core, and
+    is redone over one made with a given thickness (removed since) or with a ``header (...)`` source (older
+    outputs, projected onto a profile that was only assumed)."""
+    was, source = meta.get("SliceThickness"), meta.get("SliceThicknessSource")
+    kind = thickness_kind(source)
+    if cand.thickness is not None:
+        if was is not None and abs(float(was) - float(cand.thickness)) > 1e-3:
+            return f"SliceThickness changed: {was:g} -> {cand.thickness:g} mm ({cand.thickness_source})"
+        if kind is not None and SOURCE_ALIASES.get(source, source) != cand.thickness_source:
+            return f"SliceThicknessSource changed: {source} -> {cand.thickness_source}"
+        return None
+    if kind == "legacy":
+        return (f"SliceThicknessSource changed: {source} -> not given (estimated from the image; the output was "
+                "projected onto an assumed slice profile)")
+    if kind == "given":
+        return f"SliceThicknessSource changed: {source} -> not given (estimated from the image)"
+    return None
+
+
 def completion(expected, source_uri, weights_sha=None, projected=None, precision=None, cand=None,
                slice_profile=None, output_grid=None):
     """``(True, "")`` when every output of an input exists and its marker matches (source, weights hash,
@@ -315,7 +360,7 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
 
     With ``cand`` (the input as selected now) the marker must also have been made from the same input file
     (``SourceFile``: size and time, else its SHA-256) and the same sidecar values (the slice thickness and where
-    it came from); with ``slice_profile``, the same slice profile; with ``output_grid``, the same output grid (an
+    it came from: :func:`thickness_changed`); with ``slice_profile``, the same slice profile; with ``output_grid``, the same output grid (an
     output without ``OutputGrid`` was made on the ``1mm`` grid, the only one before 2026-12-04). ``why`` then says what changed
     (``SliceThickness changed: 3.3 -> 3 mm``)."""
     if not expected.marker.is_file():
@@ -329,19 +374,18 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
         changed = source_changed(meta.get("SourceFile"), cand.path)
         if changed:
             return False, changed
-        was = meta.get("SliceThickness")
-        if cand.thickness is not None and was is not None and abs(float(was) - float(cand.thickness)) > 1e-3:
-            return False, f"SliceThickness changed: {was:g} -> {cand.thickness:g} mm ({cand.thickness_source})"
-        if cand.thickness_source and meta.get("SliceThicknessSource", cand.thickness_source) != cand.thickness_source:
-            return False, (f"SliceThicknessSource changed: {meta['SliceThicknessSource']} -> "
-                           f"{cand.thickness_source}")
+        changed = thickness_changed(meta, cand)
+        if changed:
+            return False, changed
     if slice_profile is not None and meta.get("SliceProfile", slice_profile) != slice_profile:
         return False, f"SliceProfile changed: {meta['SliceProfile']} -> {slice_profile}"
     if output_grid is not None and meta.get("OutputGrid", "1mm") != output_grid:
         return False, f"OutputGrid changed: {meta.get('OutputGrid', '1mm')} -> {output_grid}"
     if weights_sha and meta.get("ModelWeightsSHA256") != weights_sha:
         return False, f"{expected.marker.name} was made with other model weights"
-    if projected is not None and bool(meta.get("ProjectedOntoInput", False)) != projected:
+    # an output whose projection was asked for but skipped (the thickness unknown) was made with it on
+    asked = bool(meta.get("ProjectedOntoInput", False)) or bool(meta.get("ProjectionSkipped"))
+    if projected is not None and asked != projected:
         how = "without" if projected else "with"
         return False, f"{expected.marker.name} was made {how} the projection onto the input"
     if precision is not None and meta.get("Precision", "fp32") != precision:
@@ -450,7 +494,7 @@ Results included in this manuscript come from super-resolution performed using *
 {niworkflows} and *NiReports* {nireports}, with *PyTorch* {torch} and *NiBabel* {nibabel}.
 
 Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
-NIfTI header and the slice thickness from the BIDS sidecar (SliceThickness) when available.
+NIfTI header; where each image's slice thickness came from is said below.
 """
 #: The software that :data:`MAIN_DESC` names, as keys of ``ProcessingSoftwareVersions``.
 DESCRIBED_SOFTWARE = ("prettier_bids", "nipype", "pybids", "niworkflows", "nireports", "torch", "nibabel")
@@ -460,12 +504,30 @@ SR_DESC = """\
 Intensities were scaled by the {percentile:g}th percentile of the foreground and restored afterwards.
 Data consistency was checked by re-simulating the thick slices from the {checked} with the acquisition's
 slice profile ({profile}) and comparing them with the input (consistency map and PSNR in each output's
-JSON sidecar).{projected}
+JSON sidecar).{projected}{thickness}
 """
 PROJECTED_DESC = """
 The network's output was then projected onto the input: the least-squares smallest change that makes the
 re-simulated slices equal the input slices, so that each output slab keeps the mean intensity the scanner
 measured."""
+#: How the methods text says where the slice thickness came from (``outputs.thickness_kind``), without ever
+#: calling it measured. ``rule``: the run's rule, before any output exists (the workflows' boilerplate).
+THICKNESS_DESC = {
+    "given": "\nThe slice thickness was the one given by {sources}.",
+    "estimated": "\nThe slice thickness was not given; it was estimated from the image itself ({values}; "
+                 "SliceThicknessEstimate in each output's JSON sidecar).",
+    "assumed": "\nThe slice thickness was not given and could not be estimated confidently from the image; it was "
+               "assumed equal to the slice spacing{skipped}.",
+    "legacy": "\nThe slice thickness was not given; it was assumed equal to the slice spacing.",
+    "rule": "\nThe slice thickness was taken from the BIDS sidecar (SliceThickness) where given; otherwise it was "
+            "estimated from the image itself, and where that estimate was not confident it was assumed equal to the "
+            "slice spacing{skipped} (SliceThicknessSource in each output's JSON sidecar).",
+}
+SKIPPED_DESC = " and the projection onto the input was skipped, since the slice profile was unknown"
+#: How the methods text names a given thickness's ``SliceThicknessSource``.
+GIVEN_SOURCES = {"sidecar": "the BIDS sidecar's SliceThickness", "sidecar SliceThickness":
+                 "the BIDS sidecar's SliceThickness", "option": "the --slice-thickness option"}
+
 BASELINE_DESC = """\
 A cubic-spline interpolation of {which} onto the same grid (desc-{cubic}) is included as a baseline.
 """
@@ -495,11 +557,38 @@ def main_paragraph(counts, versions):
     return MAIN_DESC.format(counted=counted(counts), **vers)
 
 
+def thickness_sentence(kind, sources=(), estimates=(), skipped=False):
+    """The methods text's sentence on the slice thickness of a group of outputs (``kind``: :func:`thickness_kind`,
+    or ``rule`` for the run's rule; ``sources``: the given thicknesses' ``SliceThicknessSource``; ``estimates``:
+    the ``(thickness, uncertainty)`` of estimated ones; ``skipped``: the projection onto the input was asked for
+    but skipped); "" for None."""
+    if kind is None or kind not in THICKNESS_DESC:
+        return ""
+    names = ", ".join(dict.fromkeys(GIVEN_SOURCES.get(s, s) for s in sources)) or "by the user"
+    values = _estimates_text(estimates)
+    return THICKNESS_DESC[kind].format(sources=names, values=values, skipped=SKIPPED_DESC if skipped else "")
+
+
+def _estimates_text(estimates):
+    """``5.00 ± 0.30 mm`` for one estimate, each for a few, their range for many."""
+    def one(t, u):
+        return f"{t:.2f} ± {u:.2f} mm" if u is not None else f"{t:.2f} mm"
+    ests = sorted(estimates, key=lambda e: e[0])
+    if not ests:
+        return "value in each sidecar"
+    if len(ests) <= 4:
+        return ", ".join(one(*e) for e in ests)
+    worst = max((u for _, u in ests if u is not None), default=None)
+    return (f"{ests[0][0]:.2f} to {ests[-1][0]:.2f} mm over {len(ests)} images"
+            + (f", uncertainty at most {worst:.2f} mm" if worst is not None else ""))
+
+
 def method_paragraph(scope, method, profile, model=None, sha256=None, precision="fp32", projected=False,
-                     grid="native"):
+                     grid="native", thickness=""):
     """How some images were made (``scope``: ``Each image``, ``Each FLAIR image``, ``Each of 4 images (...)``;
     ``method``: ``model`` or ``cubic``; ``model``: the model's name; ``precision``: the network's arithmetic;
-    ``projected``: whether the outputs were projected onto the input; ``grid``: the ``OutputGrid``)."""
+    ``projected``: whether the outputs were projected onto the input; ``grid``: the ``OutputGrid``;
+    ``thickness``: the sentence on where the slice thickness came from, :func:`thickness_sentence`)."""
     from .sr.preprocess import SCALE_PERCENTILE  # numpy and scipy: not at import (the parser imports this module)
 
     if method == "model":
@@ -514,19 +603,31 @@ def method_paragraph(scope, method, profile, model=None, sha256=None, precision=
         grid_desc = GRID_DESC["native"].split("; the network")[0]
     return SR_DESC.format(scope=scope, how=how, grid=grid_desc, profile=profile, percentile=SCALE_PERCENTILE,
                           checked="network's output" if projected else "output",
-                          projected=PROJECTED_DESC if projected else "")
+                          projected=PROJECTED_DESC if projected else "", thickness=thickness)
 
 
 def _recipe(nifti, meta):
-    """What :func:`method_paragraph` needs to describe one output, from its sidecar."""
+    """What :func:`method_paragraph` needs to describe one output, from its sidecar, and where its slice
+    thickness came from (:func:`thickness_kind`; for ``assumed``, whether the projection was skipped)."""
     sr_desc = main_descs()[0]
     method = meta.get("Method") or ("model" if parse_entities(nifti).get("desc") == sr_desc else "cubic")
     profile = meta.get("SliceProfile") or "unknown"
     grid = meta.get("OutputGrid") or "1mm"  # outputs made before 2026-12-04 have no OutputGrid: all on the 1 mm grid
+    kind = thickness_kind(meta.get("SliceThicknessSource"))
+    skipped = kind == "assumed" and bool(meta.get("ProjectionSkipped"))
     if method != "model":
-        return ("cubic", profile, None, None, "fp32", False, grid)
+        return ("cubic", profile, None, None, "fp32", False, grid, kind, False)
     return ("model", profile, meta.get("Model"), meta.get("ModelWeightsSHA256"), meta.get("Precision") or "fp32",
-            bool(meta.get("ProjectedOntoInput", False)), grid)
+            bool(meta.get("ProjectedOntoInput", False)), grid, kind, skipped)
+
+
+def _estimate_of(meta):
+    """``(thickness, uncertainty)`` of an output whose thickness was estimated (its ``SliceThicknessEstimate``,
+    else its ``SliceThickness``)."""
+    est = meta.get("SliceThicknessEstimate") or {}
+    t, u = est.get("Thickness", meta.get("SliceThickness")), est.get("Uncertainty")
+    t = float(t) if _is_number(t) else float("nan")
+    return t, (float(u) if _is_number(u) else None)
 
 
 def _scope(counts, only):
@@ -541,21 +642,29 @@ def _scope(counts, only):
 def dataset_methods(root, versions=None):
     """The methods text of every output in the derivatives dataset ``root`` (not only this run's): for each
     image, the output that stands for it (:func:`shown_outputs`), grouped by how it was made (method, model,
-    weights, arithmetic, slice profile, projection, output grid), read from the sidecars; the software versions are those
+    weights, arithmetic, slice profile, projection, output grid, where the slice thickness came from), read from
+    the sidecars; the software versions are those
     in the sidecars (``versions``: the current run's, for outputs that do not record them)."""
     shown = shown_outputs(root)
-    counts, groups, used = {}, {}, {}
+    counts, groups, used, sources, estimates = {}, {}, {}, {}, {}
     for nifti, meta in shown:
         contrast = parse_entities(nifti).get("suffix", "unknown")
         counts[contrast] = counts.get(contrast, 0) + 1
-        group = groups.setdefault(_recipe(nifti, meta), {})
+        recipe = _recipe(nifti, meta)
+        group = groups.setdefault(recipe, {})
         group[contrast] = group.get(contrast, 0) + 1
+        if recipe[-2] == "given":
+            sources.setdefault(recipe, []).append(meta["SliceThicknessSource"])
+        elif recipe[-2] == "estimated":
+            estimates.setdefault(recipe, []).append(_estimate_of(meta))
         for name, version in (meta.get("ProcessingSoftwareVersions") or versions or {}).items():
             used.setdefault(name, {})[version] = None
     text = main_paragraph(counts, {**(versions or {}), **{k: " and ".join(v) for k, v in used.items()}})
-    for (method, profile, model, sha, precision, projected, grid), group in groups.items():
+    for recipe, group in groups.items():
+        method, profile, model, sha, precision, projected, grid, kind, skipped = recipe
+        thickness = thickness_sentence(kind, sources.get(recipe, ()), estimates.get(recipe, ()), skipped)
         text += method_paragraph(_scope(group, len(groups) == 1), method, profile, model, sha, precision, projected,
-                                 grid)
+                                 grid, thickness)
     sr_desc, cubic_desc = main_descs()
     super_resolved = [n for n, _ in shown if parse_entities(n).get("desc") == sr_desc]
     baselines = sum(baseline_of(n).is_file() for n in super_resolved)

@@ -114,7 +114,8 @@ def test_sidecars(run):
                                                   else "Cubic-spline interpolation")
             assert meta["Method"] == ("model" if desc == "prettier" else "cubic")
             assert (meta["SliceAxis"], meta["SliceSpacing"], meta["SliceThickness"]) == (axis, spacing, thickness)
-            assert meta["SliceThicknessSource"] == "sidecar SliceThickness"
+            assert meta["SliceThicknessSource"] == "sidecar" and meta["SliceGap"] == round(spacing - thickness, 4)
+            assert "SliceThicknessEstimate" not in meta  # given: the estimator did not run
             assert meta["SlicePlane"] == plane
             assert meta["UpsamplingFactor"] == factor
             assert meta["InputVoxelSize"] == zooms

@@ -48,7 +48,7 @@ def test_default_selection(layout):
     # geometry from the header, thickness from the sidecar
     flair = cands["sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz"]
     assert (flair.slice_axis, flair.spacing, flair.thickness, flair.plane) == (2, 5.0, 4.0, "axial")
-    assert flair.thickness_source == "sidecar SliceThickness"
+    assert flair.thickness_source == "sidecar"
     sag = cands["sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]
     assert (sag.slice_axis, sag.spacing, sag.plane) == (2, 4.0, "sagittal")
     assert cands["sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz"].plane == "coronal"
@@ -136,11 +136,12 @@ def test_sidecar_spacing_and_thickness_checks(tmp_path):
     (ds / "sub-02/anat/sub-02_FLAIR.json").write_text(json.dumps({"MRAcquisitionType": "2D"}))
     cands = _by_rel(pb.select(pb.get_layout(ds), ["02"]))
     t1 = cands["sub-02/anat/sub-02_T1w.nii.gz"]
-    assert t1.status == "selected" and t1.thickness == 3.0 and t1.thickness_source.startswith("header")
+    # an implausible sidecar value is ignored (warned): the SR core estimates the thickness
+    assert t1.status == "selected" and t1.thickness is None and t1.thickness_source == ""
     assert any("SpacingBetweenSlices 6" in w for w in t1.warnings)
     assert any("SliceThickness 40" in w for w in t1.warnings)
     flair = cands["sub-02/anat/sub-02_FLAIR.nii.gz"]
-    assert flair.thickness == 5.0 and flair.thickness_source == "header (no SliceThickness in the sidecar)"
+    assert flair.thickness is None and flair.thickness_source == "" and not flair.warnings
 
 
 def test_unreadable_header_and_4d_are_reported(tmp_path):

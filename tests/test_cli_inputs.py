@@ -201,15 +201,15 @@ def _inspected(tmp_path, metadata):
                          ids=["true", "-5", "0", "list", "string", "nan", "null"])
 def test_an_invalid_slice_thickness_is_warned_and_recorded_as_invalid(tmp_path, value):
     cand = _inspected(tmp_path, {"SliceThickness": value})
-    assert cand.status == "selected" and cand.thickness == 5.0  # the header's spacing, never 1 mm from `true`
-    assert cand.thickness_source.startswith("header (invalid sidecar value SliceThickness=")
+    # not given (never 1 mm from `true`): the SR core estimates it, else assumes the spacing without projecting
+    assert cand.status == "selected" and cand.thickness is None and cand.thickness_source == ""
     assert any(w.startswith("invalid sidecar value SliceThickness=") for w in cand.warnings)
 
 
 def test_a_valid_or_absent_slice_thickness_keeps_its_source(tmp_path):
-    assert _inspected(tmp_path, {"SliceThickness": 4}).thickness_source == "sidecar SliceThickness"
+    assert _inspected(tmp_path, {"SliceThickness": 4}).thickness_source == "sidecar"
     cand = _inspected(tmp_path, {})
-    assert cand.thickness_source == "header (no SliceThickness in the sidecar)" and not cand.warnings
+    assert cand.thickness is None and cand.thickness_source == "" and not cand.warnings
     cand = _inspected(tmp_path, {"SpacingBetweenSlices": "5"})
     assert cand.warnings == ['invalid sidecar value SpacingBetweenSlices="5" (not a finite positive number of mm; '
                              'ignored)']

@@ -14,7 +14,7 @@ def test_model_output_geometry_and_json(thick_nifti, tiny_weights, tmp_path):
     meta = tmp_path / "sr.json"
     cmap = tmp_path / "cons.nii.gz"
     rc = main([str(thick_nifti), str(out), "--weights", str(tiny_weights), "--json", str(meta),
-               "--consistency-map", str(cmap), "-q"])
+               "--consistency-map", str(cmap), "-q", "--slice-thickness", "5"])
     assert rc == 0
     img, src = nib.load(out), nib.load(thick_nifti)
     assert img.shape == (40, 36, 40)
@@ -27,10 +27,12 @@ def test_model_output_geometry_and_json(thick_nifti, tiny_weights, tmp_path):
     assert len(info["ModelWeightsSHA256"]) == 64
     assert nib.load(cmap).shape == src.shape
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
-    assert info["ProjectedOntoInput"] is True
+    assert info["ProjectedOntoInput"] is True and "ProjectionSkipped" not in info
+    assert (info["SliceThickness"], info["SliceThicknessSource"], info["SliceGap"]) == (5.0, "option", 0.0)
+    assert "SliceThicknessEstimate" not in info  # a given thickness: the estimator does not run
     raw = tmp_path / "raw.nii.gz"
     assert main([str(thick_nifti), str(raw), "--weights", str(tiny_weights), "--json", str(meta), "-q",
-                 "--no-consistency-projection"]) == 0
+                 "--no-consistency-projection", "--slice-thickness", "5"]) == 0
     assert json.loads(meta.read_text())["ProjectedOntoInput"] is False
     assert np.abs(nib.load(raw).get_fdata() - img.get_fdata()).max() > 0
     assert info["Precision"] in ("fp32", "bf16")  # --precision auto: what this machine computes natively

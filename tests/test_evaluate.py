@@ -39,8 +39,9 @@ def test_evaluate_volume_scores_a_known_error(eps):
     model = LoadedModel(ScaledCubic(eps).eval(), "scaled-cubic", "", "")
     # the network's output as it is, in exact arithmetic (the error is known in closed form)
     scores, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,),
-                                project=False, precision="fp32")
+                                project=False, precision="fp32", thickness_modes=("known",))
     assert [(s.method, s.spacing) for s in scores] == [("cubic", 6), ("model", 6), ("cubic", 4), ("model", 4)]
+    assert all(s.thickness_given for s in scores)
     # the model's output is (1 + eps) x truth inside the mask: PSNR = -10 log10(eps^2 mean(truth^2))
     expected = psnr_from_mse(eps ** 2 * np.mean(vol[mask].astype(np.float64) ** 2))
     for s in scores:
@@ -56,7 +57,7 @@ def test_evaluate_volume_scores_a_known_error(eps):
     # by default (as in production) the output is projected onto the input: the slab means of the scale
     # error are taken out, only the 1 mm gap rows at 6/5 mm keep theirs
     projected, _ = evaluate_volume(vol, mask, "ramp", "T1w", model, settings=((6, 5.0), (4, 4.0)), axes=(2,),
-                                   precision="fp32")
+                                   precision="fp32", thickness_modes=("known",))
     for s, p in zip(scores, projected):
         if s.method == "model":
             assert p.psnr > s.psnr + 6 and p.consistency == s.consistency, (s, p)
@@ -126,10 +127,18 @@ def test_prettier_eval_gives_each_contrast_its_default_model(tmp_path):
     args = ["--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--axes", "2", "--settings", "6:5",
             "--no-patches", "--threads", "1"]
     assert main(args + ["--out-dir", str(tmp_path / "a")]) == 0
-    used = json.loads((tmp_path / "a" / "results.json").read_text())["models"]
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    used = results["models"]
+    # --thickness both (the default): a known and a hidden row per setting, a headline for each
+    assert sorted(r["thickness_given"] for r in results["summary"]) == [False, False, True, True]
+    assert set(results["headline"]) == set(results["headline_hidden"]) == {"FLAIR", "T1w"}
+    hidden = [r for r in results["summary"] if not r["thickness_given"]]
+    assert all("estimated_thickness" in r and 0 <= r["projected_fraction"] <= 1 for r in hidden)
+    assert "| known |" in (tmp_path / "a" / "tables.md").read_text()
+    assert "| hidden |" in (tmp_path / "a" / "tables.md").read_text()
     for c, name in (("FLAIR", "prettier-edsr-v3-flair"), ("T1w", "prettier-edsr-v3")):
         assert used[c] == {"name": name, "sha256": sha256(resolve_weights(name))}
-    assert main(args + ["--model", "prettier-edsr-v3", "--out-dir", str(tmp_path / "b")]) == 0
+    assert main(args + ["--model", "prettier-edsr-v3", "--out-dir", str(tmp_path / "b"), "--thickness", "known"]) == 0
     used = json.loads((tmp_path / "b" / "results.json").read_text())["models"]
     assert {m["name"] for m in used.values()} == {"prettier-edsr-v3"}
 

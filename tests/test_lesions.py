@@ -269,7 +269,8 @@ def test_lesion_benchmark_cli(tmp_path, tiny_weights):
     assert main(args) == 0
     res = json.loads((out / "lesions.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     methods = [r["method"] for r in res["summary"]]
-    assert methods == ["truth (1 mm)", "cubic", "tiny"]
+    assert methods == ["truth (1 mm)", "cubic", "tiny", "tiny (thickness hidden)"]  # --thickness both, the default
+    assert res["thickness"] == "both"
     assert {r["axis"] for r in res["rows"]} == {"coronal", "axial"}
     cubic = res["summary"][1]
     assert 5 < cubic["lesion_psnr"] < 60 and 0 < cubic["contrast_kept_median"] < 1.2

@@ -92,7 +92,7 @@ def test_the_stored_output_reproduces_the_input_as_stored_and_the_sidecar_says_s
     """Slab-average the stored output (3 mm slices, factor 3: each slab is 3 whole rows) and compare with the
     input file in the head mask: >= 40 dB, the sidecar's ConsistencyPSNR within 1 dB of it."""
     img = head(inplane, 2)
-    res = super_resolve(img, model=tiny_model, precision="fp32")
+    res = super_resolve(img, model=tiny_model, precision="fp32", slice_thickness=3.0)  # given: projected onto it
     out = res.image.get_fdata()
     assert out.shape[:2] == img.shape[:2]
     again = out.reshape(out.shape[0], out.shape[1], -1, 3).mean(axis=-1)
@@ -124,11 +124,13 @@ def test_the_1mm_grid_reproduces_the_earlier_outputs(tiny_model, monkeypatch):
         expected = restore_intensity(hr, scale, data, np.int16, offset)
         with monkeypatch.context() as m:
             m.setattr(consistency, "PROJECTION_CLIP_ITERATIONS", 0)
-            res = super_resolve(img, model=tiny_model, method=method, precision="fp32", output_grid="1mm")
+            res = super_resolve(img, model=tiny_model, method=method, precision="fp32", output_grid="1mm",
+                                slice_thickness=3.0)
         np.testing.assert_array_equal(np.asanyarray(res.image.dataobj), expected)
         assert res.info["OutputGrid"] == "1mm" and res.info["InplaneResampled"] is True
         assert res.image.shape[:2] == work.shape[:2]
-    default = np.asanyarray(super_resolve(img, model=tiny_model, precision="fp32", output_grid="1mm").image.dataobj)
+    default = np.asanyarray(super_resolve(img, model=tiny_model, precision="fp32", output_grid="1mm",
+                                          slice_thickness=3.0).image.dataobj)
     at_limit = (expected <= data.min()) | (expected >= data.max())  # rows the clip had moved
     slab_moved = np.repeat(at_limit.reshape(*at_limit.shape[:2], -1, 3).any(axis=-1), 3, axis=-1)
     assert slab_moved.any() and np.mean(default[~slab_moved] != expected[~slab_moved]) < 0.01
@@ -138,8 +140,8 @@ def test_the_1mm_grid_consistency_is_measured_on_the_input_as_stored(tiny_model)
     """On a 0.57 mm scan the 1 mm output cannot give back the in-plane detail: the sidecar says so (earlier versions said
     ~45 dB, measured against its own resampled input)."""
     img = head(0.57, 2)
-    fine = super_resolve(img, model=tiny_model, precision="fp32")
-    coarse = super_resolve(img, model=tiny_model, precision="fp32", output_grid="1mm")
+    fine = super_resolve(img, model=tiny_model, precision="fp32", slice_thickness=3.0)
+    coarse = super_resolve(img, model=tiny_model, precision="fp32", output_grid="1mm", slice_thickness=3.0)
     assert coarse.info["ConsistencyPSNR"] < fine.info["ConsistencyPSNR"] - 10
     assert coarse.consistency_map.shape == img.shape  # the map is on the input's grid either way
 

@@ -8,7 +8,9 @@ Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the hel
    adds 4/4 and 3/3) with :func:`prettier_bids.sr.evaluate.simulate_case`, reconstructed with
    cubic and each model through ``super_resolve`` (:func:`prettier_bids.sr.evaluate.reconstruct_case`;
    model outputs projected onto the input, as by default, unless ``--no-consistency-projection``),
-   and compared with the truth over the rows the SR grid covers.
+   and compared with the truth over the rows the SR grid covers. ``--thickness`` (default ``both``): each model
+   runs told the simulated thickness (``known``) and not told it (``hidden``: the core estimates it from the
+   image, row ``MODEL (thickness hidden)``), as ``prettier-eval`` does (issue 25).
 3. Metrics (:mod:`prettier_bids.sr.lesions`): lesion-region PSNR (mask dilated by 1 voxel),
    median per-lesion contrast kept (lesions >= 10 voxels, 2-voxel ring of brain, other lesions
    excluded), the fixed simple segmentation (brain z-score > 1.6, brain eroded by 3 voxels,
@@ -48,6 +50,8 @@ LOGGER = logging.getLogger("prettier_bids.eval")
 
 DEFAULT_CASES = ("hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz",)
 DEFAULT_MODELS = "prettier-edsr-v1,prettier-edsr-v2"
+#: The method label of a model run without being told the simulated slice thickness.
+HIDDEN_LABEL = "{} (thickness hidden)"
 KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision", "invented_ml", "volume_ml",
         "n_found")
 
@@ -86,8 +90,10 @@ def _finite(obj):
 
 
 def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=BATCH_SIZE, name="", device="cpu", project=True,
-                  precision="auto"):
-    """Rows of per-axis metrics for the truth, cubic and each model."""
+                  precision="auto", thickness_modes=("known",)):
+    """Rows of per-axis metrics for the truth, cubic and each model; each model runs once per thickness mode
+    (``known``: told the simulated thickness; ``hidden``: not told, the core estimates it, labelled
+    :data:`HIDDEN_LABEL`)."""
     from ..sr import lesions as L
     from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
 
@@ -95,11 +101,14 @@ def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=BATCH_
     for spacing, thickness in settings:
         for axis in axes:
             _, img, idx = simulate_case(vol, axis, spacing, thickness)
-            methods = {"cubic": None, **models}
+            runs = [("cubic", None, thickness)]
+            for label, model in models.items():
+                runs += [(label if mode == "known" else HIDDEN_LABEL.format(label), model,
+                          thickness if mode == "known" else None) for mode in thickness_modes]
             outs, secs = {}, {}
-            for label, model in methods.items():
+            for label, model, given in runs:
                 t0 = time.time()
-                outs[label], _ = reconstruct_case(img, axis, len(idx), model, thickness, batch_size, device, project,
+                outs[label], _ = reconstruct_case(img, axis, len(idx), model, given, batch_size, device, project,
                                                   precision)
                 secs[label] = time.time() - t0
             n = min(o.shape[axis] for o in outs.values())
@@ -171,6 +180,7 @@ def _main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     axes, settings = args.axes, args.settings
+    modes = ("known", "hidden") if args.thickness == "both" else (args.thickness,)
     try:
         models = load_models(args.models, args.device)
     except WeightsError as exc:
@@ -201,7 +211,8 @@ def _main(args):
             return exitcodes.DATAERR
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
-                              device=args.device, project=args.project, precision=args.precision)
+                              device=args.device, project=args.project, precision=args.precision,
+                              thickness_modes=modes)
     table = summarise(rows)
     text = "\n".join([
         "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",
@@ -220,7 +231,7 @@ def _main(args):
         write_text_atomic(text + "\n", out / "lesions.md")
         payload = {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
                    "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
-                   "projected": args.project, "precision": resolve_precision(args.precision, args.device),
+                   "projected": args.project, "thickness": args.thickness, "precision": resolve_precision(args.precision, args.device),
                    "seconds": time.time() - t_all}
         write_text_atomic(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", out / "lesions.json")
     return exitcodes.OK

@@ -29,6 +29,18 @@ from .options import (
 PROG = "prettier-sr"
 #: Thinner than this is not a slice thickness (mm); thicker than this is not a clinical 2D stack.
 THICKNESS_RANGE_MM = (0.1, MAX_SLICE_MM)
+_thickness_mm = finite_float(*THICKNESS_RANGE_MM, what="a number of mm or 'auto'")
+
+
+def thickness_or_auto(text):
+    """``--slice-thickness``: ``auto`` -> None (the core estimates it from the image, else assumes it equal to
+    the spacing and skips the projection onto the input), else a number of mm in :data:`THICKNESS_RANGE_MM`."""
+    if text.strip().lower() == "auto":
+        return None
+    return _thickness_mm(text)
+
+
+thickness_or_auto.__name__ = "slice thickness"
 
 
 def build_parser():
@@ -50,9 +62,13 @@ def build_parser():
     g.add_argument("--weights", default=None, help="a weights file (.pt) from prettier-train")
     p.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: cubic-spline baseline on the same grid")
-    p.add_argument("--slice-thickness", type=finite_float(*THICKNESS_RANGE_MM), default=None, metavar="MM",
-                   help="slice thickness in mm (default: equal to the slice spacing, i.e. no gap); used by the "
-                        "consistency check and by conditioned models")
+    p.add_argument("--slice-thickness", type=thickness_or_auto, default="auto", metavar="MM|auto",
+                   help=f"slice thickness in mm ({THICKNESS_RANGE_MM[0]:g}-{THICKNESS_RANGE_MM[1]:g}), or auto "
+                        "(default): estimated from the image; when it cannot be estimated confidently (always, "
+                        "for now: no estimator is shipped yet) it is assumed equal to the slice spacing and the "
+                        "output is not projected onto the input (the sidecar's SliceThicknessSource and "
+                        "ProjectionSkipped say so). Used by the consistency check, the projection and conditioned "
+                        "models")
     p.add_argument("--slice-profile", choices=("boxcar", "gaussian"), default="boxcar",
                    help="slice profile for the consistency check and projection (default: boxcar)")
     add_projection_option(p)
@@ -145,6 +161,7 @@ def _main(args):
     t0 = time.time()
     try:
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
+                            thickness_source="option",
                             profile=args.slice_profile, force=args.force, device=args.device,
                             batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project,
                             precision=args.precision, output_grid=args.output_grid)

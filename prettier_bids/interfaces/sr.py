@@ -60,7 +60,10 @@ class _SuperResolveInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="thick-slice NIfTI image")
     method = traits.Enum("model", "cubic", usedefault=True, desc="the network or the cubic baseline")
     weights = File(exists=True, desc="a weights file (default: the default model, prettier-edsr-v3)")
-    slice_thickness = traits.Float(desc="slice thickness in mm (default: the slice spacing)")
+    slice_thickness = traits.Float(desc="a given slice thickness in mm (default: estimated from the image by the SR "
+                                        "core, else assumed equal to the spacing without the projection)")
+    thickness_source = traits.Str("given", usedefault=True,
+                                  desc="where a given slice_thickness came from (the sidecar's SliceThicknessSource)")
     slice_profile = traits.Enum("boxcar", "gaussian", usedefault=True)
     project = traits.Bool(True, usedefault=True, desc="project the network's output onto the input slices")
     precision = traits.Enum(*PRECISIONS, usedefault=True, desc="the network's arithmetic (sr.precision)")
@@ -105,6 +108,7 @@ class SuperResolve(SimpleInterface):
         thickness = self.inputs.slice_thickness if isdefined(self.inputs.slice_thickness) else None
         img = nib.load(self.inputs.in_file)
         res = super_resolve(img, model=model, method=self.inputs.method, slice_thickness=thickness,
+                            thickness_source=self.inputs.thickness_source,
                             profile=self.inputs.slice_profile, device=self.inputs.device,
                             batch_size=self.inputs.batch_size, project=self.inputs.project,
                             precision=self.inputs.precision, output_grid=self.inputs.output_grid)

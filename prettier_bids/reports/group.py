@@ -20,8 +20,8 @@ from .markup import text as esc
 from .subject import CSS, json_bool
 
 COLUMNS = ["participant_id", "session", "contrast", "desc", "file", "source", "Method", "Model",
-           "ModelWeightsSHA256", "ProjectedOntoInput", "SlicePlane", "SliceAxis", "SliceSpacing", "SliceThickness",
-           "SliceThicknessSource", "UpsamplingFactor", "InputVoxelSize", "OutputGrid", "OutputVoxelSize",
+           "ModelWeightsSHA256", "ProjectedOntoInput", "ProjectionSkipped", "SlicePlane", "SliceAxis", "SliceSpacing",
+           "SliceThickness", "SliceThicknessSource", "UpsamplingFactor", "InputVoxelSize", "OutputGrid", "OutputVoxelSize",
            "ConsistencyPSNR", "NetworkConsistencyPSNR", "ConsistencyFractionAbove10pct", "RuntimeSeconds", "QCFlags",
            "flag"]
 #: An output is flagged when its network's consistency PSNR (:func:`qc_psnr`) is this many robust SDs below its

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..naming import derivative_relpath, load_io_spec, parse_entities, reportlet_desc
-from ..outputs import shown_outputs
+from ..outputs import shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
 from .markup import text as esc
@@ -48,7 +48,7 @@ QC_KEYS = [("Slice plane", "SlicePlane"), ("Input voxel size (mm)", "InputVoxelS
            ("Network consistency PSNR (dB)", "NetworkConsistencyPSNR"), ("Output grid", "OutputGrid"),
            ("Voxels with error > 10 %", "ConsistencyFractionAbove10pct"), ("Model", "Model"),
            ("Weights SHA-256", "ModelWeightsSHA256"), ("Projected onto the input", "ProjectedOntoInput"),
-           ("Slice thickness from", "SliceThicknessSource"), ("Runtime (s)", "RuntimeSeconds"),
+           ("Projection skipped", "ProjectionSkipped"), ("Slice thickness from", "SliceThicknessSource"), ("Runtime (s)", "RuntimeSeconds"),
            ("Made by run", "GeneratedByRun")]
 
 
@@ -81,11 +81,22 @@ def subject_outputs(root, subject, warn=False):
     return out
 
 
+def _thickness_note(meta):
+    """`` (estimated ± 0.3)`` / `` (assumed)`` after a slice thickness that was not given (never shown as if
+    measured); "" for a given one."""
+    kind = thickness_kind(meta.get("SliceThicknessSource"))
+    if kind == "estimated":
+        u = (meta.get("SliceThicknessEstimate") or {}).get("Uncertainty")
+        return f" (estimated ± {u:.2g})" if isinstance(u, (int, float)) and not isinstance(u, bool) else " (estimated)"
+    return " (assumed)" if kind in ("assumed", "legacy") else ""
+
+
 def _qc_table(meta):
     rows = []
     for label, key in QC_KEYS:
         if key is None:
             value = f"{_fmt(meta.get('SliceSpacing', 'n/a'))} / {_fmt(meta.get('SliceThickness', 'n/a'))}"
+            value += _thickness_note(meta)
         elif key in meta:
             value = _fmt(meta[key])
         else:

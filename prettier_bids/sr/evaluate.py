@@ -25,8 +25,12 @@ from .reconstruct import model_conditions, super_resolve
 LOGGER = logging.getLogger("prettier_bids.eval")
 
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
-#: (spacing, thickness) settings: the paper's 5/6 mm, and thinner clinical ones.
-SETTINGS = ((6, 5.0), (4, 4.0), (3, 3.0))
+#: (spacing, thickness) settings (issue 25): no gap at 3 mm, the paper's 5/6 mm, and 1-2 mm gaps at 4-5 mm.
+SETTINGS = ((3, 3.0), (6, 5.0), (5, 4.0), (4, 3.0), (4, 2.0))
+#: Whether the pipeline is told the simulated slice thickness: ``known`` (``slice_thickness=`` the simulated
+#: one), ``hidden`` (``None``: the core estimates it, else assumes it equal to the spacing and skips the
+#: projection onto the input).
+THICKNESS_MODES = ("known", "hidden")
 
 
 def brain_mask(vol, skull_stripped, affine=None):
@@ -86,11 +90,19 @@ class VolumeScore:
     ssim: float
     consistency: float  # the network's (NetworkConsistencyPSNR: before the projection onto the input)
     seconds: float
+    thickness_given: bool = True  # the pipeline was told the simulated thickness ("known"), else "hidden"
+    estimated_thickness: float | None = None  # hidden: the core's estimate (SliceThicknessEstimate's Thickness)
+    projected: bool | None = None  # the model's output was projected onto the input (ProjectedOntoInput)
 
 
 def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0, 1, 2), batch_size=BATCH_SIZE,
-                    keep_example=None, project=True, precision="auto"):
-    """Scores of cubic and model reconstructions of ``vol`` (scaled, 1 mm) for every axis/setting."""
+                    keep_example=None, project=True, precision="auto", thickness_modes=THICKNESS_MODES):
+    """Scores of cubic and model reconstructions of ``vol`` (scaled, 1 mm) for every axis/setting and each of
+    ``thickness_modes`` (:data:`THICKNESS_MODES`): the model runs once per mode, the cubic baseline once (its
+    image does not depend on the thickness) and is scored in each mode's rows."""
+    modes = [m for m in THICKNESS_MODES if m in thickness_modes]
+    if not modes:
+        raise ValueError(f"thickness_modes must name some of {THICKNESS_MODES}")
     scores, example = [], None
     for axis in axes:
         for spacing, thickness in settings:
@@ -100,19 +112,36 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
             ref = np.take(vol, rows, axis=axis)
             m = np.take(mask, rows, axis=axis)
             outs = {}
-            for method in ("cubic", "model"):
-                t0 = time.time()
-                out_c, res = reconstruct_case(img, axis, ref.shape[axis], model if method == "model" else None,
-                                              thickness, batch_size, project=project, precision=precision)
+
+            def score(method, mode, out_c, res, seconds):
                 n = out_c.shape[axis]
                 ref_c, m_c = np.take(ref, np.arange(n), axis=axis), np.take(m, np.arange(n), axis=axis)
+                est = res.info.get("SliceThicknessEstimate") or {}
                 scores.append(VolumeScore(name, contrast, axis, spacing, thickness, method,
                                           psnr(out_c, ref_c, m_c), ssim(out_c, ref_c, m_c),
-                                          res.info["NetworkConsistencyPSNR"], time.time() - t0))
-                outs[method] = out_c
-                LOGGER.info("%s %s %s s=%g t=%g: PSNR %.2f dB SSIM %.4f (%.0f s)", name, AXIS_NAMES[axis], method,
-                            spacing, thickness, scores[-1].psnr, scores[-1].ssim, scores[-1].seconds)
+                                          res.info["NetworkConsistencyPSNR"], seconds, mode == "known",
+                                          est.get("Thickness") if method == "model" else None,
+                                          res.info["ProjectedOntoInput"] if method == "model" else None))
+                LOGGER.info("%s %s %s s=%g t=%g (%s): PSNR %.2f dB SSIM %.4f (%.0f s)", name, AXIS_NAMES[axis], method,
+                            spacing, thickness, mode, scores[-1].psnr, scores[-1].ssim, scores[-1].seconds)
+                return ref_c
+
+            t0 = time.time()  # the cubic image does not depend on the thickness: once, scored in every mode
+            cubic = reconstruct_case(img, axis, ref.shape[axis], None, thickness, batch_size, project=project,
+                                     precision=precision)
+            cubic_seconds = time.time() - t0
+            outs["cubic"] = cubic[0]
+            for mode in modes:
+                t0 = time.time()
+                out_c, res = reconstruct_case(img, axis, ref.shape[axis], model,
+                                              thickness if mode == "known" else None, batch_size, project=project,
+                                              precision=precision)
+                seconds = time.time() - t0
+                score("cubic", mode, cubic[0], cubic[1], cubic_seconds)
+                ref_c = score("model", mode, out_c, res, seconds)
+                outs.setdefault("model", out_c)
             if keep_example == (axis, spacing) and example is None:
+                n = ref_c.shape[axis]
                 lr_up = np.repeat(lr.data, r, axis=axis)[tuple(
                     slice(None) if a != axis else slice(0, n) for a in range(3))]
                 lr_up = np.roll(lr_up, -c, axis=axis)
@@ -121,37 +150,57 @@ def evaluate_volume(vol, mask, name, contrast, model, settings=SETTINGS, axes=(0
 
 
 def summarise(scores):
-    """Rows (contrast, axis, spacing, thickness) -> mean cubic / model PSNR and SSIM and gains."""
+    """Rows (contrast, axis, spacing, thickness, thickness given) -> mean cubic / model PSNR and SSIM and gains;
+    the rows of a hidden thickness also give the core's mean estimate (``estimated_thickness``, mm) and the
+    fraction of model outputs projected onto the input (``projected_fraction``)."""
     rows = {}
     for s in scores:
-        key = (s.contrast, s.axis, s.spacing, s.thickness)
+        key = (s.contrast, s.axis, s.spacing, s.thickness, not getattr(s, "thickness_given", True))
         rows.setdefault(key, {"cubic": [], "model": []})[s.method].append(s)
     table = []
-    for (contrast, axis, spacing, thickness), d in sorted(rows.items()):
+    for (contrast, axis, spacing, thickness, hidden), d in sorted(rows.items()):
         cp, mp = np.mean([s.psnr for s in d["cubic"]]), np.mean([s.psnr for s in d["model"]])
         cs, ms = np.mean([s.ssim for s in d["cubic"]]), np.mean([s.ssim for s in d["model"]])
-        table.append({"contrast": contrast, "axis": AXIS_NAMES[axis], "spacing": spacing, "thickness": thickness,
-                      "n": len(d["model"]), "cubic_psnr": cp, "model_psnr": mp, "gain_psnr": mp - cp,
-                      "cubic_ssim": cs, "model_ssim": ms, "gain_ssim": ms - cs,
-                      "consistency_model": np.mean([s.consistency for s in d["model"]])})
+        row = {"contrast": contrast, "axis": AXIS_NAMES[axis], "spacing": spacing, "thickness": thickness,
+               "thickness_given": not hidden,
+               "n": len(d["model"]), "cubic_psnr": cp, "model_psnr": mp, "gain_psnr": mp - cp,
+               "cubic_ssim": cs, "model_ssim": ms, "gain_ssim": ms - cs,
+               "consistency_model": np.mean([s.consistency for s in d["model"]])}
+        if hidden:
+            ests = [s.estimated_thickness for s in d["model"] if s.estimated_thickness is not None]
+            row["estimated_thickness"] = float(np.mean(ests)) if ests else None
+            row["projected_fraction"] = float(np.mean([bool(s.projected) for s in d["model"]]))
+        table.append(row)
     return table
 
 
 def markdown_volume_table(table):
-    lines = ["| contrast | axis | s / t (mm) | n | cubic PSNR | model PSNR | ΔPSNR (dB) | cubic SSIM | model SSIM | ΔSSIM "
-             "| consistency (dB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The volume table; ``thickness``: ``known`` (the pipeline was told the simulated thickness) or ``hidden``
+    (the core estimated it, or assumed it equal to the spacing), with the mean estimate and the fraction of
+    outputs projected onto the input in the hidden rows."""
+    lines = ["| contrast | axis | s / t (mm) | thickness | n | cubic PSNR | model PSNR | ΔPSNR (dB) | cubic SSIM "
+             "| model SSIM | ΔSSIM | consistency (dB) | estimated t (mm) | projected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
-        lines.append(f"| {r['contrast']} | {r['axis']} | {r['spacing']:g} / {r['thickness']:g} | {r['n']} | "
+        given = r.get("thickness_given", True)
+        est = r.get("estimated_thickness")
+        est_cell = "" if given else ("n/a" if est is None else f"{est:.2f}")
+        proj_cell = "" if given else f"{r.get('projected_fraction', 0.0):.0%}"
+        lines.append(f"| {r['contrast']} | {r['axis']} | {r['spacing']:g} / {r['thickness']:g} | "
+                     f"{'known' if given else 'hidden'} | {r['n']} | "
                      f"{r['cubic_psnr']:.2f} | {r['model_psnr']:.2f} | {r['gain_psnr']:+.2f} | {r['cubic_ssim']:.4f} | "
-                     f"{r['model_ssim']:.4f} | {r['gain_ssim']:+.4f} | {r['consistency_model']:.1f} |")
+                     f"{r['model_ssim']:.4f} | {r['gain_ssim']:+.4f} | {r['consistency_model']:.1f} | {est_cell} | "
+                     f"{proj_cell} |")
     return "\n".join(lines)
 
 
-def headline(scores, spacing=6):
-    """Mean gain over all axes and volumes per contrast at one spacing (the acceptance numbers)."""
+def headline(scores, spacing=6, thickness_given=True):
+    """Mean gain over all axes and volumes per contrast at one spacing (the acceptance numbers), over the
+    scores made with the thickness known (``thickness_given``) or hidden."""
     out = {}
     for contrast in sorted({s.contrast for s in scores}):
-        sel = [s for s in scores if s.contrast == contrast and s.spacing == spacing]
+        sel = [s for s in scores if s.contrast == contrast and s.spacing == spacing
+               and getattr(s, "thickness_given", True) == thickness_given]
         cub = [s for s in sel if s.method == "cubic"]
         mod = [s for s in sel if s.method == "model"]
         if not mod:

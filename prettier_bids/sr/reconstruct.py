@@ -29,6 +29,7 @@ from .precision import BATCH_SIZE, resolve_precision
 from .preprocess import (
     DEFAULT_OUTPUT_GRID,
     SCALE_PERCENTILE,
+    THICKNESS_RANGE,
     InputError,
     apply_scaling,
     check_geometry,
@@ -46,6 +47,7 @@ from .preprocess import (
     voxel_sizes,
     working_grid,
 )
+from .thickness import estimate_thickness
 
 LOGGER = logging.getLogger("prettier_bids.sr")
 
@@ -330,9 +332,33 @@ def conform_header(img):
     return _with_geometry(img.dataobj, img.affine, img.header.copy(), qcode, scode)
 
 
+#: ``SliceThicknessSource`` of a thickness estimated from the image, and of one assumed equal to the spacing.
+ESTIMATED_SOURCE = "estimated"
+ASSUMED_SOURCE = "assumed: equal to spacing"
+#: ``ProjectionSkipped``: why a requested projection onto the input did not run.
+SKIPPED_UNKNOWN_THICKNESS = "slice thickness unknown and not estimated confidently"
+
+
+def estimated_thickness(est, spacing):
+    """The thickness used for a confident estimate ``est``: rounded to 0.01 mm and clamped into the plausible
+    range (:data:`preprocess.THICKNESS_RANGE` times the ``spacing``)."""
+    lo, hi = (f * spacing for f in THICKNESS_RANGE)
+    return float(min(max(round(float(est.thickness), 2), lo), hi))
+
+
+def thickness_note(source, est=None):
+    """How the log names where a slice thickness came from: ``estimated +/- 0.3``, ``assumed equal to the
+    spacing; not estimated confidently``, ``given: option`` (``given`` when the caller did not say where from)."""
+    if source == ESTIMATED_SOURCE:
+        return f"estimated +/- {est.uncertainty:.2g}"
+    if source == ASSUMED_SOURCE:
+        return "assumed equal to the spacing; not estimated confidently"
+    return "given" if source == "given" else f"given: {source}"
+
+
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
                   device="cpu", batch_size=BATCH_SIZE, precision="auto", progress=None, project=True,
-                  output_grid=DEFAULT_OUTPUT_GRID):
+                  output_grid=DEFAULT_OUTPUT_GRID, thickness_source="given"):
     """Super-resolve a thick-slice NIfTI image: ~1 mm rows along the slice axis, the same field of view.
 
     ``output_grid`` (``preprocess.OUTPUT_GRIDS``): ``native`` (the default) keeps the input's in-plane voxels
@@ -353,6 +379,13 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     computes it natively) is the network's arithmetic; the sidecar's ``Precision`` says which one ran (fp32 for
     the cubic baseline). Returns an :class:`SRResult` whose ``info`` describes geometry, intensity scaling,
     consistency and timing (for JSON sidecars).
+
+    ``slice_thickness`` (mm) is a given thickness (``thickness_source`` names where it came from, e.g.
+    ``option`` or ``sidecar``: the sidecar's ``SliceThicknessSource``). ``None`` (the default): the thickness is
+    estimated from the image (:func:`thickness.estimate_thickness`, recorded as ``SliceThicknessEstimate``);
+    a confident estimate is used (source ``estimated``); otherwise the thickness is assumed equal to the spacing
+    (source ``assumed: equal to spacing``) and the projection onto the input is skipped (``ProjectionSkipped``),
+    since the output would be made to reproduce the input under a profile nobody knows.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
@@ -363,8 +396,9 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     shape, zooms = check_image(img)  # the header alone: nothing is read before the grid is known to fit
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
-    thickness = spacing if slice_thickness is None else float(slice_thickness)
-    if not plausible_thickness(thickness, spacing):
+    given = slice_thickness is not None
+    thickness = float(slice_thickness) if given else spacing
+    if given and not plausible_thickness(thickness, spacing):
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
     factor = upsampling_factor(spacing)
     check_output_grid(shape, zooms, axis, factor, output_grid)
@@ -374,6 +408,13 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     if n_outliers:
         LOGGER.warning("%d voxel(s) far beyond the image's intensity range clipped to %.4g..%.4g (corrupt voxels?)",
                        n_outliers, float(data.min()), float(data.max()))
+    est, est_seconds, source = None, None, str(thickness_source)
+    if not given:  # auto: the thickness read from the image, used only when the estimate is confident
+        t_est = time.time()
+        est = estimate_thickness(data, zooms, axis)
+        est_seconds = time.time() - t_est
+        source = ESTIMATED_SOURCE if est.confident else ASSUMED_SOURCE
+        thickness = estimated_thickness(est, spacing) if est.confident else spacing
 
     work, imap = working_grid(data, zooms, axis)
     oshape, omap = output_plan(data.shape, zooms, axis, output_grid)
@@ -384,10 +425,10 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     on_work = oshape == work.shape and np.allclose(omap, imap)  # the output grid is the working grid
     native = oshape == data.shape and np.allclose(omap, np.eye(4))  # ... is the input's own grid
     xo = x if on_work else stored if native else apply_scaling(resample_inplane(data, omap, oshape), offset, scale)
-    LOGGER.info("input %s voxels of %s mm; slice axis %d, spacing %.2f mm, thickness %.2f mm; factor %d; "
+    LOGGER.info("input %s voxels of %s mm; slice axis %d, spacing %.2f mm, thickness %.2f mm (%s); factor %d; "
                 "output grid %s (%s)", "x".join(map(str, data.shape)), describe_zooms(zooms), axis, spacing,
-                thickness, factor, output_grid, "the input's in-plane voxels" if native else
-                "in-plane resampled to %s mm" % describe_zooms(voxel_sizes(np.asarray(img.affine) @ omap)))
+                thickness, thickness_note(source, est), factor, output_grid,
+                "the input's in-plane voxels" if native else "in-plane resampled to %s mm" % describe_zooms(voxel_sizes(np.asarray(img.affine) @ omap)))
 
     if method == "cubic":
         hr = cubic_array(xo, axis, factor)
@@ -410,7 +451,11 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
 
     mask = head_mask(stored, axis)  # where both consistency figures are measured
     net_cons = check_consistency(hr, stored, axis, factor, spacing, thickness, profile, to_input, mask)
-    projected = bool(project and method == "model")
+    requested = bool(project and method == "model")
+    projected = requested and source != ASSUMED_SOURCE  # never onto a profile that is only assumed
+    if requested and not projected:
+        LOGGER.info("projection onto the input skipped: %s (give the slice thickness to project)",
+                    SKIPPED_UNKNOWN_THICKNESS)
     if projected:
         limits = [(float(v) - offset) / scale for v in (np.min(data), np.max(data))]  # restore_intensity's clip
         hr = project_onto_input(hr, xo, axis, factor, spacing, thickness, profile, limits)
@@ -429,6 +474,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "InputShape": [int(n) for n in data.shape],
         "SliceSpacing": round(spacing, 4),
         "SliceThickness": round(thickness, 4),
+        "SliceThicknessSource": source,
+        "SliceGap": round(spacing - thickness, 4),
         "SliceProfile": profile,
         "UpsamplingFactor": int(factor),
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
@@ -442,6 +489,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "ConsistencyPSNR": round(cons.psnr_db, 3),
         "NetworkConsistencyPSNR": round(net_cons.psnr_db, 3),
         "ProjectedOntoInput": projected,
+        **({"ProjectionSkipped": SKIPPED_UNKNOWN_THICKNESS} if requested and not projected else {}),
         "QCFlags": qc_flags(net_cons.psnr_db),
         "HeaderWarnings": header_warnings(img),
         "ConsistencyFractionAbove10pct": round(net_cons.frac_above_10pct, 5),
@@ -449,6 +497,9 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "Precision": ran,
         "RuntimeSeconds": round(time.time() - t0, 2),
     }
+    if est is not None:
+        info["SliceThicknessEstimate"] = est.as_info()
+        info["ThicknessEstimationSeconds"] = round(est_seconds, 3)
     if method == "model" and getattr(model.model, "conditioned", False):
         plane, ratio = inference_conditions(thickness / spacing)
         info["Conditioning"] = {"PlaneSpacing": plane, "ThicknessRatio": round(ratio, 4)}

@@ -30,15 +30,14 @@ from ..interfaces import (
     ValidateImage,
 )
 from ..naming import derivative_relpath, load_io_spec
-from ..outputs import method_paragraph, run_date, source_file
+from ..outputs import method_paragraph, run_date, source_file, thickness_sentence
 from ..sr.preprocess import output_grid_shape, peak_memory_bytes
 from ..sr.precision import resolve_precision
 
 #: SR-info keys copied into the consistency map's sidecar.
-CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceProfile", "UpsamplingFactor",
-                    "IntensityScale", "OutputGrid", "ConsistencyPSNR", "NetworkConsistencyPSNR",
-                    "ConsistencyFractionAbove10pct", "QCFlags",
-                    "ProjectedOntoInput"]
+CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceThicknessSource", "SliceProfile",
+                    "UpsamplingFactor", "IntensityScale", "OutputGrid", "ConsistencyPSNR", "NetworkConsistencyPSNR",
+                    "ConsistencyFractionAbove10pct", "QCFlags", "ProjectedOntoInput", "ProjectionSkipped"]
 
 
 def safe_name(text):
@@ -64,13 +63,17 @@ def _mem_gb(cand, grid):
 def sr_description(config, model=None, scope=None):
     """This workflow's part of the methods boilerplate (``scope``: the images it covers, when the contrasts
     get different models, e.g. "Each FLAIR image"; default "Each image"); the text is
-    :func:`prettier_bids.outputs.method_paragraph`'s."""
+    :func:`prettier_bids.outputs.method_paragraph`'s. Written before any image is processed, it states the rule
+    for the slice thickness (given by the sidecar, else estimated from the image, else assumed equal to the
+    spacing without the projection); the methods text of the outputs (``outputs.dataset_methods``) says which
+    applied to each."""
     by_model = config.method == "model" and model is not None and model.path
+    projected = config.method == "model" and config.consistency_projection
     return method_paragraph(scope or "Each image", "model" if by_model else "cubic", config.slice_profile,
                             model.name if by_model else None, model.sha256 if by_model else None,
                             resolve_precision(config.precision, config.device) if by_model else "fp32",
-                            projected=config.method == "model" and config.consistency_projection,
-                            grid=config.output_grid)
+                            projected=projected, grid=config.output_grid,
+                            thickness=thickness_sentence("rule", skipped=projected))
 
 
 def init_sr_wf(cand, config, model=None, name=None, scope=None):
@@ -88,13 +91,12 @@ def init_sr_wf(cand, config, model=None, name=None, scope=None):
     mem = _mem_gb(cand, config.output_grid)
     common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size,
                   output_grid=config.output_grid)
-    if cand.thickness:
-        common["slice_thickness"] = cand.thickness
+    if cand.thickness:  # given (the sidecar's); else the core estimates it and its info says how it was found
+        common.update(slice_thickness=cand.thickness, thickness_source=cand.thickness_source)
     main_kind = "sr" if config.method == "model" else "cubic"
     static = {"Sources": [cand.source_uri],
               "SkullStripped": cand.skull_stripped,
               "SlicePlane": cand.plane,
-              "SliceThicknessSource": cand.thickness_source,
               "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
               "GeneratedByRun": {"RunId": config.run_id, "Command": config.command,
                                  "Date": run_date(config.run_id)},
