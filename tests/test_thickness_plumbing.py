@@ -344,3 +344,26 @@ def test_the_estimate_is_confident_only_when_measured_and_precise():
     assert edge.confident and edge.gap == 1.0 and edge.as_info()["Gap"] == 1.0
     assert not ThicknessEstimate(4.0, CONFIDENT_UNCERTAINTY_MM + 0.01, 5.0, 100, "stand-in").confident
     assert not ThicknessEstimate(float("nan"), 0.1, 5.0, 100, "stand-in").confident  # no thickness, no confidence
+
+
+def test_a_conditioned_model_is_told_the_typical_ratio_when_the_thickness_is_assumed(monkeypatch):
+    import torch
+
+    torch.manual_seed(0)
+    net = build_model("edsr-compact", n_blocks=1, n_feats=8, tail_feats=8, conditioning=True)[0].eval()
+    cond = LoadedModel(net, "conditioned", "", "")
+    seen = []
+    real = reconstruct.super_resolve_array
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["thickness_ratio"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reconstruct, "super_resolve_array", spy)
+    img = _image()
+    assumed = super_resolve(img, model=cond, batch_size=4, precision="fp32").info
+    given = super_resolve(img, model=cond, batch_size=4, precision="fp32", slice_thickness=6.0).info
+    assert seen == [reconstruct.ASSUMED_CONDITIONING_RATIO, 1.0] and reconstruct.ASSUMED_CONDITIONING_RATIO == 0.7
+    assert assumed["SliceThickness"] == 6.0 and assumed["SliceThicknessSource"] == ASSUMED
+    assert assumed["Conditioning"] == {"PlaneSpacing": 1.0, "ThicknessRatio": 0.7, "Assumed": True}
+    assert given["Conditioning"] == {"PlaneSpacing": 1.0, "ThicknessRatio": 1.0}

@@ -49,7 +49,6 @@ from .options import (
 LOGGER = logging.getLogger("prettier_bids.eval")
 
 DEFAULT_CASES = ("hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz",)
-DEFAULT_MODELS = "prettier-edsr-v1,prettier-edsr-v2"
 #: The method label of a model run without being told the simulated slice thickness.
 HIDDEN_LABEL = "{} (thickness hidden)"
 KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision", "invented_ml", "volume_ml",
@@ -66,7 +65,9 @@ def build_parser():
     p.add_argument("--data-root", required=True, help="folder the case paths are relative to")
     p.add_argument("--case", action="append", default=None, metavar="FLAIR:LESIONS",
                    help=f"FLAIR and lesion mask, relative to --data-root (default {DEFAULT_CASES[0]})")
-    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated shipped model names or weights files")
+    p.add_argument("--models", default=None,
+                   help="comma-separated shipped model names or weights files (default: the model prettier-sr and "
+                        "prettier-bids use for FLAIR)")
     add_simulation_options(p, settings="6:5")
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
@@ -172,7 +173,7 @@ def _main(args):
 
     from ..sr import lesions as L
     from ..sr.evaluate import brain_mask
-    from ..sr.models import WeightsError
+    from ..sr.models import WeightsError, default_model
     from ..sr.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_models
@@ -182,7 +183,7 @@ def _main(args):
     axes, settings = args.axes, args.settings
     modes = ("known", "hidden") if args.thickness == "both" else (args.thickness,)
     try:
-        models = load_models(args.models, args.device)
+        models = load_models(args.models or default_model("FLAIR"), args.device)
     except WeightsError as exc:
         print(f"prettier-eval lesions: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT

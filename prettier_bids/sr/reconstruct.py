@@ -335,6 +335,11 @@ def conform_header(img):
 #: ``SliceThicknessSource`` of a thickness estimated from the image, and of one assumed equal to the spacing.
 ESTIMATED_SOURCE = "estimated"
 ASSUMED_SOURCE = "assumed: equal to spacing"
+#: What a conditioned model is told for thickness / spacing when the thickness is only assumed (neither given nor
+#: estimated confidently): the ratio whose worst loss against the true ratio, over issue 25's five settings
+#: (3/3, 5/6, 4/5, 3/4, 2/4 mm), was smallest on the training head p07 FLAIR and the validation head MASS t08
+#: (docs/research/slice-profile-estimation.md, section 5). The recorded ``SliceThickness`` stays the assumed one.
+ASSUMED_CONDITIONING_RATIO = 0.7
 #: ``ProjectionSkipped``: why a requested projection onto the input did not run.
 SKIPPED_UNKNOWN_THICKNESS = "slice thickness unknown and not estimated confidently"
 
@@ -415,6 +420,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         est_seconds = time.time() - t_est
         source = ESTIMATED_SOURCE if est.confident else ASSUMED_SOURCE
         thickness = estimated_thickness(est, spacing) if est.confident else spacing
+    # a conditioned model is told the thickness used, or a typical ratio where it is only assumed
+    told_ratio = ASSUMED_CONDITIONING_RATIO if source == ASSUMED_SOURCE else thickness / spacing
 
     work, imap = working_grid(data, zooms, axis)
     oshape, omap = output_plan(data.shape, zooms, axis, output_grid)
@@ -436,7 +443,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         model.model.eval()
         LOGGER.info("network arithmetic: %s%s", ran, " (auto)" if precision == "auto" else "")
         hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, ran, progress,
-                                 thickness_ratio=thickness / spacing)
+                                 thickness_ratio=told_ratio)
         if not on_work:
             hr = onto_output_grid(hr, x, xo, axis, factor, imap, omap)
     hr_shape, hr_affine = target_grid(xo.shape, np.asarray(img.affine, dtype=np.float64) @ omap, axis, factor)
@@ -501,6 +508,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         info["SliceThicknessEstimate"] = est.as_info()
         info["ThicknessEstimationSeconds"] = round(est_seconds, 3)
     if method == "model" and getattr(model.model, "conditioned", False):
-        plane, ratio = inference_conditions(thickness / spacing)
-        info["Conditioning"] = {"PlaneSpacing": plane, "ThicknessRatio": round(ratio, 4)}
+        plane, ratio = inference_conditions(told_ratio)
+        info["Conditioning"] = {"PlaneSpacing": plane, "ThicknessRatio": round(ratio, 4),
+                                **({"Assumed": True} if source == ASSUMED_SOURCE else {})}
     return SRResult(image, cmap, info)
