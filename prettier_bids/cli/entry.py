@@ -36,7 +36,11 @@ def _run(prog, module):
         mod, interrupted = _import_deferring_ctrl_c(module)
         if interrupted:
             raise KeyboardInterrupt
-        return mod.main()
+        code = mod.main()
+        # The command is over (its outputs written or its error reported): a Ctrl-C while the interpreter shuts
+        # down would only turn its exit status into "killed by SIGINT" (-2, seen on a fast CI machine): ignored.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except KeyboardInterrupt:  # during the import, or while parsing before the command's own guard
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
