@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 
-from prettier_bids.sr.evaluate import SETTINGS, brain_mask, reconstruct_case, simulate_case
+from prettier_bids.evaluation.benchmark import SETTINGS, brain_mask, reconstruct_case, simulate_case
 from prettier_bids.sr.metrics import psnr
-from prettier_bids.sr.patches import load_training_volume
+from prettier_bids.training.patches import load_training_volume
 from prettier_bids.sr.reconstruct import load_model
 
 CASES = (("hr/openms_p07_FLAIR.nii.gz", "prettier-edsr-v3-flair", True),

@@ -51,7 +51,7 @@ from prettier_bids.cli.options import add_precision_option, add_projection_optio
 from prettier_bids.naming import suffix_of
 from prettier_bids.sr.consistency import compare, head_mask, project_onto_input, projection_note
 from prettier_bids.sr.degrade import apply_along_axis, redegrade, upsampling_factor
-from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
+from prettier_bids.evaluation.benchmark import merge_adjacent_slices, original_slab_matrix
 from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import psnr
 from prettier_bids.sr.preprocess import (

@@ -86,7 +86,7 @@ def test_a_fifo_or_too_deep_split_filter_file_or_config_is_a_one_line_error(tmp_
     from prettier_bids.bids import BIDSError, load_bids_filters
     from prettier_bids.cli.options import CLIError
     from prettier_bids.cli.splits import read_split
-    from prettier_bids.sr.train_config import ConfigError, load_config
+    from prettier_bids.training.config import ConfigError, load_config
 
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
@@ -369,7 +369,7 @@ def test_prettier_train_and_eval_end_in_one_line_never_a_traceback(train_dir, ca
     def fail(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr("prettier_bids.sr.train.train", fail)
+    monkeypatch.setattr("prettier_bids.training.train.train", fail)
     monkeypatch.setattr("prettier_bids.sr.reconstruct.load_model_set", fail)
     assert _train(capsys, train_dir, out="guarded") == (code, [f"prettier-train: error: {words}" +
                                                                (" (rerun with -v for details)" if code == 1 else

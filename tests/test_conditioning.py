@@ -12,9 +12,9 @@ from prettier_bids import exitcodes
 from prettier_bids.sr.degrade import centre_row, profile_matrix
 from prettier_bids.sr.models import WeightsError, build_model, load_init_state, load_weights, save_weights
 from prettier_bids.sr.models.common import condition_features
-from prettier_bids.sr.patches import PatchSampler, TrainVolume, fixed_batches, load_inplane_volume
+from prettier_bids.training.patches import PatchSampler, TrainVolume, fixed_batches, load_inplane_volume
 from prettier_bids.sr.reconstruct import LoadedModel, super_resolve
-from prettier_bids.sr.train import Trainer, batch_conditions, load_config
+from prettier_bids.training.train import Trainer, batch_conditions, load_config
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -217,7 +217,7 @@ def test_cli_refuses_inplane_config_without_thick_scans(tmp_path, capsys):
 
 def test_patch_evaluation_runs_plain_and_conditioned_models():
     """evaluate_patches (prettier-eval's Table 2) tells a conditioned model the simulated thickness."""
-    from prettier_bids.sr.evaluate import evaluate_patches
+    from prettier_bids.evaluation.benchmark import evaluate_patches
 
     vol = TrainVolume("gen", _hr_volume((100, 100, 100)).data)  # patches of 16 x 4 rows x 96
     for conditioning in (False, True):

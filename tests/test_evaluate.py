@@ -1,10 +1,10 @@
-"""sr/evaluate.py (the source of the model-card numbers) on tiny generated volumes with known answers."""
+"""evaluation/benchmark.py (the source of the model-card numbers) on tiny generated volumes with known answers."""
 
 import numpy as np
 import pytest
 import torch
 
-from prettier_bids.sr.evaluate import VolumeScore, brain_mask, evaluate_volume, headline, summarise
+from prettier_bids.evaluation.benchmark import VolumeScore, brain_mask, evaluate_volume, headline, summarise
 from prettier_bids.sr.metrics import psnr, psnr_from_mse
 from prettier_bids.sr.models.common import CubicBase
 from prettier_bids.sr.reconstruct import LoadedModel

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from prettier_bids.sr import lesions as L
+from prettier_bids.evaluation import lesions as L
+from prettier_bids.training import lesions as S  # synthetic lesions
 
 
 def _cube(shape, lo, size):
@@ -92,7 +93,7 @@ def test_invented_ml_tolerates_one_voxel():
 def test_blob_size_and_softness():
     rng = np.random.default_rng(3)
     for d in (2.0, 6.0, 15.0):
-        b = L.blob(rng, d)
+        b = S.blob(rng, d)
         assert 0 <= b.min() and b.max() == pytest.approx(1.0)
         vol = float((b > 0.5).sum())
         assert 0.3 * math.pi / 6 * d ** 3 <= vol <= 3 * math.pi / 6 * d ** 3 + 8
@@ -101,19 +102,19 @@ def test_blob_size_and_softness():
 
 def test_lesion_mask_for(tmp_path):
     (tmp_path / "openms_p07_lesions.nii.gz").write_bytes(b"x")
-    assert L.lesion_mask_for(tmp_path / "openms_p07_FLAIR.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
-    assert L.lesion_mask_for(tmp_path / "openms_p07_ce-gd_T1w.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
-    assert L.lesion_mask_for(tmp_path / "openms_p19_FLAIR.nii.gz") is None
-    assert L.lesion_mask_for(tmp_path / "mass_t03_T1w.nii.gz") is None
-    assert L.contrast_of("hr/openms_p07_ce-gd_T1w.nii.gz") == "T1w"
-    assert L.contrast_of("hr/openms_p07_FLAIR.nii.gz") == "FLAIR"
+    assert S.lesion_mask_for(tmp_path / "openms_p07_FLAIR.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
+    assert S.lesion_mask_for(tmp_path / "openms_p07_ce-gd_T1w.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
+    assert S.lesion_mask_for(tmp_path / "openms_p19_FLAIR.nii.gz") is None
+    assert S.lesion_mask_for(tmp_path / "mass_t03_T1w.nii.gz") is None
+    assert S.contrast_of("hr/openms_p07_ce-gd_T1w.nii.gz") == "T1w"
+    assert S.contrast_of("hr/openms_p07_FLAIR.nii.gz") == "FLAIR"
 
 
 def test_real_scan_protocol_recovers_a_linear_signal():
     """Merging slice pairs, cubic-upsampling and averaging over the original slabs returns the original
     slices exactly for a signal linear along the slice axis (cubic splines and boxcars keep lines)."""
     from prettier_bids.sr.degrade import apply_along_axis
-    from prettier_bids.sr.evaluate import merge_adjacent_slices, original_slab_matrix
+    from prettier_bids.evaluation.benchmark import merge_adjacent_slices, original_slab_matrix
     from prettier_bids.sr.reconstruct import cubic_array
 
     vol = np.broadcast_to(np.arange(41, dtype=np.float32)[None, None, :] * 0.5 + 1, (4, 5, 41)).copy()
@@ -146,7 +147,7 @@ def _phantom(seed=0):
 
 def test_inserter_paints_flair_bright_t1_dark_with_soft_edges():
     vol = _phantom()
-    ins = L.LesionInserter({"per_patch": 4})
+    ins = S.LesionInserter({"per_patch": 4})
     for contrast, brighter in (("FLAIR", True), ("T1w", False)):
         out, mask = ins.insert(vol, np.random.default_rng(1), contrast, key=contrast, n=4)
         assert mask.max() == pytest.approx(1.0, abs=1e-3) and ((mask > 0.05) & (mask < 0.95)).any()
@@ -168,7 +169,7 @@ def test_inserter_paints_flair_bright_t1_dark_with_soft_edges():
 def _vols():
     from scipy import ndimage
 
-    from prettier_bids.sr.patches import TrainVolume
+    from prettier_bids.training.patches import TrainVolume
 
     rng = np.random.default_rng(5)
     v = ndimage.gaussian_filter(rng.random((40, 120, 110)).astype(np.float32), 2) * 3
@@ -177,7 +178,7 @@ def _vols():
 
 def test_patch_batches_unchanged_with_lesion_option_off():
     """Reference sums from the sampler before the lesion option existed (same code path when it is off)."""
-    from prettier_bids.sr.patches import PatchSampler
+    from prettier_bids.training.patches import PatchSampler
 
     expected = [(6, 5.0, 4644.573502779007, 27870.29087626934), (5, 4.0, 4493.246335983276, 22466.518372297287),
                 (6, 4.5, 4651.8881895542145, 27911.07174384594)]
@@ -191,7 +192,7 @@ def test_patch_batches_unchanged_with_lesion_option_off():
 
 
 def test_patch_sampler_lesions_real_and_synthetic():
-    from prettier_bids.sr.patches import PatchSampler, TrainVolume, fixed_batches
+    from prettier_bids.training.patches import PatchSampler, TrainVolume, fixed_batches
 
     vol = _phantom()
     real = np.zeros(vol.shape, bool)
@@ -228,7 +229,7 @@ def test_lesion_weighted_l1():
     import torch
     import torch.nn.functional as F
 
-    from prettier_bids.sr.losses import lesion_weighted_l1
+    from prettier_bids.training.losses import lesion_weighted_l1
 
     pred, target = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
     pred[0, 1, 0, 0] = 1.0  # the only error, inside the lesion

@@ -265,7 +265,7 @@ def test_the_workflow_boilerplate_states_the_rule():
 # --------------------------------------------------------------------------------------------
 
 def test_prettier_eval_scores_known_and_hidden_thickness(model):
-    from prettier_bids.sr.evaluate import SETTINGS, evaluate_volume, markdown_volume_table, summarise
+    from prettier_bids.evaluation.benchmark import SETTINGS, evaluate_volume, markdown_volume_table, summarise
 
     assert SETTINGS == ((3, 3.0), (6, 5.0), (5, 4.0), (4, 3.0), (4, 2.0))
     z = np.arange(60, dtype=np.float32)
@@ -292,7 +292,7 @@ def test_prettier_eval_scores_known_and_hidden_thickness(model):
 
 def test_prettier_eval_default_settings_are_the_evaluations():
     from prettier_bids.cli.evaluate import DEFAULT_SETTINGS, build_parser, settings_list
-    from prettier_bids.sr.evaluate import SETTINGS
+    from prettier_bids.evaluation.benchmark import SETTINGS
 
     assert settings_list(DEFAULT_SETTINGS) == tuple((float(s), t) for s, t in SETTINGS)
     args = build_parser().parse_args(["--data-root", "x"])

@@ -8,8 +8,8 @@ import torch
 from scipy import ndimage
 
 from prettier_bids.sr.models import load_weights
-from prettier_bids.sr.patches import PatchSampler, TrainVolume, extract_pair
-from prettier_bids.sr.train import Trainer, load_config, train
+from prettier_bids.training.patches import PatchSampler, TrainVolume, extract_pair
+from prettier_bids.training.train import Trainer, load_config, train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -118,9 +118,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, gan):
 def test_training_reduces_training_loss(tmp_path, precision):
     vols = _volumes()
     cfg = _cfg(steps=80, val={"every": 80}, precision=precision)
-    from prettier_bids.sr.losses import ContentLoss
+    from prettier_bids.training.losses import ContentLoss
     from prettier_bids.sr.models import build_model
-    from prettier_bids.sr.patches import fixed_batches
+    from prettier_bids.training.patches import fixed_batches
 
     batches = fixed_batches(vols[:1], 3, 8, seed=9, spacing=4, thickness=4.0, lr_rows=8, width=32)
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_gan_path_runs_end_to_end(tmp_path):
 def test_optuna_study_runs_and_records_trials(tmp_path):
     optuna = pytest.importorskip("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from prettier_bids.sr.tune import SPACE, optuna_search
+    from prettier_bids.training.tune import SPACE, optuna_search
 
     vols = _volumes()
     cfg = _cfg(steps=6, model={"n_blocks": None, "n_feats": None})
@@ -177,7 +177,7 @@ def test_optuna_study_runs_and_records_trials(tmp_path):
 
 
 def test_degradation_stages_switch_at_their_step():
-    from prettier_bids.sr.train import degradation_space
+    from prettier_bids.training.train import degradation_space
 
     from pathlib import Path
 
@@ -191,7 +191,7 @@ def test_degradation_stages_switch_at_their_step():
 def test_worker_batches_follow_their_steps_and_training_resumes(tmp_path):
     """The GPU path (batches made in DataLoader workers): worker w makes the batches of steps
     start + w, start + w + n, ... with the degradation stage of those steps; training runs and resumes."""
-    from prettier_bids.sr.train import _BatchStream
+    from prettier_bids.training.train import _BatchStream
 
     vols = _volumes()
     cfg = _cfg(degradation={"spacing_probs": {"4": 1.0}},

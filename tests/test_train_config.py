@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from prettier_bids.sr.train import resolve_init_weights
-from prettier_bids.sr.train_config import ConfigError, TrainConfig, load_config
+from prettier_bids.training.train import resolve_init_weights
+from prettier_bids.training.config import ConfigError, TrainConfig, load_config
 from prettier_bids.sr.models import WeightsError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "prettier_bids" / "data" / "configs").glob("*.json"))

@@ -5,13 +5,13 @@ Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the hel
 1. The 1 mm FLAIR is scaled as in training (foreground 99.5th percentile = 1); brain mask as in
    ``prettier-eval`` (foreground, closed, filled).
 2. Thick slices are simulated along each axis (default 5 mm slices every 6 mm; ``--settings``
-   adds 4/4 and 3/3) with :func:`prettier_bids.sr.evaluate.simulate_case`, reconstructed with
-   cubic and each model through ``super_resolve`` (:func:`prettier_bids.sr.evaluate.reconstruct_case`;
+   adds 4/4 and 3/3) with :func:`prettier_bids.evaluation.benchmark.simulate_case`, reconstructed with
+   cubic and each model through ``super_resolve`` (:func:`prettier_bids.evaluation.benchmark.reconstruct_case`;
    model outputs projected onto the input, as by default, unless ``--no-consistency-projection``),
    and compared with the truth over the rows the SR grid covers. ``--thickness`` (default ``both``): each model
    runs told the simulated thickness (``known``) and not told it (``hidden``: the core estimates it from the
    image, row ``MODEL (thickness hidden)``), as ``prettier-eval`` does (issue 25).
-3. Metrics (:mod:`prettier_bids.sr.lesions`): lesion-region PSNR (mask dilated by 1 voxel),
+3. Metrics (:mod:`prettier_bids.evaluation.lesions`): lesion-region PSNR (mask dilated by 1 voxel),
    median per-lesion contrast kept (lesions >= 10 voxels, 2-voxel ring of brain, other lesions
    excluded), the fixed simple segmentation (brain z-score > 1.6, brain eroded by 3 voxels,
    components >= 10 voxels) applied identically to truth and reconstructions: Dice, lesion-wise
@@ -95,8 +95,8 @@ def evaluate_case(vol, lesions, brain, models, axes, settings, batch_size=BATCH_
     """Rows of per-axis metrics for the truth, cubic and each model; each model runs once per thickness mode
     (``known``: told the simulated thickness; ``hidden``: not told, the core estimates it, labelled
     :data:`HIDDEN_LABEL`)."""
-    from ..sr import lesions as L
-    from ..sr.evaluate import AXIS_NAMES, reconstruct_case, simulate_case
+    from ..evaluation import lesions as L
+    from ..evaluation.benchmark import AXIS_NAMES, reconstruct_case, simulate_case
 
     rows = []
     for spacing, thickness in settings:
@@ -171,10 +171,10 @@ def _main(args):
     import nibabel as nib
     import torch
 
-    from ..sr import lesions as L
-    from ..sr.evaluate import brain_mask
+    from ..evaluation import lesions as L
+    from ..evaluation.benchmark import brain_mask
     from ..sr.models import WeightsError, default_model
-    from ..sr.patches import READ_ERRORS, load_training_volume
+    from ..training.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_models
 

@@ -31,7 +31,7 @@ from .sr import THICKNESS_RANGE_MM  # simulated slice thickness: the range of pr
 #: app's range of thick slices (2-8 mm).
 SPACING_RANGE_MM = (2, 8)
 _thickness = finite_float(*THICKNESS_RANGE_MM)
-#: ``--settings``' default: :data:`prettier_bids.sr.evaluate.SETTINGS` (issue 25's five spacing:thickness pairs),
+#: ``--settings``' default: :data:`prettier_bids.evaluation.benchmark.SETTINGS` (issue 25's five spacing:thickness pairs),
 #: written out here so that the parser does not import the evaluation stack.
 DEFAULT_SETTINGS = "3:3,6:5,5:4,4:3,4:2"
 
@@ -140,11 +140,11 @@ def _main(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
 
-    from ..sr import evaluate as ev
+    from ..evaluation import benchmark as ev
     from ..sr.consistency import projection_note
     from ..sr.io import write_text_atomic
     from ..sr.models import WeightsError
-    from ..sr.patches import READ_ERRORS, load_training_volume
+    from ..training.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_model_set
 

@@ -67,8 +67,8 @@ def _main(args):
     import torch
 
     from ..sr.models import WeightsError
-    from ..sr.patches import READ_ERRORS, PatchError, inplane_prob
-    from ..sr.train import CheckpointError, load_config, load_split_volumes, resolve_init_weights, train
+    from ..training.patches import READ_ERRORS, PatchError, inplane_prob
+    from ..training.train import CheckpointError, load_config, load_split_volumes, resolve_init_weights, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +94,7 @@ def _main(args):
         print(f"prettier-train: error: {exc}", file=sys.stderr)
         return exitcodes.NOINPUT
     if args.optuna:
-        from ..sr.tune import optuna_search
+        from ..training.tune import optuna_search
 
         study = optuna_search(cfg, train_vols, val_vols, args.out, args.optuna, args.trial_steps, args.device)
         print(json.dumps({"best_params": study.best_params, "best_value": study.best_value}))

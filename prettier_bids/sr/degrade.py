@@ -1,7 +1,7 @@
 """Multi-slice acquisition model y = D·B·R(x) and the grids that go with it.
 
 This module is the single source of truth for the slice-profile maths: training pairs
-(:mod:`prettier_bids.sr.patches`), evaluation (:mod:`prettier_bids.sr.evaluate`), the
+(:mod:`prettier_bids.training.patches`), evaluation (:mod:`prettier_bids.evaluation.benchmark`), the
 reconstruction grid (:mod:`prettier_bids.sr.reconstruct`) and the consistency check
 (:mod:`prettier_bids.sr.consistency`) all call the functions below.
 

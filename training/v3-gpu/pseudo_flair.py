@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from prettier_bids.sr.evaluate import brain_mask
+from prettier_bids.evaluation.benchmark import brain_mask
 
 BINS = 1000  # T1w rank bins of the lookup
 

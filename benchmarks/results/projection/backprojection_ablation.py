@@ -10,7 +10,7 @@ simulated thick slices), with ``B`` the least-squares correction that is smalles
   a correction that is smooth across slice boundaries.
 
 All three reproduce the input exactly. Scored as ``prettier-eval lesions`` scores (brain PSNR / SSIM gain over
-cubic, lesion metrics of ``sr.lesions``), with ``prettier-edsr-v3-flair``.
+cubic, lesion metrics of ``evaluation.lesions``), with ``prettier-edsr-v3-flair``.
 """
 
 import argparse
@@ -20,11 +20,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from prettier_bids.sr import lesions as L
+from prettier_bids.evaluation import lesions as L
 from prettier_bids.sr.degrade import apply_along_axis, redegrade_matrix
-from prettier_bids.sr.evaluate import brain_mask, reconstruct_case, simulate_case
+from prettier_bids.evaluation.benchmark import brain_mask, reconstruct_case, simulate_case
 from prettier_bids.sr.metrics import psnr, ssim
-from prettier_bids.sr.patches import load_training_volume
+from prettier_bids.training.patches import load_training_volume
 from prettier_bids.sr.reconstruct import load_model
 
 SPACING, THICKNESS, R = 6.0, 5.0, 6

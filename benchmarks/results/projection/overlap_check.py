@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 
 from prettier_bids.sr.degrade import apply_along_axis, centre_row, redegrade_matrix, simulate_thick_slices
-from prettier_bids.sr.evaluate import brain_mask
+from prettier_bids.evaluation.benchmark import brain_mask
 from prettier_bids.sr.metrics import psnr
-from prettier_bids.sr.patches import load_training_volume
+from prettier_bids.training.patches import load_training_volume
 from prettier_bids.sr.reconstruct import load_model, super_resolve
 
 CASES = [(9.0, "boxcar", 0.0), (9.0, "boxcar", 0.02), (12.0, "boxcar", 0.02), (6.0, "gaussian", 0.02),

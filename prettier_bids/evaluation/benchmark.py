@@ -16,11 +16,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .degrade import centre_row, centred_first_slice, simulate_thick_slices
-from .metrics import patch_metrics, psnr, ssim
-from .patches import TrainVolume, fixed_batches
-from .precision import BATCH_SIZE
-from .reconstruct import model_conditions, super_resolve
+from ..sr.degrade import centre_row, centred_first_slice, simulate_thick_slices
+from ..sr.metrics import patch_metrics, psnr, ssim
+from ..sr.precision import BATCH_SIZE
+from ..sr.reconstruct import model_conditions, super_resolve
+from ..training.patches import TrainVolume, fixed_batches
 
 LOGGER = logging.getLogger("prettier_bids.eval")
 
@@ -288,7 +288,7 @@ def original_slab_matrix(n_merged, factor, thickness_ratio=1.0):
     ``i`` lies at row ``c + (i - 0.5) * factor / 2``. Only slices whose slab lies inside the SR grid are kept;
     returns (matrix, their indices in the original stack).
     """
-    from .degrade import profile_matrix
+    from ..sr.degrade import profile_matrix
 
     n_rows = n_merged * factor
     h = 1.0 / factor  # in units of the merged spacing (2 original spacings)

@@ -1,6 +1,6 @@
 """Hyper-parameter search with Optuna (TPE sampler, median pruner) over short training runs.
 
-Each trial trains with :class:`prettier_bids.sr.train.Trainer` into ``<run_dir>/trialNNN`` and reports
+Each trial trains with :class:`prettier_bids.training.train.Trainer` into ``<run_dir>/trialNNN`` and reports
 its validation loss at every validation, so that the pruner can stop poor trials early.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .io import write_text_atomic
+from ..sr.io import write_text_atomic
 from .train import Trainer
 
 #: The search space (also what the tests check trials against).

@@ -109,7 +109,7 @@ class ContentLoss(nn.Module):
 
 def lesion_weighted_l1(pred, target, lesion, weight=4.0):
     """L1 with lesion pixels weighted ``1 + weight`` (``lesion``: soft map in [0, 1], the HR target's grid,
-    :attr:`prettier_bids.sr.patches.PatchBatch.lesion`), normalised by the total weight so the loss stays on
+    :attr:`prettier_bids.training.patches.PatchBatch.lesion`), normalised by the total weight so the loss stays on
     the scale of plain L1 (``weight = 0`` or an empty map gives exactly ``F.l1_loss``)."""
     w = 1.0 + float(weight) * lesion.to(pred.dtype)
     return (w * (pred - target).abs()).sum() / w.expand_as(pred).sum()

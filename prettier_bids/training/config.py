@@ -18,7 +18,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 
-from .io import JSONReadError, read_json
+from ..sr.io import JSONReadError, read_json
 from .patches import DegradationSpace
 
 
@@ -72,10 +72,10 @@ class PatchConfig:
     lr_rows: int = 16
     width: int = 96
     min_foreground: float = 0.3
-    #: synthetic / real-lesion sampling, keys of :data:`prettier_bids.sr.patches.LESION_DEFAULTS` (None: off)
+    #: synthetic / real-lesion sampling, keys of :data:`prettier_bids.training.patches.LESION_DEFAULTS` (None: off)
     lesions: typing.Optional[dict] = None
     #: in-plane pairs from the split's ``train_inplane`` thick scans, keys of
-    #: :data:`prettier_bids.sr.patches.INPLANE_DEFAULTS` (None: off)
+    #: :data:`prettier_bids.training.patches.INPLANE_DEFAULTS` (None: off)
     inplane: typing.Optional[dict] = None
 
 
@@ -98,7 +98,7 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     gan: typing.Optional[GanConfig] = None
-    #: the simulated acquisitions at step 0 (:class:`prettier_bids.sr.patches.DegradationSpace`)
+    #: the simulated acquisitions at step 0 (:class:`prettier_bids.training.patches.DegradationSpace`)
     degradation: DegradationSpace = field(default_factory=DegradationSpace)
     #: ``[{"from_step": N, <degradation keys>}, ...]``: the last stage with ``from_step <= step`` applies
     degradation_stages: list = field(default_factory=list)

@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from .degrade import centre_row, cubic_matrix, profile_matrix
-from .preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
+from ..sr.degrade import centre_row, cubic_matrix, profile_matrix
+from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -193,9 +193,9 @@ class PatchSampler:
 
     ``lesions`` (default None: off, and batches are exactly those of a sampler without the option) is a
     dict over :data:`LESION_DEFAULTS`: synthetic lesions painted into the 1 mm volume before the
-    degradation (:class:`prettier_bids.sr.lesions.LesionInserter`), lesion-rich sampling around real
+    degradation (:class:`prettier_bids.training.lesions.LesionInserter`), lesion-rich sampling around real
     lesions of volumes that have a consensus mask next to them, and a per-pixel lesion map of the HR
-    target in :attr:`PatchBatch.lesion` (for :func:`prettier_bids.sr.losses.lesion_weighted_l1`).
+    target in :attr:`PatchBatch.lesion` (for :func:`prettier_bids.training.losses.lesion_weighted_l1`).
 
     ``inplane`` (default None: off) is a dict over :data:`INPLANE_DEFAULTS`: that share of the patches
     comes from the volumes given with a ``thick_axis`` (:func:`load_inplane_volume`), thick slices

@@ -2,11 +2,11 @@
 
 Content loss, Adam, cosine annealing (with warm restarts), optional GAN (U-Net discriminator),
 best-by-validation, resume. Configs are JSON files (see ``prettier_bids/data/configs/`` and
-:mod:`prettier_bids.sr.train_config`). A run directory holds ``checkpoint.pt`` (everything needed
+:mod:`prettier_bids.training.config`). A run directory holds ``checkpoint.pt`` (everything needed
 to resume: model, optimiser, scheduler, step, random states) and ``best.pt`` (a weights file, see
 :mod:`prettier_bids.sr.models`), plus a ``log.tsv`` of training and validation losses. Rerunning
 the same command resumes; with ``workers = 0`` a resumed run is bit-identical to an uninterrupted
-one. Hyper-parameter search is in :mod:`prettier_bids.sr.tune`.
+one. Hyper-parameter search is in :mod:`prettier_bids.training.tune`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import save_torch_atomic
-from .losses import ContentLoss, gan_loss, lesion_weighted_l1
-from .metrics import batch_psnr
-from .models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_init_state, load_weights, \
+from ..sr.io import save_torch_atomic
+from ..sr.metrics import batch_psnr
+from ..sr.models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_init_state, load_weights, \
     resolve_weights, save_weights
-from .models.common import condition_features
+from ..sr.models.common import condition_features
+from .config import ConfigError, TrainConfig, load_config
+from .losses import ContentLoss, gan_loss, lesion_weighted_l1
 from .patches import PatchSampler, fixed_batches, load_inplane_volume, load_training_volume
-from .train_config import ConfigError, TrainConfig, load_config
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -110,7 +110,7 @@ def make_scheduler(optimizer, cfg):
 
 
 def batch_conditions(batch):
-    """The conditioning tensor (B, 2) of a :class:`~prettier_bids.sr.patches.PatchBatch`."""
+    """The conditioning tensor (B, 2) of a :class:`~prettier_bids.training.patches.PatchBatch`."""
     return torch.tensor([condition_features(p, r) for p, r in batch.conditions()], dtype=torch.float32)
 
 
