@@ -379,3 +379,19 @@ def test_prettier_train_and_eval_end_in_one_line_never_a_traceback(train_dir, ca
     assert _no_escape(eval_main, ["--data-root", str(train_dir), "--split", str(split)]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"prettier-eval: error: {words}" in err
+
+
+def test_a_split_lesion_manifest_must_map_names_to_names(tmp_path):
+    from prettier_bids.cli.options import CLIError
+    from prettier_bids.cli.splits import read_split
+
+    base = {"train": ["a.nii.gz"], "validation": ["b.nii.gz"]}
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({**base, "lesion_masks": {"a.nii.gz": "a_mask.nii.gz"}}))
+    assert read_split(good, ["train", "validation"])["lesion_masks"] == {"a.nii.gz": "a_mask.nii.gz"}
+    for bad in (["a_mask.nii.gz"], {"a.nii.gz": 3}, {"a.nii.gz": ""}):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps({**base, "lesion_masks": bad}))
+        with pytest.raises(CLIError, match="'lesion_masks' must be an object mapping file names") as info:
+            read_split(path, ["train", "validation"])
+        assert info.value.code == 64

@@ -100,14 +100,33 @@ def test_blob_size_and_softness():
         assert ((b > 0.05) & (b < 0.95)).any()  # soft edge
 
 
-def test_lesion_mask_for(tmp_path):
-    (tmp_path / "openms_p07_lesions.nii.gz").write_bytes(b"x")
-    assert S.lesion_mask_for(tmp_path / "openms_p07_FLAIR.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
-    assert S.lesion_mask_for(tmp_path / "openms_p07_ce-gd_T1w.nii.gz") == tmp_path / "openms_p07_lesions.nii.gz"
-    assert S.lesion_mask_for(tmp_path / "openms_p19_FLAIR.nii.gz") is None
-    assert S.lesion_mask_for(tmp_path / "mass_t03_T1w.nii.gz") is None
+def test_lesion_masks_come_from_the_split_manifest_not_from_file_names(tmp_path):
+    """A volume's consensus lesion mask is the one the split's ``lesion_masks`` names (no naming rule of a
+    dataset in the code); a mask named there but absent is an error before training."""
+    import nibabel as nib
+
+    from prettier_bids.training.patches import PatchSampler
+    from prettier_bids.training.train import load_split_volumes
+
+    vol = _phantom()
+    (tmp_path / "hr").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "hr" / "a_FLAIR.nii.gz")
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "hr" / "a_p07_T1w.nii.gz")
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[20:24, 30:34, 40:43] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "hr" / "seg.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "hr" / "a_p07_lesions.nii.gz")  # the old name rule
+    vols = load_split_volumes(tmp_path, "train", ["hr/a_FLAIR.nii.gz", "hr/a_p07_T1w.nii.gz"],
+                              lesion_masks={"hr/a_FLAIR.nii.gz": "hr/seg.nii.gz"})
+    assert vols[0].lesion_source == str(tmp_path / "hr" / "seg.nii.gz") and vols[1].lesion_source is None
+    s = PatchSampler(vols, seed=3, lr_rows=6, width=24, min_foreground=0.0,
+                     lesions={"real_prob": 1.0, "insert_prob": 0.0})
+    assert s._real == [0] and vols[0].lesions.sum() == mask.sum()
+    with pytest.raises(FileNotFoundError, match="lesion mask of hr/a_FLAIR.nii.gz not found"):
+        load_split_volumes(tmp_path, "train", ["hr/a_FLAIR.nii.gz"], lesion_masks={"hr/a_FLAIR.nii.gz": "hr/no.nii.gz"})
     assert S.contrast_of("hr/openms_p07_ce-gd_T1w.nii.gz") == "T1w"
     assert S.contrast_of("hr/openms_p07_FLAIR.nii.gz") == "FLAIR"
+    assert S.contrast_of("hr/openms_p07_lesions.nii.gz") is None
 
 
 def test_real_scan_protocol_recovers_a_linear_signal():
@@ -217,8 +236,11 @@ def test_patch_sampler_lesions_real_and_synthetic():
     assert found > 0
     # not on volumes outside the 'volumes' filter; never in validation batches
     s = PatchSampler([TrainVolume("hr/mass_t99_T1w.nii.gz", vol)], seed=4, lr_rows=6, width=48,
-                     min_foreground=0.0, lesions={"insert_prob": 1.0})
+                     min_foreground=0.0, lesions={"insert_prob": 1.0, "volumes": ["openms_"]})
     assert not s.batch(4, spacing=4, thickness=4.0).lesion.any()
+    s = PatchSampler([TrainVolume("hr/mass_t99_T1w.nii.gz", vol)], seed=4, lr_rows=6, width=48,
+                     min_foreground=0.0, lesions={"insert_prob": 1.0, "per_patch": 4})  # default: every volume
+    assert any(s.batch(4, spacing=4, thickness=4.0).lesion.any() for _ in range(4))
     vb = fixed_batches([tv], 1, 2, 0, 4, 4.0, lr_rows=6, width=24, min_foreground=0.0, lesions={"real_prob": 1})
     assert vb[0].lesion is None
     with pytest.raises(ValueError, match="unknown lesion option"):

@@ -3,7 +3,10 @@ work: a missing or unreadable file is :data:`~prettier_bids.exitcodes.NOINPUT`, 
 (bad JSON, a list, a missing or mistyped section) is :data:`~prettier_bids.exitcodes.USAGE`.
 
 Sections: ``train``, ``validation`` and the optional ``train_inplane`` are lists of file names relative to
-``--data-root``; ``test`` maps each contrast to a list of ``{"file": NAME, "skull_stripped": BOOL}``.
+``--data-root``; ``test`` maps each contrast to a list of ``{"file": NAME, "skull_stripped": BOOL}``; the optional
+``lesion_masks`` maps a file name to its consensus lesion mask (training: real-lesion sampling;
+``prettier-eval lesions``: the test FLAIRs that have one are its default cases). The split describes the data;
+no code knows a dataset's file names.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ def _test_entries(value):
         for entries in value.values())
 
 
-_CHECKS = {"train": (_names, "a list of file names"), "validation": (_names, "a list of file names"),
+def _mapping(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and k and isinstance(v, str) and v
+                                           for k, v in value.items())
+
+
+_CHECKS = {"lesion_masks": (_mapping, "an object mapping file names to lesion mask file names"),
+           "train": (_names, "a list of file names"), "validation": (_names, "a list of file names"),
            "train_inplane": (_names, "a list of file names"),
            "test": (_test_entries, 'an object mapping contrasts to lists of {"file": ...} objects')}
 
@@ -50,7 +59,8 @@ def read_split(path, required):
     if not isinstance(split, dict):
         raise CLIError(f"--split {path} must hold a JSON object with {', '.join(map(repr, required))}, "
                        f"not a {type(split).__name__}", exitcodes.USAGE)
-    for section in list(required) + (["train_inplane"] if split.get("train_inplane") is not None else []):
+    optional = [s for s in ("train_inplane", "lesion_masks") if split.get(s) is not None]
+    for section in list(required) + optional:
         if section not in split:
             raise CLIError(f"--split {path} has no {section!r} section", exitcodes.USAGE)
         check, what = _CHECKS[section]

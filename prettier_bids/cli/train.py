@@ -86,7 +86,8 @@ def _main(args):
         if inplane and not split.get("train_inplane"):
             raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
                              "train_inplane list of thick scans")
-        train_vols = load_split_volumes(args.data_root, "train", split["train"])
+        train_vols = load_split_volumes(args.data_root, "train", split["train"],
+                                        lesion_masks=split.get("lesion_masks"))
         if inplane:
             train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])

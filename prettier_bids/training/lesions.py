@@ -8,39 +8,22 @@ real lesions (``prettier_bids/data/lesion_stats.json``, numbers only, measured b
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from ..sr.io import read_json
+from ..sr.io import read_json, suffix_of
 
 STATS_FILE = "lesion_stats.json"
 
 
-def lesion_mask_for(path):
-    """The consensus lesion mask next to a training volume (``openms_p07_FLAIR`` -> ``openms_p07_lesions``),
-    or None when there is none."""
-    if path is None:
-        return None
-    p = Path(path)
-    m = re.match(r"^(.*_p\d+)_.*?(\.nii(\.gz)?)$", p.name)
-    if not m:
-        return None
-    cand = p.with_name(f"{m.group(1)}_lesions{m.group(2)}")
-    return cand if cand.is_file() else None
-
-
 def contrast_of(name):
-    """Contrast of a training volume from its file name (FLAIR, T2w, T1w, ce-gd T1w), or None."""
-    n = Path(str(name)).name
-    for key in ("FLAIR", "T2w", "T1w"):
-        if f"_{key}." in n or n.endswith(f"_{key}"):
-            return "T1w" if key == "T1w" else key
-    return None
+    """Contrast of a training volume from its file name's BIDS suffix (FLAIR, T2w, T1w; ``..._ce-gd_T1w`` is
+    T1w), or None."""
+    suffix = suffix_of(name)
+    return suffix if suffix in ("FLAIR", "T2w", "T1w") else None
 
 
 def white_matter_mask(vol, brain, contrast="FLAIR"):

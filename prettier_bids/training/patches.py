@@ -27,8 +27,10 @@ LOGGER = logging.getLogger("prettier_bids.train")
 class TrainVolume:
     name: str
     data: np.ndarray  # ~1 mm isotropic, scaled so that the foreground's 99.5th percentile is 1
-    source: str | None = None  # file it was read from (finds a lesion mask next to it)
-    lesions: np.ndarray | None = None  # real lesion mask on the same grid, loaded on demand
+    source: str | None = None  # file it was read from
+    lesions: np.ndarray | None = None  # real lesion mask on the same grid, loaded on demand from ``lesion_source``
+    #: its consensus lesion mask (the split's ``lesion_masks`` manifest), or None
+    lesion_source: str | None = None
     #: a thick-slice scan for in-plane pairs (:func:`load_inplane_volume`): its thick axis, else None
     thick_axis: int | None = None
     plane_spacing: float = 1.0  # mm between neighbouring planes along ``thick_axis`` (1 for 1 mm volumes)
@@ -162,8 +164,8 @@ LESION_DEFAULTS = {
     "periventricular_prob": 0.6,
     "diameter_mm": [2.0, 20.0],
     "stats": None,  # default: prettier_bids/data/lesion_stats.json (real lesions of p07)
-    "volumes": ["openms_"],  # name substrings of the (skull-stripped) volumes that may get synthetic lesions
-    "real_prob": 0.25,  # share of patches centred on a real lesion voxel, where a mask exists next to the volume
+    "volumes": None,  # name substrings of the (skull-stripped) volumes that may get synthetic lesions; None: all
+    "real_prob": 0.25,  # share of patches centred on a real lesion voxel (volumes with a mask in the split)
 }
 
 #: Defaults of the ``inplane`` option of :class:`PatchSampler` (config ``"patch": {"inplane": {...}}``).
@@ -194,7 +196,7 @@ class PatchSampler:
     ``lesions`` (default None: off, and batches are exactly those of a sampler without the option) is a
     dict over :data:`LESION_DEFAULTS`: synthetic lesions painted into the 1 mm volume before the
     degradation (:class:`prettier_bids.training.lesions.LesionInserter`), lesion-rich sampling around real
-    lesions of volumes that have a consensus mask next to them, and a per-pixel lesion map of the HR
+    lesions of volumes the split gives a consensus mask (``lesion_masks``), and a per-pixel lesion map of the HR
     target in :attr:`PatchBatch.lesion` (for :func:`prettier_bids.training.losses.lesion_weighted_l1`).
 
     ``inplane`` (default None: off) is a dict over :data:`INPLANE_DEFAULTS`: that share of the patches
@@ -228,18 +230,15 @@ class PatchSampler:
 
     @staticmethod
     def _real_mask(vol):
-        if vol.lesions is None and vol.source:
-            from .lesions import lesion_mask_for
-
-            path = lesion_mask_for(vol.source)
-            if path is not None:
-                m = np.asarray(nib.load(str(path)).dataobj) > 0
-                if m.shape == vol.data.shape:
-                    vol.lesions = m
+        if vol.lesions is None and vol.lesion_source:
+            m = np.asarray(nib.load(str(vol.lesion_source)).dataobj) > 0
+            if m.shape == vol.data.shape:
+                vol.lesions = m
         return vol.lesions
 
     def _lesion_eligible(self, vol):
-        return any(k in vol.name for k in self.lesion_cfg["volumes"])
+        wanted = self.lesion_cfg["volumes"]
+        return wanted is None or any(k in vol.name for k in wanted)
 
     def _one(self, s, t, profile, max_tries=50):
         """One augmented pair: (lr, hr, lesion map or None, channel-plane spacing in mm)."""

@@ -66,8 +66,9 @@ def pick_device(device=None):
     return torch.device(device)
 
 
-def load_split_volumes(data_root, split, names, inplane=False):
-    """The volumes of one split list; ``inplane``: thick-slice scans for in-plane pairs."""
+def load_split_volumes(data_root, split, names, inplane=False, lesion_masks=None):
+    """The volumes of one split list; ``inplane``: thick-slice scans for in-plane pairs; ``lesion_masks``: the
+    split's manifest of consensus lesion masks (file name -> mask file name, both relative to ``data_root``)."""
     root = Path(data_root)
     vols = []
     loader = load_inplane_volume if inplane else load_training_volume
@@ -76,7 +77,12 @@ def load_split_volumes(data_root, split, names, inplane=False):
         if not path.is_file():
             raise FileNotFoundError(f"training volume not found: {path} (check --data-root)")
         vols.append(loader(path, name=rel))
-        LOGGER.info("loaded %s volume %s %s", split, rel, vols[-1].data.shape)
+        mask = (lesion_masks or {}).get(rel)
+        if mask is not None:
+            if not (root / mask).is_file():
+                raise FileNotFoundError(f"lesion mask of {rel} not found: {root / mask} (the split's lesion_masks)")
+            vols[-1].lesion_source = str(root / mask)
+        LOGGER.info("loaded %s volume %s %s%s", split, rel, vols[-1].data.shape, f" (lesions: {mask})" if mask else "")
     return vols
 
 
