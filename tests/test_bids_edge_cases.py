@@ -1,7 +1,5 @@
-"""Adversarial round 3: faults found by attacking the merged issue-24 guards from the user's side.
-
-Each test names the behaviour it checks; each failed before its fix (see docs/errors.md for the rows).
-"""
+"""prettier-bids at the edges: planted lock files, odd names and labels, odd derivatives entries, Ctrl-C in a
+finalizer, values beyond float32. Each test names the behaviour it checks (docs/errors.md has the rows)."""
 
 from __future__ import annotations
 

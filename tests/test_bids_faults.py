@@ -1,0 +1,207 @@
+"""prettier-bids on faulty datasets and runs: output inside the dataset, malformed sidecars, the validator, the
+exit-code table, kill -9 and SIGTERM at any moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from _bids_support import REPO, copy_dataset, read_tsv
+from _fault_support import sha, temporaries
+from prettier_bids import exitcodes
+from prettier_bids.cli import run as bids_cli
+from prettier_bids.cli import validator
+from prettier_bids.cli.sr import main as sr_main
+
+
+# --------------------------------------------------------------------------------------------
+# prettier-bids: output location, malformed sidecars and --strict, the validator, exit codes, kill -9
+# --------------------------------------------------------------------------------------------
+
+def _bids(capsys, *args):
+    from _bids_support import app_environment
+
+    with app_environment():
+        rc = bids_cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_output_inside_bids_not_derivatives(tmp_path, capsys):
+    bids = copy_dataset(tmp_path / "bids")
+    names = sorted(p.name for p in bids.iterdir())
+    rc, err = _bids(capsys, bids, bids / "myout", "participant", "--method", "cubic", "-w", tmp_path / "work")
+    assert rc == 64
+    assert "inside BIDS_DIR but not under BIDS_DIR/derivatives/" in err and len(err.strip().splitlines()) == 1
+    # OUTPUT_DIR/prettier would be BIDS_DIR itself
+    named = copy_dataset(tmp_path / "p" / "prettier")
+    rc, err = _bids(capsys, named, tmp_path / "p", "participant", "--method", "cubic", "-w", tmp_path / "work")
+    assert rc == 64 and "inside BIDS_DIR" in err and not (tmp_path / "work").exists()
+    assert sorted(p.name for p in bids.iterdir()) == names and not (tmp_path / "work").exists()
+
+
+def test_nothing_created_before_validation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(validator, "run_bids_validator", lambda d: ("the input is not a valid BIDS dataset (x)", "{}"))
+    out = tmp_path / "out"
+    rc, err = _bids(capsys, REPO / "data/test_bids", out, "participant", "--method", "cubic", "-w", tmp_path / "w")
+    assert rc == 16 and "not a valid BIDS dataset" in err
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_malformed_sidecar_header_warning_and_strict(tmp_path, capsys, monkeypatch):
+    """One malformed sidecar: that image fails, the others go on (exit 1); a qform/sform mismatch is
+    logged and stored; with a QC floor above every output, --strict exits 19 after writing them."""
+    import prettier_bids.sr.consistency as consistency
+
+    bids = copy_dataset(tmp_path / "bids")
+    (bids / "sub-02/anat/sub-02_FLAIR.json").write_text('{"SliceThickness": 5,')
+    t1 = bids / "sub-02/anat/sub-02_T1w.nii.gz"
+    img = nib.load(t1)
+    q = img.affine.copy()
+    q[:3, 3] += 7
+    img.set_qform(q, code=1)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, t1)
+    before = {p: sha(p) for p in bids.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    common = ("participant", "--participant-label", "02", "--method", "cubic", "-w", tmp_path / "work",
+              "--nprocs", "1", "--skip-bids-validation")
+    rc, err = _bids(capsys, bids, out, *common)
+    assert rc == 1 and "1 of 2 input(s) failed (participant(s) sub-02)" in err
+    assert "header warning: sub-02/anat/sub-02_T1w.nii.gz: qform and sform disagree" in err
+    (summary,) = (out / "prettier/logs").glob("summary_*.tsv")
+    rows = {r["input"]: r for r in read_tsv(summary)}
+    assert rows["sub-02/anat/sub-02_FLAIR.nii.gz"]["status"] == "failed"
+    assert rows["sub-02/anat/sub-02_FLAIR.nii.gz"]["reason"] == "malformed JSON sidecar sub-02/anat/sub-02_FLAIR.json"
+    assert rows["sub-02/anat/sub-02_T1w.nii.gz"]["status"] == "done"
+    meta = json.loads((out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.json").read_text())
+    assert meta["HeaderWarnings"] == ["qform and sform disagree: the sform is used"] and meta["QCFlags"] == []
+    assert "Header warning" in (out / "prettier/sub-02.html").read_text()
+    assert {p: sha(p) for p in bids.rglob("*") if p.is_file()} == before
+
+    # --strict with every output below the floor: outputs written, flagged, exit 19
+    (bids / "sub-02/anat/sub-02_FLAIR.json").write_text('{"SliceThickness": 5}')
+    monkeypatch.setattr(consistency, "CONSISTENCY_PSNR_FLOOR_DB", 200.0)
+    rc, err = _bids(capsys, bids, out, *common, "--strict")
+    assert rc == 19 and "flagged by QC (--strict)" in err and "QC flag: sub-02/anat/sub-02_FLAIR.nii.gz" in err
+    meta = json.loads((out / "prettier/sub-02/anat/sub-02_desc-cubic_FLAIR.json").read_text())
+    assert "below the QC floor" in meta["QCFlags"][0]
+    assert "QC flag" in (out / "prettier/sub-02.html").read_text()
+    rc, err = _bids(capsys, bids, out, "group", "--strict")
+    assert rc == 19
+    group = read_tsv(out / "prettier/group_qc.tsv")
+    assert any(r["flag"].startswith("QC floor:") for r in group)
+
+
+def test_validator_found_beside_python(tmp_path, monkeypatch):
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    assert validator.find_validator() is None
+    exe = venv_bin / "bids-validator-deno"
+    exe.write_text('#!/bin/sh\necho \'{"issues": {"issues": []}}\'\n')
+    exe.chmod(0o755)
+    assert validator.find_validator() == str(exe)
+    problem, report = validator.run_bids_validator(tmp_path)
+    assert problem is None and json.loads(report) == {"issues": {"issues": []}}
+
+
+def test_one_exit_code_table(capsys):
+    import prettier_bids.cli.sr as sr_cli
+
+    codes = {e.name: e.code for e in exitcodes.TABLE}
+    assert codes == {"OK": 0, "FAIL": 1, "BIDS_INVALID": 16, "BAD_LEVEL": 17, "NO_MATCH": 18, "QC_FLAGGED": 19,
+                     "USAGE": 64, "DATAERR": 65, "NOINPUT": 66, "CANTCREAT": 73, "TEMPFAIL": 75, "INTERRUPTED": 130,
+                     "TERMINATED": 143}
+    for module in (sr_cli, bids_cli):  # no private copies of the codes
+        assert not [n for n in vars(module) if n.startswith("EXIT_")]
+    docs = (REPO / "docs/errors.md").read_text()
+    for prog, main in (("prettier-sr", sr_main), ("prettier-bids", bids_cli.main)):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        helptext = " ".join(capsys.readouterr().out.split())
+        assert " ".join(exitcodes.epilog(prog).split()) in helptext
+    for e in exitcodes.TABLE:
+        assert f"| {e.code} | {e.name} |" in docs
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_no_orphan_workers(tmp_path, tiny_weights):
+    bids = copy_dataset(tmp_path / "bids")
+    cmd = [sys.executable, "-m", "prettier_bids.cli.run", str(bids), str(tmp_path / "out"), "participant",
+           "--participant-label", "01", "--weights", str(tiny_weights), "-w", str(tmp_path / "work"),
+           "--nprocs", "2", "--omp-nthreads", "1", "--skip-bids-validation"]
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def members():  # processes of the run's session, but the parent itself
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == proc.pid and int(stat.parent.name) != proc.pid and fields[0] != "Z":
+                out.append(int(stat.parent.name))
+        return out
+
+    try:
+        deadline = time.time() + 90
+        while len(members()) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(members()) >= 2, "the workers never started"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while members() and time.time() < deadline:
+            time.sleep(0.2)
+        assert members() == []
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_sigterm_of_prettier_bids_at_any_moment_is_143_and_whole_files(tmp_path):
+    """A SIGTERM just after the workflow started was swallowed (exit 0, and later SIGTERMs ignored); one in the
+    middle reached Nipype inside a node's `import torch`: every image `failed`, then a segfault (139)."""
+    bids = copy_dataset(tmp_path / "bids")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prettier_bids.cli.run", str(bids), str(out), "participant", "--participant-label",
+           "01", "--method", "cubic", "--nprocs", "2", "-w", str(tmp_path / "work"), "--skip-bids-validation"]
+    for delay in (0.0, 0.3, 3.0):
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stderr:
+                if "workflow(s) with MultiProc" in line:
+                    break
+            time.sleep(delay)
+            proc.terminate()
+            rest = proc.stderr.read()
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == exitcodes.TERMINATED, (delay, rest)
+        assert rest.strip().splitlines()[-1] == ("prettier-bids: error: terminated (SIGTERM); rerun the same "
+                                                 "command to resume"), rest
+        assert "failed" not in rest and "Fatal Python error" not in rest
+        assert temporaries(out) == []
+        assert not list((out / "prettier" / "logs").glob("summary_*.tsv"))  # no `failed` rows
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and temporaries(out) == []
+    rows = read_tsv(next((out / "prettier" / "logs").glob("summary_*.tsv")))
+    assert {r["status"] for r in rows} <= {"done", "skipped", "complete"}
