@@ -117,7 +117,8 @@ def test_prettier_train_rejects_a_bad_config_in_one_line(tmp_path):
 
 ROOT = Path(__file__).parents[1]
 #: The recipes of the measured training runs (training/*/) and every split a run used.
-RECIPES = sorted(p for p in (ROOT / "training").rglob("*.json") if not p.name.startswith("split"))
+RECIPES = sorted(p for p in (ROOT / "training").rglob("*.json")
+                 if not p.name.startswith("split") and p.name != "lineage.json")
 SPLITS = sorted([*(ROOT / "training").rglob("split*.json"), ROOT / "prettier_bids" / "data" / "splits.json"])
 #: Subjects that only test (p19, the MASS heads t11/t13) or select (p12's thick scans, t08 validates).
 HELD_OUT = ("openms_p19_", "openms_p12_", "mass_t11_", "mass_t13_")
@@ -204,3 +205,47 @@ def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, ca
     assert code == 64 and len(lines) == 1 and lines[0].startswith("prettier-train: error: "), lines
     assert text.replace("FILE", str(tmp_path / "FILE")) in lines[0]
     assert (tmp_path / "FILE").read_text() == "x" and not (tmp_path / "run").exists()
+
+
+def _lineage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lineage", ROOT / "training" / "lineage.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the lineage's older weights are in git history")
+
+
+@needs_git
+def test_the_shipped_weights_lineage_checks_out(capsys):
+    """Every weights file of training/lineage.json has its SHA-256, each shipped file is its model's last step,
+    each recipe's init_sha256 pin is its step's start; v3-flair is honestly marked as not rerunnable."""
+    lineage = _lineage()
+    assert lineage.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "checks out" in out and "prettier-edsr-v3: E (3.0.0) -> E2 (3.1.0) -> Rb (3.2.0); rerun from the " \
+        "repository: yes" in out
+    assert "prettier-edsr-v3-flair: F (3.0.0) -> F2 -> F3 -> EF50; rerun from the repository: no" in out
+
+
+@needs_git
+def test_a_recipe_starts_from_its_pinned_weights_not_from_what_a_name_means_today(tmp_path):
+    """Rb.json names prettier-edsr-v3, which is now Rb's own output (3.2.0): the pin refuses it, and the
+    pinned 3.1.0 fetched from git history is accepted (a short CPU run of the recipe starts from it)."""
+    from prettier_bids.sr.models import WeightsError
+    from prettier_bids.training.train import resolve_init_weights
+
+    lineage = _lineage()
+    manifest = json.loads((ROOT / "training" / "lineage.json").read_text())
+    rb = load_config(ROOT / "training" / "v3-gpu" / "Rb.json")
+    with pytest.raises(WeightsError, match="the recipe pins cfc62b82dda0.*lineage.py fetch"):
+        resolve_init_weights(rb.init_weights, rb.init_sha256)
+    fetched = lineage.fetch(manifest, rb.init_sha256, tmp_path)
+    assert resolve_init_weights(str(fetched), rb.init_sha256) == fetched
+    for recipe in RECIPES:
+        cfg = load_config(recipe)
+        if cfg.init_sha256:
+            assert cfg.init_sha256 in manifest["blobs"], recipe

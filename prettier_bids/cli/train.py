@@ -81,7 +81,7 @@ def _main(args):
         if args.workers is not None:
             over["workers"] = args.workers
         cfg = load_config(args.config, over)
-        resolve_init_weights(cfg.init_weights)  # a wrong name or path fails here, before the data loads
+        resolve_init_weights(cfg.init_weights, cfg.init_sha256)  # a wrong name, path or pin fails before the data
         inplane = inplane_prob(cfg.patch.inplane) > 0
         if inplane and not split.get("train_inplane"):
             raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "

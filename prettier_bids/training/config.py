@@ -109,6 +109,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16
     #: weights to start from: a weights file, or the name of a shipped model (``prettier-edsr-v2``)
     init_weights: typing.Optional[str] = None
+    #: the SHA-256 those weights must have (a recipe's pin: a shipped name that now means newer weights, or a
+    #: wrong file, is refused; ``training/lineage.py fetch`` gives the pinned file from the repository)
+    init_sha256: typing.Optional[str] = None
     #: DataLoader worker processes making batches (0: in the main process, resume bit-identical)
     workers: int = 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sr.io import save_torch_atomic
+from ..sr.io import file_sha256, save_torch_atomic
 from ..sr.metrics import batch_psnr
 from ..sr.models import UNetDiscriminatorSN, WeightsError, available_models, build_model, load_init_state, load_weights, \
     resolve_weights, save_weights
@@ -91,16 +91,27 @@ def degradation_space(cfg, step):
     return cfg.degradation_at(step)
 
 
-def resolve_init_weights(value):
-    """Path of the starting weights: a weights file, or the name of a shipped model; None for none."""
+def resolve_init_weights(value, sha256=None):
+    """Path of the starting weights: a weights file, or the name of a shipped model; None for none. ``sha256``
+    (a recipe's ``init_sha256``): the file must have it, else :class:`WeightsError` says how to get the pinned one."""
     if not value:
+        if sha256:
+            raise WeightsError(f"init_sha256 {sha256} is pinned but no init_weights is given")
         return None
     if Path(value).is_file():
-        return Path(value)
-    if value in available_models():
-        return resolve_weights(name=value)
-    raise WeightsError(f"init_weights {value!r} is neither a file nor a shipped model "
-                       f"(shipped: {', '.join(available_models()) or 'none'})")
+        path = Path(value)
+    elif value in available_models():
+        path = resolve_weights(name=value)
+    else:
+        raise WeightsError(f"init_weights {value!r} is neither a file nor a shipped model "
+                           f"(shipped: {', '.join(available_models()) or 'none'})")
+    if sha256:
+        got = file_sha256(path)
+        if got.lower() != sha256.lower():
+            raise WeightsError(f"init_weights {value!r} ({path}) has sha256 {got[:12]}..., the recipe pins "
+                               f"{sha256[:12]}...; get the pinned file with `python training/lineage.py fetch "
+                               f"{sha256[:12]} DIR` and pass it with --init-weights")
+    return path
 
 
 def make_scheduler(optimizer, cfg):
@@ -183,7 +194,7 @@ class Trainer:
         cfg, device = self.cfg, self.device
         seed_everything(cfg.seed)
         self.model, self.arch, self.arch_cfg = build_model(cfg.model.preset, **cfg.model.overrides())
-        init = resolve_init_weights(cfg.init_weights)
+        init = resolve_init_weights(cfg.init_weights, cfg.init_sha256)
         if init is not None:
             fresh = load_init_state(self.model, load_weights(init)[0].state_dict())
             LOGGER.info("starting from the weights %s%s", init, f" ({len(fresh)} new tensors)" if fresh else "")
