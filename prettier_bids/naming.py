@@ -1,10 +1,11 @@
 """File names: the one module for stems and extensions, ``desc-`` labels and BIDS entities.
 
-* stems and extensions: :func:`split_ext` (``.nii.gz`` kept whole) and :func:`suffix_of` (the BIDS suffix)
-  are defined in :mod:`prettier_bids.sr.io`, the lowest layer (stdlib only: the SR core names its temporaries
-  with the first, prettier-sr picks a contrast's model with the second, neither needing pybids), and
-  re-exported here; :func:`stem`, :func:`with_ext`, :func:`sidecar_of`, :func:`nifti_of`
-  build on it;
+* stems and extensions: :func:`split_ext` (``.nii.gz`` kept whole), :func:`suffix_of` (the BIDS suffix) and
+  the NIfTI-name rule (``NIFTI_EXTENSIONS``, ``is_nifti_name``, behind :func:`is_nifti`) are defined in
+  :mod:`prettier_bids.sr.io`, the lowest layer (stdlib only: the SR core names its temporaries with the first,
+  prettier-sr picks a contrast's model with the second and checks its output name with the third, none
+  needing pybids), and re-exported here; :func:`stem`, :func:`with_ext`, :func:`sidecar_of`, :func:`nifti_of`
+  build on them;
 * ``desc-`` labels: read from ``prettier_bids/data/io_spec.json`` (:func:`output_desc`,
   :func:`reportlet_desc`, :func:`main_descs`), never typed out elsewhere;
 * entities: parsed by pybids (:func:`parse_entities`), output paths built by pybids' ``build_path``
@@ -23,9 +24,9 @@ from importlib import resources
 from pathlib import Path
 
 from .exitcodes import DATAERR, CodedError
-from .sr.io import split_ext, suffix_of  # noqa: F401  (re-exported: the suffix rule lives beside split_ext)
+# re-exported: these rules live in the stdlib-only sr/io.py, beside split_ext
+from .sr.io import NIFTI_EXTENSIONS, is_nifti_name, split_ext, suffix_of  # noqa: F401
 
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: Extension of the images this package writes.
 NIFTI_EXT = ".nii.gz"
 
@@ -47,7 +48,8 @@ def stem(path):
 
 
 def is_nifti(path):
-    return split_ext(path)[1] in NIFTI_EXTENSIONS
+    """Whether ``path``'s file name is a NIfTI name (:func:`prettier_bids.sr.io.is_nifti_name`)."""
+    return is_nifti_name(path)
 
 
 def with_ext(path, ext):

@@ -283,11 +283,13 @@ class _Planted:
 
 @pytest.fixture(autouse=True)
 def root_logging():
-    """The commands' ``logging.basicConfig`` binds a handler to this test's captured stderr: drop it afterwards."""
-    saved = logging.root.handlers[:]
+    """The commands' ``logging.basicConfig`` binds a handler to this test's captured stderr: drop it afterwards
+    (and restore the root's level, which it sets)."""
+    saved, level = logging.root.handlers[:], logging.root.level
     logging.root.handlers[:] = []
     yield
     logging.root.handlers[:] = saved
+    logging.root.setLevel(level)
 
 
 @pytest.fixture
@@ -395,3 +397,93 @@ def test_a_split_lesion_manifest_must_map_names_to_names(tmp_path):
         with pytest.raises(CLIError, match="'lesion_masks' must be an object mapping file names") as info:
             read_split(path, ["train", "validation"])
         assert info.value.code == 64
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prettier-eval, prettier-eval lesions, prettier-train: a known problem found while running is one line and its code
+# --------------------------------------------------------------------------------------------------------------
+
+def _one_error_line(capsys, prog):
+    """The stderr lines that report an error (the INFO log lines before them are timestamped); none a traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return [ln for ln in err.splitlines() if "error:" in ln or ln.startswith(f"{prog}:")]
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--weights", "MISSING.pt"], 66, "prettier-eval: error: "),
+    (["--model", "prettier-edsr-v2"], 66, "prettier-eval: error: test volume not found: "),
+    (["lesions", "--models", "MISSING.pt"], 66, "prettier-eval lesions: error: "),
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "no-colon"], 64,
+     "prettier-eval lesions: error: --case must be FLAIR:LESIONS, got 'no-colon'"),
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "a.nii.gz:b.nii.gz"], 66,
+     "prettier-eval lesions: error: not found: "),
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "big.nii.gz:small.nii.gz"], 65,
+     "prettier-eval lesions: error: lesion mask (16, 16, 16) does not match FLAIR (24, 24, 24)"),
+], ids=["weights", "volume", "lesions-weights", "lesions-case", "lesions-missing", "lesions-shape"])
+def test_prettier_eval_problems_while_running_are_one_line_with_their_code(tmp_path, capsys, args, code, text):
+    import nibabel as nib
+
+    from prettier_bids.cli.evaluate import main
+
+    nib.save(nib.Nifti1Image(np.ones((24, 24, 24), np.float32), np.eye(4)), tmp_path / "big.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
+    args = [str(tmp_path / a) if a == "MISSING.pt" else a for a in args]
+    sub, rest = (args[:1], args[1:]) if args[0] == "lesions" else ([], args)
+    prog = " ".join(["prettier-eval", *sub])
+    got = _no_escape(main, [*sub, "--data-root", str(tmp_path), *rest, "--threads", "1"])
+    lines = _one_error_line(capsys, prog)
+    assert got == code and len(lines) == 1 and lines[0].startswith(text), lines
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_prettier_train_problems_while_loading_are_one_line_with_their_code(train_dir, capsys):
+    code, err = _train(capsys, train_dir, "--init-weights", "no-such-model", out="run6")
+    assert code == 66 and len(err) == 1 and err[0].startswith("prettier-train: error: "), err
+    (train_dir / "gone.json").write_text(json.dumps({"train": ["gone.nii.gz"], "validation": ["v1.nii.gz"]}))
+    code, err = _train(capsys, train_dir, split="gone.json", out="run7")
+    assert code == 66 and len(err) == 1 and err[0].startswith("prettier-train: error: "), err
+    assert not (train_dir / "run6").exists() and not (train_dir / "run7").exists()
+
+
+@pytest.mark.parametrize("kwargs, line", [
+    ({}, r"prog: hello"),  # prettier-sr
+    ({"timestamps": True}, r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} hello"),  # prettier-eval (and lesions)
+    ({"timestamps": True, "logger_names": True},
+     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} prettier_bids\.x hello"),  # prettier-train
+])
+def test_the_one_console_log_setup_keeps_each_commands_format(capsys, monkeypatch, kwargs, line):
+    import re
+
+    from prettier_bids.cli.options import setup_logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])  # pytest's own handlers would make basicConfig a no-op
+    setup_logging("prog", **kwargs)
+    logging.getLogger("prettier_bids.x").info("hello")
+    assert re.fullmatch(line, capsys.readouterr().err.strip())
+
+
+def test_package_only_logging_keeps_other_libraries_info_out(capsys, monkeypatch):
+    from prettier_bids.cli.options import setup_logging
+
+    monkeypatch.setattr(logging.root, "handlers", [])
+    saved = logging.getLogger("prettier_bids").level
+    try:
+        setup_logging("prettier-sr", package_only=True)
+        logging.getLogger("prettier_bids.sr").info("ours")
+        logging.getLogger("otherlib.module").info("theirs")
+        logging.getLogger("otherlib.module").warning("their warning")
+        assert capsys.readouterr().err.splitlines() == ["prettier-sr: ours", "prettier-sr: their warning"]
+    finally:
+        logging.getLogger("prettier_bids").setLevel(saved)
+
+
+def test_one_nifti_name_rule_for_prettier_sr_and_the_bids_side():
+    """prettier-sr checks its output name with ``sr.io.is_nifti_name`` (no pybids); ``naming.is_nifti`` is it."""
+    from prettier_bids import naming
+    from prettier_bids.sr.io import is_nifti_name
+
+    for name, ok in [("out.nii.gz", True), ("out.nii", True), ("d/sub-01_FLAIR.nii.gz", True), ("..nii.gz", True),
+                     (".nii.gz", False), (".nii", False), ("d/.nii.gz", False), ("out.gz", False),
+                     ("out.nii.gz.json", False), ("out", False), ("", False)]:
+        assert is_nifti_name(name) is ok and naming.is_nifti(name) is ok, name

@@ -40,3 +40,41 @@ def test_ctrl_c_during_the_imports_is_one_line_and_130(prog, delay, tmp_path):
     assert "Traceback" not in err and lines[-1] == f"{prog}: error: interrupted; rerun the same command to resume"
     assert sum("error:" in ln for ln in lines) == 1, err  # progress log lines may come first, one error line
     assert not list(tmp_path.rglob(".*.tmp*"))
+
+
+def _script(prog, *args, cwd):
+    """Run a console script's entry function (as installed) in a fresh interpreter: (exit code, stdout, stderr)."""
+    code = f"import sys; from prettier_bids.cli.entry import {SCRIPTS[prog]} as m; sys.exit(m())"
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_prettier_eval_help_lists_its_lesions_sub_command_and_that_has_its_own_help(tmp_path):
+    code, out, err = _script("prettier-eval", "--help", cwd=tmp_path)
+    assert code == 0 and err == ""
+    subs = out[out.index("sub-commands:"):]  # argparse's section of the sub-parsers, with their one-line help
+    assert "lesions" in subs and "lesion benchmark" in subs
+    assert "--data-root" in out and "--contrasts" in out  # still the image benchmark's options
+    code, out, err = _script("prettier-eval", "lesions", "--help", cwd=tmp_path)
+    assert code == 0 and err == "" and out.startswith("usage: prettier-eval lesions ")
+    assert "--case FLAIR:LESIONS" in out and "--contrasts" not in out
+
+
+@pytest.mark.parametrize("args, text", [
+    ([], "prettier-eval: error: the following arguments are required: --data-root"),
+    (["lesions"], "prettier-eval lesions: error: the following arguments are required: --data-root"),
+    (["--data-root", "d", "lesions", "--data-root", "d"],
+     "prettier-eval: error: the sub-command comes first: prettier-eval lesions [options]"),
+    (["--data-root", "d", "junk"], "prettier-eval: error: argument COMMAND: invalid choice: 'junk'"),
+])
+def test_prettier_eval_usage_errors_with_or_without_its_sub_command_are_one_line_and_64(tmp_path, args, text):
+    code, out, err = _script("prettier-eval", *args, cwd=tmp_path)
+    assert code == 64 and out == "" and len(err.splitlines()) == 1 and err.startswith(text), err
+
+
+def test_the_lesion_benchmark_does_not_import_the_image_benchmark():
+    """The dependency goes one way: ``prettier-eval`` (cli/evaluate.py) lists and runs ``lesions``
+    (cli/eval_lesions.py); both take the simulation options from cli/eval_options.py."""
+    code = ("import sys, prettier_bids.cli.eval_lesions; "
+            "sys.exit('prettier_bids.cli.evaluate' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -291,7 +291,8 @@ def test_prettier_eval_scores_known_and_hidden_thickness(model):
 
 
 def test_prettier_eval_default_settings_are_the_evaluations():
-    from prettier_bids.cli.evaluate import DEFAULT_SETTINGS, build_parser, settings_list
+    from prettier_bids.cli.eval_options import DEFAULT_SETTINGS, settings_list
+    from prettier_bids.cli.evaluate import build_parser
     from prettier_bids.evaluation.benchmark import SETTINGS
 
     assert settings_list(DEFAULT_SETTINGS) == tuple((float(s), t) for s, t in SETTINGS)

@@ -34,18 +34,25 @@ from .. import exitcodes
 from ..sr.consistency import projection_note
 from ..sr.io import write_text_atomic
 from ..sr.precision import BATCH_SIZE
-from .evaluate import add_simulation_options
+from .eval_options import LESION_SETTINGS, add_simulation_options
 from .options import (
     add_batch_size_option,
     CapAtCPUs,
+    CLIError,
     UsageParser,
     add_precision_option,
     add_projection_option,
     device,
     guarded_main,
     positive_int,
+    setup_logging,
 )
 
+#: The sub-command's name under ``prettier-eval`` (:mod:`.evaluate` lists it in its ``--help``).
+NAME = "lesions"
+PROG = "prettier-eval lesions"
+#: Its line in ``prettier-eval --help``.
+SUMMARY = "the lesion benchmark: do the models keep MS lesions? (FLAIR with a consensus lesion mask)"
 LOGGER = logging.getLogger("prettier_bids.eval")
 
 DEFAULT_CASES = ("hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz",)
@@ -55,9 +62,13 @@ KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision
         "n_found")
 
 
-def build_parser():
-    p = UsageParser(
-        prog="prettier-eval lesions",
+def build_parser(subparsers=None):
+    """The parser of ``prettier-eval lesions``: its own (``subparsers`` None), or added to ``subparsers`` (those of
+    ``prettier-eval``'s parser, :func:`prettier_bids.cli.evaluate.build_parser`); either way ``args.run`` is
+    :func:`run`."""
+    make = UsageParser if subparsers is None else lambda **kw: subparsers.add_parser(NAME, help=SUMMARY, **kw)
+    p = make(
+        prog=PROG,
         description="Lesion benchmark: simulate thick FLAIR slices of a test subject with a consensus lesion mask, "
                     "reconstruct with cubic and each model, report lesion PSNR, contrast kept, a simple "
                     "segmentation's Dice / lesion-wise sensitivity / precision, and invented hyperintense volume.",
@@ -68,7 +79,7 @@ def build_parser():
     p.add_argument("--models", default=None,
                    help="comma-separated shipped model names or weights files (default: the model prettier-sr and "
                         "prettier-bids use for FLAIR)")
-    add_simulation_options(p, settings="6:5")
+    add_simulation_options(p, settings=LESION_SETTINGS)
     p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
@@ -76,6 +87,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("--device", type=device, default="cpu", help="torch device for the models (e.g. cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
+    p.set_defaults(run=run)
     return p
 
 
@@ -163,11 +175,17 @@ def markdown(table):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return guarded_main("prettier-eval lesions", lambda: _main(args), verbose=args.verbose)
+    return run(args)
+
+
+def run(args):
+    """The benchmark on arguments parsed by either parser of :func:`build_parser` (``prettier-eval lesions ...``
+    comes here from :func:`prettier_bids.cli.evaluate.main`, through ``args.run``)."""
+    return guarded_main(PROG, lambda: _main(args), verbose=args.verbose)
 
 
 def _main(args):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    setup_logging(PROG, timestamps=True)
     import nibabel as nib
     import torch
 
@@ -185,31 +203,26 @@ def _main(args):
     try:
         models = load_models(args.models or default_model("FLAIR"), args.device)
     except WeightsError as exc:
-        print(f"prettier-eval lesions: error: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
     t_all = time.time()
     rows = []
     for case in args.case or DEFAULT_CASES:
         try:
             flair_rel, les_rel = case.split(":")
         except ValueError:
-            print(f"prettier-eval lesions: error: --case must be FLAIR:LESIONS, got {case!r}", file=sys.stderr)
-            return exitcodes.USAGE
+            raise CLIError(f"--case must be FLAIR:LESIONS, got {case!r}", exitcodes.USAGE) from None
         flair, les = Path(args.data_root) / flair_rel, Path(args.data_root) / les_rel
         for p in (flair, les):
             if not p.is_file():
-                print(f"prettier-eval lesions: error: not found: {p}", file=sys.stderr)
-                return exitcodes.NOINPUT
+                raise CLIError(f"not found: {p}", exitcodes.NOINPUT)
         try:
             vol = load_training_volume(flair, name=flair_rel).data
             lesions = np.asarray(nib.load(str(les)).dataobj) > 0
         except READ_ERRORS as exc:
-            print(f"prettier-eval lesions: error: cannot read {flair} or {les}: {exc}", file=sys.stderr)
-            return exitcodes.NOINPUT
+            raise CLIError(f"cannot read {flair} or {les}: {exc}", exitcodes.NOINPUT) from None
         if lesions.shape != vol.shape:
-            print(f"prettier-eval lesions: error: lesion mask {lesions.shape} does not match FLAIR {vol.shape} "
-                  "(both must be 1 mm, same grid)", file=sys.stderr)
-            return exitcodes.DATAERR
+            raise CLIError(f"lesion mask {lesions.shape} does not match FLAIR {vol.shape} (both must be 1 mm, same "
+                           "grid)", exitcodes.DATAERR)
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
                               device=args.device, project=args.project, precision=args.precision,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import math
 import sys
 import time
 from pathlib import Path
 
 from .. import __version__, exitcodes
+from . import eval_lesions
+from .eval_options import DEFAULT_SETTINGS, add_simulation_options
 from .options import (
     add_batch_size_option,
     CapAtCPUs,
@@ -19,81 +18,26 @@ from .options import (
     add_precision_option,
     add_projection_option,
     check_folder,
-    error,
-    finite_float,
     guarded_main,
     positive_int,
+    setup_logging,
 )
 from .splits import read_split
-from .sr import THICKNESS_RANGE_MM  # simulated slice thickness: the range of prettier-sr's --slice-thickness
 
-#: Simulated slice spacing: a whole number of 1 mm voxels (the truth's rows the SR grid falls on), in the
-#: app's range of thick slices (2-8 mm).
-SPACING_RANGE_MM = (2, 8)
-_thickness = finite_float(*THICKNESS_RANGE_MM)
-#: ``--settings``' default: :data:`prettier_bids.evaluation.benchmark.SETTINGS` (issue 25's five spacing:thickness pairs),
-#: written out here so that the parser does not import the evaluation stack.
-DEFAULT_SETTINGS = "3:3,6:5,5:4,4:3,4:2"
-
-
-def axes_list(text):
-    """``--axes``: comma-separated slice axes, each 0, 1 or 2, no repeats -> a tuple."""
-    parts = [a.strip() for a in text.split(",")]
-    if not all(a in ("0", "1", "2") for a in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of axes 0, 1, 2")
-    if len(set(parts)) != len(parts):
-        raise argparse.ArgumentTypeError(f"{text!r} names an axis twice")
-    return tuple(int(a) for a in parts)
-
-
-def settings_list(text):
-    """``--settings``: comma-separated ``spacing:thickness`` pairs in mm (spacing a whole number of mm in
-    :data:`SPACING_RANGE_MM`, thickness in :data:`THICKNESS_RANGE_MM`) -> a tuple of (float, float)."""
-    out = []
-    for item in text.split(","):
-        parts = item.strip().split(":")
-        if len(parts) != 2:
-            raise argparse.ArgumentTypeError(f"{item.strip()!r} is not a spacing:thickness pair (e.g. 6:5)")
-        try:
-            spacing = float(parts[0])
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"spacing {parts[0]!r} in {item.strip()!r} is not a number") from None
-        low, high = SPACING_RANGE_MM
-        if not (math.isfinite(spacing) and spacing == int(spacing) and low <= spacing <= high):
-            raise argparse.ArgumentTypeError(f"spacing {parts[0]!r} in {item.strip()!r} must be a whole number of mm "
-                                             f"from {low} to {high}")
-        try:
-            thickness = _thickness(parts[1])
-        except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"thickness in {item.strip()!r}: {exc}") from None
-        out.append((spacing, thickness))
-    return tuple(out)
-
-
-def add_simulation_options(parser, settings):
-    """``--axes``, ``--settings`` (checked while parsing: exit 64) and ``--thickness``, shared with
-    ``prettier-eval lesions``."""
-    parser.add_argument("--axes", type=axes_list, default="0,1,2",
-                        help="slice axes to simulate, comma-separated (0 sagittal, 1 coronal, 2 axial; default: "
-                             "%(default)s)")
-    low, high = SPACING_RANGE_MM
-    parser.add_argument("--settings", type=settings_list, default=settings,
-                        help=f"spacing:thickness pairs in mm, comma-separated; spacing a whole number from {low} to "
-                             f"{high} (default: %(default)s)")
-    parser.add_argument("--thickness", choices=("known", "hidden", "both"), default="both",
-                        help="whether the pipeline is told the simulated slice thickness: known (it is given, as a "
-                             "sidecar's SliceThickness would be), hidden (it is not: the pipeline estimates it from "
-                             "the image, else assumes it equal to the spacing and skips the projection onto the "
-                             "input), or both (default; the tables show a row for each)")
+PROG = "prettier-eval"
 
 
 def build_parser():
+    """The image benchmark's parser, with the sub-commands (``prettier-eval lesions``, :mod:`.eval_lesions`) as
+    argparse sub-parsers: listed in ``--help``, each with its own ``--help``; ``args.run`` runs what was parsed.
+    ``parser.sub_commands`` maps each name to its parser (:func:`main`: a sub-command comes first)."""
     p = UsageParser(
-        prog="prettier-eval",
+        prog=PROG,
         description="Evaluate a model on held-out 1 mm volumes: simulate thick slices along each axis, "
-                    "reconstruct with cubic spline and the model, report PSNR/SSIM in a brain mask and patch IQMs.",
-        epilog="example: prettier-eval --data-root ../shared/data --out-dir eval/; "
-               "lesion benchmark: prettier-eval lesions --help")
+                    "reconstruct with cubic spline and the model, report PSNR/SSIM in a brain mask and patch IQMs. "
+                    "Without a sub-command it runs this image benchmark; the sub-commands are listed below.",
+        epilog=f"example: {PROG} --data-root ../shared/data --out-dir eval/; "
+               f"lesion benchmark: {PROG} {eval_lesions.NAME} --help")
     p.add_argument("--data-root", required=True, help="folder the split's file names are relative to")
     p.add_argument("--split", default=None, help="JSON split with a 'test' section (default: the shipped one)")
     g = p.add_mutually_exclusive_group()
@@ -109,35 +53,51 @@ def build_parser():
     add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
-    p.add_argument("--version", action="version", version=f"prettier-eval {__version__}")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    p.set_defaults(run=run)
+    # the usage as argparse writes it for the image benchmark, and a line for the sub-commands (argparse would
+    # put "COMMAND ..." after the options; a sub-command comes first)
+    p.usage = (p.format_usage().removeprefix("usage: ").rstrip()
+               + f"\n       {PROG} COMMAND [options]  (see {PROG} COMMAND --help)")
+    commands = p.add_subparsers(title="sub-commands", dest="command", metavar="COMMAND", prog=PROG,
+                                help="run instead of the image benchmark; first on the command line")
+    eval_lesions.build_parser(commands)
+    p.sub_commands = commands.choices
     return p
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["lesions"]:  # prettier-eval lesions ...: the lesion benchmark (issue 12)
-        from .eval_lesions import main as lesions_main
+    parser = build_parser()
+    if argv and argv[0] in parser.sub_commands:
+        # prettier-eval lesions ...: parsed by the sub-command's parser alone (the image benchmark's options, its
+        # required --data-root among them, do not apply)
+        args = parser.sub_commands[argv[0]].parse_args(argv[1:])
+    else:
+        args = parser.parse_args(argv)
+        if args.command is not None:  # prettier-eval --data-root D lesions ...: options of both, mixed
+            parser.error(f"the sub-command comes first: {PROG} {args.command} [options]")
+    return args.run(args)
 
-        return lesions_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return guarded_main("prettier-eval", lambda: _main(args), verbose=args.verbose)
+
+def run(args):
+    """The image benchmark on parsed arguments."""
+    return guarded_main(PROG, lambda: _main(args), verbose=args.verbose)
 
 
 def _main(args):
-    try:  # the split and the output folder, before anything is loaded or created
-        test = read_split(args.split, ["test"])["test"]
-        if args.contrasts:
-            wanted = [c.strip() for c in args.contrasts.split(",") if c.strip()]
-            unknown = [c for c in wanted if c not in test]
-            if unknown or not wanted:
-                raise CLIError(f"argument --contrasts: {', '.join(map(repr, unknown)) or 'none given'}: not in the "
-                               f"split's test contrasts ({', '.join(test)})", exitcodes.USAGE)
-            test = {k: v for k, v in test.items() if k in wanted}
-        if args.out_dir:
-            check_folder("--out-dir", args.out_dir, exitcodes.USAGE)  # 73 is not among prettier-eval's codes
-    except CLIError as exc:
-        return error("prettier-eval", exc, exc.code)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # the split and the output folder, before anything is loaded or created
+    test = read_split(args.split, ["test"])["test"]
+    if args.contrasts:
+        wanted = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in test]
+        if unknown or not wanted:
+            raise CLIError(f"argument --contrasts: {', '.join(map(repr, unknown)) or 'none given'}: not in the "
+                           f"split's test contrasts ({', '.join(test)})", exitcodes.USAGE)
+        test = {k: v for k, v in test.items() if k in wanted}
+    if args.out_dir:
+        check_folder("--out-dir", args.out_dir, exitcodes.USAGE)  # 73 is not among prettier-eval's codes
+    setup_logging(PROG, timestamps=True)
     import torch
 
     from ..evaluation import benchmark as ev
@@ -153,8 +113,7 @@ def _main(args):
     try:
         models = load_model_set(args.model, args.weights)  # without either: each contrast's default
     except WeightsError as exc:
-        print(f"prettier-eval: error: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
     axes, settings = args.axes, args.settings
     modes = ev.THICKNESS_MODES if args.thickness == "both" else (args.thickness,)
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -166,13 +125,11 @@ def _main(args):
         for entry in entries:
             path = Path(args.data_root) / entry["file"]
             if not path.is_file():
-                print(f"prettier-eval: error: test volume not found: {path}", file=sys.stderr)
-                return exitcodes.NOINPUT
+                raise CLIError(f"test volume not found: {path}", exitcodes.NOINPUT)
             try:
                 vol = load_training_volume(path, name=entry["file"])
             except READ_ERRORS as exc:
-                print(f"prettier-eval: error: cannot read test volume {path}: {exc}", file=sys.stderr)
-                return exitcodes.NOINPUT
+                raise CLIError(f"cannot read test volume {path}: {exc}", exitcodes.NOINPUT) from None
             vols.setdefault(contrast, []).append(vol)
             mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
             keep = (2, 6.0) if out_dir else None

@@ -1,7 +1,12 @@
 """One option-validation layer for every CLI: argparse ``type=`` factories and a parser whose usage
-errors are one line with exit code 64, :class:`CLIError` (a known problem and its exit code) and
+errors are one line with exit code 64, :class:`CLIError` (a known problem and its exit code),
 :func:`guarded_main` (known problems: one line and their code; unexpected errors: one line, exit 1;
-Ctrl-C and SIGTERM unwind, removing temporaries, and exit 130 / 143).
+Ctrl-C and SIGTERM unwind, removing temporaries, and exit 130 / 143) and :func:`setup_logging` (the console
+log of prettier-sr, prettier-train and prettier-eval; prettier-bids has its own, ``cli/environment.py``).
+
+Every command has the same skeleton: ``PROG`` defined once in its module; ``main(argv=None)`` parses, then
+returns ``guarded_main(PROG, lambda: _main(args), verbose=args.verbose)``; a known problem inside ``_main`` is
+``raise CLIError(message, exitcodes.X)``, which ``guarded_main`` prints as the one line ``PROG: error: message``.
 
 Values are checked while parsing, so a bad option never reaches the computation:
 ``--slice-thickness nan`` / ``inf`` / ``0`` / ``-3``, ``--threads -1`` and ``--device tpu`` are usage errors.
@@ -31,6 +36,22 @@ def error(prog, msg, code):
     """Print ``PROG: error: MSG`` on stderr; returns ``code``."""
     print(f"{prog}: error: {msg}", file=sys.stderr)
     return code
+
+
+def setup_logging(prog, level=logging.INFO, timestamps=False, logger_names=False, package_only=False):
+    """The console log of a command (``logging.basicConfig`` on stderr), one line per record.
+
+    Lines are ``PROG: message`` (``prettier-sr``: like its other messages), or with ``timestamps``
+    ``TIME message`` (the long runs of ``prettier-eval``); ``logger_names`` puts the logger's name before the
+    message (``prettier-train``: ``TIME LOGGER message``). ``level`` applies to every logger; with
+    ``package_only`` it applies to the package's own (``prettier_bids.*``) and other libraries log only warnings
+    (torch's INFO records, e.g. FakeTensor cache statistics at exit after a Ctrl-C, are not the command's
+    output). Like ``basicConfig``, it adds nothing to a root logger that already has handlers (the package's
+    level is still set)."""
+    fmt = ("%(asctime)s " if timestamps else f"{prog}: ") + ("%(name)s " if logger_names else "") + "%(message)s"
+    logging.basicConfig(level=logging.WARNING if package_only else level, format=fmt, stream=sys.stderr)
+    if package_only:
+        logging.getLogger("prettier_bids").setLevel(level)
 
 
 def add_projection_option(parser, dest="project", scoring=False):

@@ -14,16 +14,17 @@ from ..sr.preprocess import MAX_SLICE_MM
 from .options import (
     add_batch_size_option,
     CapAtCPUs,
+    CLIError,
     UsageParser,
     add_precision_option,
     add_output_grid_option,
     add_projection_option,
     check_device_available,
     device,
-    error,
     finite_float,
     guarded_main,
     positive_int,
+    setup_logging,
 )
 
 PROG = "prettier-sr"
@@ -89,10 +90,6 @@ def build_parser():
     return p
 
 
-def _error(msg, code):
-    return error(PROG, msg, code)
-
-
 class Progress:
     def __init__(self, quiet):
         self.quiet, self.last, self.t0 = quiet, -1, time.time()
@@ -110,27 +107,26 @@ def main(argv=None):
 
 
 def _main(args):
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s", stream=sys.stderr)
     # INFO for this package only: other libraries' INFO records (torch's FakeTensor cache stats at exit after a
     # Ctrl-C) are not this command's output
-    logging.getLogger("prettier_bids").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    setup_logging(PROG, level=logging.WARNING if args.quiet else logging.INFO, package_only=True)
     from ..paths import OutputPathError, check_output_paths
-    from ..sr.io import clean_stale_temporaries, missing_content
+    from ..sr.io import clean_stale_temporaries, is_nifti_name, missing_content
 
     inp, out = Path(args.input), Path(args.output)
     broken = missing_content(inp)
     if broken:
-        return _error(broken, exitcodes.NOINPUT)
+        raise CLIError(broken, exitcodes.NOINPUT)
     if not inp.is_file():
-        return _error(f"input file not found: {inp}", exitcodes.NOINPUT)
-    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")) or out.name in (".nii", ".nii.gz"):
-        return _error(f"output must be a file name ending in .nii or .nii.gz: {out}", exitcodes.USAGE)
+        raise CLIError(f"input file not found: {inp}", exitcodes.NOINPUT)
+    if not is_nifti_name(out):
+        raise CLIError(f"output must be a file name ending in .nii or .nii.gz: {out}", exitcodes.USAGE)
     outputs = [out, args.consistency_map, args.json]
     labelled = [("output", out), ("--consistency-map", args.consistency_map), ("--json", args.json)]
     try:  # every output location is checked before any work (and none may be the input)
         check_output_paths([inp], labelled)
     except OutputPathError as exc:
-        return _error(str(exc), exc.code)
+        raise CLIError(str(exc), exc.code) from None
     for path in (Path(o) for o in outputs if o is not None):  # temporaries of killed earlier runs
         clean_stale_temporaries(path.parent if str(path.parent) else Path("."), names=[path.name])
 
@@ -146,18 +142,18 @@ def _main(args):
         torch.set_num_threads(args.threads)
     problem = check_device_available(args.device)
     if problem:
-        return _error(problem, exitcodes.USAGE)
+        raise CLIError(problem, exitcodes.USAGE)
     try:
         img = nib.load(str(inp))
     except Exception as exc:  # nibabel raises many types for non-NIfTI input
-        return _error(f"cannot read {inp} as NIfTI ({exc.__class__.__name__})", exitcodes.DATAERR)
+        raise CLIError(f"cannot read {inp} as NIfTI ({exc.__class__.__name__})", exitcodes.DATAERR) from None
     model = None
     if args.method == "model":
         name = args.model or (None if args.weights else default_model(suffix_of(inp)))
         try:
             model = load_model(name, args.weights, device=args.device)
         except WeightsError as exc:
-            return _error(str(exc), exitcodes.NOINPUT)
+            raise CLIError(str(exc), exitcodes.NOINPUT) from None
     t0 = time.time()
     try:
         res = super_resolve(img, model=model, method=args.method, slice_thickness=args.slice_thickness,
@@ -166,9 +162,9 @@ def _main(args):
                             batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project,
                             precision=args.precision, output_grid=args.output_grid)
     except AlreadyHighResolution as exc:
-        return _error(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR)
+        raise CLIError(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR) from None
     except InputError as exc:
-        return _error(f"{inp}: {exc}", exitcodes.DATAERR)
+        raise CLIError(f"{inp}: {exc}", exitcodes.DATAERR) from None
     info = res.info
     for warning in info.get("HeaderWarnings", []):
         print(f"{PROG}: warning: {inp}: {warning}", file=sys.stderr)
@@ -181,8 +177,8 @@ def _main(args):
                 group.text(json.dumps(res.sidecar(), indent=2) + "\n", args.json)
     except OSError as exc:
         why = "disk full" if is_disk_full(exc) else (exc.strerror or str(exc))
-        return _error(f"cannot write output: {why} ({getattr(exc, 'filename', None) or out}); nothing was written",
-                      exitcodes.CANTCREAT)
+        raise CLIError(f"cannot write output: {why} ({getattr(exc, 'filename', None) or out}); nothing was written",
+                       exitcodes.CANTCREAT) from None
     if not args.quiet:
         print(f"{PROG}: wrote {out} ({'x'.join(map(str, info['OutputShape']))} voxels of "
               f"{'x'.join(f'{z:.2f}' for z in info['OutputVoxelSize'])} mm) in {time.time() - t0:.1f} s"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from .. import __version__, exitcodes
@@ -12,18 +11,20 @@ from .options import (
     CLIError,
     UsageParser,
     check_folder,
-    error,
     finite_float,
     guarded_main,
     int_at_least,
     positive_int,
+    setup_logging,
 )
 from .splits import read_split
+
+PROG = "prettier-train"
 
 
 def build_parser():
     p = UsageParser(
-        prog="prettier-train",
+        prog=PROG,
         description="Train a PRETTIER generator on simulated thick-slice pairs (resumable).",
         epilog="example: prettier-train --config prettier_bids/data/configs/edsr-compact.json "
                "--data-root ../shared/data --out runs/edsr --max-minutes 60")
@@ -45,11 +46,8 @@ def build_parser():
     p.add_argument("--optuna", type=int_at_least(0), default=0, metavar="N", help="run an Optuna TPE study of N trials")
     p.add_argument("--trial-steps", type=positive_int, default=300, help="steps per Optuna trial")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")
-    p.add_argument("--version", action="version", version=f"prettier-train {__version__}")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
-
-
-PROG = "prettier-train"
 
 
 def main(argv=None):
@@ -58,12 +56,10 @@ def main(argv=None):
 
 
 def _main(args):
-    try:  # the run directory and the split, before anything is loaded or created
-        check_folder("--out", args.out, exitcodes.USAGE)  # 73 is not among prettier-train's exit codes
-        split = read_split(args.split, ["train", "validation"])
-    except CLIError as exc:
-        return error(PROG, exc, exc.code)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    # the run directory and the split, before anything is loaded or created
+    check_folder("--out", args.out, exitcodes.USAGE)  # 73 is not among prettier-train's exit codes
+    split = read_split(args.split, ["train", "validation"])
+    setup_logging(PROG, timestamps=True, logger_names=True)
     import torch
 
     from ..sr.models import WeightsError
@@ -92,8 +88,7 @@ def _main(args):
             train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
     except (KeyError, WeightsError, *READ_ERRORS) as exc:
-        print(f"prettier-train: error: {exc}", file=sys.stderr)
-        return exitcodes.NOINPUT
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
     if args.optuna:
         from ..training.tune import optuna_search
 
@@ -104,9 +99,9 @@ def _main(args):
         res = train(cfg, train_vols, val_vols, args.out, device=args.device, max_minutes=args.max_minutes,
                     steps=args.steps, resume=not args.no_resume)
     except CheckpointError as exc:  # unreadable (66), or another config's run on the same --out (64)
-        return error(PROG, exc, exitcodes.NOINPUT if exc.unreadable else exitcodes.USAGE)
+        raise CLIError(str(exc), exitcodes.NOINPUT if exc.unreadable else exitcodes.USAGE) from None
     except (WeightsError, PatchError) as exc:  # --init-weights that do not fit the model; volumes too small
-        return error(PROG, exc, exitcodes.NOINPUT)
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
     print(json.dumps({"run_dir": str(res.run_dir), "step": res.step, "best_val_loss": res.best_val}))
     return exitcodes.OK
 

@@ -31,6 +31,8 @@ TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>(\.[A-Za
 
 #: Extensions of more than one suffix that file names keep whole.
 COMPOUND_EXTENSIONS = (".nii.gz",)
+#: The extensions of a NIfTI file name (:func:`is_nifti_name`; :mod:`prettier_bids.naming` re-exports it).
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 
 def split_ext(name):
@@ -41,6 +43,13 @@ def split_ext(name):
         if name.endswith(ext) and len(name) > len(ext):
             return name[:-len(ext)], ext
     return os.path.splitext(name)
+
+
+def is_nifti_name(name):
+    """Whether a file name ends in ``.nii`` or ``.nii.gz`` after a non-empty stem (``.nii.gz`` alone is not one):
+    the one NIfTI-name rule, stdlib only, so that prettier-sr checks its output name without pybids
+    (:func:`prettier_bids.naming.is_nifti` calls it)."""
+    return split_ext(name)[1] in NIFTI_EXTENSIONS
 
 
 def suffix_of(path):
