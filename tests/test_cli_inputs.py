@@ -487,3 +487,20 @@ def test_one_nifti_name_rule_for_prettier_sr_and_the_bids_side():
                      (".nii.gz", False), (".nii", False), ("d/.nii.gz", False), ("out.gz", False),
                      ("out.nii.gz.json", False), ("out", False), ("", False)]:
         assert is_nifti_name(name) is ok and naming.is_nifti(name) is ok, name
+
+
+def test_the_lesion_benchmark_cases_come_from_the_split(tmp_path):
+    """No subject is named in the code: the default cases are the split's test FLAIRs with a lesion mask."""
+    from prettier_bids.cli.eval_lesions import default_cases
+    from prettier_bids.cli.options import CLIError
+
+    assert default_cases(None) == ["hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz"]  # the shipped split
+    split = {"test": {"FLAIR": [{"file": "a_FLAIR.nii.gz"}, {"file": "b_FLAIR.nii.gz"}], "T1w": [{"file": "c.nii"}]},
+             "lesion_masks": {"b_FLAIR.nii.gz": "b_mask.nii.gz", "c.nii": "c_mask.nii"}}
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    assert default_cases(tmp_path / "s.json") == ["b_FLAIR.nii.gz:b_mask.nii.gz"]
+    del split["lesion_masks"]
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    with pytest.raises(CLIError, match="names no test FLAIR with a lesion mask") as info:
+        default_cases(tmp_path / "s.json")
+    assert info.value.code == 64

@@ -1,6 +1,7 @@
 """``prettier-eval lesions``: does super-resolution keep MS lesions? (issue 12; ``benchmarks/lesions.py``)
 
-Protocol, per test FLAIR that has a consensus lesion mask (default: p19, the held-out subject):
+Protocol, per test FLAIR that has a consensus lesion mask (default: the split's test FLAIRs that its
+``lesion_masks`` names a mask for; in the shipped split, the held-out subject p19):
 
 1. The 1 mm FLAIR is scaled as in training (foreground 99.5th percentile = 1); brain mask as in
    ``prettier-eval`` (foreground, closed, filled).
@@ -47,6 +48,7 @@ from .options import (
     positive_int,
     setup_logging,
 )
+from .splits import default_split, read_split
 
 #: The sub-command's name under ``prettier-eval`` (:mod:`.evaluate` lists it in its ``--help``).
 NAME = "lesions"
@@ -55,7 +57,6 @@ PROG = "prettier-eval lesions"
 SUMMARY = "the lesion benchmark: do the models keep MS lesions? (FLAIR with a consensus lesion mask)"
 LOGGER = logging.getLogger("prettier_bids.eval")
 
-DEFAULT_CASES = ("hr/openms_p19_FLAIR.nii.gz:hr/openms_p19_lesions.nii.gz",)
 #: The method label of a model run without being told the simulated slice thickness.
 HIDDEN_LABEL = "{} (thickness hidden)"
 KEYS = ("lesion_psnr", "contrast_kept_median", "dice", "sensitivity", "precision", "invented_ml", "volume_ml",
@@ -75,7 +76,11 @@ def build_parser(subparsers=None):
         epilog="example: prettier-eval lesions --data-root ../shared/data --out-dir benchmarks/results")
     p.add_argument("--data-root", required=True, help="folder the case paths are relative to")
     p.add_argument("--case", action="append", default=None, metavar="FLAIR:LESIONS",
-                   help=f"FLAIR and lesion mask, relative to --data-root (default {DEFAULT_CASES[0]})")
+                   help="FLAIR and lesion mask, relative to --data-root, repeatable (default: each test FLAIR of "
+                        "--split with a mask in its lesion_masks)")
+    p.add_argument("--split", default=None,
+                   help="JSON split whose test FLAIRs and lesion_masks give the default cases (default: the "
+                        "shipped prettier_bids/data/splits.json)")
     p.add_argument("--models", default=None,
                    help="comma-separated shipped model names or weights files (default: the model prettier-sr and "
                         "prettier-bids use for FLAIR)")
@@ -178,6 +183,17 @@ def main(argv=None):
     return run(args)
 
 
+def default_cases(split_path):
+    """``FLAIR:LESIONS`` of every test FLAIR of the split that its ``lesion_masks`` gives a mask (CLIError if none)."""
+    split = read_split(split_path, ["test"])
+    masks = split.get("lesion_masks") or {}
+    cases = [f"{e['file']}:{masks[e['file']]}" for e in split["test"].get("FLAIR", []) if e["file"] in masks]
+    if not cases:
+        raise CLIError(f"--split {split_path or default_split()} names no test FLAIR with a lesion mask "
+                       "(lesion_masks); give --case FLAIR:LESIONS", exitcodes.USAGE)
+    return cases
+
+
 def run(args):
     """The benchmark on arguments parsed by either parser of :func:`build_parser` (``prettier-eval lesions ...``
     comes here from :func:`prettier_bids.cli.evaluate.main`, through ``args.run``)."""
@@ -192,9 +208,9 @@ def _main(args):
     from ..evaluation import lesions as L
     from ..evaluation.benchmark import brain_mask
     from ..sr.models import WeightsError, default_model
-    from ..training.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_models
+    from ..training.patches import READ_ERRORS, load_training_volume
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,7 +222,8 @@ def _main(args):
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
     t_all = time.time()
     rows = []
-    for case in args.case or DEFAULT_CASES:
+    cases = args.case or default_cases(args.split)
+    for case in cases:
         try:
             flair_rel, les_rel = case.split(":")
         except ValueError:
@@ -230,7 +247,7 @@ def _main(args):
     table = summarise(rows)
     text = "\n".join([
         "## Lesion benchmark (issue 12): mean over slice axes " + ", ".join(sorted({r['axis'] for r in rows})), "",
-        "Cases: " + ", ".join(args.case or DEFAULT_CASES) + ". Simple segmentation: brain z-score > "
+        "Cases: " + ", ".join(cases) + ". Simple segmentation: brain z-score > "
         f"{L.SEG_Z}, brain eroded by {L.SEG_ERODE} voxels, components >= {L.SEG_MIN_VOXELS} voxels; "
         "invented = volume it marks > 1 voxel from what it marks in the truth. Contrast kept: median over "
         f"lesions >= {L.CONTRAST_MIN_VOXELS} voxels. Protocol: prettier_bids/cli/eval_lesions.py.", "",
