@@ -242,9 +242,7 @@ def load_bids_filters(path, spec=None):
     try:
         data = read_json(path)
     except JSONReadError as exc:
-        if exc.unreadable:
-            raise BIDSError(f"cannot read --bids-filter-file {path}: {exc.reason}", exitcodes.NOINPUT) from None
-        raise BIDSError(f"--bids-filter-file {path} is {exc.reason}", exitcodes.USAGE) from None
+        raise exitcodes.from_json_error(BIDSError, f"--bids-filter-file {path}", exc) from None
     if not isinstance(data, dict):
         raise BIDSError(f"--bids-filter-file {path} must hold a JSON object", exitcodes.USAGE)
     by_lower = {c.lower(): c for c in spec["queries"]}

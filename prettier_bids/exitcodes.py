@@ -81,6 +81,15 @@ class CodedError(Exception):
         self.code = code
 
 
+def from_json_error(cls, what, exc):
+    """The :class:`CodedError` subclass ``cls`` for ``sr.io.JSONReadError`` ``exc`` of the file an option names
+    (``what``: e.g. ``"--split PATH"``): a file that cannot be read is :data:`NOINPUT`, one that is not the JSON
+    asked for (bad JSON, too deep) :data:`USAGE`. The one wording of both."""
+    if exc.unreadable:
+        return cls(f"cannot read {what}: {exc.reason}", NOINPUT)
+    return cls(f"{what} is {exc.reason}", USAGE)
+
+
 def codes_for(command):
     return [e for e in TABLE if command in e.commands]
 

@@ -53,9 +53,7 @@ def read_split(path, required):
     try:
         split = read_json(path)
     except JSONReadError as exc:
-        if exc.unreadable:
-            raise CLIError(f"cannot read --split {path}: {exc.reason}", exitcodes.NOINPUT) from None
-        raise CLIError(f"--split {path} is {exc.reason}", exitcodes.USAGE) from None
+        raise exitcodes.from_json_error(CLIError, f"--split {path}", exc) from None
     if not isinstance(split, dict):
         raise CLIError(f"--split {path} must hold a JSON object with {', '.join(map(repr, required))}, "
                        f"not a {type(split).__name__}", exitcodes.USAGE)
