@@ -279,7 +279,6 @@ def _write_case(root):
     return vol
 
 
-@pytest.mark.slow
 def test_lesion_benchmark_cli(tmp_path, tiny_weights):
     import json
 
@@ -303,7 +302,6 @@ def test_lesion_benchmark_cli(tmp_path, tiny_weights):
     assert main(args[:2] + [str(tmp_path / "nowhere")] + args[3:]) == 66
 
 
-@pytest.mark.slow
 def test_real_scan_benchmark_script(tmp_path, tiny_weights):
     import json
     import runpy
