@@ -141,13 +141,19 @@ def test_no_split_trains_or_validates_on_a_held_out_subject(path):
     assert not [f for f in used if any(h in f for h in HELD_OUT)]
 
 
-def _pseudo_flair():
+def _script(relpath):
+    """A script of the repository (not a package module), loaded as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pseudo_flair", ROOT / "training" / "v3-gpu" / "pseudo_flair.py")
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _pseudo_flair():
+    return _script("training/v3-gpu/pseudo_flair.py")
 
 
 def test_pseudo_flair_lookup_learns_a_non_monotone_map_and_ignores_the_heads_scaling():
@@ -208,12 +214,7 @@ def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, ca
 
 
 def _lineage():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lineage", ROOT / "training" / "lineage.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _script("training/lineage.py")
 
 
 needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the lineage's older weights are in git history")
