@@ -56,48 +56,6 @@ def test_cubic_method_needs_no_weights(thick_nifti, tmp_path):
     np.testing.assert_allclose(got[..., 2::5], src, atol=1.0)  # passes through the input samples
 
 
-def _bad(tmp_path, name, data=None, affine=None, raw=None):
-    path = tmp_path / name
-    if raw is not None:
-        path.write_bytes(raw)
-    else:
-        nib.save(nib.Nifti1Image(data, affine if affine is not None else np.diag([1, 1, 5, 1])), path)
-    return path
-
-
-@pytest.mark.parametrize("case,code,msg", [
-    ("missing", 66, "not found"),
-    ("not_nifti", 65, "cannot read"),
-    ("four_d", 65, "3D"),
-    ("nan", 65, "NaN"),
-    ("isotropic", 65, "already high resolution"),
-    ("truncated", 65, "cannot read"),
-])
-def test_bad_input_one_line_error_no_output(tmp_path, capsys, case, code, msg, thick_nifti):
-    if case == "missing":
-        src = tmp_path / "nope.nii.gz"
-    elif case == "not_nifti":
-        src = _bad(tmp_path, "x.nii.gz", raw=b"hello, not an image")
-    elif case == "four_d":
-        src = _bad(tmp_path, "x.nii.gz", np.zeros((8, 8, 8, 4), np.float32))
-    elif case == "nan":
-        d = np.ones((8, 8, 8), np.float32)
-        d[1, 1, 1] = np.nan
-        src = _bad(tmp_path, "x.nii.gz", d)
-    elif case == "isotropic":
-        src = _bad(tmp_path, "x.nii.gz", np.ones((8, 8, 8), np.float32), np.diag([1.0, 1.0, 1.2, 1]))
-    else:
-        raw = thick_nifti.read_bytes()
-        src = _bad(tmp_path, "x.nii.gz", raw=raw[: len(raw) // 2])
-    out = tmp_path / "out.nii.gz"
-    rc = main([str(src), str(out), "--method", "cubic", "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == code
-    assert len(err) == 1 and err[0].startswith("prettier-sr: error:") and msg in err[0]
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
 def test_unwritable_output_and_missing_weights(thick_nifti, tmp_path, capsys, monkeypatch):
     assert main([str(thick_nifti), str(tmp_path / "no" / "dir" / "o.nii.gz"), "-q"]) == 73
     assert main([str(thick_nifti), str(tmp_path / "o.nii.gz"), "--weights", str(tmp_path / "none.pt"), "-q"]) == 66

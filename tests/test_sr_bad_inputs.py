@@ -62,7 +62,7 @@ def test_bad_input(tmp_path, capsys, thick_nifti, case, code, text):
     out = tmp_path / "out.nii.gz"
     rc, lines = run_sr(capsys, src, out, "--method", "cubic", "-q", "--json", tmp_path / "o.json")
     assert rc == code
-    one_error(lines, text)
+    assert one_error(lines, text).startswith("prettier-sr: error:")
     assert not out.exists() and not (tmp_path / "o.json").exists() and temporaries(tmp_path) == []
     assert (sha(src) if src.exists() else None) == before
 
