@@ -10,8 +10,9 @@
 #   BASE_IMAGE     any Debian bookworm image with CPython 3.11 and python3 -m venv
 #                  (default: the public python:3.11-slim-bookworm; our CI uses
 #                  prettier-base:bookworm-py311 from docker/make_base.sh)
-#   TORCH_VARIANT  cpu (default) or a CUDA variant such as cu126; must match the torch wheel
-#                  in the wheelhouse (TORCH_VARIANT=cu126 bash docker/build.sh makes both)
+#   TORCH_VARIANT  cpu (default), cuda (PyPI's CUDA build: docker/build.sh --gpu) or a PyTorch-index
+#                  CUDA variant such as cu126; must match the torch wheel in the wheelhouse
+#                  (docker/build.sh makes both)
 #   VERSION, VCS_REF, BUILD_DATE   OCI labels (docker/build.sh fills them in)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
@@ -34,7 +35,7 @@ RUN pip_whl=$(echo /wheels/build/pip-*.whl) \
         -r /wheels/requirements.txt \
  && /opt/venv/bin/python "$pip_whl/pip" check \
  && /opt/venv/bin/python -c "import sys, torch; v = '${TORCH_VARIANT}'; \
-        ok = (torch.version.cuda is None) if v == 'cpu' else (torch.__version__.endswith('+' + v)); \
+        ok = (torch.version.cuda is None) if v == 'cpu' else (torch.version.cuda is not None) if v == 'cuda' else torch.__version__.endswith('+' + v); \
         sys.exit(0 if ok else 'torch %s does not match TORCH_VARIANT=%s' % (torch.__version__, v))" \
  && sp=/opt/venv/lib/python3.11/site-packages \
  && find "$sp" -type d -name tests -prune -exec rm -rf {} + \

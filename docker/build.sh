@@ -3,7 +3,8 @@
 #
 #   bash docker/build.sh                                   # offline build (our machines, CI)
 #   bash docker/build.sh --base python:3.11-slim-bookworm  # with a public base image
-#   TORCH_VARIANT=cu126 bash docker/build.sh --base python:3.11-slim-bookworm   # CUDA image
+#   bash docker/build.sh --gpu                             # CUDA image (PyPI's torch 2.13.0, CUDA 13)
+#   TORCH_VARIANT=cu126 bash docker/build.sh               # CUDA image from the PyTorch index
 #
 # Steps (each cached, so a re-run with nothing changed takes seconds):
 #   1. base image: unless --base is given, prettier-base:bookworm-py311 is made by
@@ -14,6 +15,8 @@
 # Options:
 #   --base IMAGE    base image (any Debian bookworm image with python3.11 + venv)
 #   --tag NAME      image name (default: prettier)
+#   --gpu           CUDA torch (TORCH_VARIANT=cuda: PyPI's build with its nvidia-* wheels; tags
+#                   prettier:VERSION-cuda and prettier:cuda; about 9 GB; run with --gpus all)
 #   --no-cache      pass --no-cache to docker build
 # Environment: TORCH_VARIANT (cpu|cuNNN), PRETTIER_CACHE_DIR (default ~/.cache/prettier_bids),
 #   TORCH_INDEX_URL, PYTHON (a python3.11 for the wheelhouse), DOCKER (docker client).
@@ -28,7 +31,7 @@ NAME=prettier
 TORCH_VARIANT=${TORCH_VARIANT:-cpu}
 BUILD_OPTS=()
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --base) BASE=$2; shift 2 ;;
@@ -36,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --tag) NAME=$2; shift 2 ;;
         --tag=*) NAME=${1#*=}; shift ;;
         --no-cache) BUILD_OPTS+=(--no-cache); shift ;;
+        --gpu) TORCH_VARIANT=cuda; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "build.sh: unknown option $1" >&2; usage >&2; exit 64 ;;
     esac

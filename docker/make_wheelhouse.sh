@@ -16,10 +16,12 @@
 # the cache with hard links (or a copy) when the key is unchanged, so re-runs take seconds.
 #
 # torch: TORCH_VARIANT=cpu (default) asks for torch==2.13.0+cpu; the local CPU wheel pip finds
-# on our machines is used, else the PyTorch CPU index (TORCH_INDEX_URL). A CUDA variant
-# (cu118, cu121, cu124, cu126, ...) takes torch==2.13.0+<variant> from TORCH_INDEX_URL
-# (default https://download.pytorch.org/whl/<variant>). pip never falls back to the
-# (CUDA) torch on PyPI for the CPU variant.
+# on our machines is used, else the PyTorch CPU index (TORCH_INDEX_URL). TORCH_VARIANT=cuda
+# (docker/build.sh --gpu) takes PyPI's own torch==2.13.0, the CUDA 13 build whose CUDA
+# libraries come as nvidia-* wheels (~3 GB), resolved against PyPI alone (pip --isolated, so no
+# local CPU wheel can satisfy it). A PyTorch-index CUDA variant (cu126, cu128, ...) takes
+# torch==2.13.0+<variant> from TORCH_INDEX_URL (default https://download.pytorch.org/whl/<variant>).
+# pip never falls back to the (CUDA) torch on PyPI for the CPU variant.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,8 +51,14 @@ EOF
 ARCH=$("$PY" -c 'import platform; print(platform.machine())')
 
 TORCH_PIN=torch==2.13.0
-[[ "$TORCH_VARIANT" =~ ^(cpu|cu[0-9]+|rocm[0-9.]+)$ ]] || { log "bad TORCH_VARIANT=$TORCH_VARIANT"; exit 64; }
-TORCH_REQ="$TORCH_PIN+$TORCH_VARIANT"
+[[ "$TORCH_VARIANT" =~ ^(cpu|cuda|cu[0-9]+|rocm[0-9.]+)$ ]] || { log "bad TORCH_VARIANT=$TORCH_VARIANT"; exit 64; }
+if [[ "$TORCH_VARIANT" == cuda ]]; then
+    TORCH_REQ=$TORCH_PIN        # PyPI's build: no local version label
+    TORCH_WHEEL_GLOB="torch-2.13.0-*.whl"
+else
+    TORCH_REQ="$TORCH_PIN+$TORCH_VARIANT"
+    TORCH_WHEEL_GLOB="torch-2.13.0+$TORCH_VARIANT-*.whl"
+fi
 
 KEY=$( { echo "recipe=$RECIPE variant=$TORCH_VARIANT extras=$EXTRAS arch=$ARCH";
          "$PY" -c 'import sys; print(sys.version.split()[0])';
@@ -71,6 +79,11 @@ if [[ ! -f "$CACHED/requirements.txt" ]]; then
     }
     if [[ "$TORCH_VARIANT" == cpu ]] && pip_wheel >"$TMP/pip.log" 2>&1; then
         :
+    elif [[ "$TORCH_VARIANT" == cuda ]]; then
+        # PyPI only: --isolated drops the machine's pip config (local find-links and indexes
+        # that may hold a CPU torch 2.13.0, which '==2.13.0' would also accept).
+        pip_wheel --isolated --index-url "${PYPI_INDEX_URL:-https://pypi.org/simple}" >"$TMP/pip.log" 2>&1 \
+            || { tail -n 30 "$TMP/pip.log" >&2; log "pip wheel failed (full log above)"; exit 1; }
     else
         idx=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/$TORCH_VARIANT}
         [[ "$TORCH_VARIANT" == cpu ]] && log "no local $TORCH_REQ wheel; trying $idx"
@@ -78,8 +91,9 @@ if [[ ! -f "$CACHED/requirements.txt" ]]; then
             || { tail -n 30 "$TMP/pip.log" >&2; log "pip wheel failed (full log above)"; exit 1; }
     fi
     rm -f "$TMP"/wheels/prettier_bids-*.whl
-    ls "$TMP"/wheels/torch-2.13.0+"$TORCH_VARIANT"-*.whl >/dev/null 2>&1 \
-        || { log "wheelhouse has no torch 2.13.0+$TORCH_VARIANT wheel"; exit 1; }
+    # shellcheck disable=SC2086  # the glob is meant to expand
+    ls "$TMP"/wheels/$TORCH_WHEEL_GLOB >/dev/null 2>&1 \
+        || { log "wheelhouse has no $TORCH_WHEEL_GLOB wheel"; exit 1; }
     # pinned list of the resolved set (wheel names normalised by pip: name-version-...)
     "$PY" - "$TMP/wheels" >"$TMP/wheels/requirements.txt" <<'EOF'
 import pathlib, sys

@@ -78,8 +78,9 @@ def docker_cmd(image, mounts, app_args, model=None, opts=()):
 
 
 def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE_KEYS}
+    if isinstance(obj, dict):  # a CUDA image's torch ("2.13.0") computes the CPU build's ("2.13.0+cpu") outputs
+        return {k: (v.split("+")[0] if k == "torch" and isinstance(v, str) else _strip(v))
+                for k, v in obj.items() if k not in VOLATILE_KEYS}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -240,13 +241,20 @@ def test_image_metadata(image):
     assert cfg["User"] and cfg["User"].split(":")[0] not in ("", "0", "root")
     proc = run(["docker", "run", "--rm", "--network=none", image, "--version"])
     assert proc.returncode == 0 and proc.stdout.strip() == f"prettier-bids {__version__}", proc.stderr
-    # torch is the CPU build, weights ship inside the package, nothing needs the network
+    # torch is the build the image's label names, weights ship inside the package, nothing needs the network
     code = ("import torch, prettier_bids, pathlib; "
             "w = sorted(p.name for p in (pathlib.Path(prettier_bids.__file__).parent / 'data/weights').glob('*.pt')); "
             "print(torch.__version__, torch.version.cuda, w)")
     proc = run(["docker", "run", "--rm", "--network=none", "--entrypoint", "python", image, "-c", code])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("2.13.0+cpu None"), proc.stdout
+    variant = labels["prettier-bids.torch-variant"]
+    if variant == "cpu":  # the CPU build
+        assert proc.stdout.startswith("2.13.0+cpu None"), proc.stdout
+    else:  # docker/build.sh --gpu (PyPI's CUDA build) or a PyTorch-index CUDA variant: a CUDA torch
+        version, cuda = proc.stdout.split()[:2]
+        assert version.startswith("2.13.0") and cuda != "None", proc.stdout
+        # PyPI's build reports its CUDA as a local label (2.13.0+cu130); a PyTorch-index one its variant's
+        assert version.startswith("2.13.0+cu") if variant == "cuda" else version == f"2.13.0+{variant}", proc.stdout
     shipped = [p.name for p in shipped_weights()]
     assert proc.stdout.strip().endswith(str(shipped)), f"weights in the image {proc.stdout} vs repo {shipped}"
 
