@@ -168,6 +168,33 @@ def reportlet_kinds(method="model", contrast=None, reportlets=True):
     return ["input", "cubic", "consistency"] + (["lesions"] if contrast == "FLAIR" else [])
 
 
+#: The SR info's entries that the consistency map's sidecar carries (the other outputs carry all of it).
+CONSISTENCY_INFO_KEYS = ("SliceAxis", "SliceSpacing", "SliceThickness", "SliceThicknessSource", "SliceProfile",
+                         "UpsamplingFactor", "IntensityScale", "OutputGrid", "ConsistencyPSNR",
+                         "NetworkConsistencyPSNR", "ConsistencyFractionAbove10pct", "QCFlags", "ProjectedOntoInput",
+                         "ProjectionSkipped")
+
+
+def output_sidecars(cand, run_id, command, software_versions, method="model", write_cubic=False, spec=None):
+    """``{kind: metadata}`` of the outputs made for ``cand`` (:func:`output_kinds`, in that order: the completion
+    marker's kind last): what each JSON sidecar holds before the SR info (computed while the image is processed)
+    is added. Read when the workflow is built: ``SourceFile`` records the input file as it is now."""
+    spec = spec or load_io_spec()
+    kinds = output_kinds(method, write_cubic)
+    common = {"Sources": [cand.source_uri],
+              "SkullStripped": cand.skull_stripped,
+              "SlicePlane": cand.plane,
+              "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
+              "GeneratedByRun": {"RunId": run_id, "Command": command, "Date": run_date(run_id)},
+              "ProcessingSoftwareVersions": software_versions}
+    if cand.warnings:  # sidecar/header mismatches found while selecting the input
+        common["Warnings"] = list(cand.warnings)
+    metas = {k: {"Description": spec["outputs"][k]["Description"], **common} for k in kinds}
+    main_uri = "bids::" + derivative_relpath(cand.entities, output_desc(kinds[-1], spec), spec=spec)
+    metas["consistency"].update({"Sources": [cand.source_uri, main_uri], "Units": "fraction of IntensityScale"})
+    return metas
+
+
 def read_json(path):
     """The JSON object in ``path`` (:func:`prettier_bids.sr.io.read_json`), or None when there is none."""
     try:

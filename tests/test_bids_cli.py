@@ -10,6 +10,7 @@ import pytest
 from _bids_support import TEST_BIDS, copy_dataset, read_tsv, run_in_process
 from prettier_bids import __version__
 from prettier_bids.cli import run as cli
+from prettier_bids.naming import load_io_spec
 from prettier_bids.sr import models
 
 
@@ -196,37 +197,100 @@ def test_config_is_built_once_from_the_arguments(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()  # validation and the config create nothing
 
 
-def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_weights):
+def _flair(tmp_path):
     from prettier_bids.bids import Candidate
-    from prettier_bids.config import Config
-    from prettier_bids.sr.reconstruct import LoadedModel
-    from prettier_bids.workflows.sr import init_sr_wf
 
     rel = "sub-01/anat/sub-01_FLAIR.nii.gz"
     cand = Candidate(path=tmp_path / rel, relpath=rel, contrast="FLAIR",
                      entities={"subject": "01", "suffix": "FLAIR", "datatype": "anat", "extension": ".nii.gz"},
                      shape=(40, 36, 8), slice_axis=2, spacing=5.0, thickness=5.0, plane="axial")
-    cand.path.parent.mkdir(parents=True)
+    cand.path.parent.mkdir(parents=True, exist_ok=True)
     cand.path.write_bytes(b"x")  # the sidecars record the input file (SourceFile)
-    wf = init_sr_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
+    return cand
+
+
+def _fed(wf, node):
+    """``{input field: source node name}`` of ``node`` in ``wf``."""
+    return {dst: u.name for u, _, d in wf._graph.in_edges(node, data=True) for _, dst in d["connect"]}
+
+
+def test_image_workflow_composes_through_input_and_output_nodes(tmp_path, tiny_weights):
+    from prettier_bids.config import Config
+    from prettier_bids.sr.reconstruct import LoadedModel
+    from prettier_bids.workflows.base import init_image_wf
+
+    cand = _flair(tmp_path)
+    wf = init_image_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
     inputnode, outputnode = wf.get_node("inputnode"), wf.get_node("outputnode")
-    assert inputnode.inputs.in_file == str(cand.path)
+    assert inputnode.inputs.in_file == str(cand.path)  # set by the caller, not inside init_sr_wf
     assert [v for _, v, _ in wf._graph.out_edges(inputnode, data=True)] == [wf.get_node("validate")]
-    fed = {dst: u.name for u, _, d in wf._graph.in_edges(outputnode, data=True) for _, dst in d["connect"]}
-    assert fed == {"out_file": "ds_cubic", "consistency_file": "ds_consistency", "info": "cubic"}
+    assert _fed(wf, outputnode) == {"out_file": "sr_derivatives_wf", "consistency_file": "sr_derivatives_wf",
+                                    "info": "cubic"}
+    ds_wf = wf.get_node("sr_derivatives_wf")
+    assert _fed(ds_wf, ds_wf.get_node("outputnode")) == {"out_file": "ds_cubic", "consistency_file": "ds_consistency"}
     # the model node gets the projection setting (hashed: changing it reruns the node)
     for projection in (True, False):
         config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", consistency_projection=projection)
         model = LoadedModel(None, "tiny", str(tiny_weights), "0123")
-        node = init_sr_wf(cand, config, model).get_node("super_resolve")
+        node = init_image_wf(cand, config, model).get_node("super_resolve")
         assert node.inputs.project is projection and node.inputs.method == "model"
     # the node gets the arithmetic that will run (hashed: the cache follows what ran, not the word "auto")
     from prettier_bids.sr.precision import resolve_precision
 
     for precision in ("auto", "fp32", "bf16"):
         config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", precision=precision)
-        node = init_sr_wf(cand, config, model).get_node("super_resolve")
+        node = init_image_wf(cand, config, model).get_node("super_resolve")
         assert node.inputs.precision == resolve_precision(precision) in ("fp32", "bf16")
+
+
+def test_image_workflows_take_keywords_only(tmp_path):
+    from prettier_bids.workflows.sr import init_sr_derivatives_wf, init_sr_reports_wf, init_sr_wf
+
+    for init in (init_sr_wf, init_sr_derivatives_wf, init_sr_reports_wf):
+        with pytest.raises(TypeError, match="positional"):
+            init("a_wf", tmp_path)
+
+
+@pytest.mark.parametrize("method, write_cubic, reportlets, sinks, figures", [
+    ("model", True, True, ["ds_consistency", "ds_cubic", "ds_sr"], ["input", "cubic", "consistency", "lesions"]),
+    ("model", False, True, ["ds_consistency", "ds_sr"], ["input", "cubic", "consistency", "lesions"]),
+    ("model", True, False, ["ds_consistency", "ds_cubic", "ds_sr"], []),
+    ("cubic", True, True, ["ds_consistency", "ds_cubic"], ["input", "consistency"]),
+])
+def test_image_workflow_makes_the_outputs_and_reportlets_that_outputs_py_names(tmp_path, tiny_weights, method,
+                                                                             write_cubic, reportlets, sinks, figures):
+    """The derivatives and reports sub-workflows hold one sink per output and reportlet of
+    ``outputs.expected_outputs`` (the one place that decides them), and the main output's sink waits for every
+    other sink (its sidecar is the completion marker)."""
+    from prettier_bids.config import Config
+    from prettier_bids.outputs import expected_outputs
+    from prettier_bids.sr.reconstruct import LoadedModel
+    from prettier_bids.workflows.base import init_image_wf
+
+    cand = _flair(tmp_path)
+    config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method=method, write_cubic=write_cubic,
+                    reportlets=reportlets)
+    wf = init_image_wf(cand, config, LoadedModel(None, "tiny", str(tiny_weights), "0123"))
+    names = set(wf.list_node_names())
+    assert sorted(n.split(".")[1] for n in names if n.startswith("sr_derivatives_wf.ds_")) == sinks
+    assert sorted(n.split(".")[1] for n in names if n.startswith("sr_reports_wf.ds_rpt_")) == \
+        sorted(f"ds_rpt_{k}" for k in figures)
+    assert sorted(n.split(".")[1] for n in names if n.startswith("sr_reports_wf.rpt_")) == \
+        sorted(f"rpt_{k}" for k in figures)
+    assert ("super_resolve" in names) is (method == "model")
+    expected = expected_outputs(cand, config.output_root, method, write_cubic, reportlets=reportlets)
+    assert [f"ds_{k}" for k in expected.niftis] == sinks  # the marker's sink last
+    assert len(expected.figures) == len(figures)
+    ds_wf = wf.get_node("sr_derivatives_wf")
+    main = ds_wf.get_node(sinks[-1])
+    assert _fed(ds_wf, main) == {"in_file": "inputnode", "info": "inputnode", "wait_for": "wait_for_outputs"}
+    waited = _fed(ds_wf, ds_wf.get_node("wait_for_outputs"))
+    assert sorted(waited.values()) == sorted(sinks[:-1] + (["inputnode"] if figures else []))
+    if figures:  # the stored figures reach the wait through the derivatives workflow's inputnode
+        assert _fed(wf, ds_wf)["inputnode.figures"] == "sr_reports_wf"
+    for kind in expected.niftis:
+        meta = ds_wf.get_node(f"ds_{kind}").inputs.meta_dict
+        assert meta["Description"] == load_io_spec()["outputs"][kind]["Description"]
 
 
 def test_importing_the_cli_loads_no_templateflow():
@@ -257,7 +321,9 @@ def test_missing_home_runs_with_caches_in_the_work_dir(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert (work / ".cache" / "templateflow").is_dir() and not (tmp_path / "no-home").exists()
+    # matplotlib's cache (the reportlets); a run no longer imports templateflow (niworkflows' DerivativesDataSink
+    # brought it in), TEMPLATEFLOW_HOME still points into the work directory in case a dependency does
+    assert (work / ".cache" / "matplotlib").is_dir() and not (tmp_path / "no-home").exists()
 
 
 def test_reruns_check_the_arithmetic_only_when_precision_is_named(tmp_path):

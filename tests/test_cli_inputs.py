@@ -228,11 +228,11 @@ def test_a_skull_stripped_value_that_is_not_a_json_bool_is_warned_and_taken_as_f
 @pytest.mark.slow  # the first import of Nipype and niworkflows: ~15 s on a busy 2-core machine
 def test_a_string_false_skull_stripped_is_false_in_the_output_sidecar(tmp_path):
     from prettier_bids.config import Config
-    from prettier_bids.workflows.sr import init_sr_wf
+    from prettier_bids.workflows.base import init_image_wf
 
     cand = _inspected(tmp_path, {"SkullStripped": "false"})
-    wf = init_sr_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
-    meta = wf.get_node("ds_cubic").inputs.meta_dict
+    wf = init_image_wf(cand, Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", method="cubic"))
+    meta = wf.get_node("sr_derivatives_wf.ds_cubic").inputs.meta_dict
     assert meta["SkullStripped"] is False
     assert meta["Warnings"] == ['invalid sidecar value SkullStripped="false" (not true or false; assuming false)']
 

@@ -20,6 +20,11 @@ def test_image_rank_groups_nodes_by_image_in_order():
     names = ["m.sub_01_wf.sr_a_wf.validate", "m.sub_02_wf.sr_b_wf.validate", "m.sub_01_wf.sr_a_wf.cubic",
              "m.sub_02_wf.sr_b_wf.cubic", "m.sub_01_wf.sr_c_wf.validate"]
     assert list(image_rank(names).values()) == [0, 1, 0, 1, 2]
+    # the nodes of an image's sub-workflows (derivatives, reportlets) rank with the image
+    nested = ["m.sub_01_wf.sr_a_wf.validate", "m.sub_02_wf.sr_b_wf.validate",
+              "m.sub_01_wf.sr_a_wf.sr_derivatives_wf.ds_sr", "m.sub_01_wf.sr_a_wf.sr_reports_wf.rpt_input",
+              "m.sub_02_wf.sr_b_wf.sr_derivatives_wf.ds_sr"]
+    assert list(image_rank(nested).values()) == [0, 1, 0, 0, 1]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""niworkflows/nireports in use: the derivatives sink, the flicker reportlets, the report spec, the boilerplate."""
+"""The derivatives sink; niworkflows/nireports in use: the flicker reportlets, the report spec, the boilerplate."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def _sha(path):
 
 def _source(tmp_path, name="sub-01_ses-1_FLAIR.nii.gz"):
     src = tmp_path / "bids" / "sub-01" / "ses-1" / "anat" / name
-    src.parent.mkdir(parents=True)
-    src.write_bytes(b"")  # only its name is used (entities)
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(b"")  # the input the sink must never write over
     return src
 
 
@@ -40,28 +40,40 @@ def _image(path, shape=(24, 20, 6), zooms=(1.0, 1.0, 5.0), qcode=0, dtype=np.int
     return path
 
 
-def test_sink_is_niworkflows_and_keeps_our_bytes(tmp_path):
-    from niworkflows.interfaces.bids import DerivativesDataSink
+ENTITIES = {"subject": "01", "session": "1", "suffix": "FLAIR", "datatype": "anat", "extension": ".nii.gz"}
 
-    from prettier_bids.sr.reconstruct import conform_header
-    from prettier_bids.interfaces.derivatives import AtomicDerivativesSink
+
+def _sink(tmp_path, in_file, **inputs):
+    from prettier_bids.interfaces.derivatives import DerivativesSink
+
+    return DerivativesSink(base_directory=str(tmp_path / "out"), source_file=str(_source(tmp_path)),
+                           entities=ENTITIES, in_file=str(in_file), **inputs)
+
+
+def test_sink_writes_our_bytes_once_and_the_sidecar_last(tmp_path, monkeypatch):
+    import prettier_bids.sr.io as sr_io
     from prettier_bids.sr.io import save_nifti_atomic
+    from prettier_bids.sr.reconstruct import conform_header
 
-    assert issubclass(AtomicDerivativesSink, DerivativesDataSink)
-    src = _source(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     in_file = _image(work / "sub-01_ses-1_FLAIR_model.nii.gz")
     plain = tmp_path / "plain.nii.gz"  # what our writer always wrote
     save_nifti_atomic(conform_header(nib.load(in_file)), plain)
+    writes = []
+    for name in ("_write_nifti", "_write_text", "_copy_file"):  # every file the sink writes goes through these
+        real = getattr(sr_io, name)
+        monkeypatch.setattr(sr_io, name, lambda obj, tmp, _real=real, _name=name: (writes.append(_name),
+                                                                                   _real(obj, tmp))[1])
 
     meta = {"Description": "d", "Sources": ["bids:raw:x"], "B": 1, "A": 2}
-    sink = AtomicDerivativesSink(base_directory=str(tmp_path / "out"), source_file=str(src), desc="prettier",
-                                 in_file=str(in_file), meta_dict=meta, info={"Z": None, "Y": 3})
-    sink = pickle.loads(pickle.dumps(sink))  # as Nipype runs nodes (niworkflows loses `compress` here)
+    sink = _sink(tmp_path, in_file, desc="prettier", meta_dict=meta, info={"Z": None, "Y": 3})
+    sink = pickle.loads(pickle.dumps(sink))  # as Nipype runs nodes
+    inputs_before = sink.inputs.get()
     res = sink.run(cwd=str(work))
     out = tmp_path / "out/sub-01/ses-1/anat/sub-01_ses-1_desc-prettier_FLAIR.nii.gz"
     assert res.outputs.out_file == str(out)
+    assert writes == ["_write_nifti", "_write_text"]  # the image once, then its sidecar: no staging copy
     assert _sha(out) == _sha(plain)
     hdr = nib.load(out).header
     assert int(hdr["qform_code"]) == int(hdr["sform_code"]) > 0 and np.allclose(hdr.get_qform(), hdr.get_sform())
@@ -69,21 +81,38 @@ def test_sink_is_niworkflows_and_keeps_our_bytes(tmp_path):
     assert res.outputs.out_meta == str(sidecar)
     assert sidecar.read_text() == json.dumps({**meta, "Y": 3}, indent=2) + "\n"  # our key order, None dropped
     assert os.stat(sidecar).st_mtime_ns >= os.stat(out).st_mtime_ns  # image first, sidecar last
-    leftovers = [p.name for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
-    assert leftovers == [] and not (work / "staged").exists()
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == sorted(["sub-01", "ses-1", "anat", out.name,
+                                                                           sidecar.name])
+    assert sorted(p.name for p in work.iterdir()) == [in_file.name]  # nothing staged in the node's folder
+    assert sink.inputs.get() == inputs_before  # its inputs are never changed while it runs
+
+
+def test_sink_keeps_only_the_named_info_keys_in_their_order(tmp_path):
+    from prettier_bids.interfaces.derivatives import sidecar_entries
+
+    assert list(sidecar_entries({"D": 1}, {"C": 3, "A": None, "B": 2}, ["B", "A", "C", "X"])) == ["D", "B", "C"]
+    assert sidecar_entries(None, {"Sources": ["x"]}) == {"Sources": ["x"]}
 
 
 def test_sink_figures_have_no_sidecar(tmp_path):
-    from prettier_bids.interfaces.derivatives import AtomicDerivativesSink
-
     svg = tmp_path / "report.svg"
     svg.write_text("<svg xmlns='http://www.w3.org/2000/svg'></svg>")
-    res = AtomicDerivativesSink(base_directory=str(tmp_path / "out"), source_file=str(_source(tmp_path)),
-                                desc="flickerinput", datatype="figures", write_sidecar=False, check_hdr=False,
-                                in_file=str(svg)).run(cwd=str(tmp_path))
+    res = _sink(tmp_path, svg, desc="flickerinput", datatype="figures", write_sidecar=False).run(cwd=str(tmp_path))
     out = tmp_path / "out/sub-01/figures/sub-01_ses-1_desc-flickerinput_FLAIR.svg"
     assert res.outputs.out_file == str(out) and out.read_bytes() == svg.read_bytes()
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_sink_names_outputs_as_the_completion_check_expects(tmp_path):
+    from prettier_bids.outputs import expected_outputs
+
+    cand = Candidate(path=_source(tmp_path), relpath="sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", contrast="FLAIR",
+                     entities=ENTITIES)
+    expected = expected_outputs(cand, tmp_path / "out", write_cubic=True)
+    in_file = _image(tmp_path / "x.nii.gz")
+    for kind, path in expected.niftis.items():
+        desc = load_io_spec()["outputs"][kind]["desc"]
+        assert _sink(tmp_path, in_file, desc=desc, write_sidecar=False).run().outputs.out_file == str(path)
 
 
 @pytest.mark.slow
@@ -132,7 +161,7 @@ def test_boilerplate_comes_from_the_workflow_descriptions(tmp_path, tiny_weights
     from prettier_bids.sr.reconstruct import LoadedModel, ModelSet
     from prettier_bids.workflows import init_main_wf
     from prettier_bids.workflows.base import boilerplate
-    from prettier_bids.workflows.sr import sr_description
+    from prettier_bids.workflows.base import sr_description
 
     config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", slice_profile="gaussian",
                     software_versions={"prettier_bids": "9.9.9", "nipype": "1.2.3"})

@@ -341,12 +341,13 @@ def test_raw_file_with_a_desc_entity_is_skipped_not_taken_as_input(tmp_path):
     assert "skipped  sub-02/anat/sub-02_desc-cubic_T1w.nii.gz: has a desc entity" in summarize(cands)
 
 
-@pytest.mark.slow  # niworkflows' import: 8 s alone, more on a busy machine
+@pytest.mark.slow  # Nipype's import: seconds on a busy machine
 def test_sink_refuses_a_folder_symlinked_out_of_the_output_root_after_the_checks(tmp_path, thick_nifti,
                                                                                  monkeypatch):
     """A symlink made after the run's checks (while it runs): the derivatives sink checks again before writing,
     so that image fails and nothing is written through the link."""
-    from prettier_bids.interfaces.derivatives import AtomicDerivativesSink
+    from prettier_bids import exitcodes
+    from prettier_bids.interfaces.derivatives import DerivativesSink
     from prettier_bids.paths import OutputPathError
 
     root = tmp_path / "out" / "prettier"
@@ -357,11 +358,12 @@ def test_sink_refuses_a_folder_symlinked_out_of_the_output_root_after_the_checks
     source = tmp_path / "bids" / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
     source.parent.mkdir(parents=True)
     shutil.copy(thick_nifti, source)
-    sink = AtomicDerivativesSink(base_directory=str(root), source_file=str(source), in_file=str(thick_nifti),
-                                 desc="cubic", write_sidecar=False)
+    sink = DerivativesSink(base_directory=str(root), source_file=str(source), in_file=str(thick_nifti),
+                           entities={"subject": "02", "suffix": "T1w", "datatype": "anat"}, desc="cubic")
     cwd = tmp_path / "node"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    with pytest.raises(OutputPathError, match="outside"):
+    with pytest.raises(OutputPathError, match="outside") as err:
         sink.run(cwd=str(cwd))
+    assert err.value.code == exitcodes.USAGE
     assert not list(elsewhere.rglob("*"))

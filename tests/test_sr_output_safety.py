@@ -53,23 +53,34 @@ def test_output_is_an_input(tmp_path, capsys, thick_nifti, how):
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # nothing written
 
 
-def test_bids_sink_never_writes_over_its_source(tmp_path):
-    """prettier-bids' writer refuses a derivatives path that resolves to the input file."""
-    from prettier_bids.interfaces.derivatives import AtomicDerivativesSink
+@pytest.mark.parametrize("planted", ["image", "sidecar"])
+def test_bids_sink_never_writes_over_its_source(tmp_path, planted):
+    """prettier-bids' writer refuses a derivatives path (the image or its sidecar) that resolves to an input file
+    (the source image, its sidecar), and writes nothing."""
+    from prettier_bids.interfaces.derivatives import DerivativesSink
     from prettier_bids.paths import OutputPathError
 
     src = make(tmp_path / "sub-01_FLAIR.nii.gz", brain())
-    before = sha(src)
+    src_json = tmp_path / "sub-01_FLAIR.json"
+    src_json.write_text('{"SliceThickness": 5}')
+    before = sha(src), sha(src_json)
     dest = tmp_path / "deriv" / "sub-01" / "anat"
     dest.mkdir(parents=True)
-    (dest / "sub-01_desc-prettier_FLAIR.nii.gz").symlink_to(src)
+    if planted == "image":
+        (dest / "sub-01_desc-prettier_FLAIR.nii.gz").symlink_to(src)
+    else:
+        (dest / "sub-01_desc-prettier_FLAIR.json").symlink_to(src_json)
+    listing = sorted(p.name for p in dest.iterdir())
     work = tmp_path / "work"
     work.mkdir()
-    sink = AtomicDerivativesSink(base_directory=str(tmp_path / "deriv"), source_file=str(src), in_file=str(src),
-                                 desc="prettier")
-    with pytest.raises(OutputPathError, match="is the input file"):
-        sink._run_interface(type("R", (), {"cwd": str(work)})())
-    assert sha(src) == before
+    sink = DerivativesSink(base_directory=str(tmp_path / "deriv"), source_file=str(src), in_file=str(src),
+                           entities={"subject": "01", "suffix": "FLAIR", "datatype": "anat"}, desc="prettier",
+                           meta_dict={"Description": "x"})
+    with pytest.raises(OutputPathError, match="is the input file") as err:
+        sink.run(cwd=str(work))
+    assert err.value.code == exitcodes.USAGE
+    assert (sha(src), sha(src_json)) == before
+    assert sorted(p.name for p in dest.iterdir()) == listing and not temporaries(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------

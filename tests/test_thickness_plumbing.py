@@ -305,16 +305,16 @@ def test_interface_passes_the_source_and_the_workflow_leaves_it_to_the_core(tmp_
     from nipype.interfaces.base import isdefined
 
     from prettier_bids.config import Config
-    from prettier_bids.workflows.sr import init_sr_wf
+    from prettier_bids.workflows.base import init_image_wf
 
     cand = _inspected(tmp_path, {})
     config = Config(output_root=tmp_path / "out", work_dir=tmp_path / "work", run_id="r", method="cubic")
-    wf = init_sr_wf(cand, config)
+    wf = init_image_wf(cand, config)
     node = wf.get_node("cubic")
     assert not isdefined(node.inputs.slice_thickness)
-    assert "SliceThicknessSource" not in wf.get_node("ds_cubic").inputs.meta_dict
+    assert "SliceThicknessSource" not in wf.get_node("sr_derivatives_wf.ds_cubic").inputs.meta_dict
     given = _inspected(tmp_path, {"SliceThickness": 4})
-    node = init_sr_wf(given, config).get_node("cubic")
+    node = init_image_wf(given, config).get_node("cubic")
     assert (node.inputs.slice_thickness, node.inputs.thickness_source) == (4.0, "sidecar")
 
 

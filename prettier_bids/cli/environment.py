@@ -15,7 +15,7 @@ def setup_environment(config):
     """Thread limits and caches before the heavy imports; nothing is fetched from the network."""
     os.environ["NIPYPE_NO_ET"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(config.omp_nthreads)
-    # templateflow comes in through niworkflows/nireports: never update it from the network (nothing
+    # templateflow may come in through niworkflows/nireports: never update it from the network (nothing
     # here needs a template; importing it only unpacks its bundled skeleton into TEMPLATEFLOW_HOME).
     os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     home = Path(os.path.expanduser("~"))

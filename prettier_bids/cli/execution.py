@@ -30,8 +30,7 @@ class Progress:
     time and an estimate of what is left (the mean time per image so far, times the images left)."""
 
     def __init__(self, cands, main_node):
-        from ..workflows.base import subject_wf_name
-        from ..workflows.sr import sr_wf_name
+        from ..workflows.base import sr_wf_name, subject_wf_name
 
         self.labels = {f"{subject_wf_name(c.subject)}.{sr_wf_name(c)}": c.relpath for c in cands}
         self.main_node = main_node  # the node that stores the main output (its sidecar: the completion marker)
@@ -75,7 +74,10 @@ def run_workflow(wf, config, cands=()):
                 sum(len(sub._graph) for sub in wf._graph.nodes()), plugin, config.nprocs, config.omp_nthreads,
                 Path(config.work_dir) / wf.name)
     if cands:
-        args = {**args, "status_callback": Progress(cands, "ds_sr" if config.method == "model" else "ds_cubic")}
+        from ..outputs import output_kinds
+
+        # the node that stores the completion marker (workflows/sr.py names each output's sink ds_<kind>)
+        args = {**args, "status_callback": Progress(cands, f"ds_{output_kinds(config.method)[-1]}")}
     if plugin == "MultiProc":  # workers that exit with this process (kill -9 leaves no orphans)
         from ..workflows.multiproc import WatchedMultiProcPlugin
 
@@ -108,8 +110,8 @@ def crash_reasons(crash_dir):
 
 def failure_reason(cand, config):
     """Why ``cand`` failed in this run: the first crash of a node of its workflow (or None)."""
-    from ..workflows.base import subject_wf_name  # lazy: niworkflows imports templateflow, which needs
-    from ..workflows.sr import sr_wf_name  # setup_environment's TEMPLATEFLOW_HOME first (read-only HOME)
+    # lazy: niworkflows imports templateflow, which needs setup_environment's TEMPLATEFLOW_HOME first (read-only HOME)
+    from ..workflows.base import sr_wf_name, subject_wf_name
 
     marker = f".{subject_wf_name(cand.subject)}.{sr_wf_name(cand)}."
     for node, (reason, path) in crash_reasons(config.crash_dir(cand.subject)).items():

@@ -1,107 +1,103 @@
-"""Outputs through niworkflows' :class:`~niworkflows.interfaces.bids.DerivativesDataSink`.
+"""The derivatives sink: :class:`DerivativesSink` stores one output file (and its JSON sidecar) once.
 
-:class:`AtomicDerivativesSink` is niworkflows' sink (output names from the source file's entities
-plus ``desc-`` through pybids' ``build_path``, sidecar metadata merged from ``meta_dict``), with
-our path patterns (``io_spec.json``) and our write step:
-
-* niworkflows stages its output in the node's work directory (its own header fixing and dtype
-  coercion are switched off there), and the staged path names the destination;
-* the image is then written from ``in_file`` to the destination atomically (temporary file +
-  rename), its header conformed by :func:`~prettier_bids.sr.reconstruct.conform_header` (qform = sform = affine, codes kept,
-  units mm): the bytes are exactly those our writer has always produced;
+* its name: the input's BIDS entities plus ``desc-`` (and ``datatype``, ``figures`` for reportlets) through
+  :func:`~prettier_bids.naming.derivative_relpath` (pybids' ``build_path`` with the patterns of ``io_spec.json``),
+  the extension of ``in_file``: the names :func:`~prettier_bids.outputs.expected_outputs` expects;
 * its folder, symlinks resolved, must lie below ``base_directory`` (:func:`~prettier_bids.paths.check_output_dirs`;
-  the runner checked every folder before the run: this catches a symlink made since);
-* the JSON sidecar is written after its image (atomically too). The workflow orders the sinks so
-  that the main output's sidecar, the completion marker, is the last file of each input.
+  the runner checked every folder before the run: this catches a symlink made since), and neither the file nor
+  its sidecar may be an input (:func:`~prettier_bids.paths.check_distinct`: the source image, its sidecar,
+  ``in_file``);
+* the image is written once, from ``in_file`` straight to its place, atomically (temporary file beside it +
+  rename): a NIfTI with its header conformed by :func:`~prettier_bids.sr.reconstruct.conform_header` (qform =
+  sform = affine, codes kept, units mm), anything else (the reportlets' SVGs) copied byte for byte;
+* the JSON sidecar is written after its image (atomically too): ``meta_dict`` then the entries of ``info`` that
+  are not None (only ``info_keys`` when given), in that order. The workflow orders the sinks so that the main
+  output's sidecar, the completion marker, is the last file of each input (``wait_for``).
+
+The interface never changes its own inputs while it runs (Nipype hashes them).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from nipype.interfaces.base import isdefined, traits
-from niworkflows.interfaces.bids import DerivativesDataSink as _NiwDerivativesDataSink
-from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec as _NiwInputSpec
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    Str,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
 
-
-class _AtomicSinkInputSpec(_NiwInputSpec):
-    info = traits.Dict(desc="sidecar entries computed by the workflow (added after meta_dict)")
-    info_keys = traits.List(traits.Str, desc="keep only these keys of info (default: all)")
+class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
+    base_directory = Str(mandatory=True, desc="the derivatives dataset (OUTPUT_DIR/prettier)")
+    in_file = File(exists=True, mandatory=True, desc="the file to store")
+    source_file = Str(mandatory=True, desc="the input image it was made from (never written over)")
+    entities = traits.Dict(mandatory=True, desc="the input's BIDS entities (its output name keeps them)")
+    desc = Str(mandatory=True, desc="the output's desc- label")
+    datatype = Str(desc="the output's folder (default: the input's datatype)")
+    meta_dict = traits.Dict(desc="sidecar entries known when the workflow is built")
+    info = traits.Dict(desc="sidecar entries computed by the workflow (added after meta_dict, None dropped)")
+    info_keys = traits.List(Str, desc="keep only these keys of info (default: all)")
     write_sidecar = traits.Bool(True, usedefault=True, desc="write the JSON sidecar")
     wait_for = traits.List(traits.Any, desc="outputs that must be stored before this one (ordering only)")
 
 
-class AtomicDerivativesSink(_NiwDerivativesDataSink):
-    """niworkflows' ``DerivativesDataSink`` that writes atomically, image before sidecar, our bytes.
+class _DerivativesSinkOutputSpec(TraitedSpec):
+    out_file = File(desc="the stored file")
+    out_meta = File(desc="its JSON sidecar")
 
-    ``check_hdr`` (default on) conforms NIfTI headers with :func:`~prettier_bids.sr.reconstruct.conform_header` instead of
-    niworkflows' rewrite (which would reset the qform/sform codes).
-    """
 
-    input_spec = _AtomicSinkInputSpec
-    out_path_base = ""  # base_directory is already OUTPUT_DIR/prettier
+def sidecar_entries(meta_dict, info, info_keys=None):
+    """What a sidecar holds: ``meta_dict``, then ``info``'s entries that are not None (only ``info_keys``, in
+    their order, when given)."""
+    info = dict(info or {})
+    if info_keys:
+        info = {k: info[k] for k in info_keys if k in info}
+    return {**(meta_dict or {}), **{k: v for k, v in info.items() if v is not None}}
 
-    def __init__(self, allowed_entities=None, out_path_base=None, **inputs):
-        from ..bids import load_io_spec
 
-        # niworkflows builds names with the class's patterns: ours, so pybids parses them back.
-        self._file_patterns = tuple(load_io_spec()["patterns"])
-        super().__init__(allowed_entities=allowed_entities, out_path_base=out_path_base, **inputs)
+class DerivativesSink(SimpleInterface):
+    """Store ``in_file`` in the derivatives dataset under its BIDS name, then its sidecar (see the module)."""
+
+    input_spec = _DerivativesSinkInputSpec
+    output_spec = _DerivativesSinkOutputSpec
 
     def _run_interface(self, runtime):
-        import nibabel as nib
-
-        from ..naming import is_nifti, sidecar_of
+        from ..naming import derivative_relpath, is_nifti, sidecar_of, split_ext
         from ..paths import check_distinct, check_output_dirs
-        from ..sr.io import copy_file_atomic, save_nifti_atomic, write_text_atomic
-        from ..sr.reconstruct import conform_header  # torch comes with it: import when used
+        from ..sr.io import copy_file_atomic, write_text_atomic
 
-        info = dict(self.inputs.info) if isdefined(self.inputs.info) else {}
-        if isdefined(self.inputs.info_keys) and self.inputs.info_keys:
-            info = {k: info[k] for k in self.inputs.info_keys if k in info}
-        meta = dict(self.inputs.meta_dict) if isdefined(self.inputs.meta_dict) else {}
-        meta.update({k: v for k, v in info.items() if v is not None})
-
-        base = self.inputs.base_directory
-        conform = self.inputs.check_hdr
-        staging = Path(runtime.cwd) / "staged"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        if not isdefined(self.inputs.compress):  # lost when Nipype pickles the node: keep the extension
-            self.inputs.compress = None
-        # niworkflows names the output and merges the metadata; it writes a plain copy to staging.
-        self.inputs.base_directory, self.inputs.check_hdr = str(staging), False
-        self.inputs.meta_dict = meta if self.inputs.write_sidecar else {}
-        try:
-            runtime = super()._run_interface(runtime)
-        finally:
-            self.inputs.base_directory, self.inputs.check_hdr = base, conform
-        staged = self._results["out_file"]
-        staged = staged[0] if isinstance(staged, list) else staged
-        dest = Path(base) / Path(staged).relative_to(staging)
+        base = Path(self.inputs.base_directory).absolute()
+        src = self.inputs.in_file
+        datatype = self.inputs.datatype if isdefined(self.inputs.datatype) else None
+        dest = base / derivative_relpath(self.inputs.entities, self.inputs.desc, split_ext(src)[1], datatype)
+        sidecar = sidecar_of(dest)
         check_output_dirs(base, [dest.parent.relative_to(base)])  # no symlinked folder takes it out of the root
+        source = self.inputs.source_file
+        check_distinct([source, sidecar_of(source), src], [dest, sidecar])  # never over an input
         dest.parent.mkdir(parents=True, exist_ok=True)
-        src = self.inputs.in_file[0] if isinstance(self.inputs.in_file, list) else self.inputs.in_file
-        sources = self.inputs.source_file if isdefined(self.inputs.source_file) else []
-        sources = [sources] if isinstance(sources, str) else list(sources)
-        check_distinct([*sources, src], [dest, sidecar_of(dest)])  # never over an input
-        nifti = is_nifti(dest)
-        if nifti and conform:
+        if is_nifti(dest):
+            import nibabel as nib
+
+            from ..sr.io import save_nifti_atomic
+            from ..sr.reconstruct import conform_header  # torch comes with it: import when used
+
             save_nifti_atomic(conform_header(nib.load(src)), dest)
         else:
             copy_file_atomic(src, dest)
         self._results["out_file"] = str(dest)
-        self._results["fixed_hdr"] = [bool(nifti and conform)]
-        self._results.pop("out_meta", None)
         if self.inputs.write_sidecar:
-            sidecar = sidecar_of(dest)
-            write_text_atomic(json.dumps(self._metadata, indent=2) + "\n", sidecar)
+            meta = sidecar_entries(self.inputs.meta_dict if isdefined(self.inputs.meta_dict) else {},
+                                   self.inputs.info if isdefined(self.inputs.info) else {},
+                                   self.inputs.info_keys if isdefined(self.inputs.info_keys) else None)
+            write_text_atomic(json.dumps(meta, indent=2) + "\n", sidecar)
             self._results["out_meta"] = str(sidecar)
-        shutil.rmtree(staging, ignore_errors=True)
         return runtime
 
 
-__all__ = ["AtomicDerivativesSink"]
+__all__ = ["DerivativesSink", "sidecar_entries"]

@@ -54,13 +54,19 @@ def worker_initializer(cwd, parent_pid):
     process_initializer(cwd)
 
 
+#: Where an image's workflow sits in a node's full name: ``<run>.<participant>.<image>[.<sub-workflow>].<node>``
+#: (``workflows/base.py``: ``init_main_wf`` > ``init_prettier_wf`` > ``init_sr_wf``).
+IMAGE_DEPTH = 3
+
+
 def image_rank(fullnames):
-    """``{node full name: rank}``: the rank of the node's workflow (its full name less the node) in order of
-    first appearance, so all nodes of one image share a rank and earlier images rank first."""
+    """``{node full name: rank}``: the rank of the node's image workflow (the first :data:`IMAGE_DEPTH` parts of
+    its full name: the nodes of its sub-workflows, which store the outputs and draw the reportlets, count as the
+    image's) in order of first appearance, so all nodes of one image share a rank and earlier images rank first."""
     order = {}
     ranks = {}
     for name in fullnames:
-        wf = name.rsplit(".", 1)[0]
+        wf = ".".join(name.split(".")[:IMAGE_DEPTH])
         ranks[name] = order.setdefault(wf, len(order))
     return ranks
 

@@ -1,183 +1,204 @@
-"""``init_sr_wf``: one thick-slice image -> validated, super-resolved, checked, stored, reportlets.
+"""The workflow of one thick-slice image (``init_sr_wf``) and its two sub-workflows: the outputs it stores
+(``init_sr_derivatives_wf``) and its reportlets (``init_sr_reports_wf``).
 
 ::
 
-    inputnode ──> validate ──> super_resolve ──> ds_sr (desc-prettier + sidecar: written last) ──> outputnode
-                     │              ├──────────> ds_consistency (desc-consistency) ──────────────────> outputnode
-                     │              └──> rpt_input / rpt_cubic / rpt_consistency / rpt_lesions (FLAIR) ──> ds_rpt_* (figures/*.svg)
-                     └──> cubic ──────────────> ds_cubic (desc-cubic, with --write-cubic)
+    inputnode ──> validate ──> super_resolve ─────────────────────────────> sr_derivatives_wf ──> outputnode
+                     │              │                                         ds_consistency, ds_cubic,
+                     └──> cubic ────┼──> sr_reports_wf ── figures/*.svg ──>   ds_sr (the completion marker:
+                                    │      rpt_* ──> ds_rpt_*                 its sidecar is written last)
+                                    └─────────────────────────────────────>
 
-``super_resolve`` runs the SR core (preprocessing: in-plane grid and intensity scaling; the
-network; the data-consistency check). With ``--method cubic`` the cubic node takes its place.
-The reportlets (nireports) flicker the thick input and the cubic baseline over the SR output and
-show the consistency map. The workflow's ``__desc__`` is its part of the methods boilerplate.
+``super_resolve`` runs the SR core (preprocessing: in-plane grid and intensity scaling; the network; the
+data-consistency check). With ``--method cubic`` the cubic node takes its place (and ``ds_cubic`` stores the
+main output). The reportlets (nireports) flicker the thick input and the cubic baseline over the SR output and
+show the consistency map.
+
+These functions only build and connect nodes, from plain values: the caller (:mod:`.base`) decides from the
+run's settings which outputs and reportlets an image gets (:func:`prettier_bids.outputs.output_sidecars`,
+:func:`prettier_bids.outputs.reportlet_kinds`), what their sidecars hold, the methods text (``description``)
+and the input (``inputnode.in_file``).
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
 from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline.engine import Node
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from ..interfaces import (
-    AtomicDerivativesSink,
     ConsistencyMapRPT,
+    DerivativesSink,
     LesionViewRPT,
     SRBeforeAfterRPT,
     SuperResolve,
     ValidateImage,
 )
-from ..naming import derivative_relpath, load_io_spec
-from ..outputs import method_paragraph, run_date, source_file, thickness_sentence
-from ..sr.preprocess import output_grid_shape, peak_memory_bytes
-from ..sr.precision import resolve_precision
+from ..naming import output_desc, reportlet_desc
+from ..outputs import CONSISTENCY_INFO_KEYS
 
-#: SR-info keys copied into the consistency map's sidecar.
-CONSISTENCY_KEYS = ["SliceAxis", "SliceSpacing", "SliceThickness", "SliceThicknessSource", "SliceProfile",
-                    "UpsamplingFactor", "IntensityScale", "OutputGrid", "ConsistencyPSNR", "NetworkConsistencyPSNR",
-                    "ConsistencyFractionAbove10pct", "QCFlags", "ProjectedOntoInput", "ProjectionSkipped"]
+#: What the flickers call the main output, by method.
+MAIN_LABELS = {"model": "PRETTIER super-resolution", "cubic": "cubic interpolation"}
 
 
-def safe_name(text):
-    """A Nipype-safe node/workflow name."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+@dataclass(frozen=True, kw_only=True)
+class SRSettings:
+    """The run's settings that an image's workflow uses (``workflows.base.sr_settings`` makes them from the
+    run's :class:`~prettier_bids.config.Config`)."""
+
+    method: str  # "model" or "cubic"
+    slice_profile: str
+    output_grid: str
+    device: str
+    batch_size: int
+    omp_nthreads: int  # threads of the model's node
+    project: bool  # project the model's output onto the input
+    precision: str  # the network's arithmetic that will run (resolved: "fp32" or "bf16")
 
 
-def sr_wf_name(cand):
-    key = cand.key
-    prefix = f"sub-{cand.subject}_"
-    return safe_name("sr_" + (key[len(prefix):] if key.startswith(prefix) else key) + "_wf")
+def init_sr_wf(*, name, settings, output_dir, source_file, entities, sidecars, reportlets=(), weights=None,
+               thickness=None, thickness_source=None, mem_gb=0.5, description=""):
+    """The workflow of one input image.
 
+    ``settings``: :class:`SRSettings`; ``output_dir``: the derivatives dataset; ``source_file``, ``entities``:
+    the input image and its BIDS entities (the outputs' names keep them); ``sidecars``: ``{kind: metadata}`` of
+    the outputs to store (:func:`prettier_bids.outputs.output_sidecars`: the completion marker's kind last);
+    ``reportlets``: the reportlet kinds to make (:func:`prettier_bids.outputs.reportlet_kinds`); ``weights``:
+    the model's weights file; ``thickness``, ``thickness_source``: the slice thickness when given (else the SR
+    core estimates it); ``mem_gb``: the SR nodes' peak memory; ``description``: its part of the methods text.
 
-def _mem_gb(cand, grid):
-    """Rough peak memory of the SR node: the SR core's estimate (``preprocess.peak_memory_bytes``, the one that
-    admits the image while selecting it)."""
-    if cand.slice_axis is None or not cand.zooms:
-        return 0.5
-    out_shape = output_grid_shape(cand.shape, cand.zooms, cand.slice_axis, grid=grid)
-    return max(0.5, round(peak_memory_bytes(cand.shape, out_shape) / 1e9, 2))
-
-
-def sr_description(config, model=None, scope=None):
-    """This workflow's part of the methods boilerplate (``scope``: the images it covers, when the contrasts
-    get different models, e.g. "Each FLAIR image"; default "Each image"); the text is
-    :func:`prettier_bids.outputs.method_paragraph`'s. Written before any image is processed, it states the rule
-    for the slice thickness (given by the sidecar, else estimated from the image, else assumed equal to the
-    spacing without the projection); the methods text of the outputs (``outputs.dataset_methods``) says which
-    applied to each."""
-    by_model = config.method == "model" and model is not None and model.path
-    projected = config.method == "model" and config.consistency_projection
-    return method_paragraph(scope or "Each image", "model" if by_model else "cubic", config.slice_profile,
-                            model.name if by_model else None, model.sha256 if by_model else None,
-                            resolve_precision(config.precision, config.device) if by_model else "fp32",
-                            projected=projected, grid=config.output_grid,
-                            thickness=thickness_sentence("rule", skipped=projected))
-
-
-def init_sr_wf(cand, config, model=None, name=None, scope=None):
-    """The workflow of one input image (``cand``: a selected :class:`prettier_bids.bids.Candidate`;
-    ``model``: the loaded model, None for ``--method cubic``).
-
-    ``inputnode.in_file``: the thick-slice image (set to ``cand.path``); ``outputnode``: the stored
-    main output (``out_file``), its consistency map (``consistency_file``) and the SR info (``info``).
+    ``inputnode.in_file``: the thick-slice image (set by the caller); ``outputnode``: the stored main output
+    (``out_file``), its consistency map (``consistency_file``) and the SR info (``info``).
     """
-    spec = load_io_spec()
-    outs, rpts = spec["outputs"], spec["reportlets"]
-    wf = Workflow(name=name or sr_wf_name(cand))
-    wf.__desc__ = sr_description(config, model, scope)
-    source = str(cand.path)
-    mem = _mem_gb(cand, config.output_grid)
-    common = dict(slice_profile=config.slice_profile, device=config.device, batch_size=config.batch_size,
-                  output_grid=config.output_grid)
-    if cand.thickness:  # given (the sidecar's); else the core estimates it and its info says how it was found
-        common.update(slice_thickness=cand.thickness, thickness_source=cand.thickness_source)
-    main_kind = "sr" if config.method == "model" else "cubic"
-    static = {"Sources": [cand.source_uri],
-              "SkullStripped": cand.skull_stripped,
-              "SlicePlane": cand.plane,
-              "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
-              "GeneratedByRun": {"RunId": config.run_id, "Command": config.command,
-                                 "Date": run_date(config.run_id)},
-              "ProcessingSoftwareVersions": config.software_versions}
-    if cand.warnings:  # sidecar/header mismatches found while selecting the input
-        static["Warnings"] = list(cand.warnings)
-
-    def sink(kind, **kwargs):
-        meta = {"Description": outs[kind]["Description"], **static}
-        return Node(AtomicDerivativesSink(base_directory=str(config.output_root), source_file=source,
-                                          desc=outs[kind]["desc"], meta_dict=meta, **kwargs),
-                    name=f"ds_{kind}", run_without_submitting=True)
-
-    def report_sink(kind):
-        return Node(AtomicDerivativesSink(base_directory=str(config.output_root), source_file=source,
-                                          desc=rpts[kind]["desc"], datatype="figures", write_sidecar=False,
-                                          check_hdr=False), name=f"ds_rpt_{kind}", run_without_submitting=True)
+    wf = Workflow(name=name)
+    wf.__desc__ = description or None
+    common = dict(slice_profile=settings.slice_profile, device=settings.device, batch_size=settings.batch_size,
+                  output_grid=settings.output_grid)
+    if thickness:  # given (the sidecar's); else the core estimates it and its info says how it was found
+        common.update(slice_thickness=thickness, thickness_source=thickness_source)
+    by_model = settings.method == "model"
+    baseline = by_model and "cubic" in sidecars  # the cubic baseline stored beside the model's output
+    shows_cubic = bool({"cubic", "lesions"} & set(reportlets))  # reportlets that show the cubic baseline
 
     inputnode = Node(IdentityInterface(fields=["in_file"]), name="inputnode")
-    inputnode.inputs.in_file = source
     outputnode = Node(IdentityInterface(fields=["out_file", "consistency_file", "info"]), name="outputnode")
     validate = Node(ValidateImage(), name="validate")
     wf.connect(inputnode, "in_file", validate, "in_file")
-    need_cubic = config.method != "model" or config.write_cubic or config.reportlets
     cubic = None
-    if need_cubic:  # the baseline, or the output itself with --method cubic
-        cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem)
-        wf.connect([(validate, cubic, [("out_file", "in_file")])])
-    if config.method == "model":
-        main = Node(SuperResolve(method="model", weights=model.path if model is not None else None,
-                                 num_threads=config.omp_nthreads, project=config.consistency_projection,
-                                 precision=resolve_precision(config.precision, config.device), **common),
-                    name="super_resolve", n_procs=config.omp_nthreads, mem_gb=mem)
-        wf.connect([(validate, main, [("out_file", "in_file")])])
-    else:
-        main = cubic
+    if not by_model or baseline or shows_cubic:  # the baseline, or the output itself with --method cubic
+        cubic = Node(SuperResolve(method="cubic", num_threads=1, **common), name="cubic", n_procs=1, mem_gb=mem_gb)
+        wf.connect(validate, "out_file", cubic, "in_file")
+    main = cubic
+    if by_model:
+        main = Node(SuperResolve(method="model", weights=weights, num_threads=settings.omp_nthreads,
+                                 project=settings.project, precision=settings.precision, **common),
+                    name="super_resolve", n_procs=settings.omp_nthreads, mem_gb=mem_gb)
+        wf.connect(validate, "out_file", main, "in_file")
 
-    reportlets = []
-    if config.reportlets:  # --no-reportlets: none (the subject report keeps the QC tables)
-        main_label = "PRETTIER super-resolution" if main is not cubic else "cubic interpolation"
-        rpt_input = Node(SRBeforeAfterRPT(before_label="thick-slice input", after_label=main_label),
-                         name="rpt_input", mem_gb=mem)
-        rpt_consistency = Node(ConsistencyMapRPT(), name="rpt_consistency", mem_gb=mem)
-        wf.connect([(validate, rpt_input, [("out_file", "before")]),
-                    (main, rpt_input, [("out_file", "after")]),
-                    (main, rpt_consistency, [("consistency_map", "in_file"), ("out_file", "reference")])])
-        reportlets = [("input", rpt_input), ("consistency", rpt_consistency)]
-        if main is not cubic:
-            rpt_cubic = Node(SRBeforeAfterRPT(before_label="cubic interpolation", after_label=main_label),
-                             name="rpt_cubic", mem_gb=mem)
-            wf.connect([(cubic, rpt_cubic, [("out_file", "before")]), (main, rpt_cubic, [("out_file", "after")])])
-            reportlets.insert(1, ("cubic", rpt_cubic))
-            if cand.contrast == "FLAIR":  # lesions: the reason MS users run this
-                rpt_lesions = Node(LesionViewRPT(), name="rpt_lesions", mem_gb=mem)
-                wf.connect([(validate, rpt_lesions, [("out_file", "thick")]),
-                            (cubic, rpt_lesions, [("out_file", "cubic")]), (main, rpt_lesions, [("out_file", "sr")])])
-                reportlets.append(("lesions", rpt_lesions))
+    sinks = dict(output_dir=output_dir, source_file=source_file, entities=entities)
+    ds_wf = init_sr_derivatives_wf(sidecars=sidecars, wait_for_figures=bool(reportlets), **sinks)
+    wf.connect([(main, ds_wf, [("out_file", "inputnode.out_file"), ("info", "inputnode.info"),
+                               ("consistency_map", "inputnode.consistency_file")]),
+                (ds_wf, outputnode, [("outputnode.out_file", "out_file"),
+                                     ("outputnode.consistency_file", "consistency_file")]),
+                (main, outputnode, [("info", "info")])])
+    if baseline:
+        wf.connect([(cubic, ds_wf, [("out_file", "inputnode.cubic_file"), ("info", "inputnode.cubic_info")])])
 
-    ds_consistency = sink("consistency", info_keys=CONSISTENCY_KEYS)
-    main_uri = "bids::" + derivative_relpath(cand.entities, outs[main_kind]["desc"], spec=spec)
-    ds_consistency.inputs.meta_dict = {**ds_consistency.inputs.meta_dict, "Sources": [cand.source_uri, main_uri],
-                                       "Units": "fraction of IntensityScale"}
-    wf.connect([(main, ds_consistency, [("consistency_map", "in_file"), ("info", "info")])])
-    before = [ds_consistency]
-    for kind, rpt in reportlets:
-        ds_rpt = report_sink(kind)
-        wf.connect(rpt, "out_report", ds_rpt, "in_file")
-        before.append(ds_rpt)
-    if main is not cubic and config.write_cubic:
+    if reportlets:  # --no-reportlets: none (the subject report keeps the QC tables)
+        rpt_wf = init_sr_reports_wf(kinds=reportlets, main_label=MAIN_LABELS[settings.method], mem_gb=mem_gb,
+                                    **sinks)
+        wf.connect([(validate, rpt_wf, [("out_file", "inputnode.in_file")]),
+                    (main, rpt_wf, [("out_file", "inputnode.out_file"),
+                                    ("consistency_map", "inputnode.consistency_map")]),
+                    (rpt_wf, ds_wf, [("outputnode.figures", "inputnode.figures")])])
+        if shows_cubic:
+            wf.connect(cubic, "out_file", rpt_wf, "inputnode.cubic_file")
+    return wf
+
+
+def _sink(name, output_dir, source_file, entities, desc, **inputs):
+    return Node(DerivativesSink(base_directory=str(output_dir), source_file=str(source_file), entities=entities,
+                                desc=desc, **inputs), name=name, run_without_submitting=True)
+
+
+def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_for_figures=False,
+                           name="sr_derivatives_wf"):
+    """Store an image's outputs: one sink per kind of ``sidecars`` (``{kind: metadata}``; the main output's
+    kind last), ``ds_<kind>``; the main output's sidecar, the completion marker, after every other file
+    (the figures too with ``wait_for_figures``).
+
+    ``inputnode``: the main output (``out_file``) and its SR info (``info``), the consistency map
+    (``consistency_file``); the cubic baseline (``cubic_file``, ``cubic_info``) when it is stored beside a model
+    output; the stored reportlets (``figures``) with ``wait_for_figures``. ``outputnode``: the stored main
+    output (``out_file``) and consistency map (``consistency_file``).
+    """
+    kinds = list(sidecars)
+    main_kind = kinds[-1]
+    baseline = "cubic" in kinds and main_kind != "cubic"
+    fields = ["out_file", "info", "consistency_file"] + (["cubic_file", "cubic_info"] if baseline else []) + \
+        (["figures"] if wait_for_figures else [])
+    wf = Workflow(name=name)
+    inputnode = Node(IdentityInterface(fields=fields), name="inputnode")
+    outputnode = Node(IdentityInterface(fields=["out_file", "consistency_file"]), name="outputnode")
+
+    def sink(kind, **inputs):
+        return _sink(f"ds_{kind}", output_dir, source_file, entities, output_desc(kind), meta_dict=sidecars[kind],
+                     **inputs)
+
+    ds_consistency = sink("consistency", info_keys=list(CONSISTENCY_INFO_KEYS))
+    wf.connect([(inputnode, ds_consistency, [("consistency_file", "in_file"), ("info", "info")])])
+    before = [(ds_consistency, "out_file")]
+    if baseline:
         ds_cubic = sink("cubic")
-        wf.connect([(cubic, ds_cubic, [("out_file", "in_file"), ("info", "info")])])
-        before.append(ds_cubic)
+        wf.connect([(inputnode, ds_cubic, [("cubic_file", "in_file"), ("cubic_info", "info")])])
+        before.append((ds_cubic, "out_file"))
+    if wait_for_figures:
+        before.append((inputnode, "figures"))
 
     # The main output's sidecar is the completion marker: store it after everything else.
     wait = Node(Merge(len(before)), name="wait_for_outputs", run_without_submitting=True)
-    for i, node in enumerate(before, start=1):
-        wf.connect(node, "out_file", wait, f"in{i}")
+    for i, (node, field) in enumerate(before, start=1):
+        wf.connect(node, field, wait, f"in{i}")
     ds_main = sink(main_kind)
-    wf.connect([(main, ds_main, [("out_file", "in_file"), ("info", "info")]),
+    wf.connect([(inputnode, ds_main, [("out_file", "in_file"), ("info", "info")]),
                 (wait, ds_main, [("out", "wait_for")]),
                 (ds_main, outputnode, [("out_file", "out_file")]),
-                (ds_consistency, outputnode, [("out_file", "consistency_file")]),
-                (main, outputnode, [("info", "info")])])
+                (ds_consistency, outputnode, [("out_file", "consistency_file")])])
+    return wf
+
+
+def init_sr_reports_wf(*, output_dir, source_file, entities, kinds, main_label=MAIN_LABELS["model"], mem_gb=0.5,
+                       name="sr_reports_wf"):
+    """An image's reportlets (``kinds``: ``input``, ``cubic``, ``consistency``, ``lesions``; nodes ``rpt_<kind>``)
+    stored in ``figures/`` (``ds_rpt_<kind>``, no sidecar).
+
+    ``inputnode``: the thick input (``in_file``), the main output (``out_file``; ``main_label`` names it), its
+    consistency map (``consistency_map``), the cubic baseline (``cubic_file``, for ``cubic`` and ``lesions``).
+    ``outputnode.figures``: the stored SVGs.
+    """
+    kinds = list(kinds)
+    wf = Workflow(name=name)
+    fields = ["in_file", "out_file", "consistency_map"] + (["cubic_file"] if {"cubic", "lesions"} & set(kinds) else [])
+    inputnode = Node(IdentityInterface(fields=fields), name="inputnode")
+    outputnode = Node(IdentityInterface(fields=["figures"]), name="outputnode")
+    nodes = {
+        "input": (lambda: SRBeforeAfterRPT(before_label="thick-slice input", after_label=main_label),
+                  [("in_file", "before"), ("out_file", "after")]),
+        "cubic": (lambda: SRBeforeAfterRPT(before_label="cubic interpolation", after_label=main_label),
+                  [("cubic_file", "before"), ("out_file", "after")]),
+        "consistency": (ConsistencyMapRPT, [("consistency_map", "in_file"), ("out_file", "reference")]),
+        "lesions": (LesionViewRPT, [("in_file", "thick"), ("cubic_file", "cubic"), ("out_file", "sr")]),
+    }
+    merge = Node(Merge(len(kinds)), name="figures", run_without_submitting=True)
+    for i, kind in enumerate(kinds, start=1):
+        make, inputs = nodes[kind]
+        rpt = Node(make(), name=f"rpt_{kind}", mem_gb=mem_gb)
+        ds_rpt = _sink(f"ds_rpt_{kind}", output_dir, source_file, entities, reportlet_desc(kind),
+                       datatype="figures", write_sidecar=False)
+        wf.connect([(inputnode, rpt, inputs), (rpt, ds_rpt, [("out_report", "in_file")]),
+                    (ds_rpt, merge, [("out_file", f"in{i}")])])
+    wf.connect(merge, "out", outputnode, "figures")
     return wf
