@@ -1,0 +1,55 @@
+"""The shipped weights are immutable and documented: each file has the SHA-256 its lineage pins, loads by its
+name, and has a model card that is exactly what training/model_cards.py writes (issue 29)."""
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+MANIFEST = json.loads((ROOT / "training" / "lineage.json").read_text())
+SHIPPED = ("prettier-edsr-v1", "prettier-edsr-v2", "prettier-edsr-v3", "prettier-edsr-v3-flair")
+
+
+def _script(relpath):
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_shipped_weights_file_has_the_sha256_its_lineage_pins():
+    """Editing a shipped file fails here: a new version is a new file name (docs/models.md)."""
+    from prettier_bids.sr.models import available_models, weights_dir
+
+    assert sorted(available_models()) == sorted(MANIFEST["models"]) == sorted(SHIPPED)
+    for name, spec in MANIFEST["models"].items():
+        got = hashlib.sha256((weights_dir() / f"{name}.pt").read_bytes()).hexdigest()
+        assert got == spec["sha256"], f"{name}.pt changed: a shipped file never changes, ship a new name"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_name_loads_by_name(name):
+    """Through the public registry (resolve_weights + load_weights): the file's own name is the name asked for,
+    and the network runs."""
+    import torch
+
+    from prettier_bids.sr.models import load_weights, resolve_weights
+
+    model, payload = load_weights(resolve_weights(name))
+    assert payload["meta"]["name"] == name and not model.training
+    n = sum(p.numel() for p in model.parameters())
+    assert n == {"prettier-edsr-v1": 641_115, "prettier-edsr-v2": 1_581_347}.get(name, 1_585_667)
+
+
+def test_the_model_cards_are_what_the_generator_writes(capsys):
+    """A card edited by hand, a changed lineage, subjects file or result file of benchmarks/results/current/ that
+    the cards were not regenerated for: --check fails."""
+    cards = _script("training/model_cards.py")
+    assert cards.main(["--check"]) == 0, capsys.readouterr().err
+    text = (ROOT / "prettier_bids" / "data" / "weights" / "prettier-edsr-v3-flair.md").read_text()
+    assert MANIFEST["models"]["prettier-edsr-v3-flair"]["sha256"] in text
+    assert "| chose | p12, p19, t08 |" in text and "Not clean tests of this model (trained or chose it): p19." in text
