@@ -34,9 +34,7 @@ def test_every_shipped_weights_file_has_the_sha256_its_lineage_pins():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_name_loads_by_name(name):
     """Through the public registry (resolve_weights + load_weights): the file's own name is the name asked for,
-    and the network runs."""
-    import torch
-
+    in eval mode, with its architecture's parameter count."""
     from prettier_bids.sr.models import load_weights, resolve_weights
 
     model, payload = load_weights(resolve_weights(name))
