@@ -51,3 +51,30 @@ def test_the_model_cards_are_what_the_generator_writes(capsys):
     text = (ROOT / "prettier_bids" / "data" / "weights" / "prettier-edsr-v3-flair.md").read_text()
     assert MANIFEST["models"]["prettier-edsr-v3-flair"]["sha256"] in text
     assert "| chose | p12, p19, t08 |" in text and "Not clean tests of this model (trained or chose it): p19." in text
+
+
+def test_check_fails_when_a_card_differs(monkeypatch, capsys):
+    """--check compares every card with what the generator writes: one changed character is a failure that
+    names the card."""
+    cards = _script("training/model_cards.py")
+    real = cards.card
+    monkeypatch.setattr(cards, "card", lambda model, *a: real(model, *a) + ("x" if model.endswith("v2") else ""))
+    assert cards.main(["--check"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "model_cards: prettier_bids/data/weights/prettier-edsr-v2.md differs from what training/model_cards.py "
+        "writes (run it)"]
+
+
+def test_lineage_check_refuses_a_test_subject_that_chose_its_model(tmp_path):
+    """The subjects file that lineage.json names: a subject both chose and tested a model is a problem, and so
+    is a model the file does not list."""
+    lineage = _script("training/lineage.py")
+    table = json.loads((ROOT / MANIFEST["subjects"]).read_text())
+    table["models"]["prettier-edsr-v2"]["tested"].append("t08")
+    del table["models"]["prettier-edsr-v1"]
+    (tmp_path / "subjects.json").write_text(json.dumps(table))
+    manifest = {**MANIFEST, "subjects": str(tmp_path / "subjects.json")}
+    assert lineage.subject_problems(manifest) == [
+        f"prettier-edsr-v1: not in {tmp_path / 'subjects.json'}",
+        "prettier-edsr-v2: t08 trained or chose it and cannot test it"]
+    assert lineage.subject_problems(MANIFEST) == []
