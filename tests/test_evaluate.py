@@ -216,3 +216,44 @@ def test_prettier_eval_unreadable_or_empty_test_volumes(tmp_path, capsys):
     code, lines = _cli(main, ["--data-root", tmp_path, "--split", split, "--out-dir", tmp_path / "out"], capsys)
     assert code == 64 and lines == [f"prettier-eval: error: --split {split}: the 'test' section names no file"]
     assert not (tmp_path / "out").exists()
+
+
+def test_spent_subjects_are_named_by_model_and_role():
+    """The shipped subjects file: p19 chose v3-flair and trained nothing; p07 trained v2; p19 is a clean test
+    of v2; a file without a subject id and a model the file does not list give nothing."""
+    from prettier_bids.evaluation import spent
+
+    files = ["hr/openms_p19_FLAIR.nii.gz", "hr/openms_p19_T1w.nii.gz", "hr/openms_p07_FLAIR.nii.gz", "x.nii.gz"]
+    assert spent.spent("prettier-edsr-v3-flair", files) == [("p19", "chose"), ("p07", "trained")]
+    assert spent.spent("prettier-edsr-v2", files) == [("p07", "trained")]
+    assert spent.spent("my-own-weights", files) == []
+    assert spent.subject_of("thick/openms_p12_study1_FLAIR.nii.gz", spent.model_subjects()["subject_pattern"]) == "p12"
+    roles = spent.model_subjects()["models"]
+    assert all(not ({*r["trained"], *r["chose"]} & set(r["tested"])) for r in roles.values())
+
+
+def test_prettier_eval_warns_once_when_a_subject_trained_or_chose_the_model(tmp_path, caplog):
+    """prettier-eval on a small synthetic FLAIR named as p19's: one warning line naming the subject, its role
+    and the model (v3-flair, the FLAIR default, was chosen with p19); a subject of no role gets none."""
+    import json
+    import logging
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from prettier_bids.cli.evaluate import main
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "hr").mkdir()
+    v = ndimage.gaussian_filter(rng.random((24, 28, 30)), 2.0).astype(np.float32)
+    v[:3], v[-3:] = 0, 0
+    for subject in ("p19", "p99"):
+        nib.save(nib.Nifti1Image(v * 1000, np.eye(4)), tmp_path / "hr" / f"openms_{subject}_FLAIR.nii.gz")
+    split = {"test": {"FLAIR": [{"file": f"hr/openms_{s}_FLAIR.nii.gz", "skull_stripped": True}
+                                for s in ("p19", "p99")]}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with caplog.at_level(logging.WARNING, logger="prettier_bids.eval"):
+        assert main(["--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--axes", "2",
+                     "--settings", "6:5", "--thickness", "known", "--no-patches", "--threads", "1"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["p19 chose prettier-edsr-v3-flair: not a clean test"]

@@ -116,7 +116,7 @@ def test_prettier_train_rejects_a_bad_config_in_one_line(tmp_path):
 
 
 ROOT = Path(__file__).parents[1]
-#: The recipes of the measured training runs (training/*/) and every split a run used.
+#: The recipes of the shipped models' training steps (training/recipes/*/) and every split a step used.
 RECIPES = sorted(p for p in (ROOT / "training").rglob("*.json")
                  if not p.name.startswith("split") and p.name != "lineage.json")
 SPLITS = sorted([*(ROOT / "training").rglob("split*.json"), ROOT / "prettier_bids" / "data" / "splits.json"])
@@ -150,33 +150,6 @@ def _script(relpath):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _pseudo_flair():
-    return _script("training/v3-gpu/pseudo_flair.py")
-
-
-def test_pseudo_flair_lookup_learns_a_non_monotone_map_and_ignores_the_heads_scaling():
-    """The T1w-rank -> FLAIR lookup of training/v3-gpu/pseudo_flair.py: CSF dark, GM bright, WM mid-grey from a
-    pair where FLAIR is not a monotone function of T1w; a head with other T1w units (any increasing map)
-    gets the same pseudo-FLAIR, and nothing outside its mask."""
-    import numpy as np
-
-    pf = _pseudo_flair()
-    rng = np.random.default_rng(0)
-    t1 = rng.uniform(0, 3, (24, 24, 24)).astype(np.float32)  # 0-1 CSF, 1-2 GM, 2-3 WM
-    flair = np.select([t1 < 1, t1 < 2], [0.1, 1.0], 0.6).astype(np.float32)
-    brain = np.ones(t1.shape, bool)
-    lut = pf.flair_lookup(t1, flair, brain)
-    out = pf.apply_lookup(t1, brain, lut)
-    cls = np.digitize(t1, [1, 2])
-    means = [float(out[cls == k].mean()) for k in range(3)]
-    assert means[0] < 0.15 and means[1] > 0.95 and 0.55 < means[2] < 0.65
-    assert np.corrcoef(out.ravel(), flair.ravel())[0, 1] > 0.98
-    mask = np.zeros(t1.shape, bool)
-    mask[4:20, 4:20, 4:20] = True
-    other_units = pf.apply_lookup(50 * np.sqrt(t1) + 7, mask, lut)
-    assert np.array_equal(other_units, pf.apply_lookup(t1, mask, lut)) and not other_units[~mask].any()
 
 
 @pytest.mark.parametrize("args, text", [
@@ -241,7 +214,7 @@ def test_a_recipe_starts_from_its_pinned_weights_not_from_what_a_name_means_toda
 
     lineage = _lineage()
     manifest = json.loads((ROOT / "training" / "lineage.json").read_text())
-    rb = load_config(ROOT / "training" / "v3-gpu" / "Rb.json")
+    rb = load_config(ROOT / "training" / "recipes" / "prettier-edsr-v3" / "Rb.json")
     with pytest.raises(WeightsError, match="the recipe pins cfc62b82dda0.*lineage.py fetch"):
         resolve_init_weights(rb.init_weights, rb.init_sha256)
     fetched = lineage.fetch(manifest, rb.init_sha256, tmp_path)

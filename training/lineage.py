@@ -7,7 +7,8 @@
 ``check`` verifies that every weights file the manifest names has its SHA-256 (a tracked file, or
 ``git:COMMIT:PATH`` read with ``git show``), that each shipped model's file is the last step's output, that each
 recipe's ``init_sha256`` pin equals its step's starting weights, and that each step starts from a file of the
-manifest. It prints, per model, whether its lineage can be rerun from the repository alone. Exit 0 when
+manifest, and that the subjects file (``prettier_bids/data/model_subjects.json``) lists every model with no test
+subject that trained or chose it. It prints, per model, whether its lineage can be rerun from the repository alone. Exit 0 when
 everything checks out, 1 otherwise. ``commands`` prints (``--run``: runs) the ``prettier-train`` commands of a
 model's steps, each started from its pinned weights fetched into ``RUNS/init/``.
 """
@@ -91,7 +92,23 @@ def check(manifest):
             if step["output"] is None and why is None:
                 why = f"{step['run']}: {step.get('note', 'its output was not kept')}"
         rerun[model] = why
+    problems += subject_problems(manifest)
     return problems, rerun
+
+
+def subject_problems(manifest):
+    """The subjects file (``manifest["subjects"]``, shipped in the package): one entry per model, and no test
+    subject that also trained or chose the model."""
+    table = json.loads((ROOT / manifest["subjects"]).read_text())["models"]
+    problems = [f"{m}: not in {manifest['subjects']}" for m in manifest["models"] if m not in table]
+    problems += [f"{m}: in {manifest['subjects']}, not a model of the manifest" for m in table
+                 if m not in manifest["models"]]
+    for model, roles in table.items():
+        spent = set(roles["trained"]) | set(roles["chose"])
+        if spent & set(roles["tested"]):
+            problems.append(f"{model}: {', '.join(sorted(spent & set(roles['tested'])))} trained or chose it and "
+                            "cannot test it")
+    return problems
 
 
 def commands(manifest, model, data_root, out):

@@ -206,6 +206,7 @@ def _main(args):
     import torch
 
     from ..evaluation import lesions as L
+    from ..evaluation import spent
     from ..evaluation.benchmark import brain_mask
     from ..sr.models import WeightsError, default_model
     from ..sr.precision import precision_note, resolve_precision
@@ -223,6 +224,8 @@ def _main(args):
     t_all = time.time()
     rows = []
     cases = args.case or default_cases(args.split)
+    for m in models.values():  # a subject that trained or chose the model is no clean test of it
+        spent.warn_spent(m.name, [c.split(":")[0] for c in cases])
     for case in cases:
         try:
             flair_rel, les_rel = case.split(":")

@@ -101,6 +101,7 @@ def _main(args):
     import torch
 
     from ..evaluation import benchmark as ev
+    from ..evaluation import spent
     from ..sr.consistency import projection_note
     from ..sr.io import write_text_atomic
     from ..sr.models import WeightsError
@@ -119,6 +120,8 @@ def _main(args):
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+    for contrast, entries in test.items():  # a subject that trained or chose the model is no clean test of it
+        spent.warn_spent(models.for_contrast(contrast).name, [e["file"] for e in entries])
     t0 = time.time()
     scores, vols = [], {}
     for contrast, entries in test.items():

@@ -27,7 +27,7 @@ CONSISTENCY_PSNR_FLOOR_DB = 20.0
 #: it is then exact for every profile of slices that overlap by less than half a spacing (boxcar up to t = 1.5 s,
 #: gaussian FWHM up to t = s), and strongly overlapping slices (t = 2 s) get a bounded correction (at most
 #: ~7x the residual) instead of an unstable one (~100x). Measured on p19 FLAIR with 2 % noise:
-#: ``benchmarks/results/projection/README.md``.
+#: ``git show a96efad:benchmarks/results/projection/README.md`` (archived, training/ARCHIVE.md).
 PROJECTION_RCOND = 0.1
 #: Alternations of the projection with the clip to the input's intensity range (``project_onto_input(limits=)``):
 #: the stored output is clipped to that range, which undoes the projection in slabs where the network's rows
@@ -105,7 +105,7 @@ def project_onto_input(hr_scaled, lr_scaled, axis, factor, spacing, thickness, p
     measured. Intensity that the network took from a slice (a dimmed
     lesion) or added to it is given back or taken away evenly over the slice's rows; structure within a
     slice that keeps its mean is left as the network made it. On p19 FLAIR the steps this adds between
-    slices are ~1 % of the row-to-row differences (``benchmarks/results/projection/README.md``).
+    slices are ~1 % of the row-to-row differences (``git show a96efad:benchmarks/results/projection/README.md``).
 
     ``limits`` (low, high): the range the output will be clipped to; the projection and that clip then
     alternate :data:`PROJECTION_CLIP_ITERATIONS` times (projections onto two convex sets), ending with the
