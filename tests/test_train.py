@@ -8,7 +8,8 @@ import torch
 from scipy import ndimage
 
 from prettier_bids.sr.models import load_weights
-from prettier_bids.training.patches import PatchSampler, TrainVolume, extract_pair
+from prettier_bids.sr.degrade import extract_pair
+from prettier_bids.training.patches import PatchSampler, TrainVolume
 from prettier_bids.training.train import Trainer, load_config, train
 
 

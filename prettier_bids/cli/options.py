@@ -24,6 +24,7 @@ import sys
 import threading
 
 from .. import exitcodes
+from ..sr.adapt import DEFAULT_STEPS
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 
@@ -50,8 +51,7 @@ def setup_logging(prog, level=logging.INFO, timestamps=False, logger_names=False
     level is still set)."""
     fmt = ("%(asctime)s " if timestamps else f"{prog}: ") + ("%(name)s " if logger_names else "") + "%(message)s"
     logging.basicConfig(level=logging.WARNING if package_only else level, format=fmt, stream=sys.stderr)
-    if package_only:
-        logging.getLogger("prettier_bids").setLevel(level)
+    logging.getLogger("prettier_bids").setLevel(level)  # also undoes an earlier call's level in this process
 
 
 def add_projection_option(parser, dest="project", scoring=False):
@@ -79,6 +79,34 @@ def add_output_grid_option(parser, dest="output_grid"):
                              "sizes of 0.4-1.25 mm; others are resampled to 1 mm) and gets ~1 mm rows along the "
                              "slice axis; 1mm: a ~1 mm grid in every direction (the outputs of earlier versions), for pipelines "
                              "that need it")
+
+
+def add_adapt_options(parser):
+    """``--adapt`` with ``--adapt-steps N`` and ``--adapt-seed N`` (``sr.adapt``), in the commands that make
+    outputs; :func:`adapt_settings` turns them into the core's settings."""
+    parser.add_argument("--adapt", action="store_true",
+                        help="experimental: fine-tune a copy of the model on the scan's own in-plane axes before "
+                             "reconstructing it (self-supervised, a few seconds on 2 CPU cores; the sidecar's "
+                             "Adaptation records it). Off by default: on simulated scans it has lowered PSNR by "
+                             "0.06-0.3 dB so far (benchmarks/results/adapt.md)")
+    parser.add_argument("--adapt-steps", type=int_at_least(1, 100000), default=None, metavar="N",
+                        help=f"fine-tuning steps of --adapt (default {DEFAULT_STEPS})")
+    parser.add_argument("--adapt-seed", type=int_at_least(0), default=None, metavar="N",
+                        help="seed of --adapt's pairs (default 0; the same seed gives the same output)")
+
+
+def adapt_settings(args, method="model"):
+    """The ``sr.adapt.AdaptSettings`` of :func:`add_adapt_options`' options (None without ``--adapt``); a usage
+    error for ``--adapt-*`` without ``--adapt`` or ``--adapt`` without a model."""
+    from ..sr.adapt import AdaptSettings
+
+    if not args.adapt:
+        if args.adapt_steps is not None or args.adapt_seed is not None:
+            raise CLIError("--adapt-steps and --adapt-seed need --adapt", exitcodes.USAGE)
+        return None
+    if method != "model":
+        raise CLIError("--adapt fine-tunes the model: it does not apply to --method cubic", exitcodes.USAGE)
+    return AdaptSettings(steps=args.adapt_steps or DEFAULT_STEPS, seed=args.adapt_seed or 0)
 
 
 def add_precision_option(parser, dest="precision"):

@@ -12,7 +12,9 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from ..sr.preprocess import MAX_SLICE_MM
 from .options import (
+    add_adapt_options,
     add_batch_size_option,
+    adapt_settings,
     CapAtCPUs,
     CLIError,
     UsageParser,
@@ -81,6 +83,7 @@ def build_parser():
     p.add_argument("--consistency-map", default=None, metavar="FILE",
                    help="also write the consistency error map (input grid)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the run's metadata as JSON")
+    add_adapt_options(p)
     p.add_argument("--force", action="store_true", help="process images that are already high resolution")
     p.add_argument("--strict", action="store_true",
                    help="exit 19 when the output is flagged by QC (it is still written; see QCFlags in --json)")
@@ -114,6 +117,7 @@ def _main(args):
     from ..sr.io import clean_stale_temporaries, is_nifti_name, missing_content
 
     inp, out = Path(args.input), Path(args.output)
+    adapt = adapt_settings(args, args.method)
     broken = missing_content(inp)
     if broken:
         raise CLIError(broken, exitcodes.NOINPUT)
@@ -160,7 +164,7 @@ def _main(args):
                             thickness_source="option",
                             profile=args.slice_profile, force=args.force, device=args.device,
                             batch_size=args.batch_size, progress=Progress(args.quiet), project=args.project,
-                            precision=args.precision, output_grid=args.output_grid)
+                            precision=args.precision, output_grid=args.output_grid, adapt=adapt)
     except AlreadyHighResolution as exc:
         raise CLIError(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR) from None
     except InputError as exc:

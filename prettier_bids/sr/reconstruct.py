@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from .adapt import AdaptSkipped, adapt_model
 from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
 from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
@@ -363,7 +364,7 @@ def thickness_note(source, est=None):
 
 def super_resolve(img, model=None, method="model", slice_thickness=None, profile="boxcar", force=False,
                   device="cpu", batch_size=BATCH_SIZE, precision="auto", progress=None, project=True,
-                  output_grid=DEFAULT_OUTPUT_GRID, thickness_source="given"):
+                  output_grid=DEFAULT_OUTPUT_GRID, thickness_source="given", adapt=None):
     """Super-resolve a thick-slice NIfTI image: ~1 mm rows along the slice axis, the same field of view.
 
     ``output_grid`` (``preprocess.OUTPUT_GRIDS``): ``native`` (the default) keeps the input's in-plane voxels
@@ -391,6 +392,10 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     a confident estimate is used (source ``estimated``); otherwise the thickness is assumed equal to the spacing
     (source ``assumed: equal to spacing``) and the projection onto the input is skipped (``ProjectionSkipped``),
     since the output would be made to reproduce the input under a profile nobody knows.
+
+    ``adapt`` (an :class:`adapt.AdaptSettings`; default None: off) first fine-tunes a copy of the network on
+    pairs made from the scan's own in-plane axes with its slice profile (:func:`adapt.adapt_model`; the
+    sidecar's ``Adaptation`` records how); ``model`` itself is not changed.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
@@ -413,7 +418,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     if n_outliers:
         LOGGER.warning("%d voxel(s) far beyond the image's intensity range clipped to %.4g..%.4g (corrupt voxels?)",
                        n_outliers, float(data.min()), float(data.max()))
-    est, est_seconds, source = None, None, str(thickness_source)
+    est, est_seconds, source, adaptation = None, None, str(thickness_source), None
     if not given:  # auto: the thickness read from the image, used only when the estimate is confident
         t_est = time.time()
         est = estimate_thickness(data, zooms, axis)
@@ -442,7 +447,14 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     else:
         model.model.eval()
         LOGGER.info("network arithmetic: %s%s", ran, " (auto)" if precision == "auto" else "")
-        hr = super_resolve_array(x, axis, factor, model.model, batch_size, device, ran, progress,
+        net = model.model
+        if adapt is not None:
+            try:
+                net, adaptation = adapt_model(net, x, axis, factor, spacing, told_ratio, profile, adapt, device)
+            except AdaptSkipped as exc:
+                LOGGER.warning("adaptation skipped: %s; the model is used as shipped", exc)
+                adaptation = {"Skipped": str(exc)}
+        hr = super_resolve_array(x, axis, factor, net, batch_size, device, ran, progress,
                                  thickness_ratio=told_ratio)
         if not on_work:
             hr = onto_output_grid(hr, x, xo, axis, factor, imap, omap)
@@ -507,6 +519,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     if est is not None:
         info["SliceThicknessEstimate"] = est.as_info()
         info["ThicknessEstimationSeconds"] = round(est_seconds, 3)
+    if adaptation is not None:
+        info["Adaptation"] = adaptation
     if method == "model" and getattr(model.model, "conditioned", False):
         plane, ratio = inference_conditions(told_ratio)
         info["Conditioning"] = {"PlaneSpacing": plane, "ThicknessRatio": round(ratio, 4),

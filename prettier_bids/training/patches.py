@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from ..sr.degrade import centre_row, cubic_matrix, profile_matrix
+from ..sr.degrade import centre_row, cubic_matrix, extract_pair
 from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
@@ -130,31 +130,6 @@ class PatchBatch:
         n = len(self.lr)
         planes = np.ones(n) if self.plane_spacing is None else np.asarray(self.plane_spacing, float)
         return np.stack([planes, np.full(n, self.thickness / self.factor)], axis=1)
-
-
-def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing, thickness, profile,
-                 lr_rows=16, width=96):
-    """One LR/HR pair from a 1 mm volume.
-
-    ``slice_axis``: the simulated thick-slice axis; ``sweep_axis``: the axis along which the 3
-    contiguous planes ``plane - 1 .. plane + 1`` are taken; the remaining axis gives ``width``
-    columns from ``col0``. LR slice ``k`` is centred on HR row ``first_centre + k * spacing``;
-    HR target rows start ``centre_row(spacing)`` rows before the first centre.
-    """
-    col_axis = 3 - slice_axis - sweep_axis
-    arr = np.transpose(vol, (sweep_axis, slice_axis, col_axis))
-    r = int(spacing)
-    c = centre_row(r)
-    half = int(np.ceil(thickness * 1.5)) + 1  # Gaussian tails included
-    lo = max(0, first_centre - half)
-    hi = min(arr.shape[1], first_centre + (lr_rows - 1) * r + half + 1)
-    block = arr[plane - 1:plane + 2, lo:hi, col0:col0 + width]
-    centres = first_centre - lo + r * np.arange(lr_rows)
-    w = profile_matrix(hi - lo, 1.0, centres, thickness, profile)
-    lr = np.einsum("ks,csw->ckw", w, block)
-    t0 = first_centre - c
-    hr = arr[plane - 1:plane + 2, t0:t0 + lr_rows * r, col0:col0 + width]
-    return lr.astype(np.float32), np.ascontiguousarray(hr, dtype=np.float32)
 
 
 #: Defaults of the ``lesions`` option of :class:`PatchSampler` (config ``"patch": {"lesions": {...}}``).
