@@ -23,8 +23,9 @@ import torch
 
 from prettier_bids.evaluation.benchmark import brain_mask, simulate_case
 from prettier_bids.sr.adapt import AdaptSettings
-from prettier_bids.sr.io import read_json
+from prettier_bids.sr.io import read_json, suffix_of
 from prettier_bids.sr.metrics import psnr, ssim
+from prettier_bids.sr.models import default_model
 from prettier_bids.sr.reconstruct import load_model, super_resolve
 from prettier_bids.training.patches import load_training_volume
 from prettier_bids.cli.splits import default_split
@@ -36,7 +37,9 @@ def entries(split, section):
     part = split[section]
     if isinstance(part, dict):  # test: {contrast: [{file, skull_stripped}]}
         return [(e["file"], c, e.get("skull_stripped", True)) for c, es in part.items() for e in es]
-    return [(f, "FLAIR" if "FLAIR" in f else "T1w", "openms" in f) for f in part]
+    # validation/train sections name files only: the contrast from the name (the package's rule); skull-stripped
+    # is the test section's field, absent here: taken as False (deepbet masks the head), as for the MASS heads
+    return [(f, suffix_of(f), False) for f in part]
 
 
 def main(argv=None):
@@ -71,8 +74,7 @@ def main(argv=None):
         if a.crop:
             sl = tuple(slice(max(0, (n - a.crop) // 2), max(0, (n - a.crop) // 2) + a.crop) for n in vol.data.shape)
             vol.data, mask = vol.data[sl], mask[sl]
-        model = load_model(None if contrast != "FLAIR" else "prettier-edsr-v3-flair") if contrast == "FLAIR" \
-            else load_model("prettier-edsr-v3")
+        model = load_model(default_model(contrast))
         for axis_name in a.axes.split(","):
             axis = AXES[axis_name]
             lr_img, img, idx = simulate_case(vol.data, axis, spacing, thickness)

@@ -2,23 +2,16 @@
 name, and has a model card that is exactly what training/model_cards.py writes (issue 29)."""
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from _repo_scripts import load_script
+
 ROOT = Path(__file__).parents[1]
 MANIFEST = json.loads((ROOT / "training" / "lineage.json").read_text())
 SHIPPED = ("prettier-edsr-v1", "prettier-edsr-v2", "prettier-edsr-v3", "prettier-edsr-v3-flair")
-
-
-def _script(relpath):
-    path = ROOT / relpath
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_every_shipped_weights_file_has_the_sha256_its_lineage_pins():
@@ -46,7 +39,7 @@ def test_every_shipped_name_loads_by_name(name):
 def test_the_model_cards_are_what_the_generator_writes(capsys):
     """A card edited by hand, a changed lineage, subjects file or result file of benchmarks/results/current/ that
     the cards were not regenerated for: --check fails."""
-    cards = _script("training/model_cards.py")
+    cards = load_script("training/model_cards.py")
     assert cards.main(["--check"]) == 0, capsys.readouterr().err
     text = (ROOT / "prettier_bids" / "data" / "weights" / "prettier-edsr-v3-flair.md").read_text()
     assert MANIFEST["models"]["prettier-edsr-v3-flair"]["sha256"] in text
@@ -56,7 +49,7 @@ def test_the_model_cards_are_what_the_generator_writes(capsys):
 def test_check_fails_when_a_card_differs(monkeypatch, capsys):
     """--check compares every card with what the generator writes: one changed character is a failure that
     names the card."""
-    cards = _script("training/model_cards.py")
+    cards = load_script("training/model_cards.py")
     real = cards.card
     monkeypatch.setattr(cards, "card", lambda model, *a: real(model, *a) + ("x" if model.endswith("v2") else ""))
     assert cards.main(["--check"]) == 1
@@ -68,7 +61,7 @@ def test_check_fails_when_a_card_differs(monkeypatch, capsys):
 def test_lineage_check_refuses_a_test_subject_that_chose_its_model(tmp_path):
     """The subjects file that lineage.json names: a subject both chose and tested a model is a problem, and so
     is a model the file does not list."""
-    lineage = _script("training/lineage.py")
+    lineage = load_script("training/lineage.py")
     table = json.loads((ROOT / MANIFEST["subjects"]).read_text())
     table["models"]["prettier-edsr-v2"]["tested"].append("t08")
     del table["models"]["prettier-edsr-v1"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from _repo_scripts import load_script
 from prettier_bids.training.train import resolve_init_weights
 from prettier_bids.training.config import ConfigError, TrainConfig, load_config
 from prettier_bids.sr.models import WeightsError
@@ -141,17 +142,6 @@ def test_no_split_trains_or_validates_on_a_held_out_subject(path):
     assert not [f for f in used if any(h in f for h in HELD_OUT)]
 
 
-def _script(relpath):
-    """A script of the repository (not a package module), loaded as a module."""
-    import importlib.util
-
-    path = ROOT / relpath
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("args, text", [
     (["--out", "FILE"], "--out FILE exists and is not a folder"),
     (["--out", "FILE/run"], "cannot create --out FILE/run: FILE is not a folder"),
@@ -187,7 +177,7 @@ def test_prettier_train_bad_option_values_are_one_line_usage_errors(tmp_path, ca
 
 
 def _lineage():
-    return _script("training/lineage.py")
+    return load_script("training/lineage.py")
 
 
 needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the lineage's older weights are in git history")

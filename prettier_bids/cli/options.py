@@ -24,7 +24,7 @@ import sys
 import threading
 
 from .. import exitcodes
-from ..sr.adapt import DEFAULT_STEPS
+from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 
@@ -98,8 +98,6 @@ def add_adapt_options(parser):
 def adapt_settings(args, method="model"):
     """The ``sr.adapt.AdaptSettings`` of :func:`add_adapt_options`' options (None without ``--adapt``); a usage
     error for ``--adapt-*`` without ``--adapt`` or ``--adapt`` without a model."""
-    from ..sr.adapt import AdaptSettings
-
     if not args.adapt:
         if args.adapt_steps is not None or args.adapt_seed is not None:
             raise CLIError("--adapt-steps and --adapt-seed need --adapt", exitcodes.USAGE)
