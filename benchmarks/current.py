@@ -5,7 +5,7 @@
 
 Runs the existing benchmark scripts, each job into its own folder of ``--out`` (``results.json`` + ``tables.md``
 for ``prettier-eval``, ``real.json`` + ``real.md`` for ``benchmarks/real.py``, ``lesions.json`` + ``lesions.md``
-for ``prettier-eval lesions``), one after the other, and appends what it ran (command, start, seconds, machine)
+for ``prettier-eval lesions``, ``iqm.json`` + ``iqm.md`` for ``benchmarks/iqm.py``), one after the other, and appends what it ran (command, start, seconds, machine)
 to ``--out``/runs.json. ``--jobs`` picks a subset (``--list`` prints them; ``--readme`` only rewrites the README). The model cards
 (``training/model_cards.py``) read their measured figures from these folders; ``README.md`` there (written from
 ``runs.json``) says which card cites which folder, and when and where each ran.
@@ -41,6 +41,10 @@ JOBS = {
     "real-v3-flair": ("real", ["--models", "prettier-edsr-v3-flair", "--scans", FLAIRS], ["prettier-edsr-v3-flair"]),
     "lesions": ("lesions", ["--models", "prettier-edsr-v2,prettier-edsr-v3-flair", "--settings", "6:5"],
                 ["prettier-edsr-v2", "prettier-edsr-v3-flair"]),
+    "quality-v3-perceptual": ("prettier-eval", ["--model", "prettier-edsr-v3-perceptual", "--contrasts", "FLAIR,T1w"],
+                              ["prettier-edsr-v3-perceptual"]),
+    "iqm": ("iqm", [], ["prettier-edsr-v2", "prettier-edsr-v3", "prettier-edsr-v3-flair",
+                        "prettier-edsr-v3-perceptual"]),
 }
 
 
@@ -53,6 +57,8 @@ def command(job, data_root, out, settings, threads):
                 "--thickness", "known", "--no-patches"]
     if kind == "real":
         return [sys.executable, "benchmarks/real.py", *common, *args]
+    if kind == "iqm":
+        return [sys.executable, "benchmarks/iqm.py", *common, *args, "--settings", settings]
     return [sys.executable, "benchmarks/lesions.py", *common, *args]
 
 
@@ -111,7 +117,8 @@ def main(argv=None):
 
 def write_readme(out, runs):
     """``out/README.md``: the command, what each job ran (when, how long, on which machine) and which card cites it."""
-    files = {"prettier-eval": "results.json, tables.md", "real": "real.json, real.md", "lesions": "lesions.json, lesions.md"}
+    files = {"prettier-eval": "results.json, tables.md", "real": "real.json, real.md", "lesions": "lesions.json, lesions.md",
+             "iqm": "iqm.json, iqm.md"}
     lines = ["# Current evaluation files of the shipped models", "",
              "Written by `python benchmarks/current.py --data-root ../shared/data` (this README too, from `runs.json`).",
              "The model cards (`prettier_bids/data/weights/*.md`, written by `python training/model_cards.py`) read their",

@@ -257,3 +257,39 @@ def test_prettier_eval_warns_once_when_a_subject_trained_or_chose_the_model(tmp_
                      "--settings", "6:5", "--thickness", "known", "--no-patches", "--threads", "1"]) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ["p19 chose prettier-edsr-v3-flair: not a clean test"]
+
+
+def test_iqm_benchmark_scores_every_model_on_the_same_patches(tmp_path, capsys):
+    """benchmarks/iqm.py (issue 28's IQM table): one row per contrast, setting and model, all on the same patch
+    pairs: cubic's row is the same whichever models are listed, a network's row differs from cubic's, 'default'
+    resolves to the contrast's default and is marked, and the spent-subject flag follows model_subjects.json."""
+    import json
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from _repo_scripts import load_script
+    from prettier_bids.sr.models import default_model
+
+    iqm = load_script("benchmarks/iqm.py")
+    rng = np.random.default_rng(5)
+    (tmp_path / "hr").mkdir()
+    v = ndimage.gaussian_filter(rng.random((100, 100, 100)), 2.0).astype(np.float32)  # 16 x 96 patches at 6 mm
+    nib.save(nib.Nifti1Image(v * 1000, np.eye(4)), tmp_path / "hr" / "openms_p19_FLAIR.nii.gz")
+    split = {"test": {"FLAIR": [{"file": "hr/openms_p19_FLAIR.nii.gz", "skull_stripped": True}]}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    common = ["--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--contrasts", "FLAIR",
+              "--patches", "2", "--threads", "1"]
+    assert iqm.main(common + ["--models", "cubic,default,prettier-edsr-v1", "--settings", "6:5,3:3",
+                              "--out-dir", str(tmp_path / "a")]) == 0
+    rows = json.loads((tmp_path / "a" / "iqm.json").read_text())["rows"]
+    assert [(r["spacing"], r["model"]) for r in rows] == [
+        (s, m) for s in (6.0, 3.0) for m in ("cubic", default_model("FLAIR"), "prettier-edsr-v1")]
+    assert [r["default"] for r in rows[:3]] == [False, True, False] and all(r["n"] == 2 for r in rows)
+    assert all(abs(r["PSNR"] - rows[0]["PSNR"]) > 0.01 for r in rows[1:3])
+    text = (tmp_path / "a" / "iqm.md").read_text()
+    assert f"| FLAIR | 6 / 5 | {default_model('FLAIR')} (default) ¹ |" in text  # p19 chose the FLAIR default
+    assert "| FLAIR | 6 / 5 | prettier-edsr-v1 | 2 |" in text  # p19 is a clean test of v1
+    assert iqm.main(common + ["--models", "cubic", "--settings", "6:5", "--out-dir", str(tmp_path / "b")]) == 0
+    again = json.loads((tmp_path / "b" / "iqm.json").read_text())["rows"]
+    assert again[0]["PSNR"] == rows[0]["PSNR"]

@@ -11,7 +11,8 @@ from _repo_scripts import load_script
 
 ROOT = Path(__file__).parents[1]
 MANIFEST = json.loads((ROOT / "training" / "lineage.json").read_text())
-SHIPPED = ("prettier-edsr-v1", "prettier-edsr-v2", "prettier-edsr-v3", "prettier-edsr-v3-flair")
+SHIPPED = ("prettier-edsr-v1", "prettier-edsr-v2", "prettier-edsr-v3", "prettier-edsr-v3-flair",
+           "prettier-edsr-v3-perceptual")
 
 
 def test_every_shipped_weights_file_has_the_sha256_its_lineage_pins():

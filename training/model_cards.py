@@ -137,11 +137,24 @@ def lesion_lines(model, job, table):
     return lines
 
 
+def iqm_lines(model, job, table):
+    d = json.loads((CURRENT / job / "iqm.json").read_text())
+    keys = ("PSNR", "SSIM", "VIF", "FSIM", "VSI", "HaarPSI")
+    rows = [r for r in d["rows"] if r["model"] in ("cubic", model)]
+    lines = [f"The paper's image-quality measures on fixed test patches ({d['patches_per_volume']} per volume and "
+             f"setting, thickness told, the network's output; `{job}/iqm.json`, every model in `{job}/iqm.md`):", "",
+             "| contrast | s / t (mm) | method | n | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append(f"| {r['contrast']} | {r['spacing']:g} / {r['thickness']:g} | {r['model']} | {r['n']} | "
+                     + " | ".join(f"{r[k]:.4f}" if k in r else "n/a" for k in keys) + " |")
+    return lines + ["", _spent_note(model, {f for r in rows for f in r["files"]}, table)]
+
+
 def measured_section(model, table, jobs, runs):
     lines = ["## Measured today (from `benchmarks/results/current/`)", "",
              "Written by `python benchmarks/current.py --data-root ../shared/data`; its README names each command, "
              "date and machine."]
-    readers = {"prettier-eval": quality_lines, "real": real_lines, "lesions": lesion_lines}
+    readers = {"prettier-eval": quality_lines, "real": real_lines, "lesions": lesion_lines, "iqm": iqm_lines}
     for job, (kind, _, models) in jobs.items():
         if model not in models or not (CURRENT / job).is_dir():
             continue

@@ -214,17 +214,23 @@ def headline(scores, spacing=6, thickness_given=True):
     return out
 
 
+def patch_pairs(volumes, spacing, thickness, n_per_volume=9, seed=7):
+    """Fixed LR and HR patch arrays from ``volumes`` (one contrast), seed ``seed + i`` for the i-th volume: the
+    pairs of Table 2, the same for every model."""
+    batches = []
+    for i, v in enumerate(volumes):
+        batches += fixed_batches([TrainVolume(v.name, v.data)], 1, n_per_volume, seed + i, spacing, thickness)
+    return np.concatenate([b.lr for b in batches]), np.concatenate([b.hr for b in batches])
+
+
 def evaluate_patches(volumes, model, n_per_volume=9, seed=7, spacing=6, thickness=5.0):
     """Table 2: cubic and model IQMs on fixed LR/HR patch pairs from the test volumes."""
     import torch
 
     res = {}
     for contrast, vols in volumes.items():
-        batches = []
-        for i, v in enumerate(vols):
-            batches += fixed_batches([TrainVolume(v.name, v.data)], 1, n_per_volume, seed + i, spacing, thickness)
-        lr = torch.from_numpy(np.concatenate([b.lr for b in batches]))
-        hr = np.concatenate([b.hr for b in batches])
+        lr, hr = patch_pairs(vols, spacing, thickness, n_per_volume, seed)
+        lr = torch.from_numpy(lr)
         with torch.inference_mode():
             cond = model_conditions(model.model, thickness / spacing)
             pred = (model.model(lr, spacing) if cond is None else model.model(lr, spacing, cond)).numpy()
