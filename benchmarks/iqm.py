@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from prettier_bids.cli.eval_options import settings_list
+from prettier_bids.cli.options import CLIError, error
+from prettier_bids.cli.splits import read_split
 from prettier_bids.evaluation import spent
-from prettier_bids.evaluation.benchmark import patch_pairs
+from prettier_bids.evaluation.benchmark import patch_pairs, predict_patches
 from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import import_piq, patch_metrics
 from prettier_bids.sr.models import default_model
-from prettier_bids.sr.reconstruct import load_model, model_conditions
+from prettier_bids.sr.reconstruct import load_model
 from prettier_bids.training.patches import load_training_volume
 
 KEYS = ("PSNR", "SSIM", "VIF", "FSIM", "VSI", "HaarPSI")
@@ -41,18 +43,11 @@ def predict(model, lr, spacing, thickness, batch=16):
 
     from prettier_bids.sr.models.common import CubicBase
 
-    net = model.model if model is not None else None
-    cubic = CubicBase()
-    out = []
+    if model is not None:
+        return predict_patches(model.model, lr, spacing, thickness, batch)
     with torch.inference_mode():
-        for i in range(0, len(lr), batch):
-            x = torch.from_numpy(lr[i:i + batch])
-            if model is None:
-                out.append(cubic(x, int(spacing)).numpy())
-                continue
-            cond = model_conditions(net, thickness / spacing)
-            out.append((net(x, int(spacing)) if cond is None else net(x, int(spacing), cond)).numpy())
-    return np.concatenate(out)
+        return np.concatenate([CubicBase()(torch.from_numpy(lr[i:i + batch]), spacing).numpy()
+                               for i in range(0, len(lr), batch)])
 
 
 def _cell(row, key):
@@ -78,8 +73,10 @@ def main(argv=None):
     if import_piq() is None:
         print("iqm: piq is not installed, so VIF, FSIM, VSI and HaarPSI are n/a (pip install --no-deps piq; "
               "docs/models.md)", file=sys.stderr)
-    split = json.loads(Path(a.split).read_text()) if a.split else \
-        json.loads((Path(__file__).parents[1] / "prettier_bids" / "data" / "splits.json").read_text())
+    try:
+        split = read_split(a.split, ("test",))
+    except CLIError as exc:
+        return error("iqm", str(exc), exc.code)
     settings = settings_list(a.settings)
     t0 = time.time()
     rows, flags = [], {}
@@ -94,7 +91,8 @@ def main(argv=None):
             lines = spent.warn_spent(name, names)
             flags[f"{contrast}/{name}"] = [line.split(":")[0] for line in lines]
         for spacing, thickness in settings:
-            lr, hr = patch_pairs(vols, int(spacing), thickness, a.patches, a.seed)
+            spacing = int(spacing)
+            lr, hr = patch_pairs(vols, spacing, thickness, a.patches, a.seed)
             for name, model in models.items():
                 pred = predict(model, lr, spacing, thickness)
                 rows.append({"contrast": contrast, "spacing": spacing, "thickness": thickness, "model": name,

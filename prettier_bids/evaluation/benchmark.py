@@ -223,6 +223,21 @@ def patch_pairs(volumes, spacing, thickness, n_per_volume=9, seed=7):
     return np.concatenate([b.lr for b in batches]), np.concatenate([b.hr for b in batches])
 
 
+def predict_patches(net, lr, spacing, thickness, batch=None):
+    """The network ``net``'s output (never projected) on LR patches ``lr`` (N, 3, rows, columns), told the
+    thickness / spacing ratio when it is conditioned; ``batch``: patches per forward pass (None: all at once)."""
+    import torch
+
+    cond = model_conditions(net, thickness / spacing)
+    step = batch or len(lr)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(lr), step):
+            x = torch.from_numpy(lr[i:i + step])
+            out.append((net(x, spacing) if cond is None else net(x, spacing, cond)).numpy())
+    return np.concatenate(out)
+
+
 def evaluate_patches(volumes, model, n_per_volume=9, seed=7, spacing=6, thickness=5.0):
     """Table 2: cubic and model IQMs on fixed LR/HR patch pairs from the test volumes."""
     import torch
@@ -230,11 +245,9 @@ def evaluate_patches(volumes, model, n_per_volume=9, seed=7, spacing=6, thicknes
     res = {}
     for contrast, vols in volumes.items():
         lr, hr = patch_pairs(vols, spacing, thickness, n_per_volume, seed)
-        lr = torch.from_numpy(lr)
+        pred = predict_patches(model.model, lr, spacing, thickness)
         with torch.inference_mode():
-            cond = model_conditions(model.model, thickness / spacing)
-            pred = (model.model(lr, spacing) if cond is None else model.model(lr, spacing, cond)).numpy()
-            cub = model.model.cubic(lr, spacing).numpy()
+            cub = model.model.cubic(torch.from_numpy(lr), spacing).numpy()
         res[contrast] = {"cubic": patch_metrics(cub, hr), "model": patch_metrics(pred, hr), "n": len(hr)}
     return res
 
