@@ -76,15 +76,27 @@ def check_batch(out, participants):
     return rows
 
 
+#: how far a consistency map (a float32 diagnostic, |redegrade(output) - input|) may differ between two runs
+#: with the same output image: its slice sums go through BLAS, whose blocking, hence last bits, depend on the
+#: thread count (a Nipype SLURM job has 1 CPU, the reference run all of them). CI saw 1e-10-scale differences.
+MAP_ATOL = 1e-6
+
+
 def same_niftis(a, b):
+    """Same files, affines and images; the SR images bit for bit, the consistency maps within MAP_ATOL."""
     import nibabel as nib
 
     files = sorted(p.relative_to(a) for p in a.rglob("*.nii.gz"))
     assert files and files == sorted(p.relative_to(b) for p in b.rglob("*.nii.gz"))
+    assert any("desc-consistency" not in p.name for p in files)
     for rel in files:
         ia, ib = nib.load(a / rel), nib.load(b / rel)
         assert np.allclose(ia.affine, ib.affine)
-        assert np.array_equal(np.asarray(ia.dataobj), np.asarray(ib.dataobj)), rel
+        da, db = np.asarray(ia.dataobj), np.asarray(ib.dataobj)
+        if "desc-consistency" in rel.name:
+            assert da.shape == db.shape and np.abs(da - db).max() <= MAP_ATOL, (rel, np.abs(da - db).max())
+        else:
+            assert np.array_equal(da, db), rel
 
 
 # ------------------------------------------------------------------------------ batch_summary.py
