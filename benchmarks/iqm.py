@@ -88,8 +88,8 @@ def main(argv=None):
         models = {m: None if m == "cubic" else load_model(weights=m) if m.endswith(".pt") else load_model(m)
                   for m in dict.fromkeys(wanted)}
         for name in models:
-            lines = spent.warn_spent(name, names)
-            flags[f"{contrast}/{name}"] = [line.split(":")[0] for line in lines]
+            spent.warn_spent(name, names)
+            flags[f"{contrast}/{name}"] = [f"{subject} {role} {name}" for subject, role in spent.spent(name, names)]
         for spacing, thickness in settings:
             spacing = int(spacing)
             lr, hr = patch_pairs(vols, spacing, thickness, a.patches, a.seed)

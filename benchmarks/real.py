@@ -54,6 +54,7 @@ from prettier_bids.sr.degrade import apply_along_axis, redegrade, upsampling_fac
 from prettier_bids.evaluation.benchmark import merge_adjacent_slices, original_slab_matrix
 from prettier_bids.sr.io import write_text_atomic
 from prettier_bids.sr.metrics import psnr
+from prettier_bids.sr.models import WeightsError
 from prettier_bids.sr.preprocess import (
     find_slice_axis,
     intensity_scale,
@@ -257,8 +258,15 @@ def main(argv=None):
     if not scans or missing:
         print(f"real.py: error: no scans found / missing: {missing or thick}", file=sys.stderr)
         return exitcodes.NOINPUT
-    models = ({"default": load_model_set(device=args.device)} if args.models == "default"
-              else load_models(args.models, args.device))
+    try:
+        models = ({"default": load_model_set(device=args.device)} if args.models == "default"
+                  else load_models(args.models, args.device))
+    except WeightsError as exc:  # a missing or unreadable weights file
+        print(f"real.py: error: {exc}", file=sys.stderr)
+        return exitcodes.NOINPUT
+    except ValueError as exc:  # the same model twice
+        print(f"real.py: error: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
     order = {"FLAIR": 0, "T1w": 1, "T2w": 2}
     scans.sort(key=lambda q: (min([v for k, v in order.items() if f"_{k}." in q.name] or [3]), q.name))
     t0 = time.time()
@@ -276,7 +284,7 @@ def write_results(rows, models, out_dir, t0, projected=True, precision="auto", d
                       "model on the same production SR grid; averaged over the original slabs; compared with the "
                       "real slices in a head mask).", "", markdown(rows, list(models)), "",
                       "Models: " + ", ".join(m.describe() if isinstance(m, ModelSet) else
-                                             f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
+                                             f"{key} (sha256 {m.sha256[:12]})" for key, m in models.items())
                       + f"; {projection_note(projected)}; {precision_note(precision, device)}; "
                       f"total {time.time() - t0:.0f} s."])
     if out_dir:

@@ -327,3 +327,29 @@ def test_real_scan_benchmark_script(tmp_path, tiny_weights):
     assert r["factor"] == 6 and r["merged_spacing"] == 6.0 and r["n_slices_compared"] >= 12
     assert r["tiny"]["gain_psnr"] == pytest.approx(r["tiny"]["psnr"] - r["cubic"]["psnr"])
     assert 10 < r["cubic"]["psnr"] < 80
+
+
+def test_two_weights_files_of_one_name_are_told_apart_not_replaced(tmp_path, tiny_weights):
+    import shutil
+
+    from prettier_bids.sr.reconstruct import load_models
+
+    for run in ("R", "C"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tiny_weights, tmp_path / run / "last.pt")
+    a, b = str(tmp_path / "R" / "last.pt"), str(tmp_path / "C" / "last.pt")
+    assert list(load_models(f"{a},{b}")) == ["last", "C/last"]
+    with pytest.raises(ValueError, match="more than once"):
+        load_models(f"{a},{b},{b}")
+    with pytest.raises(ValueError, match="like another one"):  # three files called last.pt, two in folders C
+        (tmp_path / "C" / "C").mkdir()
+        shutil.copy(tiny_weights, tmp_path / "C" / "C" / "last.pt")
+        load_models(f"{a},{b},{tmp_path / 'C' / 'C' / 'last.pt'}")
+    mod = __import__("runpy").run_path(str(__import__("pathlib").Path(__file__).parents[1] / "benchmarks" / "real.py"),
+                                       run_name="t")
+    import nibabel as nib
+
+    (tmp_path / "thick").mkdir()
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1, 1, 3, 1])), tmp_path / "thick" / "y_FLAIR.nii.gz")
+    assert mod["main"](["--data-root", str(tmp_path), "--models", f"{a},{a}"]) == 64  # one line, no traceback
+    assert mod["main"](["--data-root", str(tmp_path), "--models", str(tmp_path / "none.pt")]) == 66

@@ -221,6 +221,8 @@ def _main(args):
         models = load_models(args.models or default_model("FLAIR"), args.device)
     except WeightsError as exc:
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
+    except ValueError as exc:  # the same model twice
+        raise CLIError(str(exc), exitcodes.USAGE) from None
     t_all = time.time()
     rows = []
     cases = args.case or default_cases(args.split)

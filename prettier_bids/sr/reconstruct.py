@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 import warnings
+from pathlib import Path
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 
@@ -216,11 +217,23 @@ def load_model_set(name=None, weights=None, device="cpu", contrasts=None):
 
 
 def load_models(spec, device="cpu"):
-    """``{name: LoadedModel}`` from a comma-separated list of shipped model names and weights files (``.pt``)."""
+    """``{name: LoadedModel}`` from a comma-separated list of shipped model names and weights files (``.pt``).
+
+    Two weights files of the same name (``runA/last.pt``, ``runB/last.pt``) are told apart by their folder
+    (``runB/last``); a model given twice, or a name that still repeats, is a ValueError (one model would
+    silently replace the other)."""
     models = {}
-    for item in [s for s in spec.split(",") if s]:
+    items = [s for s in spec.split(",") if s]
+    for item in items:
+        if items.count(item) > 1:
+            raise ValueError(f"model {item!r} is given more than once in --models: give each model once")
         m = load_model(weights=item, device=device) if item.endswith(".pt") else load_model(item, device=device)
-        models[m.name] = m
+        key = m.name
+        if key in models and item.endswith(".pt"):
+            key = f"{Path(item).parent.name}/{m.name}"
+        if key in models:
+            raise ValueError(f"model {item!r} is named {key!r} like another one in --models: give each model once")
+        models[key] = m
     return models
 
 

@@ -77,6 +77,9 @@ class PatchConfig:
     #: in-plane pairs from the split's ``train_inplane`` thick scans, keys of
     #: :data:`prettier_bids.training.patches.INPLANE_DEFAULTS` (None: off)
     inplane: typing.Optional[dict] = None
+    #: noise, in-plane blur, bias field, contrast and slice-profile variation, keys of
+    #: :data:`prettier_bids.training.degradations.REALISTIC_DEFAULTS` (None: off)
+    realistic: typing.Optional[dict] = None
 
 
 @dataclass

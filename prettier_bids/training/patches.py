@@ -18,6 +18,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from ..sr.degrade import centre_row, cubic_matrix, extract_pair
+from .degradations import REALISTIC_DEFAULTS, degrade_pair, realistic_option
 from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
@@ -149,7 +150,7 @@ INPLANE_DEFAULTS = {
 }
 
 #: The dict-valued options of :class:`PatchSampler` and their keys.
-PATCH_OPTIONS = {"lesions": LESION_DEFAULTS, "inplane": INPLANE_DEFAULTS}
+PATCH_OPTIONS = {"lesions": LESION_DEFAULTS, "inplane": INPLANE_DEFAULTS, "realistic": REALISTIC_DEFAULTS}
 
 
 def inplane_prob(inplane):
@@ -177,10 +178,14 @@ class PatchSampler:
     ``inplane`` (default None: off) is a dict over :data:`INPLANE_DEFAULTS`: that share of the patches
     comes from the volumes given with a ``thick_axis`` (:func:`load_inplane_volume`), thick slices
     simulated along an in-plane axis, the channel planes being real slices (``PatchBatch.plane_spacing``).
+
+    ``realistic`` (default None: off) is a dict over
+    :data:`prettier_bids.training.degradations.REALISTIC_DEFAULTS`: noise, in-plane blur, bias field,
+    contrast and slice-profile variation (:func:`prettier_bids.training.degradations.degrade_pair`).
     """
 
     def __init__(self, volumes, space=None, lr_rows=16, width=96, min_foreground=0.3, augment=True, seed=0,
-                 lesions=None, inplane=None):
+                 lesions=None, inplane=None, realistic=None):
         self.volumes = [v for v in volumes if v.thick_axis is None]
         self.thick_volumes = [v for v in volumes if v.thick_axis is not None]
         if not self.volumes:
@@ -194,6 +199,7 @@ class PatchSampler:
         self.min_foreground = min_foreground
         self.augment = augment
         self.rng = np.random.default_rng(seed)
+        self.realistic_cfg = realistic_option(realistic) if realistic else None
         self.lesion_cfg = None
         if lesions:
             from .lesions import LesionInserter
@@ -269,8 +275,11 @@ class PatchSampler:
                 "along two axes): use larger volumes or a smaller patch.lr_rows / patch.width")
 
     def _finish(self, lr, hr, les, plane_spacing):
-        """Augmentation (column mirror, plane-order reversal, gain), contiguous arrays."""
+        """Realistic degradations (the ``realistic`` option), augmentation (column mirror, plane-order reversal,
+        gain), contiguous arrays."""
         rng = self.rng
+        if self.realistic_cfg is not None:
+            lr, hr = degrade_pair(lr, hr, self.realistic_cfg, rng, hr.shape[1] // lr.shape[1])
         if self.augment:
             if rng.random() < 0.5:  # mirror the columns
                 lr, hr = lr[..., ::-1], hr[..., ::-1]
@@ -344,7 +353,10 @@ class PatchSampler:
         s = spacing or s
         t = thickness or (t if spacing is None else float(s))
         prof = profile or prof
-        pairs = [self._one(s, t, prof) for _ in range(batch_size)]
+        jitter = self.realistic_cfg["thickness_jitter"] if self.realistic_cfg is not None else 0.0
+        # slice-profile variation: each pair simulated with its own thickness, the batch records the nominal one
+        pairs = [self._one(s, t * self.rng.uniform(1 - jitter, 1 + jitter) if jitter else t, prof)
+                 for _ in range(batch_size)]
         les = np.stack([p[2] for p in pairs]) if self.lesion_cfg is not None else None
         return PatchBatch(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), s, t, prof, les,
                           np.asarray([p[3] for p in pairs], dtype=np.float32))
