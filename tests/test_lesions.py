@@ -329,27 +329,29 @@ def test_real_scan_benchmark_script(tmp_path, tiny_weights):
     assert 10 < r["cubic"]["psnr"] < 80
 
 
-def test_two_weights_files_of_one_name_are_told_apart_not_replaced(tmp_path, tiny_weights):
+def test_two_weights_files_of_one_name_are_told_apart_not_replaced(tmp_path, tiny_weights, capsys):
     import shutil
+
+    import nibabel as nib
 
     from prettier_bids.sr.reconstruct import load_models
 
-    for run in ("R", "C"):
+    for run in ("R", "C", "C/C"):
         (tmp_path / run).mkdir()
         shutil.copy(tiny_weights, tmp_path / run / "last.pt")
-    a, b = str(tmp_path / "R" / "last.pt"), str(tmp_path / "C" / "last.pt")
-    assert list(load_models(f"{a},{b}")) == ["last", "C/last"]
+    a, b, cc = (str(tmp_path / r / "last.pt") for r in ("R", "C", "C/C"))
+    assert list(load_models(f"{a},{b}")) == ["R/last", "C/last"]
+    assert list(load_models(f"{a},{tiny_weights}")) == ["last", "tiny"]
     with pytest.raises(ValueError, match="more than once"):
-        load_models(f"{a},{b},{b}")
-    with pytest.raises(ValueError, match="like another one"):  # three files called last.pt, two in folders C
-        (tmp_path / "C" / "C").mkdir()
-        shutil.copy(tiny_weights, tmp_path / "C" / "C" / "last.pt")
-        load_models(f"{a},{b},{tmp_path / 'C' / 'C' / 'last.pt'}")
+        load_models(f"{a},{b},{tmp_path / 'C' / '..' / 'C' / 'last.pt'}")  # the same file, spelt otherwise
+    with pytest.raises(ValueError, match="labelled 'C/last'"):
+        load_models(f"{a},{b},{cc}")
     mod = __import__("runpy").run_path(str(__import__("pathlib").Path(__file__).parents[1] / "benchmarks" / "real.py"),
                                        run_name="t")
-    import nibabel as nib
-
     (tmp_path / "thick").mkdir()
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1, 1, 3, 1])), tmp_path / "thick" / "y_FLAIR.nii.gz")
-    assert mod["main"](["--data-root", str(tmp_path), "--models", f"{a},{a}"]) == 64  # one line, no traceback
-    assert mod["main"](["--data-root", str(tmp_path), "--models", str(tmp_path / "none.pt")]) == 66
+    capsys.readouterr()
+    for models, code in ((f"{a},{a}", 64), (str(tmp_path / "none.pt"), 66)):
+        assert mod["main"](["--data-root", str(tmp_path), "--models", models]) == code
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("real.py: error:") and "\n" not in err and "Traceback" not in err, err

@@ -257,7 +257,7 @@ def _main(args):
         "invented = volume it marks > 1 voxel from what it marks in the truth. Contrast kept: median over "
         f"lesions >= {L.CONTRAST_MIN_VOXELS} voxels. Protocol: prettier_bids/cli/eval_lesions.py.", "",
         markdown(table), "",
-        "Models: " + ", ".join(f"{m.name} (sha256 {m.sha256[:12]})" for m in models.values())
+        "Models: " + ", ".join(f"{key} (sha256 {m.sha256[:12]})" for key, m in models.items())
         + f"; {projection_note(args.project)}; {precision_note(args.precision, args.device)}; "
         f"total {time.time() - t_all:.0f} s."])
     print(text)
@@ -265,7 +265,7 @@ def _main(args):
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(text + "\n", out / "lesions.md")
-        payload = {"rows": rows, "summary": table, "models": {m.name: m.sha256 for m in models.values()},
+        payload = {"rows": rows, "summary": table, "models": {key: m.sha256 for key, m in models.items()},
                    "segmentation": {"z": L.SEG_Z, "erode": L.SEG_ERODE, "min_voxels": L.SEG_MIN_VOXELS},
                    "projected": args.project, "thickness": args.thickness, "precision": resolve_precision(args.precision, args.device),
                    "seconds": time.time() - t_all}

@@ -191,13 +191,15 @@ _CUBIC_CACHE: dict = {}
 
 
 def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing, thickness, profile,
-                 lr_rows=16, width=96):
+                 lr_rows=16, width=96, transform=None):
     """One LR/HR pair of 3-plane windows from a volume (training: a 1 mm volume; adaptation: a scan's working grid).
 
     ``slice_axis``: the simulated thick-slice axis; ``sweep_axis``: the axis along which the 3
     contiguous planes ``plane - 1 .. plane + 1`` are taken; the remaining axis gives ``width``
     columns from ``col0``. LR slice ``k`` is centred on HR row ``first_centre + k * spacing``;
-    HR target rows start ``centre_row(spacing)`` rows before the first centre.
+    HR target rows start ``centre_row(spacing)`` rows before the first centre. ``transform`` (an
+    elementwise function, e.g. a contrast change) acts on the 1 mm rows before the slices are simulated from
+    them, and on the target alike.
     """
     col_axis = 3 - slice_axis - sweep_axis
     arr = np.transpose(vol, (sweep_axis, slice_axis, col_axis))
@@ -207,11 +209,15 @@ def extract_pair(vol, slice_axis, sweep_axis, plane, col0, first_centre, spacing
     lo = max(0, first_centre - half)
     hi = min(arr.shape[1], first_centre + (lr_rows - 1) * r + half + 1)
     block = arr[plane - 1:plane + 2, lo:hi, col0:col0 + width]
+    if transform is not None:
+        block = transform(block)
     centres = first_centre - lo + r * np.arange(lr_rows)
     w = profile_matrix(hi - lo, 1.0, centres, thickness, profile)
     lr = np.einsum("ks,csw->ckw", w, block)
     t0 = first_centre - c
     hr = arr[plane - 1:plane + 2, t0:t0 + lr_rows * r, col0:col0 + width]
+    if transform is not None:
+        hr = transform(hr)
     return lr.astype(np.float32), np.ascontiguousarray(hr, dtype=np.float32)
 
 

@@ -217,22 +217,25 @@ def load_model_set(name=None, weights=None, device="cpu", contrasts=None):
 
 
 def load_models(spec, device="cpu"):
-    """``{name: LoadedModel}`` from a comma-separated list of shipped model names and weights files (``.pt``).
+    """``{label: LoadedModel}`` from a comma-separated list of shipped model names and weights files (``.pt``).
 
-    Two weights files of the same name (``runA/last.pt``, ``runB/last.pt``) are told apart by their folder
-    (``runB/last``); a model given twice, or a name that still repeats, is a ValueError (one model would
-    silently replace the other)."""
-    models = {}
+    Weights files that share a file name (``runA/last.pt``, ``runB/last.pt``) are all labelled by their folder
+    too (``runA/last``, ``runB/last``); a model given twice (the same name, or the same file however spelt) is a
+    ValueError, as is a label that still repeats (one model would silently replace the other in a table)."""
     items = [s for s in spec.split(",") if s]
+    ids = [str(Path(i).resolve()) if i.endswith(".pt") else i for i in items]
+    twice = sorted({i for i, k in zip(items, ids) if ids.count(k) > 1})
+    if twice:
+        raise ValueError(f"model(s) {', '.join(twice)} given more than once in --models: give each model once")
+    stems = [Path(i).stem for i in items if i.endswith(".pt")]
+    models = {}
     for item in items:
-        if items.count(item) > 1:
-            raise ValueError(f"model {item!r} is given more than once in --models: give each model once")
         m = load_model(weights=item, device=device) if item.endswith(".pt") else load_model(item, device=device)
         key = m.name
-        if key in models and item.endswith(".pt"):
-            key = f"{Path(item).parent.name}/{m.name}"
+        if item.endswith(".pt") and stems.count(Path(item).stem) > 1:
+            key = f"{Path(item).resolve().parent.name}/{m.name}"
         if key in models:
-            raise ValueError(f"model {item!r} is named {key!r} like another one in --models: give each model once")
+            raise ValueError(f"two models in --models are labelled {key!r}: rename one weights file")
         models[key] = m
     return models
 

@@ -78,7 +78,7 @@ class PatchConfig:
     #: :data:`prettier_bids.training.patches.INPLANE_DEFAULTS` (None: off)
     inplane: typing.Optional[dict] = None
     #: noise, in-plane blur, bias field, contrast and slice-profile variation, keys of
-    #: :data:`prettier_bids.training.degradations.REALISTIC_DEFAULTS` (None: off)
+    #: :data:`prettier_bids.training.degradations.REALISTIC_DEFAULTS` (None: off; ``{}``: the defaults)
     realistic: typing.Optional[dict] = None
 
 
@@ -247,6 +247,16 @@ def _convert(value, hint, where, key):
             return {int(s): float(p) for s, p in value.items()}
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: slice spacings must be whole mm and probabilities numbers") from None
+    if key == "realistic" and value is not None:
+        from .degradations import realistic_option
+
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a JSON object or null")
+        try:
+            realistic_option(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return dict(value)
     if key in ("lesions", "inplane") and value is not None:
         from .patches import PATCH_OPTIONS
 

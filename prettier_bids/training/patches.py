@@ -18,7 +18,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from ..sr.degrade import centre_row, cubic_matrix, extract_pair
-from .degradations import REALISTIC_DEFAULTS, degrade_pair, realistic_option
+from .degradations import REALISTIC_DEFAULTS, degrade_pair, draw_plan, realistic_option
 from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
@@ -199,7 +199,7 @@ class PatchSampler:
         self.min_foreground = min_foreground
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        self.realistic_cfg = realistic_option(realistic) if realistic else None
+        self.realistic_cfg = realistic_option(realistic) if realistic is not None else None  # {}: the defaults
         self.lesion_cfg = None
         if lesions:
             from .lesions import LesionInserter
@@ -227,6 +227,8 @@ class PatchSampler:
         cfg = self.lesion_cfg
         if self.thick_volumes and rng.random() < self.inplane_cfg["prob"]:
             return self._inplane_one(s, t, profile)
+        plan = draw_plan(self.realistic_cfg, rng) if self.realistic_cfg is not None else None
+        transform = plan.contrast if plan is not None else None
         too_small = 0
         for _ in range(max_tries):
             centre = None
@@ -257,13 +259,14 @@ class PatchSampler:
                 col0 = int(np.clip(centre[col_axis] - rng.integers(0, self.width), 0, vol.shape[col_axis] - self.width))
             if cfg is None:
                 lr, hr = extract_pair(vol, slice_axis, sweep_axis, plane, col0, first, s, t, profile,
-                                      self.lr_rows, self.width)
+                                      self.lr_rows, self.width, transform)
                 les = None
             else:
-                lr, hr, les = self._lesion_pair(tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile)
+                lr, hr, les = self._lesion_pair(tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile,
+                                                transform)
             if np.mean(hr[1] > 0.05) < self.min_foreground:
                 continue
-            return self._finish(lr, hr, les, 1.0)
+            return self._finish(lr, hr, les, 1.0, plan)
         if too_small == max_tries:
             raise PatchError(self._too_small(s, self.volumes))
         raise PatchError("could not find a patch with enough foreground; check the training volumes")
@@ -274,12 +277,12 @@ class PatchSampler:
                 f"{self.width} columns at {s} mm spacing (at least {self.lr_rows * s + 2} and {self.width} voxels "
                 "along two axes): use larger volumes or a smaller patch.lr_rows / patch.width")
 
-    def _finish(self, lr, hr, les, plane_spacing):
-        """Realistic degradations (the ``realistic`` option), augmentation (column mirror, plane-order reversal,
-        gain), contiguous arrays."""
+    def _finish(self, lr, hr, les, plane_spacing, plan=None):
+        """The rest of the pair's realistic degradations (``plan``: bias field, blur, noise), augmentation (column
+        mirror, plane-order reversal, gain), contiguous arrays."""
         rng = self.rng
-        if self.realistic_cfg is not None:
-            lr, hr = degrade_pair(lr, hr, self.realistic_cfg, rng, hr.shape[1] // lr.shape[1])
+        if plan is not None:
+            lr, hr = degrade_pair(lr, hr, plan, rng, hr.shape[1] // lr.shape[1], plane_spacing)
         if self.augment:
             if rng.random() < 0.5:  # mirror the columns
                 lr, hr = lr[..., ::-1], hr[..., ::-1]
@@ -296,6 +299,7 @@ class PatchSampler:
         """A pair from a thick scan: thick slices simulated along an in-plane axis (1 mm rows), the 3
         channel planes 3 neighbouring real slices, columns along the other in-plane axis."""
         rng = self.rng
+        plan = draw_plan(self.realistic_cfg, rng) if self.realistic_cfg is not None else None
         too_small = 0
         for _ in range(max_tries):
             tv = self.thick_volumes[rng.integers(len(self.thick_volumes))]
@@ -310,18 +314,18 @@ class PatchSampler:
             plane = int(rng.integers(1, vol.shape[sweep_axis] - 1))
             col0 = int(rng.integers(0, vol.shape[col_axis] - self.width + 1))
             lr, hr = extract_pair(vol, slice_axis, sweep_axis, plane, col0, first, s, t, profile, self.lr_rows,
-                                  self.width)
+                                  self.width, plan.contrast if plan is not None else None)
             if np.mean(hr[1] > 0.05) < self.min_foreground:
                 continue
             les = np.zeros_like(hr) if self.lesion_cfg is not None else None
-            return self._finish(lr, hr, les, tv.plane_spacing)
+            return self._finish(lr, hr, les, tv.plane_spacing, plan)
         if too_small == max_tries:
             raise PatchError(self._too_small(s, self.thick_volumes))
         raise PatchError("could not find an in-plane patch with enough foreground; check the thick volumes")
 
-    def _lesion_pair(self, tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile):
+    def _lesion_pair(self, tv, vi, slice_axis, sweep_axis, plane, col0, first, s, t, profile, transform=None):
         """:func:`extract_pair` on a block of the volume that may get synthetic lesions first, plus the
-        HR lesion map (synthetic soft mask, maximum with the real mask)."""
+        HR lesion map (synthetic soft mask, maximum with the real mask); ``transform``: as extract_pair's."""
         from .lesions import contrast_of
 
         rng, cfg, vol = self.rng, self.lesion_cfg, tv.data
@@ -341,7 +345,7 @@ class PatchSampler:
             lesion = np.maximum(lesion, tv.lesions[region].astype(np.float32))
         args = (slice_axis, sweep_axis, plane - region[sweep_axis].start, 0, first - region[slice_axis].start,
                 s, t, profile, self.lr_rows, self.width)
-        lr, hr = extract_pair(block, *args)
+        lr, hr = extract_pair(block, *args, transform)
         # the lesion map on the HR rows only (the rows extract_pair returns as ``hr``)
         arr = np.transpose(lesion, (sweep_axis, slice_axis, col_axis))
         p0, t0 = args[2], args[4] - centre_row(s)
@@ -364,8 +368,8 @@ class PatchSampler:
 
 def fixed_batches(volumes, n_batches, batch_size, seed, spacing=6, thickness=5.0, profile="boxcar", **patch):
     """Deterministic evaluation/validation batches (paper setting by default), no augmentation, no
-    synthetic lesions, no in-plane pairs (``lesions`` and ``inplane`` options in ``patch`` are ignored, so
-    validation stays comparable)."""
+    synthetic lesions, no in-plane pairs, no realistic degradations (the ``lesions``, ``inplane`` and
+    ``realistic`` options in ``patch`` are ignored, so validation stays comparable)."""
     patch = {k: v for k, v in patch.items() if k not in PATCH_OPTIONS}
     sampler = PatchSampler(volumes, augment=False, seed=seed, **patch)
     return [sampler.batch(batch_size, spacing, thickness, profile) for _ in range(n_batches)]

@@ -7,8 +7,9 @@ Each image as training and inference see it: on the network's in-plane working g
 foreground's 99.5th percentile is 1 (``patches.load_inplane_volume`` for the real scans; the 1 mm volumes of the
 split's ``train`` list are cut into 6 mm slices of 5 mm with ``degrade.simulate_thick_slices`` along each axis).
 Sigma: ``degradations.noise_sigma`` (Immerkær's Laplacian difference, median) on every slice, inside the head mask
-(``consistency.head_mask``). The added sigma that makes a simulated stack as noisy as a real scan is
-``sqrt(real^2 - simulated^2)`` (Gaussian noise adds in variance). Measurements only; no model is chosen here.
+(``consistency.head_mask``). The added sigma that makes a simulated stack as noisy as a real scan of the same
+contrast is ``sqrt(real^2 - simulated^2)`` (Gaussian noise adds in variance), over every pair of a real scan and a
+simulated stack of that contrast (T1w: ce-gd T1w counted as T1w). Measurements only; no model is chosen here.
 """
 
 from __future__ import annotations
@@ -55,24 +56,30 @@ def main(argv=None):
             thick = simulate_thick_slices(vol.data, axis=axis, thickness=5.0, spacing=6.0).data
             rows.append(("simulated 6/5", Path(rel).name, axis, sigma_of(_scaled(thick), axis)))
             print(rows[-1], file=sys.stderr)
-    real = np.array([r[3] for r in rows if r[0] == "real"])
-    sim = np.array([r[3] for r in rows if r[0] != "real"])
+    def contrast(name):
+        return "FLAIR" if "FLAIR" in name else "T2w" if "T2w" in name else "T1w"
+
     q = lambda a, p: float(np.percentile(a, p))  # noqa: E731
-    added = np.sqrt(np.clip(real[:, None] ** 2 - sim[None, :] ** 2, 0, None)).ravel()
     lines = ["# Noise levels: real thick scans and simulated stacks", "",
              "Written by `python training/realistic/noise_levels.py --data-root ../shared/data --out "
              "training/realistic/noise-levels.md` (method in its docstring). Sigma on scaled intensities "
              "(foreground 99.5th percentile = 1), in-plane, inside the head mask.", "",
              "| kind | file | slice axis | sigma |", "|---|---|---|---|"]
     lines += [f"| {k} | {n} | {a} | {s:.4f} |" for k, n, a, s in rows]
-    lines += ["", f"- real scans ({len(real)}): median {np.median(real):.4f}, 10th-90th percentile "
-              f"{q(real, 10):.4f}-{q(real, 90):.4f}, max {real.max():.4f}",
-              f"- simulated 6/5 mm stacks ({len(sim)}): median {np.median(sim):.4f}, 10th-90th percentile "
-              f"{q(sim, 10):.4f}-{q(sim, 90):.4f}",
-              f"- added sigma that brings a simulated stack to a real scan's level, over all pairs: median "
-              f"{np.median(added):.4f}, 90th percentile {q(added, 90):.4f}, max {added.max():.4f}", ""]
+    lines += ["", "| contrast | real scans: n, median (range) | simulated 6/5 mm stacks: n, median (range) | "
+              "added sigma within the contrast: median, 90th percentile, max |", "|---|---|---|---|"]
+    for c in ("FLAIR", "T1w", "T2w"):
+        real = np.array([r[3] for r in rows if r[0] == "real" and contrast(r[1]) == c])
+        sim = np.array([r[3] for r in rows if r[0] != "real" and contrast(r[1]) == c])
+        if not len(real) or not len(sim):
+            continue
+        added = np.sqrt(np.clip(real[:, None] ** 2 - sim[None, :] ** 2, 0, None)).ravel()
+        lines.append(f"| {c} | {len(real)}, {np.median(real):.4f} ({real.min():.4f}-{real.max():.4f}) | "
+                     f"{len(sim)}, {np.median(sim):.4f} ({sim.min():.4f}-{sim.max():.4f}) | "
+                     f"{np.median(added):.4f}, {q(added, 90):.4f}, {added.max():.4f} |")
+    lines.append("")
     args.out.write_text("\n".join(lines))
-    print("\n".join(lines[-4:]))
+    print("\n".join(lines[-6:]))
     return 0
 
 
