@@ -114,8 +114,9 @@ class PairPlan:
 
 
 def draw_plan(cfg, rng):
-    """With probability ``cfg["prob"]`` (:func:`realistic_option`), the degradations of one pair; else None."""
-    if rng.random() >= cfg["prob"]:
+    """With probability ``cfg["prob"]`` (:func:`realistic_option`), the degradations of one pair; else None (and
+    None, drawing nothing, when ``cfg`` is None: the option is off)."""
+    if cfg is None or rng.random() >= cfg["prob"]:
         return None
     gamma = float(np.exp(rng.uniform(np.log(1 - cfg["contrast"]), np.log(1 + cfg["contrast"])))) \
         if cfg["contrast"] > 0 else 1.0

@@ -227,7 +227,7 @@ class PatchSampler:
         cfg = self.lesion_cfg
         if self.thick_volumes and rng.random() < self.inplane_cfg["prob"]:
             return self._inplane_one(s, t, profile)
-        plan = draw_plan(self.realistic_cfg, rng) if self.realistic_cfg is not None else None
+        plan = draw_plan(self.realistic_cfg, rng)
         transform = plan.contrast if plan is not None else None
         too_small = 0
         for _ in range(max_tries):
@@ -281,8 +281,7 @@ class PatchSampler:
         """The rest of the pair's realistic degradations (``plan``: bias field, blur, noise), augmentation (column
         mirror, plane-order reversal, gain), contiguous arrays."""
         rng = self.rng
-        if plan is not None:
-            lr, hr = degrade_pair(lr, hr, plan, rng, hr.shape[1] // lr.shape[1], plane_spacing)
+        lr, hr = degrade_pair(lr, hr, plan, rng, hr.shape[1] // lr.shape[1], plane_spacing)
         if self.augment:
             if rng.random() < 0.5:  # mirror the columns
                 lr, hr = lr[..., ::-1], hr[..., ::-1]
@@ -299,7 +298,7 @@ class PatchSampler:
         """A pair from a thick scan: thick slices simulated along an in-plane axis (1 mm rows), the 3
         channel planes 3 neighbouring real slices, columns along the other in-plane axis."""
         rng = self.rng
-        plan = draw_plan(self.realistic_cfg, rng) if self.realistic_cfg is not None else None
+        plan = draw_plan(self.realistic_cfg, rng)
         too_small = 0
         for _ in range(max_tries):
             tv = self.thick_volumes[rng.integers(len(self.thick_volumes))]

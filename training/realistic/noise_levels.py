@@ -15,6 +15,7 @@ simulated stack of that contrast (T1w: ce-gd T1w counted as T1w). Measurements o
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from prettier_bids.sr.consistency import head_mask  # noqa: E402
 from prettier_bids.sr.degrade import simulate_thick_slices  # noqa: E402
+from prettier_bids.sr.io import suffix_of  # noqa: E402
 from prettier_bids.training.degradations import noise_sigma  # noqa: E402
 from prettier_bids.training.patches import _scaled, load_inplane_volume, load_training_volume  # noqa: E402
 
@@ -40,8 +42,6 @@ def main(argv=None):
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="markdown table to write")
     args = ap.parse_args(argv)
-    import json
-
     split = json.loads((REPO / "prettier_bids" / "data" / "splits.json").read_text())
     rows = []
     for path in sorted((args.data_root / "thick").glob("*.nii*")):
@@ -56,9 +56,6 @@ def main(argv=None):
             thick = simulate_thick_slices(vol.data, axis=axis, thickness=5.0, spacing=6.0).data
             rows.append(("simulated 6/5", Path(rel).name, axis, sigma_of(_scaled(thick), axis)))
             print(rows[-1], file=sys.stderr)
-    def contrast(name):
-        return "FLAIR" if "FLAIR" in name else "T2w" if "T2w" in name else "T1w"
-
     q = lambda a, p: float(np.percentile(a, p))  # noqa: E731
     lines = ["# Noise levels: real thick scans and simulated stacks", "",
              "Written by `python training/realistic/noise_levels.py --data-root ../shared/data --out "
@@ -69,8 +66,8 @@ def main(argv=None):
     lines += ["", "| contrast | real scans: n, median (range) | simulated 6/5 mm stacks: n, median (range) | "
               "added sigma within the contrast: median, 90th percentile, max |", "|---|---|---|---|"]
     for c in ("FLAIR", "T1w", "T2w"):
-        real = np.array([r[3] for r in rows if r[0] == "real" and contrast(r[1]) == c])
-        sim = np.array([r[3] for r in rows if r[0] != "real" and contrast(r[1]) == c])
+        real = np.array([r[3] for r in rows if r[0] == "real" and suffix_of(r[1]) == c])
+        sim = np.array([r[3] for r in rows if r[0] != "real" and suffix_of(r[1]) == c])
         if not len(real) or not len(sim):
             continue
         added = np.sqrt(np.clip(real[:, None] ** 2 - sim[None, :] ** 2, 0, None)).ravel()
