@@ -56,6 +56,10 @@ def main(argv=None):
     p.add_argument("--planes", default="slices", help="comma-separated AdaptSettings.planes values")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--crop", type=int, default=0, help="centre crop of N voxels along each axis (quick runs)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="AdaptSettings.distill: weight of the L1 towards the shipped model's output on the scan's own "
+                        "windows (0: off)")
+    p.add_argument("--params", default="all", choices=("all", "tail"), help="AdaptSettings.params")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -94,7 +98,8 @@ def main(argv=None):
                         continue
                     t0 = time.time()
                     res = super_resolve(img, model=model, slice_thickness=thickness,
-                                        adapt=AdaptSettings(steps=n, learning_rate=lr, seed=a.seed, planes=planes)
+                                        adapt=AdaptSettings(steps=n, learning_rate=lr, seed=a.seed, planes=planes,
+                                                            distill=a.distill, params=a.params)
                                         if n else None)
                     sec = time.time() - t0
                     ps, ss = score(res.image.get_fdata(dtype=np.float32))

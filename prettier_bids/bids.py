@@ -32,6 +32,7 @@ from .sr.preprocess import (
     check_geometry,
     check_output_grid,
     find_slice_axis,
+    in_millimetres,
     plausible_thickness,
 )
 
@@ -257,8 +258,29 @@ def load_bids_filters(path, spec=None):
                        for v in (wanted if isinstance(wanted, list) else [wanted])):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
                                 f"those, not {json.dumps(wanted)}", exitcodes.USAGE)
-        out[by_lower[key.lower()]] = value
+        contrast = by_lower[key.lower()]
+        _check_fixed_entities(contrast, value, spec["queries"][contrast])
+        out[contrast] = value
     return out
+
+
+def _check_fixed_entities(contrast, value, query):
+    """A filter may restate what a contrast's query fixes (fMRIPrep filter files often name ``datatype``,
+    ``suffix``, ``extension``), never change it, and never choose participants (that is ``--participant-label``):
+    BIDSError(64) otherwise (a T1w chosen as FLAIR, a sidecar selected as an image, a subject silently ignored)."""
+    where = f"--bids-filter-file: {contrast.lower()}"
+    if "subject" in value:
+        raise BIDSError(f"{where}.subject: participants are chosen with --participant-label, not in the filter file",
+                        exitcodes.USAGE)
+    for entity in ("datatype", "suffix", "extension"):
+        if entity not in value:
+            continue
+        fixed = query[entity] if isinstance(query[entity], list) else [query[entity]]
+        wanted = value[entity] if isinstance(value[entity], list) else [value[entity]]
+        norm = (lambda v: "." + str(v).lstrip(".")) if entity == "extension" else str
+        if not wanted or not all(isinstance(v, str) and norm(v) in fixed for v in wanted):
+            raise BIDSError(f"{where}.{entity} must be {' or '.join(map(repr, fixed))} (the {contrast} query's), not "
+                            f"{json.dumps(value[entity])}", exitcodes.USAGE)
 
 
 def check_filter_entities(layout, contrast, filters):
@@ -352,6 +374,9 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
         query = dict(spec["queries"][contrast])
         if filters.get(contrast):
             check_filter_entities(layout, contrast, filters[contrast])
+            if sessions and "session" in filters[contrast]:
+                raise BIDSError(f"--bids-filter-file: {contrast.lower()}.session and --session-label both choose "
+                                "sessions: give one of them", exitcodes.USAGE)
         query.update({k: _query_value(v) for k, v in filters.get(contrast, {}).items()})
         query["subject"] = list(subjects)
         if sessions:
@@ -445,7 +470,7 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     cand.skull_stripped = _sidecar_bool(cand, "SkullStripped")
 
     try:
-        img = nib.load(str(cand.path))
+        img = in_millimetres(nib.load(str(cand.path)))  # a header in meters or microns: its geometry in mm
         shape = tuple(int(n) for n in img.shape)
         affine = img.affine
     except Exception as exc:  # nibabel raises many types for corrupt headers
@@ -514,6 +539,10 @@ def select(layout, subjects, sessions=None, contrasts=None, filters=None,
         ses = f", session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""
         raise BIDSError(f"no {what} images found for participant(s) {_abbrev(['sub-' + s for s in subjects])}{ses}"
                         + (" with the --bids-filter-file filters" if filters else ""), exitcodes.NO_MATCH)
+    found = {c.entities.get("subject") for c in cands}
+    for subject in (s for s in subjects if s not in found):  # a participant the selection left out says so
+        ses = f" in session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""
+        LOGGER.warning("participant sub-%s: no image matched%s; nothing to do for it", subject, ses)
     for cand in cands:
         inspect_candidate(cand, min_slice_spacing, output_grid)
     check_unique_outputs(cands, spec)
@@ -539,11 +568,6 @@ def check_unique_outputs(cands, spec=None):
             cand.reason = f"its outputs would also be those of {others} ({name}): remove or rename one of them"
 
 
-def _one_line(text):
-    """A log line that stays one line: control characters (a newline in a file name) shown escaped."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def summarize(cands):
     """A human-readable account of what was found, selected and skipped (one line per image)."""
     n_sub = len({c.subject for c in cands})
@@ -559,6 +583,6 @@ def summarize(cands):
             geo += (f", thickness {c.thickness:g} mm ({c.thickness_source})]" if c.thickness
                     else f", {UNKNOWN_THICKNESS}]" if c.status == "selected" else "]")
         line = f"  {c.status:8s} {c.relpath}{geo}" + (f": {c.reason}" if c.reason else "")
-        lines.append(_one_line(line))
-        lines.extend(_one_line(f"           warning: {w}") for w in c.warnings)
+        lines.append(exitcodes.printable(line))
+        lines.extend(exitcodes.printable(f"           warning: {w}") for w in c.warnings)
     return "\n".join(lines)

@@ -11,6 +11,13 @@ import textwrap
 from dataclasses import dataclass
 
 
+def printable(text):
+    """``text`` kept on one line: control characters (a newline in a file name) shown escaped. Every error and
+    log line a command prints goes through it (``cli.options.error``, the console log, ``bids.summarize``)."""
+    text = str(text)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class ExitCode:
     name: str

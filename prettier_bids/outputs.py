@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
-from .naming import sidecar_of
+from .naming import is_nifti, sidecar_of
 from .sr import io as sr_io
 from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
@@ -102,6 +103,7 @@ class ExpectedOutputs:
     niftis: dict  # kind ("sr", "cubic", "consistency") -> NIfTI path
     figures: list  # the reportlets (figures/*.svg)
     marker_kind: str  # the kind whose sidecar is written last
+    root: Path = None  # the derivatives dataset (CompanionFiles are relative to it)
 
     @property
     def marker(self):
@@ -128,7 +130,7 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None, r
     niftis = {k: root / derivative_relpath(cand.entities, output_desc(k, spec), spec=spec) for k in kinds}
     figures = [root / derivative_relpath(cand.entities, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
                for k in reportlet_kinds(method, cand.entities.get("suffix"), reportlets)]
-    return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1])
+    return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1], root=root)
 
 
 def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None, reportlets=True):
@@ -205,7 +207,13 @@ def read_json(path):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite JSON number (``json`` reads ``NaN`` and ``Infinity``: such a value is malformed, so that one NaN
+    PSNR cannot turn the group's median, and its outlier flags, into NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_strings(v):
@@ -234,6 +242,9 @@ SIDECAR_TYPES = {
     "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
         isinstance(x, str) for x in v.values())),
     "SliceThicknessSource": ("a string", lambda v: isinstance(v, str)),
+    "CompanionFiles": ("an object of file records", lambda v: isinstance(v, dict) and all(
+        isinstance(r, dict) and _is_int(r.get("Size")) and _is_int(r.get("MTimeNs")) and isinstance(r.get("SHA256"), str)
+        for r in v.values())),
     "ProjectionSkipped": ("a string", lambda v: isinstance(v, str)),
     "SliceThicknessEstimate": ("an object", lambda v: isinstance(v, dict)),
     "SourceFile": ("an object with Size, MTimeNs and SHA256", lambda v: isinstance(v, dict) and all(
@@ -251,19 +262,64 @@ def source_file(path):
     return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": sr_io.file_sha256(path)}
 
 
+def file_changed(recorded, path):
+    """How the file at ``path`` differs from what :func:`source_file` recorded of it (``size 10 -> 12 bytes``,
+    ``same size, other content``), or None: size and time first, the SHA-256 only when they differ (a copy
+    that did not keep the time, a touch)."""
+    st = os.stat(path)
+    if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
+        return None
+    if st.st_size != recorded["Size"]:
+        return f"size {recorded['Size']} -> {st.st_size} bytes"
+    if sr_io.file_sha256(path) != recorded["SHA256"]:
+        return "same size, other content"
+    return None  # touched, same bytes
+
+
 def source_changed(recorded, path):
     """Why the input at ``path`` is not the file an output recorded (``SourceFile``), or None. Outputs without
     the record (made before it existed) are taken as made from this file."""
     if not recorded:
         return None
-    st = os.stat(path)
-    if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
+    how = file_changed(recorded, path)
+    return f"the input file changed ({how})" if how else None
+
+
+def companion_records(base, files):
+    """``CompanionFiles`` of a completion marker: :func:`source_file` of each of ``files`` (the outputs stored
+    before it: maps, baseline, figures; with each one's JSON sidecar) by path relative to ``base``, so that a
+    later run can tell that one of them was rewritten by another run (another ``--method`` writes the same
+    consistency map) or lost."""
+    out = {}
+    for f in files:
+        f = Path(f)
+        for path in (f, sidecar_of(f)) if is_nifti(f) else (f,):
+            if path.is_file():
+                out[path.relative_to(base).as_posix()] = source_file(path)
+    return out
+
+
+def companions_changed(meta, expected):
+    """Why the outputs stored with a completion marker (its ``CompanionFiles``) are not those on disk now, or
+    None: a map or baseline (or its sidecar) rewritten since, or a figure the marker's run did not make (a run
+    with ``--no-reportlets`` redid the output: the figures on disk show the older one). Figures are checked by
+    name only: the subject report's assembler (nireports) rewrites them in place. Markers without the record
+    (made before it existed) are not checked."""
+    recorded = meta.get("CompanionFiles")
+    if recorded is None or expected.root is None:
         return None
-    if st.st_size != recorded["Size"]:
-        return f"the input file changed (size {recorded['Size']} -> {st.st_size} bytes)"
-    if sr_io.file_sha256(path) != recorded["SHA256"]:
-        return "the input file changed (same size, other content)"
-    return None  # touched, same bytes
+    for path in expected.all_files():
+        if path == expected.marker or path == expected.niftis[expected.marker_kind] or not path.is_file():
+            continue  # the marker and its image are checked otherwise; a missing file is said below
+        rel = path.relative_to(expected.root).as_posix()
+        if rel not in recorded:
+            return f"{path.name} was not made with {expected.marker.name} (another run's)"
+        if path in expected.figures:  # the report generator (nireports) rewrites figures in place: named only
+            continue
+        how = file_changed(recorded[rel], path)
+        if how:
+            return f"{path.name} changed since {expected.marker.name} was written ({how}; another run's?)"
+    return None
 
 
 def sidecar_problem(meta):
@@ -404,6 +460,8 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
         changed = thickness_changed(meta, cand)
         if changed:
             return False, changed
+        if "SkullStripped" in meta and meta["SkullStripped"] != cand.skull_stripped:
+            return False, f"SkullStripped changed: {meta['SkullStripped']} -> {cand.skull_stripped}"
     if slice_profile is not None and meta.get("SliceProfile", slice_profile) != slice_profile:
         return False, f"SliceProfile changed: {meta['SliceProfile']} -> {slice_profile}"
     if output_grid is not None and meta.get("OutputGrid", "1mm") != output_grid:
@@ -420,6 +478,9 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
     missing = [p.name for p in expected.all_files() if not p.is_file()]
     if missing:
         return False, "missing " + ", ".join(missing)
+    changed = companions_changed(meta, expected)
+    if changed:
+        return False, changed
     return True, ""
 
 

@@ -141,13 +141,46 @@ def is_within(path, folder):
     return _below(Path(path).resolve(), Path(folder).resolve())
 
 
-def into_dataset(path, dataset, allowed=("derivatives",)):
+def linked_folders(dataset, allowed=("derivatives",)):
+    """The resolved targets of the folders of ``dataset`` that are symlinks, at the levels a BIDS layout reads
+    them through (``sub-XX``, ``sub-XX/ses-YY``, ``sub-XX[/ses-YY]/anat``; any top-level folder but ``allowed``):
+    parts of the input dataset that live elsewhere, where no output may go either."""
+    dataset = Path(dataset)
+    out, level = [], [dataset]
+    for _ in range(3):
+        nxt = []
+        for folder in level:
+            try:
+                entries = list(folder.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if folder == dataset and entry.name in allowed:
+                    continue
+                try:
+                    if not entry.is_dir():
+                        continue
+                except OSError:
+                    continue
+                if entry.is_symlink():
+                    out.append(entry.resolve())
+                elif entry.name.startswith(("sub-", "ses-")):
+                    nxt.append(entry)
+        level = nxt
+    return out
+
+
+def into_dataset(path, dataset, allowed=("derivatives",), links=None):
     """True when ``path``, resolved (symlinks followed as far as they exist), lies in the dataset folder ``dataset``
     (resolved) but not below one of its subfolders ``allowed`` (names relative to ``dataset``, not resolved: a
-    ``derivatives`` symlink into the raw data does not make the raw data allowed)."""
+    ``derivatives`` symlink into the raw data does not make the raw data allowed), or in the target of one of the
+    dataset's symlinked folders (:func:`linked_folders`: ``BIDS_DIR/sub-02 -> /elsewhere/sub-02``; ``links``: their
+    list when the caller has it, so that a check of many folders walks the dataset once)."""
     real = Path(path).resolve()
     real_dataset = Path(dataset).resolve()
-    return _below(real, real_dataset) and not any(_below(real, real_dataset / a) for a in allowed)
+    if _below(real, real_dataset):
+        return not any(_below(real, real_dataset / a) for a in allowed)
+    return any(_below(real, target) for target in (linked_folders(dataset, allowed) if links is None else links))
 
 
 def check_output_files(root, files):
@@ -169,7 +202,8 @@ def check_output_dirs(root, folders, input_dir=None):
     and by the derivatives sink before each write."""
     root = Path(root).absolute()
     real_root = root.resolve()
-    if input_dir is not None and into_dataset(root, input_dir):
+    links = linked_folders(input_dir) if input_dir is not None else []  # walked once, not per folder
+    if input_dir is not None and into_dataset(root, input_dir, links=links):
         raise OutputPathError(f"the output folder {root} resolves to {real_root}, inside BIDS_DIR {input_dir} (the "
                               "input dataset is never written): remove that symlink or use another OUTPUT_DIR",
                               exitcodes.USAGE)
@@ -179,7 +213,7 @@ def check_output_dirs(root, folders, input_dir=None):
         folder = root / rel
         real = folder.resolve()
         inside_input = input_dir is not None and _below(real, Path(input_dir).resolve())
-        if not _below(real, real_root) or (input_dir is not None and into_dataset(folder, input_dir)):
+        if not _below(real, real_root) or (input_dir is not None and into_dataset(folder, input_dir, links=links)):
             where = f"inside BIDS_DIR {input_dir}" if inside_input else f"outside {root}"
             raise OutputPathError(f"the output folder {folder} resolves to {real}, {where} (through the symlink "
                                   f"{_first_link(root, folder)}): outputs never leave {root}; remove that symlink",

@@ -32,7 +32,7 @@ def test_too_small_a_scan_is_skipped():
 
 
 def test_bad_settings_are_refused():
-    for kw in ({"steps": 0}, {"batch": 0}, {"learning_rate": 0.0}):
+    for kw in ({"steps": 0}, {"batch": 0}, {"learning_rate": 0.0}, {"distill": -1.0}, {"params": "head"}):
         with pytest.raises(ValueError):
             AdaptSettings(**kw)
 
@@ -65,6 +65,33 @@ def test_adaptation_lowers_the_loss_on_the_scans_pairs(tiny_weights, one_torch_t
     model = load_model(weights=tiny_weights).model
     tuned, info = adapt_model(model, x, 2, 4, 4.0, 1.0, settings=AdaptSettings(steps=40, learning_rate=3e-3))
     assert info["L1Last"] < info["L1First"]
+
+
+def test_distillation_keeps_the_copy_near_the_shipped_model_on_the_scans_windows(tiny_weights, one_torch_thread):
+    """``distill`` (research setting of benchmarks/adapt.py): the same steps and learning rate move the copy's
+    output on the scan's own inference windows less than without it; ``params="tail"`` tunes the upsampler only."""
+    from scipy import ndimage
+
+    from prettier_bids.sr.adapt import scan_windows
+
+    rng = np.random.default_rng(1)
+    x = ndimage.gaussian_filter(rng.random((48, 48, 8)), (2, 2, 0.5)).astype(np.float32) * 4
+    model = load_model(weights=tiny_weights).model
+    win = torch.from_numpy(scan_windows(x, 2, np.random.default_rng(9), 8))
+    with torch.no_grad():
+        ref = model(win, 4)
+
+    def drift(**kw):
+        tuned, info = adapt_model(model, x, 2, 4, 4.0, 1.0, settings=AdaptSettings(steps=40, learning_rate=3e-3, **kw))
+        with torch.no_grad():
+            return float((tuned(win, 4) - ref).abs().mean()), tuned, info
+
+    free, _, _ = drift()
+    held, _, info = drift(distill=10.0)
+    assert held < free and info["Distill"] == 10.0
+    _, tail, info = drift(params="tail")
+    changed = {k for k, v in tail.state_dict().items() if not torch.equal(v, model.state_dict()[k])}
+    assert changed and all(k.startswith("upsample.") for k in changed) and info["Parameters"] == "tail"
 
 
 def test_prettier_sr_adapt_option_records_it(thick_nifti, tiny_weights, tmp_path, one_torch_thread):

@@ -103,7 +103,8 @@ def test_sheared_and_flipped_affines(tmp_path, capsys, kind):
     # a qform cannot hold a shear: it is unset rather than a shear-free approximation (wrong by centimetres)
     src_hdr = nib.load(src).header
     assert int(out.header["sform_code"]) == int(src_hdr["sform_code"]) > 0
-    assert int(out.header["qform_code"]) == (0 if sheared else int(src_hdr["qform_code"]) or 1)
+    # without a qform code the output's qform takes the sform's (the same affine; was 1, "scanner", whatever it was)
+    assert int(out.header["qform_code"]) == (0 if sheared else int(src_hdr["qform_code"]) or int(src_hdr["sform_code"]))
     if not sheared:
         np.testing.assert_allclose(out.header.get_qform(), out.affine, atol=1e-4)
     assert [ln for ln in lines if "warning" in ln] == (

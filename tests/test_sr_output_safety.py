@@ -93,7 +93,8 @@ def test_missing_folder_fails_before_computing(tmp_path, capsys, thick_nifti, mo
 
     monkeypatch.setattr(reconstruct, "super_resolve", lambda *a, **k: pytest.fail("computed before the check"))
     out = tmp_path / "o.nii.gz"
-    rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", option, tmp_path / "no" / "x.json")
+    name = "x.nii.gz" if option == "--consistency-map" else "x.json"  # (a map must have a NIfTI name: 64)
+    rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", option, tmp_path / "no" / name)
     assert rc == 73
     one_error(lines, "does not exist")
     assert not out.exists()

@@ -285,3 +285,27 @@ def test_lesion_weighted_loss_hook(tmp_path):
     off = Trainer(_cfg(patch={"lesions": lesions}), vols[:1], vols[1:], tmp_path / "run2", device="cpu")
     assert float(off.content_loss(pred, hr_t, lesion)) == float(plain)
     assert float(trainer.step(lr_t, hr_t, factor, lesion)) > 0  # a real update runs with the map
+
+
+def test_a_diverging_optuna_trial_is_pruned_not_the_end_of_the_search(tmp_path, monkeypatch):
+    """A trial whose loss became NaN raised TrainingDiverged out of study.optimize: exit 1, every trial lost."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from prettier_bids.training import tune
+    from prettier_bids.training.train import TrainingDiverged
+
+    fit, calls = tune.Trainer.fit, []
+
+    def first_diverges(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TrainingDiverged("training diverged at step 2")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(tune.Trainer, "fit", first_diverges)
+    vols = _volumes()
+    study = tune.optuna_search(_cfg(steps=6, model={"n_blocks": None, "n_feats": None}), vols[:1], vols[1:],
+                               tmp_path / "opt", n_trials=2, trial_steps=4)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.PRUNED and optuna.trial.TrialState.COMPLETE in states
+    assert (tmp_path / "opt" / "optuna.json").is_file()

@@ -31,7 +31,36 @@ def _import_deferring_ctrl_c(module):
     return mod, bool(seen)
 
 
+class _PipeSafe:
+    """A console stream whose reader may have gone (``prettier-sr ... 2>&1 | head -1``): once a write finds the pipe
+    closed, messages are dropped, so that the command still finishes its work and writes its outputs (a
+    BrokenPipeError in a progress line used to abort the run with exit 1 and no output)."""
+
+    def __init__(self, stream):
+        self._stream, self._closed = stream, False
+
+    def write(self, text):
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._closed = True
+        return len(text)
+
+    def flush(self):
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._closed = True
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _run(prog, module):
+    if sys.stderr is not None and not isinstance(sys.stderr, _PipeSafe):
+        sys.stderr = _PipeSafe(sys.stderr)
     try:
         mod, interrupted = _import_deferring_ctrl_c(module)
         if interrupted:

@@ -103,7 +103,7 @@ def _main(args):
     from ..evaluation import benchmark as ev
     from ..evaluation import spent
     from ..sr.consistency import projection_note
-    from ..sr.io import write_text_atomic
+    from ..sr.io import AtomicGroup, write_text_atomic
     from ..sr.models import WeightsError
     from ..training.patches import READ_ERRORS, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
@@ -118,31 +118,31 @@ def _main(args):
     axes, settings = args.axes, args.settings
     modes = ev.THICKNESS_MODES if args.thickness == "both" else (args.thickness,)
     out_dir = Path(args.out_dir) if args.out_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
     for contrast, entries in test.items():  # a subject that trained or chose the model is no clean test of it
         spent.warn_spent(models.for_contrast(contrast).name, [e["file"] for e in entries])
     t0 = time.time()
-    scores, vols = [], {}
+    loaded = []  # every test volume is read and checked before any is evaluated
     for contrast, entries in test.items():
         for entry in entries:
             path = Path(args.data_root) / entry["file"]
             if not path.is_file():
                 raise CLIError(f"test volume not found: {path}", exitcodes.NOINPUT)
             try:
-                vol = load_training_volume(path, name=entry["file"])
+                loaded.append((contrast, entry, load_training_volume(path, name=entry["file"])))
             except READ_ERRORS as exc:
                 raise CLIError(f"cannot read test volume {path}: {exc}", exitcodes.NOINPUT) from None
-            vols.setdefault(contrast, []).append(vol)
-            mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
-            keep = (2, 6.0) if out_dir else None
-            s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
-                                            settings, axes, args.batch_size, keep_example=keep,
-                                            project=args.project, precision=args.precision, thickness_modes=modes)
-            scores += s
-            if example is not None and out_dir:
-                ev.save_figure(example, out_dir / f"figure_{Path(entry['file']).name.split('.')[0]}.png",
-                               f"{entry['file']} (axial 5/6 mm simulated)")
+    scores, vols, figures = [], {}, []
+    for contrast, entry, vol in loaded:
+        vols.setdefault(contrast, []).append(vol)
+        mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
+        keep = (2, 6.0) if out_dir else None
+        s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
+                                        settings, axes, args.batch_size, keep_example=keep,
+                                        project=args.project, precision=args.precision, thickness_modes=modes)
+        scores += s
+        if example is not None and out_dir:
+            figures.append((ev.render_figure(example, f"{entry['file']} (axial 5/6 mm simulated)"),
+                            out_dir / f"figure_{Path(entry['file']).name.split('.')[0]}.png"))
     table = ev.summarise(scores)
     # the headline (read by benchmarks/ablation.sh) keeps its meaning: thickness known, unless only hidden ran
     head = ev.headline(scores, thickness_given="known" in modes)
@@ -171,7 +171,11 @@ def _main(args):
            + f"; {projection_note(args.project)}; {precision_note(args.precision)}; {time.time() - t0:.0f} s"]
     text = "\n".join(md)
     print(text)
-    if out_dir:
+    if out_dir:  # written only once every volume is scored: a failed run leaves no partial results
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with AtomicGroup() as group:
+            for png, path in figures:
+                group.reserve(path).write_bytes(png)
         write_text_atomic(text + "\n", out_dir / "tables.md")
         write_text_atomic(json.dumps(
             {"volumes": [s.__dict__ for s in scores], "summary": table, "headline": head,

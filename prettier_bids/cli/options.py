@@ -35,8 +35,15 @@ class CLIError(exitcodes.CodedError):
 
 def error(prog, msg, code):
     """Print ``PROG: error: MSG`` on stderr; returns ``code``."""
-    print(f"{prog}: error: {msg}", file=sys.stderr)
+    print(f"{prog}: error: {exitcodes.printable(msg)}", file=sys.stderr)
     return code
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Console log records stay one line each (:func:`exitcodes.printable`), tracebacks (``-v``) aside."""
+
+    def formatMessage(self, record):
+        return exitcodes.printable(super().formatMessage(record))
 
 
 def setup_logging(prog, level=logging.INFO, timestamps=False, logger_names=False, package_only=False):
@@ -51,6 +58,10 @@ def setup_logging(prog, level=logging.INFO, timestamps=False, logger_names=False
     level is still set)."""
     fmt = ("%(asctime)s " if timestamps else f"{prog}: ") + ("%(name)s " if logger_names else "") + "%(message)s"
     logging.basicConfig(level=logging.WARNING if package_only else level, format=fmt, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler.formatter, _OneLineFormatter) and handler.formatter is not None \
+                and getattr(handler, "stream", None) is sys.stderr:
+            handler.setFormatter(_OneLineFormatter(handler.formatter._fmt))
     logging.getLogger("prettier_bids").setLevel(level)  # also undoes an earlier call's level in this process
 
 
@@ -216,7 +227,7 @@ def check_device_available(dev):
 def one_line(exc):
     """``ExcType: first line of the message`` for an unexpected exception."""
     text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+    return exitcodes.printable(f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__)
 
 
 class Terminated(KeyboardInterrupt):

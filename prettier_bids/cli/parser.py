@@ -139,8 +139,8 @@ def validate(args):
     except BIDSError as exc:
         raise CLIError(str(exc), exc.code) from None
     output_dir = check_output_location(args.output_dir, bids_dir)
-    work = check_work_location(args.work_dir, bids_dir, output_dir)
-    if args.analysis_level == "participant" and not args.reports_only:  # the group level never reads it
+    if args.analysis_level == "participant" and not args.reports_only:  # the group level never uses it
+        work = check_work_location(args.work_dir, bids_dir, output_dir)
         check_work_outside_derivatives(work, output_dir)
         check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
@@ -178,11 +178,11 @@ def check_work_location(work_dir, bids_dir, output_dir):
     """Check the work directory (``-w``, default ``./work``) without creating anything: it must not lie inside
     BIDS_DIR (Nipype would write its intermediate files into the input dataset) unless it lies inside OUTPUT_DIR
     (allowed under BIDS_DIR/derivatives/), and it must be creatable. Symlinks are resolved."""
-    from ..paths import is_within
+    from ..paths import into_dataset, is_within
 
     work = Path(work_dir).absolute()
     bids = Path(bids_dir).absolute()
-    if is_within(work, bids) and not is_within(work, output_dir):
+    if into_dataset(work, bids, allowed=()) and not is_within(work, output_dir):
         raise CLIError(f"the work directory {work} is inside BIDS_DIR {bids} (the input dataset is never written): "
                        "use -w with a folder outside BIDS_DIR (or inside OUTPUT_DIR)", exitcodes.USAGE)
     check_folder("the work directory", work, exitcodes.CANTCREAT)

@@ -106,13 +106,16 @@ def remove_made_dirs(created):
 
 
 def abandon_run(root):
-    """SIGTERM once OUTPUT_DIR exists (Nipype is running nodes in this process and its pool): stop the pool's
+    """SIGTERM (or Ctrl-C) once OUTPUT_DIR exists (Nipype is running nodes in this process and its pool): stop the pool's
     workers and remove the temporaries of this run's processes (every output is written as a temporary and
-    renamed, so what remains is whole files only); the caller then exits 143 at once."""
+    renamed, so what remains is whole files only); the caller then exits 143 at once (SIGTERM) or 130 (Ctrl-C)."""
+    import logging
     import multiprocessing
 
     from ..sr.io import remove_temporaries
 
+    # the pool's manager thread reports the workers killed here as a BrokenProcessPool traceback: not the user's news
+    logging.getLogger("concurrent.futures").disabled = True
     workers = multiprocessing.active_children()
     for proc in workers:
         proc.kill()
@@ -226,6 +229,9 @@ def run_participant_level(config):
         if config.reports_only:
             return reports_only(config, subjects, cands)
         return participant(config, models, subjects, cands)
+    except KeyboardInterrupt:  # Ctrl-C: the pool's workers ignore it (workflows/multiproc.py): stop them here
+        abandon_run(config.output_root)
+        raise
     finally:
         close_log_file(handler)
         if lock is not None:
@@ -329,11 +335,27 @@ def skip_complete(cands, expected, models, config):
             LOGGER.info("already done, skipping: %s", cand.relpath)
         elif expected[cand.relpath].marker.is_file():  # outputs of an earlier run that no longer fit
             LOGGER.info("redoing %s: %s", cand.relpath, why)
+            if not config.reportlets:  # its figures would go on showing the earlier output
+                _remove_figures(cand, config)
             todo.setdefault(cand.subject, []).append(cand)
         else:
             LOGGER.debug("to do: %s (%s)", cand.relpath, why)
             todo.setdefault(cand.subject, []).append(cand)
     return todo
+
+
+def _remove_figures(cand, config):
+    """Remove the figures of ``cand``'s earlier output (what a run with reportlets makes for it), before a redo
+    with ``--no-reportlets``: the subject report shows every figure on disk."""
+    from ..outputs import expected_outputs
+
+    figures = expected_outputs(cand, config.output_root, config.method, config.write_cubic, reportlets=True).figures
+    removed = [p for p in figures if p.is_file()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        LOGGER.info("removed %d figure(s) of the earlier output of %s (--no-reportlets: they showed that output)",
+                    len(removed), cand.relpath)
 
 
 def process(todo, expected, models, config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads (default: all)")
     p.add_argument("--consistency-map", default=None, metavar="FILE",
                    help="also write the consistency error map (input grid)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the run's metadata as JSON")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the run's metadata as JSON (- : on stdout)")
     add_adapt_options(p)
     p.add_argument("--force", action="store_true", help="process images that are already high resolution")
     p.add_argument("--strict", action="store_true",
@@ -114,9 +115,12 @@ def _main(args):
     # Ctrl-C) are not this command's output
     setup_logging(PROG, level=logging.WARNING if args.quiet else logging.INFO, package_only=True)
     from ..paths import OutputPathError, check_output_paths
-    from ..sr.io import clean_stale_temporaries, is_nifti_name, missing_content
+    from ..sr.io import clean_stale_temporaries, image_files, is_nifti_name, missing_content
 
     inp, out = Path(args.input), Path(args.output)
+    json_to_stdout = args.json == "-"  # `--json -`: the sidecar on stdout, no file
+    if json_to_stdout:
+        args.json = None
     adapt = adapt_settings(args, args.method)
     broken = missing_content(inp)
     if broken:
@@ -125,14 +129,19 @@ def _main(args):
         raise CLIError(f"input file not found: {inp}", exitcodes.NOINPUT)
     if not is_nifti_name(out):
         raise CLIError(f"output must be a file name ending in .nii or .nii.gz: {out}", exitcodes.USAGE)
+    if args.consistency_map is not None and not is_nifti_name(args.consistency_map):
+        raise CLIError(f"--consistency-map must be a file name ending in .nii or .nii.gz: {args.consistency_map}",
+                       exitcodes.USAGE)
     outputs = [out, args.consistency_map, args.json]
     labelled = [("output", out), ("--consistency-map", args.consistency_map), ("--json", args.json)]
-    try:  # every output location is checked before any work (and none may be the input)
-        check_output_paths([inp], labelled)
+    # the inputs no output may replace: the image (both files of a .hdr/.img pair) and a --weights file
+    inputs = image_files(inp) + ([Path(args.weights)] if args.weights else [])
+    try:  # every output location is checked before any work (and none may be an input)
+        check_output_paths(inputs, labelled)
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
     for path in (Path(o) for o in outputs if o is not None):  # temporaries of killed earlier runs
-        clean_stale_temporaries(path.parent if str(path.parent) else Path("."), names=[path.name])
+        clean_stale_temporaries(path.parent if str(path.parent) else Path("."), names=[path.name], keep=inputs)
 
     import nibabel as nib
     import torch
@@ -183,6 +192,11 @@ def _main(args):
         why = "disk full" if is_disk_full(exc) else (exc.strerror or str(exc))
         raise CLIError(f"cannot write output: {why} ({getattr(exc, 'filename', None) or out}); nothing was written",
                        exitcodes.CANTCREAT) from None
+    if json_to_stdout:
+        try:
+            print(json.dumps(res.sidecar(), indent=2), flush=True)
+        except BrokenPipeError:  # the reader left (`| head`): the outputs are written; nothing more to say there
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if not args.quiet:
         print(f"{PROG}: wrote {out} ({'x'.join(map(str, info['OutputShape']))} voxels of "
               f"{'x'.join(f'{z:.2f}' for z in info['OutputVoxelSize'])} mm) in {time.time() - t0:.1f} s"

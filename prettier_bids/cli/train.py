@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from pathlib import Path
 
 from .. import __version__, exitcodes
 from .options import (
     CapAtCPUs,
     CLIError,
     UsageParser,
+    check_device_available,
     check_folder,
+    device,
     finite_float,
     guarded_main,
     int_at_least,
@@ -36,7 +40,8 @@ def build_parser():
                    help="total steps (overrides the config; also the horizon of a cosine schedule)")
     p.add_argument("--max-minutes", type=finite_float(0.0), default=None, help="stop cleanly after this long; rerun to resume")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
+    p.add_argument("--device", type=lambda v: "auto" if v.strip().lower() == "auto" else device(v), default="auto",
+                   help="auto (GPU if present), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
@@ -64,10 +69,15 @@ def _main(args):
 
     from ..sr.models import WeightsError
     from ..training.patches import READ_ERRORS, PatchError, inplane_prob
-    from ..training.train import CheckpointError, load_config, load_split_volumes, resolve_init_weights, train
+    from ..paths import OutputPathError, check_distinct
+    from ..training.train import (RUN_WEIGHTS, CheckpointError, TrainingDiverged, load_config, load_split_volumes,
+                                  resolve_init_weights, train)
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    problem = check_device_available(args.device)
+    if problem:
+        raise CLIError(problem, exitcodes.USAGE)
     try:
         over = {}
         if args.init_weights:
@@ -77,7 +87,9 @@ def _main(args):
         if args.workers is not None:
             over["workers"] = args.workers
         cfg = load_config(args.config, over)
-        resolve_init_weights(cfg.init_weights, cfg.init_sha256)  # a wrong name, path or pin fails before the data
+        init = resolve_init_weights(cfg.init_weights, cfg.init_sha256)  # a wrong name, path or pin fails first
+        if init is not None:  # the run's own weights files must not replace the file it starts from
+            check_distinct([init], [("--out", Path(args.out) / name) for name in RUN_WEIGHTS])
         inplane = inplane_prob(cfg.patch.inplane) > 0
         if inplane and not split.get("train_inplane"):
             raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "
@@ -87,6 +99,8 @@ def _main(args):
         if inplane:
             train_vols += load_split_volumes(args.data_root, "train_inplane", split["train_inplane"], inplane=True)
         val_vols = load_split_volumes(args.data_root, "validation", split["validation"])
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
     except (KeyError, WeightsError, *READ_ERRORS) as exc:
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
     if args.optuna:
@@ -102,7 +116,10 @@ def _main(args):
         raise CLIError(str(exc), exitcodes.NOINPUT if exc.unreadable else exitcodes.USAGE) from None
     except (WeightsError, PatchError) as exc:  # --init-weights that do not fit the model; volumes too small
         raise CLIError(str(exc), exitcodes.NOINPUT) from None
-    print(json.dumps({"run_dir": str(res.run_dir), "step": res.step, "best_val_loss": res.best_val}))
+    except TrainingDiverged as exc:
+        raise CLIError(str(exc), exitcodes.FAIL) from None
+    best = res.best_val if math.isfinite(res.best_val) else None  # no validation yet: null, not Infinity
+    print(json.dumps({"run_dir": str(res.run_dir), "step": res.step, "best_val_loss": best}))
     return exitcodes.OK
 
 

@@ -262,7 +262,11 @@ def markdown_patch_table(res):
     return "\n".join(lines)
 
 
-def save_figure(example, path, title=""):
+def render_figure(example, title=""):
+    """The PNG bytes of the LR/cubic/model/HR figure of one kept example (written by the caller once its run has
+    succeeded)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,8 +287,11 @@ def save_figure(example, path, title=""):
         a.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=90, format="png")
     plt.close(fig)
+    return buf.getvalue()
+
 
 
 # --- Real-scan self-check (benchmarks/real.py): merge pairs of real slices, recover the originals --------

@@ -12,7 +12,10 @@
   sform = affine, codes kept, units mm), anything else (the reportlets' SVGs) copied byte for byte;
 * the JSON sidecar is written after its image (atomically too): ``meta_dict`` then the entries of ``info`` that
   are not None (only ``info_keys`` when given), in that order. The workflow orders the sinks so that the main
-  output's sidecar, the completion marker, is the last file of each input (``wait_for``).
+  output's sidecar, the completion marker, is the last file of each input (``wait_for``); with ``record_files``
+  it records those earlier files (``CompanionFiles``: size, time, SHA-256), so that a rerun can tell when
+  another run has rewritten one of them (:func:`~prettier_bids.outputs.companions_changed`);
+* a sink always runs (never taken from Nipype's cache): a stored file that was removed is stored again.
 
 The interface never changes its own inputs while it runs (Nipype hashes them).
 """
@@ -44,7 +47,9 @@ class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
     info = traits.Dict(desc="sidecar entries computed by the workflow (added after meta_dict, None dropped)")
     info_keys = traits.List(Str, desc="keep only these keys of info (default: all)")
     write_sidecar = traits.Bool(True, usedefault=True, desc="write the JSON sidecar")
-    wait_for = traits.List(traits.Any, desc="outputs that must be stored before this one (ordering only)")
+    wait_for = traits.List(traits.Any, desc="outputs that must be stored before this one")
+    record_files = traits.Bool(False, usedefault=True,
+                               desc="record the wait_for files in the sidecar (CompanionFiles: the completion marker)")
 
 
 class _DerivativesSinkOutputSpec(TraitedSpec):
@@ -66,6 +71,9 @@ class DerivativesSink(SimpleInterface):
 
     input_spec = _DerivativesSinkInputSpec
     output_spec = _DerivativesSinkOutputSpec
+    #: Nipype never takes a sink as done from its cache: a file removed from the derivatives (or rewritten by a
+    #: run with other options) is stored again whenever the input is processed
+    _always_run = True
 
     def _run_interface(self, runtime):
         from ..naming import derivative_relpath, is_nifti, sidecar_of, split_ext
@@ -95,9 +103,21 @@ class DerivativesSink(SimpleInterface):
             meta = sidecar_entries(self.inputs.meta_dict if isdefined(self.inputs.meta_dict) else {},
                                    self.inputs.info if isdefined(self.inputs.info) else {},
                                    self.inputs.info_keys if isdefined(self.inputs.info_keys) else None)
+            if self.inputs.record_files and isdefined(self.inputs.wait_for):
+                from ..outputs import companion_records
+
+                meta["CompanionFiles"] = companion_records(base, _flat(self.inputs.wait_for))
             write_text_atomic(json.dumps(meta, indent=2) + "\n", sidecar)
             self._results["out_meta"] = str(sidecar)
         return runtime
+
+
+def _flat(items):
+    """The file paths in ``items`` (a Merge node's output: paths and lists of paths)."""
+    out = []
+    for item in items:
+        out += _flat(item) if isinstance(item, (list, tuple)) else [item] if isinstance(item, str) else []
+    return out
 
 
 __all__ = ["DerivativesSink", "sidecar_entries"]

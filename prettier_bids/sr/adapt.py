@@ -54,10 +54,18 @@ class AdaptSettings:
     #: the 3 channel planes: ``slices`` (neighbouring real slices, the training's in-plane pairs) or ``inplane``
     #: (neighbouring in-plane rows ~1 mm apart, as at inference; the columns then run along the thick axis)
     planes: str = "slices"
+    #: weight of a distillation term: L1 between the adapted and the shipped model's outputs on windows of the
+    #: scan itself laid out as at inference (through-plane rows), so that the in-plane pairs do not make the
+    #: network forget the through-plane direction (0: off)
+    distill: float = 0.0
+    #: which parameters are tuned: ``all``, or ``tail`` (the through-plane upsampler only)
+    params: str = "all"
 
     def __post_init__(self):
         if self.planes not in ("slices", "inplane"):
             raise ValueError("planes must be 'slices' or 'inplane'")
+        if self.params not in ("all", "tail") or not float(self.distill) >= 0:
+            raise ValueError("params must be 'all' or 'tail', distill >= 0")
         if int(self.steps) < 1 or int(self.batch) < 1 or not float(self.learning_rate) > 0:
             raise ValueError("adaptation needs steps >= 1, batch >= 1 and a positive learning rate")
 
@@ -102,10 +110,32 @@ def inplane_pairs(x, axis, factor, thickness_ratio, profile, rng, n, planes="sli
     return np.stack(lrs), np.stack(hrs)
 
 
-def adapt_model(model, x, axis, factor, spacing, thickness_ratio, profile="boxcar", settings=None, device="cpu"):
+def scan_windows(x, axis, rng, n, rows=LR_ROWS, width=WIDTH):
+    """``n`` inference windows of the scaled working-grid volume ``x`` (thick along ``axis``): 3 neighbouring
+    in-plane planes as channels, rows along the thick axis, columns along the other in-plane axis, as
+    :func:`prettier_bids.sr.reconstruct.sweep` feeds the network. Returns float32 (n, 3, rows, width)."""
+    inplane = [a for a in range(3) if a != axis]
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(2))
+        sw, other = inplane[k], inplane[1 - k]
+        arr = np.moveaxis(x, (sw, axis, other), (0, 1, 2))
+        r = min(rows, arr.shape[1])
+        w = min(width, arr.shape[2])
+        c = int(rng.integers(1, arr.shape[0] - 1))
+        r0 = int(rng.integers(0, arr.shape[1] - r + 1))
+        w0 = int(rng.integers(0, arr.shape[2] - w + 1))
+        out.append(arr[c - 1:c + 2, r0:r0 + r, w0:w0 + w])
+    return np.stack(out).astype(np.float32)
+
+
+def adapt_model(model, x, axis, factor, spacing, thickness_ratio, profile="boxcar", settings=None, device="cpu",
+                window_conditions=None):
     """A copy of ``model`` (an ``nn.Module``) fine-tuned on :func:`inplane_pairs` of ``x`` (the scaled working
     grid of one scan, thick along ``axis``; ``spacing``: its slice spacing in mm, the channel planes' spacing
-    told to a conditioned model). Returns (the adapted copy in eval mode, a dict for the sidecar)."""
+    told to a conditioned model). With ``settings.distill``, each step also pulls the copy's output on
+    :func:`scan_windows` towards the shipped model's (told ``window_conditions``, what inference tells it).
+    Returns (the adapted copy in eval mode, a dict for the sidecar)."""
     import torch  # the settings and pairs need no torch: the CLIs parse their options without it
 
     from .models.common import condition_features
@@ -116,8 +146,19 @@ def adapt_model(model, x, axis, factor, spacing, thickness_ratio, profile="boxca
     tuned = copy.deepcopy(model).float().to(device)
     tuned.train()
     for p in tuned.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(tuned.parameters(), lr=settings.learning_rate)
+        p.requires_grad_(settings.params == "all")
+    if settings.params == "tail":
+        for p in tuned.upsample.parameters():
+            p.requires_grad_(True)
+    opt = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=settings.learning_rate)
+    teacher = None
+    if settings.distill > 0:
+        teacher = copy.deepcopy(model).float().to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        # what a conditioned model is told at inference (reconstruct.inference_conditions: ~1 mm planes)
+        wcond = torch.tensor([condition_features(*(window_conditions or (1.0, thickness_ratio)))] * settings.batch,
+                             dtype=torch.float32, device=device)
     conditioned = getattr(tuned, "conditioned", False)
     plane_mm = spacing if settings.planes == "slices" else spacing / factor  # working-grid rows are ~spacing / factor
     cond = torch.tensor([condition_features(plane_mm, thickness_ratio)] * settings.batch, dtype=torch.float32,
@@ -129,6 +170,12 @@ def adapt_model(model, x, axis, factor, spacing, thickness_ratio, profile="boxca
         opt.zero_grad(set_to_none=True)
         pred = tuned(lr_t, factor, cond) if conditioned else tuned(lr_t, factor)
         loss = torch.nn.functional.l1_loss(pred, hr_t)
+        if teacher is not None:
+            win = torch.from_numpy(scan_windows(x, axis, rng, settings.batch)).to(device)
+            with torch.no_grad():
+                target = teacher(win, factor, wcond) if conditioned else teacher(win, factor)
+            out = tuned(win, factor, wcond) if conditioned else tuned(win, factor)
+            loss = loss + settings.distill * torch.nn.functional.l1_loss(out, target)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
@@ -138,6 +185,8 @@ def adapt_model(model, x, axis, factor, spacing, thickness_ratio, profile="boxca
     k = max(1, len(losses) // 5)
     info = {"Steps": int(settings.steps), "LearningRate": float(settings.learning_rate),
             "BatchPairs": int(settings.batch), "Seed": int(settings.seed), "Planes": settings.planes,
+            **({"Distill": float(settings.distill)} if settings.distill else {}),
+            **({"Parameters": settings.params} if settings.params != "all" else {}),
             "Pairs": "in-plane rows of the scan, thick slices simulated with its slice profile",
             "ThicknessRatio": round(float(thickness_ratio), 4), "SliceProfile": profile,
             "L1First": round(float(np.mean(losses[:k])), 5), "L1Last": round(float(np.mean(losses[-k:])), 5),

@@ -52,6 +52,24 @@ def is_nifti_name(name):
     return split_ext(name)[1] in NIFTI_EXTENSIONS
 
 
+#: The other files of a NIfTI pair (or an Analyze-style pair) that hold part of an image given by one name.
+_PAIR_COMPANIONS = {".hdr": (".img", ".img.gz"), ".hdr.gz": (".img", ".img.gz"),
+                    ".img": (".hdr", ".hdr.gz"), ".img.gz": (".hdr", ".hdr.gz")}
+
+
+def image_files(path):
+    """Every existing file that holds part of the image ``path``: itself, and for a NIfTI pair (``x.hdr`` /
+    ``x.img``, optionally gzipped) its companion; all of them are inputs that no output may replace."""
+    path = Path(path)
+    files = [path]
+    name = path.name
+    for ext, others in _PAIR_COMPANIONS.items():
+        if name.endswith(ext) and len(name) > len(ext):
+            files += [p for p in (path.with_name(name[:-len(ext)] + o) for o in others) if p.exists()]
+            break
+    return files
+
+
 def suffix_of(path):
     """The BIDS suffix of a file name: its last ``_`` part (``FLAIR`` for ``.../sub-01_acq-2d_FLAIR.nii.gz``,
     ``FLAIR`` for ``FLAIR.nii``); None if that is not alphanumeric. Stdlib only, beside :func:`split_ext`, so that
@@ -85,16 +103,28 @@ def parse_tmp_name(name):
     return (m.group("name"), int(m.group("pid"))) if m else None
 
 
-def _remove_temporaries_where(folder, recursive, wanted):
+def _is_one_of(path, others):
+    """Whether ``path`` is one of the files ``others`` (same resolved path or same inode)."""
+    for other in others:
+        try:
+            if Path(path).resolve() == Path(other).resolve() or os.path.samefile(path, other):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _remove_temporaries_where(folder, recursive, wanted, keep=()):
     """Remove the temporaries in ``folder`` (and below it, when ``recursive``) for which ``wanted(name, pid)``
-    holds (``name``: the target's file name; ``pid``: the writer's); returns the removed paths."""
+    holds (``name``: the target's file name; ``pid``: the writer's); returns the removed paths. A file of
+    ``keep`` (the run's inputs) is never removed, whatever its name."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     for tmp in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
         parsed = parse_tmp_name(tmp.name)
-        if parsed is None or not wanted(*parsed):
+        if parsed is None or not wanted(*parsed) or (keep and _is_one_of(tmp, keep)):
             continue
         try:
             tmp.unlink()
@@ -104,16 +134,17 @@ def _remove_temporaries_where(folder, recursive, wanted):
     return removed
 
 
-def clean_stale_temporaries(folder, recursive=False, names=None):
+def clean_stale_temporaries(folder, recursive=False, names=None, keep=()):
     """Remove the temporaries in ``folder`` whose writer process is dead; returns the removed paths.
 
     ``names``: only the temporaries of these target file names. Temporaries of live processes are
-    left alone (another job may be writing them right now).
+    left alone (another job may be writing them right now), and so is every file of ``keep`` (the run's
+    inputs: an input may happen to be named like a temporary).
     """
     names = None if names is None else {Path(n).name for n in names}
     removed = _remove_temporaries_where(
         folder, recursive,
-        lambda name, pid: (names is None or name in names) and pid != os.getpid() and not pid_alive(pid))
+        lambda name, pid: (names is None or name in names) and pid != os.getpid() and not pid_alive(pid), keep)
     if removed:
         LOGGER.info("removed %d temporary file(s) left by an interrupted run", len(removed))
     return removed

@@ -193,10 +193,48 @@ def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0
     return out.astype(dtype)
 
 
+#: Millimetres per spatial unit of a NIfTI header (``xyzt_units``) that is not mm; unknown units are read as mm.
+MM_PER_UNIT = {"meter": 1000.0, "micron": 0.001}
+
+
+def spatial_unit(img):
+    """The header's spatial unit (``mm``, ``meter``, ``micron`` or ``unknown``); ``unknown`` for other images."""
+    try:
+        return img.header.get_xyzt_units()[0] or "unknown"
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "unknown"
+
+
+def in_millimetres(img):
+    """``img`` with its geometry in mm: an image whose header says meter or micron gets its affine (and zooms)
+    scaled to mm, the voxel data untouched (a proxy, not read); any other image is returned as it is."""
+    from nibabel.spatialimages import HeaderDataError
+
+    factor = MM_PER_UNIT.get(spatial_unit(img))
+    if factor is None:
+        return img
+    hdr = img.header.copy()
+    affine = np.asarray(img.affine, dtype=np.float64).copy()
+    affine[:3] *= factor
+    try:
+        with np.errstate(all="ignore"):
+            out = type(img)(img.dataobj, affine, hdr)
+            out.set_qform(affine, code=int(hdr["qform_code"]))
+            out.set_sform(affine, code=int(hdr["sform_code"]))
+            out.header.set_zooms(tuple(float(z) * factor for z in hdr.get_zooms()[:3]) + tuple(hdr.get_zooms()[3:]))
+    except (HeaderDataError, ValueError, np.linalg.LinAlgError):  # a degenerate affine: the image is left as it is,
+        return img  # for the header admission to refuse with its own message
+    out.header.set_xyzt_units("mm", hdr.get_xyzt_units()[1])
+    return out
+
+
 def header_warnings(img):
     """Header problems worth showing to the user (the core uses the sform, as nibabel does)."""
     hdr = img.header
     out = []
+    unit = spatial_unit(img)
+    if unit in MM_PER_UNIT:
+        out.append(f"the header's spatial unit is {unit}: its voxel sizes and affine were converted to mm")
     try:
         qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     except (KeyError, TypeError, ValueError):  # not a NIfTI header

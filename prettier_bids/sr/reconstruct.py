@@ -40,6 +40,7 @@ from .preprocess import (
     describe_zooms,
     find_slice_axis,
     header_warnings,
+    in_millimetres,
     intensity_scaling,
     output_plan,
     plausible_thickness,
@@ -250,6 +251,10 @@ class SRResult:
         return dict(self.info)
 
 
+#: NIfTI intents of images whose values are labels, not intensities (refused: interpolation would blend them).
+LABEL_INTENTS = ("label", "neuroname")
+
+
 def check_image(img):
     """The header-level admission of an image, before any voxel is read: returns its 3D shape and voxel sizes.
 
@@ -269,6 +274,10 @@ def check_image(img):
         raise InputError(f"expected a 3D image, got {len(img.shape)}D with shape {tuple(img.shape)}")
     if min(shape) < 2:
         raise InputError(f"image shape {tuple(shape)} is too small")
+    intent = img.header.get_intent()[0] if hasattr(img.header, "get_intent") else "none"
+    if intent in LABEL_INTENTS:
+        raise InputError(f"the header marks it a label map (NIfTI intent {intent!r}): super-resolution interpolates "
+                         "intensities and would blend labels into values that are no label")
     if np.issubdtype(img.get_data_dtype(), np.complexfloating):
         raise InputError("complex-valued images are not supported")
     return tuple(int(n) for n in shape), check_geometry(shape, img.affine)
@@ -281,18 +290,49 @@ def one_line(exc):
 
 def load_volume(img):
     """The image's 3D data as float32 (a singleton 4th dimension is dropped), after :func:`check_image`;
-    InputError otherwise."""
+    InputError otherwise (also for values float32 cannot resolve: :func:`_check_float32_resolution`)."""
     shape, _ = check_image(img)
+    wide = _wide_dtype(img.get_data_dtype())
     try:
         with warnings.catch_warnings():  # values beyond float32 (float64 data, a huge scl_slope) overflow to inf:
             warnings.simplefilter("ignore", RuntimeWarning)  # said below, in the one line of the error
-            data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+            if wide:  # read once as stored (the check needs the exact values), then cast
+                raw = np.asanyarray(img.dataobj).reshape(shape)
+                data = raw.astype(np.float32)
+            else:
+                data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except (OSError, EOFError, ValueError, zlib_error) as exc:
         raise InputError(f"cannot read image data ({one_line(exc)})") from None
     if not np.all(np.isfinite(data)):
         raise InputError("image contains NaN or infinite values (or values beyond the float32 range, "
                          f"±{np.finfo(np.float32).max:.1e}, after the header's scaling)")
+    if wide:
+        _check_float32_resolution(raw)
     return data
+
+
+#: The intensity levels an image's own range must keep in float32 (the arithmetic of the whole pipeline).
+MIN_FLOAT32_LEVELS = 1000
+
+
+def _wide_dtype(dtype):
+    """Stored types whose values float32 may not resolve: 64-bit floats, 32/64-bit integers."""
+    return dtype.itemsize >= 4 and dtype != np.float32 and (np.issubdtype(dtype, np.integer)
+                                                            or np.issubdtype(dtype, np.floating))
+
+
+def _check_float32_resolution(raw):
+    """InputError when the values ``raw`` (as stored: 64-bit floats, 32/64-bit integers) sit so far from 0 for their
+    range that float32 keeps fewer than :data:`MIN_FLOAT32_LEVELS` levels of it (1e9 + 0..120: 3 levels;
+    2**60 + 0..119: one): the output would be a quantised or constant image."""
+    lo, hi = raw.min(), raw.max()
+    lo, hi = (int(lo), int(hi)) if np.issubdtype(raw.dtype, np.integer) else (float(lo), float(hi))
+    step = max(abs(lo), abs(hi)) * 2.0 ** -23  # float32's spacing of values at that magnitude
+    if hi > lo and step * MIN_FLOAT32_LEVELS > hi - lo:
+        span = f"{lo}..{hi}" if isinstance(lo, int) else f"{lo:.10g}..{hi:.10g}"
+        raise InputError(f"its values span {span}: a range of {hi - lo:.4g} that far from 0 keeps only "
+                         f"about {max(1, int((hi - lo) / step))} distinct level(s) in float32, the arithmetic of this "
+                         "tool; subtract the offset (e.g. the minimum) from the image first")
 
 
 def _reference_dtype(img, data):
@@ -317,12 +357,13 @@ def _with_geometry(dataobj, affine, header, qcode, scode):
     """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s. A sheared
     affine has no qform (a rotation, zooms and a flip cannot hold it): the qform is then unset (code 0), so
     that no reader falls back to a shear-free approximation of the geometry."""
+    time_unit = header.get_xyzt_units()[1] if header is not None else "unknown"
     out = nib.Nifti1Image(dataobj, affine, header)
     out.set_qform(affine, code=qcode)
     if not np.allclose(out.header.get_qform(), affine, atol=1e-4):
         out.set_qform(None, code=0)
     out.set_sform(affine, code=scode)
-    out.header.set_xyzt_units("mm", "sec")
+    out.header.set_xyzt_units("mm", time_unit if time_unit != "unknown" else "sec")
     return out
 
 
@@ -334,17 +375,25 @@ def make_like(data, affine, reference):
         hdr["sizeof_hdr"], hdr["magic"] = 348, b"n+1"
     hdr.set_data_dtype(data.dtype)
     hdr.set_slope_inter(1.0, 0.0) if np.issubdtype(data.dtype, np.integer) else hdr.set_slope_inter(np.nan, np.nan)
-    return _with_geometry(data, affine, hdr, int(reference.header["qform_code"]) or 1,
-                          int(reference.header["sform_code"]) or 1)
+    # an interpolated intensity image: no intent (statistic, label map), no slice timing of the input's slices
+    hdr.set_intent("none", (), "")
+    hdr["slice_code"], hdr["slice_start"], hdr["slice_end"], hdr["slice_duration"] = 0, 0, 0, 0
+    freq, phase, _ = hdr.get_dim_info()
+    hdr.set_dim_info(freq, phase, None)
+    qcode, scode = int(reference.header["qform_code"]), int(reference.header["sform_code"])
+    if qcode or scode:  # the input's codes (one of them for the other); both 0 (orientation unknown) stay so
+        qcode, scode = qcode or scode, scode or qcode
+    return _with_geometry(data, affine, hdr, qcode, scode)
 
 
 def conform_header(img):
-    """A copy of ``img`` with qform = sform = its affine (codes kept, or 1) and units mm/s; data untouched.
+    """A copy of ``img`` with qform = sform = its affine (codes kept; one of them for the other; both 0, the
+    orientation unknown, stay 0) and spatial units mm; data untouched.
 
     Used by the derivatives writer on images that :func:`make_like` made (then a no-op on the bytes)
     and on any other image it stores.
     """
-    qcode = int(img.header["qform_code"]) or int(img.header["sform_code"]) or 1
+    qcode = int(img.header["qform_code"]) or int(img.header["sform_code"])
     scode = int(img.header["sform_code"]) or qcode
     return _with_geometry(img.dataobj, img.affine, img.header.copy(), qcode, scode)
 
@@ -419,6 +468,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         raise ValueError("method='model' needs a model (see load_model)")
     ran = resolve_precision(precision, device) if method == "model" else "fp32"
     t0 = time.time()
+    warned = header_warnings(img)
+    img = in_millimetres(img)  # a header in meters or microns: the geometry in mm from here on
     shape, zooms = check_image(img)  # the header alone: nothing is read before the grid is known to fit
     axis = find_slice_axis(zooms, force=force)
     spacing = float(zooms[axis])
@@ -466,7 +517,8 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         net = model.model
         if adapt is not None:
             try:
-                net, adaptation = adapt_model(net, x, axis, factor, spacing, told_ratio, profile, adapt, device)
+                net, adaptation = adapt_model(net, x, axis, factor, spacing, told_ratio, profile, adapt, device,
+                                              window_conditions=inference_conditions(told_ratio))
             except AdaptSkipped as exc:
                 LOGGER.warning("adaptation skipped: %s; the model is used as shipped", exc)
                 adaptation = {"Skipped": str(exc)}
@@ -526,7 +578,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "ProjectedOntoInput": projected,
         **({"ProjectionSkipped": SKIPPED_UNKNOWN_THICKNESS} if requested and not projected else {}),
         "QCFlags": qc_flags(net_cons.psnr_db),
-        "HeaderWarnings": header_warnings(img),
+        "HeaderWarnings": warned,
         "ConsistencyFractionAbove10pct": round(net_cons.frac_above_10pct, 5),
         "Device": str(device),
         "Precision": ran,

@@ -123,7 +123,7 @@ class TrainConfig:
 
     def merged(self, overrides):
         """A new config: ``overrides`` (a dict, as in a JSON config) deep-merged over this one."""
-        return _build(TrainConfig, _deep_merge(self.to_dict(), overrides or {}, "config"), "config")
+        return _validate(_build(TrainConfig, _deep_merge(self.to_dict(), overrides or {}, "config"), "config"))
 
     def degradation_at(self, step):
         """The simulated-acquisition distribution in force at ``step``."""
@@ -244,9 +244,18 @@ def _convert(value, hint, where, key):
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"{where} must map slice spacings (mm) to probabilities")
         try:
-            return {int(s): float(p) for s, p in value.items()}
+            probs = {int(s): float(p) for s, p in value.items()}
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: slice spacings must be whole mm and probabilities numbers") from None
+        from ..sr.models.common import FACTORS
+
+        bad = sorted(s for s in probs if s not in FACTORS)
+        if bad:
+            raise ConfigError(f"{where}: slice spacing(s) {bad} not supported (whole mm from {min(FACTORS)} to "
+                              f"{max(FACTORS)})")
+        if not all(math.isfinite(p) and p >= 0 for p in probs.values()) or not sum(probs.values()) > 0:
+            raise ConfigError(f"{where}: probabilities must be finite, 0 or more, and not all 0")
+        return probs
     if key == "realistic" and value is not None:
         from .degradations import realistic_option
 
@@ -273,6 +282,10 @@ def _convert(value, hint, where, key):
     if key == "conditioning" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if key == "gaps":
+        if not isinstance(value, list) or not value or any(
+                isinstance(g, bool) or not isinstance(g, (int, float)) or not -30 <= g <= 30 for g in value):
+            raise ConfigError(f"{where} must be a non-empty list of gaps in mm (numbers from -30 to 30; negative: "
+                              f"overlapping slices), got {value!r}")
         return tuple(float(g) for g in value)
     if key == "degradation_stages":
         return _stages(value, where)
@@ -293,6 +306,36 @@ def _convert(value, hint, where, key):
     return value
 
 
+#: Settings with a fixed set of values, and those that are probabilities (0 to 1).
+PRECISION_CHOICES = ("fp32", "bf16")
+SCHEDULERS = ("cosine_restarts", "cosine", "constant")
+PROBABILITIES = ("gaussian_prob", "paper_prob", "min_foreground")
+
+
+def _validate(cfg):
+    """Checks across a whole config that the per-key conversion cannot make: names of presets, schedulers and
+    precisions, probabilities; returns ``cfg``."""
+    from ..sr.models import PRESETS
+
+    if cfg.model.preset not in PRESETS:
+        raise _unknown_value("config.model.preset", cfg.model.preset, PRESETS)
+    if cfg.scheduler.name not in SCHEDULERS:
+        raise _unknown_value("config.scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    if cfg.precision not in PRECISION_CHOICES:
+        raise _unknown_value("config.precision", cfg.precision, PRECISION_CHOICES)
+    spaces = [("config.degradation", dataclasses.asdict(cfg.degradation))] + [
+        (f"config.degradation_stages[{i}]", st) for i, st in enumerate(cfg.degradation_stages)]
+    for where, space in spaces + [("config.patch", dataclasses.asdict(cfg.patch))]:
+        for key in PROBABILITIES:
+            if key in space and not 0 <= space[key] <= 1:
+                raise ConfigError(f"{where}.{key} must be a number from 0 to 1, got {space[key]!r}")
+    return cfg
+
+
+def _unknown_value(where, value, allowed):
+    return ConfigError(f"{where} {value!r} is not one of {', '.join(allowed)}")
+
+
 def _stages(value, where):
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of stages")
@@ -309,6 +352,11 @@ def _stages(value, where):
                 continue
             if key not in allowed:
                 raise _unknown(key, allowed, w)
-            out[key] = int(v) if key == "from_step" else _convert(v, hints[key], f"{w}.{key}", key)
+            if key == "from_step":
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) \
+                        or v < 0:
+                    raise ConfigError(f"{w}.from_step must be a whole number of steps, 0 or more, got {v!r}")
+                v = int(v)
+            out[key] = v if key == "from_step" else _convert(v, hints[key], f"{w}.{key}", key)
         stages.append(out)
     return stages

@@ -62,6 +62,10 @@ def _load_3d(path):
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 4:
         data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D image, got {data.ndim}D {tuple(data.shape)}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{path}: image contains NaN or infinite values: not a training volume")
     return data, zooms
 
 

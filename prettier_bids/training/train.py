@@ -92,6 +92,14 @@ def degradation_space(cfg, step):
     return cfg.degradation_at(step)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops without saving anything of the diverged state."""
+
+
+#: The weights files a run writes into its folder (resumable state, best and last weights).
+RUN_WEIGHTS = ("checkpoint.pt", "best.pt", "last.pt")
+
+
 def resolve_init_weights(value, sha256=None):
     """Path of the starting weights: a weights file, or the name of a shipped model; None for none. ``sha256``
     (a recipe's ``init_sha256``): the file must have it, else :class:`WeightsError` says how to get the pinned one."""
@@ -360,6 +368,10 @@ class Trainer:
     def _validate_and_keep(self, train_loss, log):
         step = self.step_count
         vloss, vpsnr, vcubic = self.validate()
+        if not (math.isfinite(train_loss) and math.isfinite(vloss)):  # nothing of a diverged run is kept
+            raise TrainingDiverged(f"training diverged at step {step} (training loss {train_loss}, validation loss "
+                                   f"{vloss}); nothing of it was saved (checkpoint.pt and best.pt in {self.run_dir}, if "
+                                   "any, are from earlier validations): lower the learning rate, or check the data")
         self.history.append({"step": step, "val_loss": vloss, "val_psnr": vpsnr, "val_psnr_cubic": vcubic,
                              "train_loss": train_loss, "time": time.time()})
         log.write(f"{step}\t{train_loss:.6f}\t{vloss:.6f}\t{vpsnr:.3f}\t{vcubic:.3f}\n")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..sr.io import write_text_atomic
-from .train import Trainer
+from .train import Trainer, TrainingDiverged
 
 #: The search space (also what the tests check trials against).
 SPACE = {
@@ -50,7 +50,10 @@ def optuna_search(cfg, train_volumes, val_volumes, run_dir, n_trials, trial_step
 
         trainer = Trainer(tcfg, train_volumes, val_volumes, Path(run_dir) / f"trial{trial.number:03d}",
                           device=device, on_validation=report)
-        return trainer.fit(trial_steps).best_val
+        try:
+            return trainer.fit(trial_steps).best_val
+        except TrainingDiverged:  # a diverging trial is a bad one, not the end of the search
+            raise optuna.TrialPruned() from None
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_warmup_steps=1))

@@ -46,7 +46,12 @@ def _watchdog(parent_pid):
 
 
 def worker_initializer(cwd, parent_pid):
-    """Nipype's initializer plus: die with the parent (see the module docstring)."""
+    """Nipype's initializer plus: die with the parent (see the module docstring), and leave Ctrl-C and SIGTERM to
+    it: a terminal's Ctrl-C or SLURM's ``scancel`` signals the whole process group, and a worker that took it
+    printed a traceback (its own KeyboardInterrupt, or the parent's BrokenProcessPool) above the one-line message;
+    the parent stops its workers itself (``cli.runner.abandon_run``: SIGKILL) and they die with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _set_pdeathsig()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)

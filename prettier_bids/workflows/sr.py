@@ -162,7 +162,7 @@ def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_
     wait = Node(Merge(len(before)), name="wait_for_outputs", run_without_submitting=True)
     for i, (node, field) in enumerate(before, start=1):
         wf.connect(node, field, wait, f"in{i}")
-    ds_main = sink(main_kind)
+    ds_main = sink(main_kind, record_files=True)  # its sidecar records what was stored with it
     wf.connect([(inputnode, ds_main, [("out_file", "in_file"), ("info", "info")]),
                 (wait, ds_main, [("out", "wait_for")]),
                 (ds_main, outputnode, [("out_file", "out_file")]),

@@ -85,6 +85,9 @@ def resolve_weights(name=None, path=None):
             raise WeightsError(f"weights file not found: {path}")
         return path
     name = name or DEFAULT_MODEL
+    if name != Path(name).name or name in (".", "..") or "\\" in name:  # a shipped name, never a path
+        raise WeightsError(f"model {name!r} is not a shipped model name (installed: "
+                           f"{', '.join(available_models()) or 'none'}); pass a weights file with --weights")
     candidate = weights_dir() / f"{name}.pt"
     if not candidate.is_file():
         shipped = ", ".join(available_models()) or "none"
