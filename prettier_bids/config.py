@@ -74,6 +74,8 @@ class Config:
         return cls(**{**given, **checked,
                       "output_root": outputs.derivatives_root(checked["output_dir"]),
                       "work_dir": Path(args.work_dir).absolute(),
+                      # the image nodes run in their own folders: a relative --weights would not be found there
+                      "weights": str(Path(args.weights).absolute()) if getattr(args, "weights", None) else None,
                       "nprocs": nprocs, "omp_nthreads": omp, "command": command,
                       "run_id": outputs.new_run_id(), "software_versions": outputs.software_versions()})
 

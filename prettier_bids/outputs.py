@@ -133,6 +133,16 @@ def expected_outputs(cand, root, method="model", write_cubic=False, spec=None, r
     return ExpectedOutputs(niftis=niftis, figures=figures, marker_kind=kinds[-1], root=root)
 
 
+def stale_figures(cand, root, method="model", write_cubic=False, spec=None, reportlets=True):
+    """The figures of ``cand`` that a run with these options does not make again (those of the other
+    ``--method``: the flicker over the cubic baseline, the lesion view; every one with ``--no-reportlets``),
+    relative to ``root``, whether on disk or not: the image's sinks remove them before they store anything, since
+    they showed an earlier output and the subject report shows every figure on disk."""
+    mine = set(expected_outputs(cand, root, method, write_cubic, spec, reportlets).figures)
+    every = {p for m in ("model", "cubic") for p in expected_outputs(cand, root, m, spec=spec).figures}
+    return sorted(p.relative_to(root).as_posix() for p in every - mine)
+
+
 def output_folders(root, cands, run_id, method="model", write_cubic=False, spec=None, reportlets=True):
     """Every folder a participant-level run writes below ``root`` (OUTPUT_DIR/prettier) for ``cands``, relative to
     it, with their parents: ``logs``; each participant's ``sub-XX``, its ``log/<run id>`` (crash files); each
@@ -194,6 +204,8 @@ def output_sidecars(cand, run_id, command, software_versions, method="model", wr
     metas = {k: {"Description": spec["outputs"][k]["Description"], **common} for k in kinds}
     main_uri = "bids::" + derivative_relpath(cand.entities, output_desc(kinds[-1], spec), spec=spec)
     metas["consistency"].update({"Sources": [cand.source_uri, main_uri], "Units": "fraction of IntensityScale"})
+    if "cubic" in kinds and kinds[-1] != "cubic":  # --write-cubic: never taken for a --method cubic output
+        metas["cubic"]["BaselineOf"] = main_uri
     return metas
 
 
@@ -214,6 +226,13 @@ def _is_number(v):
 
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_relative(v):
+    """A path relative to the derivatives dataset that stays in it (``sub-01/anat/x.nii.gz``)."""
+    if not isinstance(v, str) or not v or v.startswith(("/", "\\")):
+        return False
+    return ".." not in v.replace("\\", "/").split("/")
 
 
 def _is_strings(v):
@@ -242,10 +261,12 @@ SIDECAR_TYPES = {
     "ProcessingSoftwareVersions": ("an object of strings", lambda v: isinstance(v, dict) and all(
         isinstance(x, str) for x in v.values())),
     "SliceThicknessSource": ("a string", lambda v: isinstance(v, str)),
-    "CompanionFiles": ("an object of file records", lambda v: isinstance(v, dict) and all(
-        isinstance(r, dict) and _is_int(r.get("Size")) and _is_int(r.get("MTimeNs")) and isinstance(r.get("SHA256"), str)
-        for r in v.values())),
+    "CompanionFiles": ("an object of file records by relative path", lambda v: isinstance(v, dict) and all(
+        _is_relative(k) and isinstance(r, dict) and _is_int(r.get("Size")) and _is_int(r.get("MTimeNs"))
+        and isinstance(r.get("SHA256"), str) for k, r in v.items())),
     "ProjectionSkipped": ("a string", lambda v: isinstance(v, str)),
+    "BaselineOf": ("a bids:: path in the dataset", lambda v: isinstance(v, str) and v.startswith("bids::")
+                   and _is_relative(v[len("bids::"):])),
     "SliceThicknessEstimate": ("an object", lambda v: isinstance(v, dict)),
     "SourceFile": ("an object with Size, MTimeNs and SHA256", lambda v: isinstance(v, dict) and all(
         isinstance(v.get(k), t) and not isinstance(v.get(k), bool)
@@ -262,18 +283,35 @@ def source_file(path):
     return {"Size": st.st_size, "MTimeNs": st.st_mtime_ns, "SHA256": sr_io.file_sha256(path)}
 
 
-def file_changed(recorded, path):
+#: SHA-256 of the files hashed by this process, by (path, size, time, inode): a run checks an output's files for
+#: its completion, its report and the methods text; each is read once.
+_HASHES = {}
+
+
+def _sha256(path, st):
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        _HASHES[key] = sr_io.file_sha256(path)
+    return _HASHES[key]
+
+
+def file_changed(recorded, path, deep=True):
     """How the file at ``path`` differs from what :func:`source_file` recorded of it (``size 10 -> 12 bytes``,
     ``same size, other content``), or None: size and time first, the SHA-256 only when they differ (a copy
-    that did not keep the time, a touch)."""
+    that did not keep the time, a touch); with ``deep=False`` a file of the recorded size is taken as unchanged
+    whatever its time (no hashing: the methods text, over every output of the dataset)."""
     st = os.stat(path)
     if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
         return None
     if st.st_size != recorded["Size"]:
         return f"size {recorded['Size']} -> {st.st_size} bytes"
-    if sr_io.file_sha256(path) != recorded["SHA256"]:
+    if deep and _sha256(path, st) != recorded["SHA256"]:
         return "same size, other content"
     return None  # touched, same bytes
+
+
+def _unreadable(exc):
+    return f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else f"cannot be read ({exc})"
 
 
 def source_changed(recorded, path):
@@ -301,24 +339,79 @@ def companion_records(base, files):
 
 def companions_changed(meta, expected):
     """Why the outputs stored with a completion marker (its ``CompanionFiles``) are not those on disk now, or
-    None: a map or baseline (or its sidecar) rewritten since, or a figure the marker's run did not make (a run
-    with ``--no-reportlets`` redid the output: the figures on disk show the older one). Figures are checked by
-    name only: the subject report's assembler (nireports) rewrites them in place. Markers without the record
-    (made before it existed) are not checked."""
+    None: the main image, a map or baseline (or its sidecar) rewritten or damaged since, a figure the marker's run
+    did not make (a run with ``--no-reportlets`` redid the output: the figures on disk show the older one), or a
+    consistency map made for another output (:func:`consistency_made_for_other`). Figures are checked by name
+    only: the subject report's assembler (nireports) rewrites them in place. Markers without the record (made
+    before it existed) are not checked; nor is the main image where the record lacks it (before 2026-12-06)."""
     recorded = meta.get("CompanionFiles")
     if recorded is None or expected.root is None:
         return None
     for path in expected.all_files():
-        if path == expected.marker or path == expected.niftis[expected.marker_kind] or not path.is_file():
-            continue  # the marker and its image are checked otherwise; a missing file is said below
+        if path == expected.marker or not path.is_file():
+            continue  # the marker is checked otherwise; a missing file is said below
         rel = path.relative_to(expected.root).as_posix()
-        if rel not in recorded:
+        main = path == expected.niftis[expected.marker_kind]
+        if rel not in recorded and not main:
             return f"{path.name} was not made with {expected.marker.name} (another run's)"
-        if path in expected.figures:  # the report generator (nireports) rewrites figures in place: named only
+        if rel not in recorded or path in expected.figures:  # nireports rewrites figures in place: named only
             continue
-        how = file_changed(recorded[rel], path)
+        try:
+            how = file_changed(recorded[rel], path)
+        except OSError as exc:  # a failing disk, a file made unreadable: redone
+            return f"{path.name} {_unreadable(exc)}"
+        if how and main:
+            return f"{path.name} changed since {expected.marker.name} was written ({how})"
         if how:
             return f"{path.name} changed since {expected.marker.name} was written ({how}; another run's?)"
+    return None
+
+
+def consistency_made_for_other(expected):
+    """Why the consistency map beside a completion marker belongs to another output, or None: its sidecar's
+    ``Sources`` name the output it was made for (``bids::sub-01/anat/..._desc-prettier_FLAIR.nii.gz``), so a
+    ``desc-cubic`` baseline written by ``--write-cubic`` beside a model output is not taken as a complete
+    ``--method cubic`` output with the model's map. Sidecars that name no output (older ones) are not checked."""
+    cons = expected.niftis.get("consistency")
+    if cons is None or expected.root is None or not sidecar_of(cons).is_file():
+        return None
+    meta = read_json(sidecar_of(cons))
+    sources = meta.get("Sources") if isinstance(meta, dict) else None
+    outputs = [s for s in sources if isinstance(s, str) and s.startswith("bids::")] if isinstance(sources, list) else []
+    main = "bids::" + expected.niftis[expected.marker_kind].relative_to(expected.root).as_posix()
+    if outputs and main not in outputs:
+        return f"{cons.name} was made for another output ({outputs[0][len('bids::'):]})"
+    return None
+
+
+def outdated_output(meta, nifti, root, deep=True):
+    """Why a main output on disk (``nifti``, sidecar ``meta``, below the derivatives dataset ``root``) no longer
+    stands as made, or None: its image, or a map, baseline or sidecar stored with it (``CompanionFiles``), was
+    rewritten since its sidecar was written (a truncated image; a later run with another ``--method`` rewrote the
+    shared consistency map), or cannot be read. Files missing now, figures and records that lead out of ``root``
+    (a symlink) are not checked here (a rerun redoes a missing file: :func:`completion`); ``deep``:
+    :func:`file_changed`."""
+    recorded = meta.get("CompanionFiles")
+    if not recorded:
+        return None
+    root = Path(root)
+    real_root = root.resolve()
+    descs = main_descs()
+    for rel, record in recorded.items():
+        if "figures" in Path(rel).parts:
+            continue
+        path = root / rel
+        if path != Path(nifti) and parse_entities(Path(rel).name).get("desc") in descs:
+            continue  # the --write-cubic baseline beside it: its damage is the baseline's, not this output's
+        what = "its image" if path == Path(nifti) else Path(rel).name
+        try:
+            if not path.resolve().is_relative_to(real_root) or not path.is_file():
+                continue  # never read outside the dataset
+            how = file_changed(record, path, deep)
+        except (OSError, RuntimeError) as exc:  # too long a name, a symlink loop, a failing disk
+            return f"{what} {_unreadable(exc)}"
+        if how:
+            return f"{what} changed since the sidecar was written ({how})"
     return None
 
 
@@ -342,13 +435,16 @@ def read_sidecar(path):
     return (None, f"its JSON sidecar is malformed ({why})") if why else (meta, None)
 
 
-def main_output_sidecars(root, subjects=None):
-    """Every main output (``desc-prettier``, ``desc-cubic``) on disk, for ``subjects`` (labels) or all:
+def main_output_sidecars(root, subjects=None, deep=True):
+    """Every main output (``desc-prettier``, ``desc-cubic``) on disk, for ``subjects`` (labels) or all: a list of
     ``(sidecar, nifti, meta, why)``, ``why`` None for a usable one, else why it is left out (a malformed
-    sidecar, a missing image); ``meta`` is None when left out."""
+    sidecar, a missing image, an image or companion rewritten since: :func:`outdated_output`, ``deep`` there; a
+    ``--write-cubic`` baseline whose model output is not usable); ``meta`` is None when left out. A ``desc-cubic``
+    output left out beside a usable ``desc-prettier`` one (an older run's, superseded) is not listed."""
     root = Path(root)
     descs = main_descs()
     real_root = root.resolve()
+    found = []
     for sub_dir in sorted(root.glob("sub-*")):
         if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
             continue
@@ -366,7 +462,23 @@ def main_output_sidecars(root, subjects=None):
             meta, why = read_sidecar(sidecar)
             if why is None and not nifti.is_file():
                 meta, why = None, f"its image {nifti.name} is missing"
-            yield sidecar, nifti, meta, why
+            if why is None:
+                why = outdated_output(meta, nifti, root, deep)
+                meta = None if why else meta
+            found.append([sidecar, nifti, meta, why])
+    usable = {n for _, n, m, why in found if why is None}
+    cubic_desc = descs[1]
+    out = []
+    for entry in found:
+        sidecar, nifti, meta, why = entry
+        if parse_entities(nifti).get("desc") == cubic_desc:
+            if why and sr_output_of(nifti) in usable:
+                continue  # superseded by the model output beside it
+            of = (meta or {}).get("BaselineOf")
+            if of and root / of[len("bids::"):] not in usable:
+                entry[2:] = [None, f"the cubic baseline of {Path(of).name}, which has no usable output"]
+        out.append(tuple(entry))
+    return out
 
 
 def baseline_of(nifti):
@@ -375,13 +487,16 @@ def baseline_of(nifti):
     return nifti.with_name(nifti.name.replace(f"desc-{sr_desc}", f"desc-{cubic_desc}"))
 
 
-def shown_outputs(root, subjects=None, skipped=None):
-    """The output that stands for each image in the reports and the methods text: its ``desc-prettier`` output,
-    or its ``desc-cubic`` one where it has no usable ``desc-prettier`` output; list of ``(nifti, meta)``.
-    Left-out sidecars are appended to ``skipped`` as ``(sidecar, why)`` when given."""
+def sr_output_of(nifti):
+    """The ``desc-prettier`` file beside the ``desc-cubic`` file ``nifti``."""
+    sr_desc, cubic_desc = main_descs()
+    return nifti.with_name(nifti.name.replace(f"desc-{cubic_desc}", f"desc-{sr_desc}"))
+
+
+def _shown(entries, skipped=None):
     sr_desc = main_descs()[0]
     found = []
-    for sidecar, nifti, meta, why in main_output_sidecars(root, subjects):
+    for sidecar, nifti, meta, why in entries:
         if why:
             if skipped is not None:
                 skipped.append((sidecar, why))
@@ -389,6 +504,14 @@ def shown_outputs(root, subjects=None, skipped=None):
         found.append((nifti, meta))
     with_sr = {baseline_of(n) for n, _ in found if parse_entities(n).get("desc") == sr_desc}
     return [(n, m) for n, m in found if n not in with_sr]
+
+
+def shown_outputs(root, subjects=None, skipped=None, deep=True):
+    """The output that stands for each image in the reports and the methods text: its ``desc-prettier`` output,
+    or its ``desc-cubic`` one where it has no usable ``desc-prettier`` output (and is not that output's
+    baseline); list of ``(nifti, meta)``. Left-out sidecars are appended to ``skipped`` as ``(sidecar, why)``
+    when given (:func:`main_output_sidecars`, ``deep`` there)."""
+    return _shown(main_output_sidecars(root, subjects, deep), skipped)
 
 
 #: Where an output's slice thickness came from when none was given (``SliceThicknessSource`` written by the SR
@@ -453,6 +576,8 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
         return False, f"{expected.marker.name}: {why}"
     if source_uri not in (meta.get("Sources") or []):
         return False, f"{expected.marker.name} was made from another source"
+    if meta.get("BaselineOf"):
+        return False, f"{expected.marker.name} is the cubic baseline of {Path(meta['BaselineOf']).name}"
     if cand is not None:
         changed = source_changed(meta.get("SourceFile"), cand.path)
         if changed:
@@ -478,7 +603,7 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
     missing = [p.name for p in expected.all_files() if not p.is_file()]
     if missing:
         return False, "missing " + ", ".join(missing)
-    changed = companions_changed(meta, expected)
+    changed = companions_changed(meta, expected) or consistency_made_for_other(expected)
     if changed:
         return False, changed
     return True, ""
@@ -733,7 +858,8 @@ def dataset_methods(root, versions=None):
     weights, arithmetic, slice profile, projection, output grid, where the slice thickness came from), read from
     the sidecars; the software versions are those
     in the sidecars (``versions``: the current run's, for outputs that do not record them)."""
-    shown = shown_outputs(root)
+    entries = main_output_sidecars(root, deep=False)  # over the whole dataset: sizes and times, no hashing
+    shown = _shown(entries)
     counts, groups, used, sources, estimates = {}, {}, {}, {}, {}
     for nifti, meta in shown:
         contrast = parse_entities(nifti).get("suffix", "unknown")
@@ -755,7 +881,8 @@ def dataset_methods(root, versions=None):
                                  grid, thickness)
     sr_desc, cubic_desc = main_descs()
     super_resolved = [n for n, _ in shown if parse_entities(n).get("desc") == sr_desc]
-    baselines = sum(baseline_of(n).is_file() for n in super_resolved)
+    usable = {n for _, n, _, why in entries if why is None}
+    baselines = sum(baseline_of(n) in usable for n in super_resolved)
     if baselines:
         which = "each super-resolved image" if baselines == len(super_resolved) else \
             f"{baselines} super-resolved image(s)"

@@ -48,7 +48,7 @@ def test_reruns_restore_removed_outputs_and_notice_what_another_run_rewrote(tmp_
     # redone with another option and --no-reportlets: the old figures go (they showed the old output), and a
     # later run that wants figures redoes the output instead of taking those figures as its own
     nofig = run_app(*flair, "--no-reportlets", "--slice-profile", "gaussian")
-    assert nofig.returncode == 0 and "removed 2 figure(s) of the earlier output" in nofig.stderr, nofig.stderr[-2000:]
+    assert nofig.returncode == 0 and "removed 2 figure(s) of an earlier output" in nofig.stderr, nofig.stderr[-2000:]
     assert _figures(out) == []
     figs = run_app(*flair, "--slice-profile", "gaussian")
     assert figs.returncode == 0 and "redoing sub-02/anat/sub-02_FLAIR.nii.gz: missing" in figs.stderr
@@ -184,3 +184,241 @@ def test_a_participant_without_the_session_says_so(tmp_path):
     p = run_app(bids, tmp_path / "out", "participant", "--participant-label", "01", "02", "--session-label", "1",
                 "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets")
     assert p.returncode == 0 and "participant sub-02: no image matched in session(s) 1" in p.stderr
+
+
+# ---------------------------------------------------------------- reruns after another method (adversarial test 14)
+
+def _group_rows(bids, out):
+    proc = run_app(bids, out, "group", "--skip-bids-validation")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = (out / "prettier" / "group_qc.tsv").read_text().splitlines()
+    return proc, lines[1:]
+
+
+@pytest.mark.slow
+def test_a_damaged_main_image_is_redone_and_not_listed(tmp_path):
+    """A truncated desc-cubic image was "already done" and listed by the group level: its sidecar now records it."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--contrast", "FLAIR", "--method", "cubic", "--no-reportlets")
+    assert run_app(*args).returncode == 0
+    image = out / "prettier/sub-02/anat/sub-02_desc-cubic_FLAIR.nii.gz"
+    meta = json.loads(image.with_name("sub-02_desc-cubic_FLAIR.json").read_text())
+    assert meta["CompanionFiles"]["sub-02/anat/sub-02_desc-cubic_FLAIR.nii.gz"]["Size"] == image.stat().st_size
+    image.write_bytes(image.read_bytes()[:1000])  # truncated (a full disk, a killed copy)
+
+    group, rows = _group_rows(bids, out)
+    assert not any("desc-cubic_FLAIR" in r for r in rows), rows
+    assert "its image changed since the sidecar was written (size" in group.stderr, group.stderr[-2000:]
+
+    again = run_app(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert ("redoing sub-02/anat/sub-02_FLAIR.nii.gz: sub-02_desc-cubic_FLAIR.nii.gz changed since "
+            "sub-02_desc-cubic_FLAIR.json was written (size") in again.stderr, again.stderr[-2000:]
+    import nibabel as nib
+
+    assert nib.load(image).get_fdata().shape[2] > 16  # whole again
+    assert any("desc-cubic_FLAIR" in r for r in _group_rows(bids, out)[1])
+
+
+@pytest.mark.slow
+def test_figures_of_the_other_method_go_and_reports_show_the_current_output(tmp_path, tiny_weights):
+    """cubic (figures) then model --no-reportlets kept the cubic run's figures beside the model's output; model then
+    cubic left the model's flicker view and its output shown in the report and the group table."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    base = _args(bids, out, work, "--contrast", "T1w")
+    model = [*base, "--weights", tiny_weights]
+    figures = out / "prettier/sub-02/figures"
+
+    assert run_app(*base, "--method", "cubic").returncode == 0
+    assert sorted(p.name for p in figures.glob("*T1w.svg")) == ["sub-02_desc-consistency_T1w.svg",
+                                                                "sub-02_desc-flickerinput_T1w.svg"]
+    nofig = run_app(*model, "--no-reportlets")
+    assert nofig.returncode == 0, nofig.stderr[-2000:]
+    assert "removed 2 figure(s) of an earlier output of sub-02_T1w.nii.gz that this run does not make" in nofig.stderr
+    assert list(figures.glob("*T1w.svg")) == []
+
+    assert run_app(*model).returncode == 0
+    assert (figures / "sub-02_desc-flickercubic_T1w.svg").is_file()
+    cubic = run_app(*base, "--method", "cubic")
+    assert cubic.returncode == 0, cubic.stderr[-2000:]
+    assert sorted(p.name for p in figures.glob("*T1w.svg")) == ["sub-02_desc-consistency_T1w.svg",
+                                                                "sub-02_desc-flickerinput_T1w.svg"]
+    report = (out / "prettier" / "sub-02.html").read_text()
+    assert "sub-02_desc-cubic_T1w.nii.gz" in report and "sub-02_desc-prettier_T1w.nii.gz" not in report
+    group, rows = _group_rows(bids, out)
+    t1w = [r for r in rows if "T1w" in r]
+    assert len(t1w) == 1 and "desc-cubic_T1w" in t1w[0], t1w
+    assert "sub-02_desc-consistency_T1w.nii.gz changed since the sidecar was written" in group.stderr
+
+
+@pytest.mark.slow
+def test_a_baseline_of_a_model_run_is_not_a_cubic_run(tmp_path, tiny_weights):
+    """--method cubic took the --write-cubic baseline (beside the model's output, with the model's consistency map)
+    as its own complete output."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    base = _args(bids, out, work, "--contrast", "T1w", "--no-reportlets")
+    assert run_app(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
+    cubic = run_app(*base, "--method", "cubic")
+    assert cubic.returncode == 0, cubic.stderr[-2000:]
+    assert ("redoing sub-02/anat/sub-02_T1w.nii.gz: sub-02_desc-cubic_T1w.json is the cubic baseline of "
+            "sub-02_desc-prettier_T1w.nii.gz") in cubic.stderr, cubic.stderr[-2000:]
+    sources = json.loads((out / "prettier/sub-02/anat/sub-02_desc-consistency_T1w.json").read_text())["Sources"]
+    assert "bids::sub-02/anat/sub-02_desc-cubic_T1w.nii.gz" in sources
+    assert "already done, skipping" in run_app(*base, "--method", "cubic").stderr
+
+    # a baseline written before BaselineOf existed: told by the consistency map, which names the model's output
+    assert run_app(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
+    side = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.json"
+    side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "BaselineOf"}))
+    legacy = run_app(*base, "--method", "cubic")
+    assert ("redoing sub-02/anat/sub-02_T1w.nii.gz: sub-02_desc-consistency_T1w.nii.gz was made for another output "
+            "(sub-02/anat/sub-02_desc-prettier_T1w.nii.gz)") in legacy.stderr, legacy.stderr[-2000:]
+
+
+def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, capsys):
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--contrast", "FLAIR", "--method", "cubic")
+    for rel in ("sub-02/anat/sub-02_desc-consistency_FLAIR.json", "sub-02/figures/sub-02_desc-qc_FLAIR.html",
+                "static/bootstrap-5.2.3.min.css"):
+        folder = out / "prettier" / rel
+        folder.mkdir(parents=True)
+        code, lines = run_in_process(capsys, *args)
+        assert code == exitcodes.CANTCREAT, lines
+        assert f"cannot write {folder}: it is a folder; remove it" in lines[-1], lines
+        assert not (out / "prettier/sub-02/anat/sub-02_desc-consistency_FLAIR.nii.gz").exists()
+        folder.rmdir()
+    # --reports-only writes no image output: a folder there is not its business
+    (out / "prettier/sub-02/figures/sub-02_desc-flickerinput_FLAIR.svg").mkdir(parents=True)
+    code, lines = run_in_process(capsys, *args, "--reports-only")
+    assert code == 0, lines
+
+
+def test_companion_records_must_stay_in_the_dataset():
+    from prettier_bids.outputs import sidecar_problem
+
+    record = {"Size": 1, "MTimeNs": 1, "SHA256": "0" * 64}
+    assert sidecar_problem({"CompanionFiles": {"sub-01/anat/x.nii.gz": record}}) is None
+    for key in ("../../etc/passwd", "/dev/zero", "sub-01/../../x", ""):
+        why = sidecar_problem({"CompanionFiles": {key: record}})
+        assert why and why.startswith("'CompanionFiles' must be an object of file records by relative path"), key
+
+
+# ---------------------------------------------------------------- second adversarial pass over the above (test 15)
+
+def _record(size):
+    return {"Size": size, "MTimeNs": 1, "SHA256": "0" * 64}
+
+
+@pytest.mark.slow
+def test_hostile_or_unreadable_records_leave_one_output_out(tmp_path):
+    """A 300-character record name aborted the group level, every participant run and --reports-only (exit 1,
+    'File name too long'); a record through a symlink out of the dataset was hashed."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--method", "cubic", "--no-reportlets")
+    assert run_app(*args).returncode == 0
+    anat = out / "prettier/sub-02/anat"
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"x" * 1000)
+    (anat / "outside").symlink_to(outside)
+    flair, t1w = anat / "sub-02_desc-cubic_FLAIR.json", anat / "sub-02_desc-cubic_T1w.json"
+    meta = json.loads(flair.read_text())
+    meta["CompanionFiles"]["sub-02/" + "a" * 300] = _record(1)
+    flair.write_text(json.dumps(meta))
+    meta = json.loads(t1w.read_text())
+    meta["CompanionFiles"]["sub-02/anat/outside"] = _record(1000)  # same size, other hash: read only if followed
+    t1w.write_text(json.dumps(meta))
+
+    group, rows = _group_rows(bids, out)
+    assert "skipped sub-02/anat/sub-02_desc-cubic_FLAIR.json: " + "a" * 300 + " cannot be read (File name too long)" \
+        in group.stderr, group.stderr[-2000:]
+    assert [r for r in rows if "T1w" in r], rows  # the record out of the dataset is not read
+    again = run_app(*args, "--reports-only")
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_damaged_model_output_is_not_replaced_by_its_baseline(tmp_path, tiny_weights):
+    """The model output truncated: its --write-cubic baseline was shown as the image's output, beside the model's
+    figures, and the methods text said the images were interpolated with cubic splines."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    base = _args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights)
+    assert run_app(*base, "--write-cubic").returncode == 0
+    root = out / "prettier"
+    image = root / "sub-02/anat/sub-02_desc-prettier_T1w.nii.gz"
+    image.write_bytes(image.read_bytes()[:5000])
+    rebuilt = run_app(*base, "--write-cubic", "--reports-only")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert ("skipped sub-02/anat/sub-02_desc-cubic_T1w.json: the cubic baseline of sub-02_desc-prettier_T1w.nii.gz, "
+            "which has no usable output") in rebuilt.stderr, rebuilt.stderr[-3000:]
+    assert list((root / "sub-02/figures").glob("*T1w*")) == []  # the figures of the damaged output went
+    report = (root / "sub-02.html").read_text()
+    assert "desc-cubic_T1w" not in report and "<h3>sub-02_desc-prettier_T1w" not in report  # no QC table either
+    assert "cubic splines" not in (root / "logs/CITATION.md").read_text()
+    assert not [r for r in _group_rows(bids, out)[1] if "T1w" in r]
+
+
+@pytest.mark.slow
+def test_a_superseded_cubic_output_is_neither_a_baseline_nor_a_warning(tmp_path, tiny_weights):
+    """model, cubic, model: the methods text called the cubic run's outdated output a baseline, and the group level
+    warned about it on every run."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    base = _args(bids, out, work, "--contrast", "T1w", "--no-reportlets")
+    model = [*base, "--weights", tiny_weights]
+    for args in (model, [*base, "--method", "cubic"], model):
+        assert run_app(*args).returncode == 0
+    assert (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").is_file()
+    assert "baseline" not in (out / "prettier/logs/CITATION.md").read_text()
+    group, rows = _group_rows(bids, out)
+    assert "desc-cubic_T1w" not in group.stderr, group.stderr[-2000:]
+    t1w = [r for r in rows if "T1w" in r]
+    assert len(t1w) == 1 and "desc-prettier_T1w" in t1w[0]
+
+
+def test_a_relative_weights_path_is_found(tmp_path, tiny_weights):
+    """--weights tiny.pt from the current folder: every input failed 'weights file not found' (the image nodes run
+    in their own folders)."""
+    import shutil
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    shutil.copy(tiny_weights, tmp_path / "tiny.pt")
+    proc = run_app(*_args(bids, out, work, "--contrast", "T1w", "--no-reportlets", "--weights", "tiny.pt"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "prettier/sub-02/anat/sub-02_desc-prettier_T1w.nii.gz").is_file()
+
+
+def test_sinks_remove_stale_figures_only_inside_the_dataset(tmp_path):
+    """Stale figures go when the image's first sink runs (after its image is computed), not before the run."""
+    from prettier_bids.interfaces.derivatives import _remove_stale
+    from prettier_bids.paths import OutputPathError
+
+    base = tmp_path / "prettier"
+    figs = base / "sub-02/figures"
+    figs.mkdir(parents=True)
+    (figs / "a.svg").write_text("a")
+    (figs / "c.svg").mkdir()
+    _remove_stale(base, ["sub-02/figures/a.svg", "sub-02/figures/b.svg", "sub-02/figures/c.svg"], "x.nii.gz")
+    assert sorted(p.name for p in figs.iterdir()) == ["c.svg"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/a.svg").write_text("a")
+    (base / "sub-03").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputPathError):
+        _remove_stale(base, ["sub-03/a.svg"], "x.nii.gz")
+    assert (tmp_path / "elsewhere/a.svg").is_file()
+
+
+@pytest.mark.slow
+def test_a_damaged_baseline_does_not_take_the_model_output_with_it(tmp_path, tiny_weights):
+    """A truncated --write-cubic baseline: the report left out the intact model output and removed its figures, while
+    the same run said "already done" (adversarial test 16)."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    base = _args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights)
+    assert run_app(*base, "--write-cubic").returncode == 0
+    figures = sorted((out / "prettier/sub-02/figures").glob("*T1w*"))
+    cubic = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz"
+    cubic.write_bytes(cubic.read_bytes()[:1000])
+    again = run_app(*base)
+    assert again.returncode == 0 and "already done, skipping" in again.stderr, again.stderr[-2000:]
+    assert "skipped sub-02/anat/sub-02_desc-prettier_T1w.json" not in again.stderr
+    assert sorted((out / "prettier/sub-02/figures").glob("*T1w*")) == figures
+    assert [r for r in _group_rows(bids, out)[1] if "desc-prettier_T1w" in r]

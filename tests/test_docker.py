@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_BIDS = REPO / "data" / "test_bids"
 OPT_IN = "PRETTIER_TEST_DOCKER"
 # Keys that legitimately differ between two runs or between a container and the host.
-VOLATILE_KEYS = {"RuntimeSeconds", "SourceDatasets", "DatasetLinks", "Container", "GeneratedByRun"}  # per run
+# per run: CompanionFiles records each companion's mtime and SHA-256 (SVG figures carry random ids)
+VOLATILE_KEYS = {"RuntimeSeconds", "SourceDatasets", "DatasetLinks", "Container", "GeneratedByRun", "CompanionFiles"}
 
 
 # ------------------------------------------------------------------------------ helpers

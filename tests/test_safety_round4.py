@@ -270,6 +270,27 @@ def test_a_closed_stderr_pipe_does_not_stop_the_run(tmp_path, thick_nifti):
     assert nib.load(tmp_path / "o.nii.gz").shape[2] > 8
 
 
+@pytest.mark.parametrize("value, warned, how", [
+    ("0", True, "script"), ("-2", True, "script"), ("two", True, "script"), ("99999999999999999999", True, "script"),
+    ("0", True, "module"), ("2", False, "script"), ("4,2", False, "module"), ("04", False, "script")])
+def test_an_omp_thread_count_openmp_refuses_is_one_warning(tmp_path, thick_nifti, value, warned, how):
+    """OMP_NUM_THREADS=0 (or a count that overflows) printed libgomp's own unprefixed "Invalid value for
+    environment variable" line, from the console scripts and from ``python -m prettier_bids.cli.sr``."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from prettier_bids.cli.entry import prettier_sr; sys.exit(prettier_sr())"
+    start = [sys.executable, "-c", code] if how == "script" else [sys.executable, "-m", "prettier_bids.cli.sr"]
+    proc = subprocess.run([*start, str(thick_nifti), str(tmp_path / "o.nii.gz"), "--method", "cubic"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": value})
+    assert proc.returncode == 0, proc.stderr
+    assert "libgomp" not in proc.stderr
+    line = f"warning: OMP_NUM_THREADS={value!r} is not a number of threads from 1 to 65536; ignored"
+    assert (line in proc.stderr) is warned, proc.stderr
+    assert proc.stderr.count("OMP_NUM_THREADS") == int(warned)
+
+
 @pytest.mark.parametrize("kind", ["float64", "int32", "uint64"])
 def test_values_float32_cannot_resolve_are_refused(tmp_path, capsys, kind):
     """1e9 + 0..120 (float64) came out as 3 levels, 2**60 + 0..119 (uint64) as a constant image, exit 0."""

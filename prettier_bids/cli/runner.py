@@ -147,15 +147,28 @@ def check_output_folders(config, subjects, cands):
     is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
     from ..outputs import output_files, output_folders
     from ..paths import OutputPathError, check_output_dirs, check_output_files
+    from ..reports.subject import report_outputs
 
     mine = [c for c in cands if c.subject in set(subjects)]
     try:
         check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
                                                              config.write_cubic, reportlets=config.reportlets),
                           config.bids_dir)
-        check_output_files(config.output_root, output_files(subjects))
+        files = output_files(subjects) + report_outputs(config.output_root, subjects, mine)
+        check_output_files(config.output_root, files + ([] if config.reports_only else _image_outputs(config, mine)))
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
+
+
+def _image_outputs(config, cands):
+    """The files this run writes for each selected input of ``cands`` (images, sidecars, figures), relative to
+    OUTPUT_DIR/prettier: each is replaced by a rename, which fails on a folder."""
+    from ..outputs import expected_outputs
+
+    root = config.output_root
+    return [p.relative_to(root).as_posix() for c in cands if c.status == "selected"
+            for p in expected_outputs(c, root, config.method, config.write_cubic, reportlets=config.reportlets)
+            .all_files()]
 
 
 def lock_work_dir(config, made_here):
@@ -333,29 +346,13 @@ def skip_complete(cands, expected, models, config):
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
-        elif expected[cand.relpath].marker.is_file():  # outputs of an earlier run that no longer fit
-            LOGGER.info("redoing %s: %s", cand.relpath, why)
-            if not config.reportlets:  # its figures would go on showing the earlier output
-                _remove_figures(cand, config)
-            todo.setdefault(cand.subject, []).append(cand)
-        else:
-            LOGGER.debug("to do: %s (%s)", cand.relpath, why)
+        else:  # figures of an earlier output that this run does not make: its sinks remove them (stale_figures)
+            if expected[cand.relpath].marker.is_file():  # outputs of an earlier run that no longer fit
+                LOGGER.info("redoing %s: %s", cand.relpath, why)
+            else:
+                LOGGER.debug("to do: %s (%s)", cand.relpath, why)
             todo.setdefault(cand.subject, []).append(cand)
     return todo
-
-
-def _remove_figures(cand, config):
-    """Remove the figures of ``cand``'s earlier output (what a run with reportlets makes for it), before a redo
-    with ``--no-reportlets``: the subject report shows every figure on disk."""
-    from ..outputs import expected_outputs
-
-    figures = expected_outputs(cand, config.output_root, config.method, config.write_cubic, reportlets=True).figures
-    removed = [p for p in figures if p.is_file()]
-    for path in removed:
-        path.unlink()
-    if removed:
-        LOGGER.info("removed %d figure(s) of the earlier output of %s (--no-reportlets: they showed that output)",
-                    len(removed), cand.relpath)
 
 
 def process(todo, expected, models, config):

@@ -13,8 +13,12 @@
 * the JSON sidecar is written after its image (atomically too): ``meta_dict`` then the entries of ``info`` that
   are not None (only ``info_keys`` when given), in that order. The workflow orders the sinks so that the main
   output's sidecar, the completion marker, is the last file of each input (``wait_for``); with ``record_files``
-  it records those earlier files (``CompanionFiles``: size, time, SHA-256), so that a rerun can tell when
-  another run has rewritten one of them (:func:`~prettier_bids.outputs.companions_changed`);
+  it records those earlier files and its own image (``CompanionFiles``: size, time, SHA-256), so that a rerun,
+  the reports and the group level can tell when another run has rewritten one of them or the image was damaged
+  (:func:`~prettier_bids.outputs.companions_changed`, :func:`~prettier_bids.outputs.outdated_output`);
+* ``remove_first``: files of an earlier output of the same input that this run does not make again (figures of
+  the other ``--method``, or every figure with ``--no-reportlets``), removed by the first sink of the input to
+  run, so after its image is computed and not before (an interrupted run leaves them);
 * a sink always runs (never taken from Nipype's cache): a stored file that was removed is stored again.
 
 The interface never changes its own inputs while it runs (Nipype hashes them).
@@ -50,6 +54,8 @@ class _DerivativesSinkInputSpec(BaseInterfaceInputSpec):
     wait_for = traits.List(traits.Any, desc="outputs that must be stored before this one")
     record_files = traits.Bool(False, usedefault=True,
                                desc="record the wait_for files in the sidecar (CompanionFiles: the completion marker)")
+    remove_first = traits.List(Str, desc="files of an earlier output of the same input (relative to base_directory) "
+                                         "that this run does not make again: removed before this file is stored")
 
 
 class _DerivativesSinkOutputSpec(TraitedSpec):
@@ -88,6 +94,8 @@ class DerivativesSink(SimpleInterface):
         check_output_dirs(base, [dest.parent.relative_to(base)])  # no symlinked folder takes it out of the root
         source = self.inputs.source_file
         check_distinct([source, sidecar_of(source), src], [dest, sidecar])  # never over an input
+        if isdefined(self.inputs.remove_first):
+            _remove_stale(base, self.inputs.remove_first, source)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if is_nifti(dest):
             import nibabel as nib
@@ -104,12 +112,33 @@ class DerivativesSink(SimpleInterface):
                                    self.inputs.info if isdefined(self.inputs.info) else {},
                                    self.inputs.info_keys if isdefined(self.inputs.info_keys) else None)
             if self.inputs.record_files and isdefined(self.inputs.wait_for):
-                from ..outputs import companion_records
+                from ..outputs import companion_records, source_file
 
                 meta["CompanionFiles"] = companion_records(base, _flat(self.inputs.wait_for))
+                meta["CompanionFiles"][dest.relative_to(base).as_posix()] = source_file(dest)  # the image itself
             write_text_atomic(json.dumps(meta, indent=2) + "\n", sidecar)
             self._results["out_meta"] = str(sidecar)
         return runtime
+
+
+def _remove_stale(base, relpaths, source):
+    """Remove the files ``relpaths`` (below ``base``) that exist: the first sink of an input to run does it,
+    once its image has been computed (an interrupted run leaves the earlier output's figures)."""
+    import logging
+
+    from ..paths import check_output_dirs
+
+    removed = []
+    for rel in relpaths:
+        path = base / rel
+        check_output_dirs(base, [path.parent.relative_to(base)])  # never out of the dataset
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        logging.getLogger("prettier_bids").info(
+            "removed %d figure(s) of an earlier output of %s that this run does not make again: %s", len(removed),
+            Path(source).name, ", ".join(removed))
 
 
 def _flat(items):

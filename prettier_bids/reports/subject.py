@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from .. import __version__
-from ..naming import derivative_relpath, load_io_spec, parse_entities, reportlet_desc
+from ..naming import derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
 from ..outputs import shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
@@ -69,18 +69,6 @@ def _fmt(value):
     return str(value)
 
 
-def subject_outputs(root, subject, warn=False):
-    """Main outputs of a subject on disk, each image once (its SR output, or its cubic one where it has no SR
-    output: :func:`prettier_bids.outputs.shown_outputs`): list of (nifti path, sidecar dict). An output whose
-    sidecar is malformed (not JSON, wrong-typed values) or whose image is missing is left out (a warning when
-    ``warn``)."""
-    skipped = []
-    out = shown_outputs(root, [subject], skipped)
-    for sidecar, why in skipped if warn else ():
-        LOGGER.warning("report: skipped %s: %s", Path(sidecar).relative_to(root).as_posix(), why)
-    return out
-
-
 def _thickness_note(meta):
     """`` (estimated ± 0.3)`` / `` (assumed)`` after a slice thickness that was not given (never shown as if
     measured); "" for a given one."""
@@ -108,19 +96,57 @@ def _qc_table(meta):
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _qc_path(root, entities, spec):
+    return Path(root) / derivative_relpath(entities, reportlet_desc("qc", spec), ".html", "figures", spec=spec)
+
+
+def report_outputs(root, subjects, cands=()):
+    """The files a subject report writes besides ``sub-XX.html`` (relative to ``root``): the QC tables of the
+    outputs on disk and of the selected ``cands``, and the vendored assets in ``static/``; for
+    :func:`prettier_bids.paths.check_output_files`, before anything is written."""
+    from .offline import ASSETS, STATIC
+
+    spec = load_io_spec()
+    root = Path(root)
+    paths = {p for s in subjects for p in (root / f"sub-{s}" / "figures").glob(f"*_desc-{reportlet_desc('qc', spec)}_*")}
+    paths |= {_qc_path(root, c.entities, spec) for c in cands if c.status == "selected"}
+    return sorted({p.relative_to(root).as_posix() for p in paths} | {f"{STATIC}/{n}" for n in set(ASSETS.values())})
+
+
+def _figures_of(root, nifti, spec):
+    """Every reportlet an output image may have (either method's figures and its QC table)."""
+    from ..outputs import reportlet_kinds
+
+    ents = parse_entities(nifti)
+    kinds = {k for m in ("model", "cubic") for k in reportlet_kinds(m, ents.get("suffix"))}
+    return [Path(root) / derivative_relpath(ents, reportlet_desc(k, spec), ".svg", "figures", spec=spec)
+            for k in sorted(kinds)] + [_qc_path(root, ents, spec)]
+
+
 def write_qc_reportlets(root, subject):
-    """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject."""
+    """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject. The
+    reportlets of an image whose outputs are all left out (:func:`prettier_bids.outputs.shown_outputs`: a
+    damaged image, another run's map) are removed: nireports would show them beside the outputs that stand."""
     spec = load_io_spec()
     paths = []
-    for nifti, meta in subject_outputs(root, subject, warn=True):
+    skipped = []
+    shown = shown_outputs(root, [subject], skipped)
+    for sidecar, why in skipped:
+        LOGGER.warning("report: skipped %s: %s", Path(sidecar).relative_to(root).as_posix(), why)
+    for nifti, meta in shown:
         rel = nifti.relative_to(root).as_posix()
         sources = ", ".join(meta.get("Sources", []))
-        path = Path(root) / derivative_relpath(parse_entities(nifti), reportlet_desc("qc", spec), ".html", "figures",
-                                               spec=spec)
+        path = _qc_path(root, parse_entities(nifti), spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(f"<h3>{esc(nifti.name)}</h3>\n<p class='meta'>{esc(rel)} from "
                           f"{esc(sources)}</p>\n{_qc_table(meta)}\n", path)
         paths.append(path)
+    kept = {p for n, _ in shown for p in _figures_of(root, n, spec)}
+    for sidecar, _ in skipped:
+        for path in _figures_of(root, nifti_of(sidecar), spec):
+            if path not in kept and path.is_file():
+                path.unlink()
+                LOGGER.info("report: removed %s (its output is left out)", path.name)
     return paths
 
 

@@ -20,7 +20,14 @@ import re
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from .. import __version__
-from ..outputs import main_paragraph, method_paragraph, output_sidecars, reportlet_kinds, thickness_sentence
+from ..outputs import (
+    main_paragraph,
+    method_paragraph,
+    output_sidecars,
+    reportlet_kinds,
+    stale_figures,
+    thickness_sentence,
+)
 from ..sr.precision import resolve_precision
 from ..sr.preprocess import output_grid_shape, peak_memory_bytes
 from .sr import SRSettings, init_sr_wf
@@ -100,7 +107,9 @@ def init_image_wf(cand, config, model=None, scope=None):
         reportlets=reportlet_kinds(config.method, cand.contrast, config.reportlets),
         weights=model.path if config.method == "model" and model is not None else None,
         thickness=cand.thickness, thickness_source=cand.thickness_source,
-        mem_gb=image_mem_gb(cand, config.output_grid), description=sr_description(config, model, scope))
+        mem_gb=image_mem_gb(cand, config.output_grid), description=sr_description(config, model, scope),
+        stale=stale_figures(cand, config.output_root, config.method, config.write_cubic,
+                            reportlets=config.reportlets))
     wf.inputs.inputnode.in_file = str(cand.path)
     return wf
 

@@ -59,7 +59,7 @@ class SRSettings:
 
 
 def init_sr_wf(*, name, settings, output_dir, source_file, entities, sidecars, reportlets=(), weights=None,
-               thickness=None, thickness_source=None, mem_gb=0.5, description=""):
+               thickness=None, thickness_source=None, mem_gb=0.5, description="", stale=()):
     """The workflow of one input image.
 
     ``settings``: :class:`SRSettings`; ``output_dir``: the derivatives dataset; ``source_file``, ``entities``:
@@ -67,7 +67,9 @@ def init_sr_wf(*, name, settings, output_dir, source_file, entities, sidecars, r
     the outputs to store (:func:`prettier_bids.outputs.output_sidecars`: the completion marker's kind last);
     ``reportlets``: the reportlet kinds to make (:func:`prettier_bids.outputs.reportlet_kinds`); ``weights``:
     the model's weights file; ``thickness``, ``thickness_source``: the slice thickness when given (else the SR
-    core estimates it); ``mem_gb``: the SR nodes' peak memory; ``description``: its part of the methods text.
+    core estimates it); ``mem_gb``: the SR nodes' peak memory; ``description``: its part of the methods text;
+    ``stale``: files of an earlier output that every sink may remove before it stores (``remove_first``:
+    :func:`prettier_bids.outputs.stale_figures`).
 
     ``inputnode.in_file``: the thick-slice image (set by the caller); ``outputnode``: the stored main output
     (``out_file``), its consistency map (``consistency_file``) and the SR info (``info``).
@@ -97,7 +99,7 @@ def init_sr_wf(*, name, settings, output_dir, source_file, entities, sidecars, r
                     name="super_resolve", n_procs=settings.omp_nthreads, mem_gb=mem_gb)
         wf.connect(validate, "out_file", main, "in_file")
 
-    sinks = dict(output_dir=output_dir, source_file=source_file, entities=entities)
+    sinks = dict(output_dir=output_dir, source_file=source_file, entities=entities, stale=list(stale))
     ds_wf = init_sr_derivatives_wf(sidecars=sidecars, wait_for_figures=bool(reportlets), **sinks)
     wf.connect([(main, ds_wf, [("out_file", "inputnode.out_file"), ("info", "inputnode.info"),
                                ("consistency_map", "inputnode.consistency_file")]),
@@ -119,12 +121,14 @@ def init_sr_wf(*, name, settings, output_dir, source_file, entities, sidecars, r
     return wf
 
 
-def _sink(name, output_dir, source_file, entities, desc, **inputs):
+def _sink(name, output_dir, source_file, entities, desc, stale=(), **inputs):
+    if stale:
+        inputs["remove_first"] = list(stale)
     return Node(DerivativesSink(base_directory=str(output_dir), source_file=str(source_file), entities=entities,
                                 desc=desc, **inputs), name=name, run_without_submitting=True)
 
 
-def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_for_figures=False,
+def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_for_figures=False, stale=(),
                            name="sr_derivatives_wf"):
     """Store an image's outputs: one sink per kind of ``sidecars`` (``{kind: metadata}``; the main output's
     kind last), ``ds_<kind>``; the main output's sidecar, the completion marker, after every other file
@@ -145,8 +149,8 @@ def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_
     outputnode = Node(IdentityInterface(fields=["out_file", "consistency_file"]), name="outputnode")
 
     def sink(kind, **inputs):
-        return _sink(f"ds_{kind}", output_dir, source_file, entities, output_desc(kind), meta_dict=sidecars[kind],
-                     **inputs)
+        return _sink(f"ds_{kind}", output_dir, source_file, entities, output_desc(kind), stale,
+                     meta_dict=sidecars[kind], **inputs)
 
     ds_consistency = sink("consistency", info_keys=list(CONSISTENCY_INFO_KEYS))
     wf.connect([(inputnode, ds_consistency, [("consistency_file", "in_file"), ("info", "info")])])
@@ -171,7 +175,7 @@ def init_sr_derivatives_wf(*, output_dir, source_file, entities, sidecars, wait_
 
 
 def init_sr_reports_wf(*, output_dir, source_file, entities, kinds, main_label=MAIN_LABELS["model"], mem_gb=0.5,
-                       name="sr_reports_wf"):
+                       stale=(), name="sr_reports_wf"):
     """An image's reportlets (``kinds``: ``input``, ``cubic``, ``consistency``, ``lesions``; nodes ``rpt_<kind>``)
     stored in ``figures/`` (``ds_rpt_<kind>``, no sidecar).
 
@@ -196,7 +200,7 @@ def init_sr_reports_wf(*, output_dir, source_file, entities, kinds, main_label=M
     for i, kind in enumerate(kinds, start=1):
         make, inputs = nodes[kind]
         rpt = Node(make(), name=f"rpt_{kind}", mem_gb=mem_gb)
-        ds_rpt = _sink(f"ds_rpt_{kind}", output_dir, source_file, entities, reportlet_desc(kind),
+        ds_rpt = _sink(f"ds_rpt_{kind}", output_dir, source_file, entities, reportlet_desc(kind), stale,
                        datatype="figures", write_sidecar=False)
         wf.connect([(inputnode, rpt, inputs), (rpt, ds_rpt, [("out_report", "in_file")]),
                     (ds_rpt, merge, [("out_file", f"in{i}")])])
