@@ -311,7 +311,7 @@ def file_changed(recorded, path, deep=True):
 
 
 def _unreadable(exc):
-    return f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else f"cannot be read ({exc})"
+    return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
 
 
 def source_changed(recorded, path):
@@ -360,10 +360,9 @@ def companions_changed(meta, expected):
             how = file_changed(recorded[rel], path)
         except OSError as exc:  # a failing disk, a file made unreadable: redone
             return f"{path.name} {_unreadable(exc)}"
-        if how and main:
-            return f"{path.name} changed since {expected.marker.name} was written ({how})"
         if how:
-            return f"{path.name} changed since {expected.marker.name} was written ({how}; another run's?)"
+            hint = "" if main else "; another run's?"
+            return f"{path.name} changed since {expected.marker.name} was written ({how}{hint})"
     return None
 
 

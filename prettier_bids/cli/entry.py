@@ -66,18 +66,18 @@ _OMP_THREADS = re.compile(r"\s*\+?[0-9]+\s*(,\s*\+?[0-9]+\s*)*")
 MAX_OMP_THREADS = 65536
 
 
-def drop_invalid_omp_threads(prog=None):
+def drop_invalid_omp_threads():
     """Unset an OMP_NUM_THREADS that OpenMP would refuse (``0``, ``-1``, ``abc``, ``99999999999999999999``), with a
     one-line warning, before torch loads it: libgomp printed its own unprefixed ``Invalid value for environment
-    variable`` line. Called by every console script and when ``prettier_bids.cli`` is imported (``python -m``)."""
+    variable`` line. Called when ``prettier_bids.cli`` is imported, so before every console script (this module is
+    in that package) and ``python -m prettier_bids.cli...``."""
     value = os.environ.get("OMP_NUM_THREADS")
     counts = list(map(int, value.split(","))) if value is not None and _OMP_THREADS.fullmatch(value) else []
     if value is None or (counts and 1 <= min(counts) and max(counts) <= MAX_OMP_THREADS):  # "04", "+4" as libgomp
         return
     del os.environ["OMP_NUM_THREADS"]
-    if prog is None:
-        name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-        prog = name if name.startswith("prettier") else "prettier_bids"
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = name if name.startswith("prettier") else "prettier_bids"
     print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads from 1 to {MAX_OMP_THREADS}; "
           "ignored", file=sys.stderr)
 
@@ -85,7 +85,6 @@ def drop_invalid_omp_threads(prog=None):
 def _run(prog, module):
     if sys.stderr is not None and not isinstance(sys.stderr, _PipeSafe):
         sys.stderr = _PipeSafe(sys.stderr)
-    drop_invalid_omp_threads(prog)
     try:
         mod, interrupted = _import_deferring_ctrl_c(module)
         if interrupted:
