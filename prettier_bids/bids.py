@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -122,13 +123,46 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     for path in bad:
         LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
-    indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=True)
+    indexer = _root_relative_indexer(BIDSLayoutIndexer)(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:
         kwargs = {"database_path": str(database_dir), "reset_database": True}
     layout = BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
     layout.prettier_malformed_json = bad
     return layout
+
+
+class _RootRelativeEntity:
+    """A pybids ``Entity`` that matches a file by its path relative to the dataset root (``/sub-01/anat/...``)."""
+
+    def __init__(self, entity, root):
+        self._entity, self._root = entity, root
+
+    def match_file(self, f):
+        return self._entity.match_file(SimpleNamespace(path="/" + os.path.relpath(f.path, self._root)))
+
+    def __getattr__(self, name):
+        return getattr(self._entity, name)
+
+
+def _root_relative_indexer(base):
+    """pybids' indexer, made to read the entities of a file from its path below the dataset root: pybids (up to
+    0.22 at least) matches them against the absolute path, so a dataset kept under a folder named ``acq-foo``,
+    ``run-2023`` or ``sub-99`` gave every file that entity (its outputs misnamed, or every image skipped as not a
+    BIDS name; bids-standard/pybids#595, fixed upstream by #1273)."""
+
+    import inspect
+
+    hook = getattr(base, "_index_file", None)
+    if hook is None or list(inspect.signature(hook).parameters) != ["self", "abs_fn", "entities"]:
+        return base  # another pybids: its own matching (tests/test_bids_round4.py says whether it is right)
+
+    class RootRelativeIndexer(base):
+        def _index_file(self, abs_fn, entities):
+            root = str(self._layout._root)
+            return super()._index_file(abs_fn, {k: _RootRelativeEntity(e, root) for k, e in entities.items()})
+
+    return RootRelativeIndexer
 
 
 def exact_ignore(relpath):

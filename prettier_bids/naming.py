@@ -110,11 +110,22 @@ def pattern_entities(spec=None):
 # Entities and output paths (pybids)
 # --------------------------------------------------------------------------------------------
 
+#: BIDS datatype folders (pybids' ``datatype`` entity).
+DATATYPE_FOLDERS = frozenset({"anat", "beh", "dwi", "eeg", "fmap", "func", "ieeg", "meg", "micr", "motion", "mrs",
+                              "nirs", "perf", "pet"})
+
+
 def parse_entities(path):
-    """BIDS entities of a file (pybids' ``parse_file_entities``; give the path with its folders)."""
+    """BIDS entities of a file (pybids' ``parse_file_entities``) from its name, and its ``datatype`` from its
+    folder where that is a datatype folder (``anat``). The folders above never count: a dataset kept under a
+    folder named ``desc-old`` or ``run-2023`` gives its files no ``desc`` or ``run``."""
     from bids.layout import parse_file_entities
 
-    return parse_file_entities(str(path))
+    path = Path(path)
+    ents = parse_file_entities("/" + path.name)
+    if path.parent.name in DATATYPE_FOLDERS:
+        ents["datatype"] = path.parent.name
+    return ents
 
 
 def derivative_relpath(entities, desc, extension=NIFTI_EXT, datatype=None, spec=None):
@@ -142,6 +153,6 @@ def bids_name(entities, spec=None):
         return None
 
 
-__all__ = ["NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath", "is_nifti",
+__all__ = ["DATATYPE_FOLDERS", "NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath", "is_nifti",
            "load_io_spec", "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities",
            "reportlet_desc", "sidecar_of", "split_ext", "stem", "with_ext"]

@@ -299,7 +299,7 @@ def file_changed(recorded, path, deep=True):
     """How the file at ``path`` differs from what :func:`source_file` recorded of it (``size 10 -> 12 bytes``,
     ``same size, other content``), or None: size and time first, the SHA-256 only when they differ (a copy
     that did not keep the time, a touch); with ``deep=False`` a file of the recorded size is taken as unchanged
-    whatever its time (no hashing: the methods text, over every output of the dataset)."""
+    whatever its time (no hashing: the methods text, over the outputs of subjects other than the run's)."""
     st = os.stat(path)
     if st.st_size == recorded["Size"] and st.st_mtime_ns == recorded["MTimeNs"]:
         return None
@@ -372,11 +372,9 @@ def consistency_made_for_other(expected):
     ``desc-cubic`` baseline written by ``--write-cubic`` beside a model output is not taken as a complete
     ``--method cubic`` output with the model's map. Sidecars that name no output (older ones) are not checked."""
     cons = expected.niftis.get("consistency")
-    if cons is None or expected.root is None or not sidecar_of(cons).is_file():
+    if cons is None or expected.root is None:
         return None
-    meta = read_json(sidecar_of(cons))
-    sources = meta.get("Sources") if isinstance(meta, dict) else None
-    outputs = [s for s in sources if isinstance(s, str) and s.startswith("bids::")] if isinstance(sources, list) else []
+    outputs = _map_outputs(cons)
     main = "bids::" + expected.niftis[expected.marker_kind].relative_to(expected.root).as_posix()
     if outputs and main not in outputs:
         return f"{cons.name} was made for another output ({outputs[0][len('bids::'):]})"
@@ -437,47 +435,86 @@ def read_sidecar(path):
 def main_output_sidecars(root, subjects=None, deep=True):
     """Every main output (``desc-prettier``, ``desc-cubic``) on disk, for ``subjects`` (labels) or all: a list of
     ``(sidecar, nifti, meta, why)``, ``why`` None for a usable one, else why it is left out (a malformed
-    sidecar, a missing image, an image or companion rewritten since: :func:`outdated_output`, ``deep`` there; a
+    sidecar, a missing image, an image or companion rewritten since: :func:`outdated_output`, ``deep`` there, or
+    a collection of subject labels whose outputs are checked deeply, the others by size; a
     ``--write-cubic`` baseline whose model output is not usable); ``meta`` is None when left out. A ``desc-cubic``
     output left out beside a usable ``desc-prettier`` one (an older run's, superseded) is not listed."""
     root = Path(root)
-    descs = main_descs()
-    real_root = root.resolve()
     found = []
-    for sub_dir in sorted(root.glob("sub-*")):
-        if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
-            continue
-        if sub_dir.is_symlink() and not sub_dir.resolve().is_relative_to(real_root):
-            LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset", sub_dir.name,
-                           sub_dir.resolve())
-            continue
-        for sidecar in sorted(sub_dir.rglob("*.json")):
-            parts = sidecar.relative_to(root).parts
-            if "figures" in parts or "log" in parts or sidecar.name.startswith("."):
-                continue
-            if parse_entities(sidecar).get("desc") not in descs:
-                continue
-            nifti = nifti_of(sidecar)
-            meta, why = read_sidecar(sidecar)
-            if why is None and not nifti.is_file():
-                meta, why = None, f"its image {nifti.name} is missing"
-            if why is None:
-                why = outdated_output(meta, nifti, root, deep)
-                meta = None if why else meta
-            found.append([sidecar, nifti, meta, why])
+    for sidecar in main_sidecar_paths(root, subjects, warn=True):
+        nifti = nifti_of(sidecar)
+        meta, why = read_sidecar(sidecar)
+        if why is None and not nifti.is_file():
+            meta, why = None, f"its image {nifti.name} is missing"
+        if why is None:
+            deeply = deep if isinstance(deep, bool) else sidecar.relative_to(root).parts[0][4:] in deep
+            why = outdated_output(meta, nifti, root, deeply)
+            meta = None if why else meta
+        found.append([sidecar, nifti, meta, why])
     usable = {n for _, n, m, why in found if why is None}
-    cubic_desc = descs[1]
+    listed = {n for _, n, _, _ in found}
+    cubic_desc = main_descs()[1]
     out = []
     for entry in found:
         sidecar, nifti, meta, why = entry
         if parse_entities(nifti).get("desc") == cubic_desc:
-            if why and sr_output_of(nifti) in usable:
+            sr_nifti = sr_output_of(nifti)
+            if why and sr_nifti in usable:
                 continue  # superseded by the model output beside it
             of = (meta or {}).get("BaselineOf")
+            if of is None and meta is not None and sr_nifti in listed and sr_nifti not in usable \
+                    and _map_made_for(nifti, root, meta) == sr_nifti:
+                of = "bids::" + sr_nifti.relative_to(root).as_posix()  # a baseline written before BaselineOf
             if of and root / of[len("bids::"):] not in usable:
                 entry[2:] = [None, f"the cubic baseline of {Path(of).name}, which has no usable output"]
         out.append(tuple(entry))
     return out
+
+
+def main_sidecar_paths(root, subjects=None, warn=False):
+    """The sidecars of the main outputs (``desc-prettier``, ``desc-cubic``) below ``root`` for ``subjects``
+    (labels) or all, by name (none is read): outside ``figures`` and ``log`` folders, not hidden, not through a
+    subject folder that links out of ``root`` (said once when ``warn``)."""
+    root = Path(root)
+    descs = main_descs()
+    real_root = root.resolve()
+    for sub_dir in sorted(root.glob("sub-*")):
+        if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
+            continue
+        if sub_dir.is_symlink() and not sub_dir.resolve().is_relative_to(real_root):
+            if warn:
+                LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset", sub_dir.name,
+                               sub_dir.resolve())
+            continue
+        for sidecar in sorted(sub_dir.rglob("*.json")):
+            parts = sidecar.relative_to(root).parts
+            if "figures" in parts or "log" in parts or sidecar.name.startswith(".") or not sidecar.is_file():
+                continue
+            ents = parse_entities(sidecar)
+            if ents.get("desc") in descs and ents.get("subject") == sub_dir.name[4:] and ents.get("suffix"):
+                yield sidecar  # not a file of a user's named like an output (notes-desc-cubic_T1w.json)
+
+
+def _map_made_for(nifti, root, meta):
+    """The output the consistency map beside the main output ``nifti`` (sidecar ``meta``) was made for by the
+    same run (its sidecar's first ``bids::`` source), or None (no map, an older map that names no output, or a
+    map another run wrote: a ``--write-cubic`` baseline and its map always come from one run)."""
+    cons_desc = output_desc("consistency")
+    cubic_desc = main_descs()[1]
+    run = (meta.get("GeneratedByRun") or {}).get("RunId")
+    outputs = _map_outputs(nifti.with_name(nifti.name.replace(f"desc-{cubic_desc}", f"desc-{cons_desc}")), run)
+    return root / outputs[0][len("bids::"):] if outputs else None
+
+
+def _map_outputs(cons, run_id=None):
+    """The ``bids::`` outputs named in the ``Sources`` of the consistency map ``cons``'s sidecar (none for a
+    missing or older map, or, with ``run_id``, for a map another run wrote)."""
+    meta = read_json(sidecar_of(cons)) if sidecar_of(cons).is_file() else None
+    made_by = meta.get("GeneratedByRun") if isinstance(meta, dict) else None
+    if run_id is not None and (not isinstance(made_by, dict) or made_by.get("RunId") != run_id):
+        return []
+    sources = meta.get("Sources") if isinstance(meta, dict) else None
+    return [s for s in sources if isinstance(s, str) and s.startswith("bids::")] if isinstance(sources, list) else []
 
 
 def baseline_of(nifti):
@@ -851,13 +888,15 @@ def _scope(counts, only):
     return f"Each of {n} images ({counted(counts)})"
 
 
-def dataset_methods(root, versions=None):
+def dataset_methods(root, versions=None, subjects=()):
     """The methods text of every output in the derivatives dataset ``root`` (not only this run's): for each
     image, the output that stands for it (:func:`shown_outputs`), grouped by how it was made (method, model,
     weights, arithmetic, slice profile, projection, output grid, where the slice thickness came from), read from
     the sidecars; the software versions are those
-    in the sidecars (``versions``: the current run's, for outputs that do not record them)."""
-    entries = main_output_sidecars(root, deep=False)  # over the whole dataset: sizes and times, no hashing
+    in the sidecars (``versions``: the current run's, for outputs that do not record them). The outputs of
+    ``subjects`` (this run's, whose reports hash them too) are checked as the reports check them; the others by
+    size and time only, so that each job of an array over a large archive does not hash the whole dataset."""
+    entries = main_output_sidecars(root, deep=set(subjects))
     shown = _shown(entries)
     counts, groups, used, sources, estimates = {}, {}, {}, {}, {}
     for nifti, meta in shown:
@@ -898,11 +937,12 @@ def citation_text(description):
 {CITATION_REFS}"""
 
 
-def write_citation(root, description=None, versions=None):
-    """Write logs/CITATION.md: ``description``, by default the methods text of every output in ``root``."""
+def write_citation(root, description=None, versions=None, subjects=()):
+    """Write logs/CITATION.md: ``description``, by default the methods text of every output in ``root``
+    (:func:`dataset_methods`, ``subjects`` there)."""
     logs = Path(root) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    text = citation_text(dataset_methods(root, versions) if description is None else description)
+    text = citation_text(dataset_methods(root, versions, subjects) if description is None else description)
     write_text_atomic(text, logs / "CITATION.md")
     return text
 

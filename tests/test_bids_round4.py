@@ -422,3 +422,152 @@ def test_a_damaged_baseline_does_not_take_the_model_output_with_it(tmp_path, tin
     assert "skipped sub-02/anat/sub-02_desc-prettier_T1w.json" not in again.stderr
     assert sorted((out / "prettier/sub-02/figures").glob("*T1w*")) == figures
     assert [r for r in _group_rows(bids, out)[1] if "desc-prettier_T1w" in r]
+
+
+# ---------------------------------------------------------------- helper-16's leftovers (fixed 2026-12-06)
+
+@pytest.mark.slow
+def test_an_older_baseline_beside_a_damaged_model_output_is_left_out(tmp_path, tiny_weights):
+    """A --write-cubic baseline written before BaselineOf existed, beside a truncated model output, was shown as the
+    image's cubic output: the consistency map's Sources name the model output, so it is that output's baseline."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    assert run_app(*_args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights, "--write-cubic",
+                          "--no-reportlets")).returncode == 0
+    anat = out / "prettier/sub-02/anat"
+    sidecar = anat / "sub-02_desc-cubic_T1w.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["BaselineOf"]
+    sidecar.write_text(json.dumps(meta))
+    group, rows = _group_rows(bids, out)
+    assert len([r for r in rows if "T1w" in r]) == 2  # the model output and its baseline
+    image = anat / "sub-02_desc-prettier_T1w.nii.gz"
+    image.write_bytes(image.read_bytes()[:5000])
+    group, rows = _group_rows(bids, out)
+    assert not [r for r in rows if "T1w" in r], rows
+    assert ("sub-02_desc-cubic_T1w.json: the cubic baseline of sub-02_desc-prettier_T1w.nii.gz, which has no usable "
+            "output") in group.stderr, group.stderr[-2000:]
+
+
+def test_an_older_cubic_output_is_not_taken_for_another_runs_baseline(tmp_path, capsys):
+    """The map's Sources mark an older baseline only when the map comes from the baseline's own run: a cubic output
+    made before CompanionFiles, whose map a later model run rewrote, stays the image's output when that model
+    output is unusable."""
+    from prettier_bids.outputs import main_output_sidecars
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
+                                                "--no-reportlets"))
+    assert code == 0, lines
+    anat = out / "prettier/sub-02/anat"
+    cubic = anat / "sub-02_desc-cubic_T1w.json"
+    meta = json.loads(cubic.read_text())
+    del meta["CompanionFiles"]
+    cubic.write_text(json.dumps(meta))
+    cons = anat / "sub-02_desc-consistency_T1w.json"
+    made = json.loads(cons.read_text())
+    made["Sources"] = ["bids::sub-02/anat/sub-02_desc-prettier_T1w.nii.gz"]
+    made["GeneratedByRun"] = {"RunId": "20261206-000000_0000000a"}  # a later model run's map
+    cons.write_text(json.dumps(made))
+    (anat / "sub-02_desc-prettier_T1w.json").write_text(json.dumps({"ConsistencyPSNR": "n/a"}))  # malformed
+    (anat / "sub-02_desc-prettier_T1w.nii.gz").write_bytes(b"x")
+    found = {s.name: why for s, _, _, why in main_output_sidecars(out / "prettier", ["02"])}
+    assert found["sub-02_desc-cubic_T1w.json"] is None, found
+    made["GeneratedByRun"] = meta["GeneratedByRun"]  # the same run: a --write-cubic baseline
+    cons.write_text(json.dumps(made))
+    found = {s.name: why for s, _, _, why in main_output_sidecars(out / "prettier", ["02"])}
+    assert found["sub-02_desc-cubic_T1w.json"].startswith("the cubic baseline of"), found
+
+
+def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path, capsys):
+    """figures/old_desc-qc_backup (a user's folder) matched the glob of QC tables: every run stopped with exit 73."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    (out / "prettier/sub-02/figures/old_desc-qc_backup").mkdir(parents=True)
+    (out / "prettier/sub-02/anat").mkdir(parents=True)
+    (out / "prettier/sub-02/anat/notes-desc-cubic_T1w.json").write_text("{}")  # no sub-: not an output
+    code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
+                                                "--no-reportlets"))
+    assert code == 0, lines
+    assert (out / "prettier/sub-02/figures/sub-02_desc-qc_T1w.html").is_file()
+    assert (out / "prettier/sub-02/figures/old_desc-qc_backup").is_dir()
+    code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
+                                                "--reports-only"))
+    assert code == 0 and not [line for line in lines if "notes-desc" in line], lines
+
+
+def test_figures_that_cannot_be_removed_are_a_warning(tmp_path, monkeypatch, caplog):
+    """A read-only figures folder: removing a stale figure was exit 1 (PermissionError) for the run or the report."""
+    from pathlib import Path
+
+    from prettier_bids.interfaces.derivatives import _remove_stale
+    from prettier_bids.reports.subject import write_qc_reportlets
+
+    root = tmp_path / "prettier"
+    figs = root / "sub-02/figures"
+    figs.mkdir(parents=True)
+    stale = figs / "sub-02_desc-flickercubic_T1w.svg"
+    stale.write_text("<svg/>")
+    anat = root / "sub-02/anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-02_desc-cubic_T1w.json").write_text(json.dumps({"Sources": ["bids:raw:sub-02/anat/sub-02_T1w.nii.gz"]}))
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with caplog.at_level("WARNING", logger="prettier_bids"):
+        _remove_stale(root, ["sub-02/figures/sub-02_desc-flickercubic_T1w.svg"], "sub-02_T1w.nii.gz")
+        assert write_qc_reportlets(root, "02") == []  # the image is missing: its output is left out
+    assert stale.is_file()
+    warned = [r.getMessage() for r in caplog.records if "could not remove" in r.getMessage()]
+    assert len(warned) == 2 and all("Permission denied" in w for w in warned), warned
+
+
+def test_entities_come_from_below_the_dataset_root(tmp_path):
+    """Datasets kept under folders named acq-foo, run-2023 or desc-old: pybids (and parse_entities) read entities from
+    the absolute path, so every input was skipped as 'not a BIDS file name' and outputs were misread."""
+    from prettier_bids.naming import parse_entities
+
+    assert parse_entities("/d/desc-old/run-2023/sub-01/ses-1/anat/sub-01_ses-1_desc-cubic_T1w.nii.gz") == {
+        "subject": "01", "session": "1", "desc": "cubic", "suffix": "T1w", "extension": ".nii.gz", "datatype": "anat"}
+    assert parse_entities("/d/acq-x/sub-01/figures/sub-01_desc-qc_T1w.html") == {
+        "subject": "01", "desc": "qc", "suffix": "T1w", "extension": ".html"}
+    bids = copy_dataset(tmp_path / "acq-foo" / "run-2023" / "bids")
+    out, work = tmp_path / "desc-old" / "out", tmp_path / "work"
+    proc = run_app(*_args(bids, out, work, "--contrast", "T1w", "--method", "cubic", "--no-reportlets"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").is_file()
+    group, rows = _group_rows(bids, out)
+    assert len([r for r in rows if "sub-02_desc-cubic_T1w" in r]) == 1, (rows, group.stderr[-2000:])
+
+
+@pytest.mark.parametrize("prog", ["prettier-sr", "prettier-bids"])
+def test_an_empty_weights_name_is_a_usage_error(tmp_path, prog):
+    """--weights "" silently used the shipped model."""
+    args = {"prettier-sr": ["prettier_bids.cli.sr", tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"],
+            "prettier-bids": ["prettier_bids.cli.run", copy_dataset(tmp_path / "bids"), tmp_path / "out",
+                              "participant"]}[prog]
+    proc = subprocess.run([sys.executable, "-m", *map(str, args), "--weights", ""], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == exitcodes.USAGE
+    assert proc.stderr.strip().splitlines()[-1].endswith("argument --weights: an empty file name (see "
+                                                         f"{prog} --help)"), proc.stderr
+    assert not (tmp_path / "out.nii.gz").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_methods_text_checks_this_runs_outputs_as_its_reports_do(tmp_path):
+    """A same-size corruption: the report left the output out while the methods text (sizes only) still counted it.
+    This run's subjects are now checked in full; other subjects by size, so that array jobs do not hash the archive."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = _args(bids, out, work, "--contrast", "T1w", "--method", "cubic", "--no-reportlets")
+    assert run_app(*args).returncode == 0
+    citation = out / "prettier/logs/CITATION.md"
+    assert "cubic splines" in citation.read_text()
+    image = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz"
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    image.write_bytes(bytes(data))
+    proc = run_app(*args, "--reports-only")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its image changed" in proc.stderr, proc.stderr[-2000:]
+    assert "cubic splines" not in citation.read_text()

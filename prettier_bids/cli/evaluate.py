@@ -17,6 +17,7 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
+    file_name,
     check_folder,
     guarded_main,
     positive_int,
@@ -43,7 +44,7 @@ def build_parser():
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", default=None,
                    help="shipped model name for every contrast (default: each contrast's default model)")
-    g.add_argument("--weights", default=None, help="weights file")
+    g.add_argument("--weights", type=file_name, default=None, help="weights file")
     add_simulation_options(p, settings=DEFAULT_SETTINGS)
     p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")

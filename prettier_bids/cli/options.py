@@ -200,6 +200,13 @@ def device(text):
     return text
 
 
+def file_name(text):
+    """A file name that is not empty (``--weights ""`` is a usage error, never the shipped model)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty file name")
+    return text
+
+
 def check_folder(label, folder, code):
     """:func:`prettier_bids.paths.check_output_folder` (the folder is, or can be made, a writable folder; nothing
     is created) with its problem as a :class:`CLIError` of exit status ``code``."""

@@ -24,6 +24,7 @@ from .options import (
     add_precision_option,
     add_output_grid_option,
     add_projection_option,
+    file_name,
     check_folder,
     device,
     finite_float,
@@ -77,7 +78,8 @@ def build_parser():
     mx.add_argument("--model", default=None, metavar="NAME",
                     help="a shipped model for every input (default: each input's contrast gets its own: "
                          "prettier-edsr-v3-flair for FLAIR, prettier-edsr-v3 for the others)")
-    mx.add_argument("--weights", default=None, metavar="FILE", help="a weights file (.pt) from prettier-train")
+    mx.add_argument("--weights", type=file_name, default=None, metavar="FILE",
+                    help="a weights file (.pt) from prettier-train")
     m.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")
     m.add_argument("--write-cubic", action="store_true", help="also write the cubic baseline (desc-cubic)")

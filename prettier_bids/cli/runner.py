@@ -383,7 +383,7 @@ def write_reports(subjects, cands, config):
     from ..reports.subject import write_subject_report
 
     root = config.output_root
-    write_citation(root, versions=config.software_versions)
+    write_citation(root, versions=config.software_versions, subjects=subjects)
     for subject in subjects:
         mine = [c for c in cands if c.subject == subject]
         if mine:

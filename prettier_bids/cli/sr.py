@@ -24,6 +24,7 @@ from .options import (
     add_projection_option,
     check_device_available,
     device,
+    file_name,
     finite_float,
     guarded_main,
     positive_int,
@@ -63,7 +64,7 @@ def build_parser():
     g.add_argument("--model", default=None,
                    help="name of a shipped model (default: the default model, or the one made for the input's "
                         "contrast, read from its BIDS suffix: prettier-edsr-v3-flair for *_FLAIR.nii[.gz])")
-    g.add_argument("--weights", default=None, help="a weights file (.pt) from prettier-train")
+    g.add_argument("--weights", type=file_name, default=None, help="a weights file (.pt) from prettier-train")
     p.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: cubic-spline baseline on the same grid")
     p.add_argument("--slice-thickness", type=thickness_or_auto, default="auto", metavar="MM|auto",

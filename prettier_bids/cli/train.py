@@ -13,6 +13,7 @@ from .options import (
     CLIError,
     UsageParser,
     check_device_available,
+    file_name,
     check_folder,
     device,
     finite_float,
@@ -45,7 +46,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
-    p.add_argument("--init-weights", default=None, metavar="FILE",
+    p.add_argument("--init-weights", type=file_name, default=None, metavar="FILE",
                    help="start from these weights: a weights file (a run's best.pt) or a shipped model name "
                         "(e.g. prettier-edsr-v2); overrides the config")
     p.add_argument("--optuna", type=int_at_least(0), default=0, metavar="N", help="run an Optuna TPE study of N trials")

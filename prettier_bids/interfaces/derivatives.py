@@ -128,17 +128,22 @@ def _remove_stale(base, relpaths, source):
 
     from ..paths import check_output_dirs
 
+    logger = logging.getLogger("prettier_bids")
     removed = []
     for rel in relpaths:
         path = base / rel
         check_output_dirs(base, [path.parent.relative_to(base)])  # never out of the dataset
         if path.is_file() or path.is_symlink():
-            path.unlink()
+            try:
+                path.unlink()
+            except OSError as exc:  # a read-only figures folder: the output itself is stored all the same
+                logger.warning("could not remove %s, a figure of an earlier output of %s (the subject report still "
+                               "shows it): %s", rel, Path(source).name, exc.strerror or exc)
+                continue
             removed.append(path.name)
     if removed:
-        logging.getLogger("prettier_bids").info(
-            "removed %d figure(s) of an earlier output of %s that this run does not make again: %s", len(removed),
-            Path(source).name, ", ".join(removed))
+        logger.info("removed %d figure(s) of an earlier output of %s that this run does not make again: %s",
+                    len(removed), Path(source).name, ", ".join(removed))
 
 
 def _flat(items):

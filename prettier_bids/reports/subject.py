@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..naming import derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
-from ..outputs import shown_outputs, thickness_kind
+from ..outputs import main_sidecar_paths, shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
 from .markup import text as esc
@@ -108,7 +108,7 @@ def report_outputs(root, subjects, cands=()):
 
     spec = load_io_spec()
     root = Path(root)
-    paths = {p for s in subjects for p in (root / f"sub-{s}" / "figures").glob(f"*_desc-{reportlet_desc('qc', spec)}_*")}
+    paths = {_qc_path(root, parse_entities(s), spec) for s in main_sidecar_paths(root, list(subjects))}
     paths |= {_qc_path(root, c.entities, spec) for c in cands if c.status == "selected"}
     return sorted({p.relative_to(root).as_posix() for p in paths} | {f"{STATIC}/{n}" for n in set(ASSETS.values())})
 
@@ -145,7 +145,12 @@ def write_qc_reportlets(root, subject):
     for sidecar, _ in skipped:
         for path in _figures_of(root, nifti_of(sidecar), spec):
             if path not in kept and path.is_file():
-                path.unlink()
+                try:
+                    path.unlink()
+                except OSError as exc:  # a read-only figures folder: the report still shows the rest
+                    LOGGER.warning("report: could not remove %s (its output is left out): %s",
+                                   path.relative_to(root).as_posix(), exc.strerror or exc)
+                    continue
                 LOGGER.info("report: removed %s (its output is left out)", path.name)
     return paths
 
