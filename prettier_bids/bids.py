@@ -123,7 +123,7 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     for path in bad:
         LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
-    indexer = _root_relative_indexer(BIDSLayoutIndexer)(validate=False, ignore=ignore, index_metadata=True)
+    indexer = root_relative_indexer(BIDSLayoutIndexer)(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:
         kwargs = {"database_path": str(database_dir), "reset_database": True}
@@ -145,7 +145,7 @@ class _RootRelativeEntity:
         return getattr(self._entity, name)
 
 
-def _root_relative_indexer(base):
+def root_relative_indexer(base):
     """pybids' indexer, made to read the entities of a file from its path below the dataset root: pybids (up to
     0.22 at least) matches them against the absolute path, so a dataset kept under a folder named ``acq-foo``,
     ``run-2023`` or ``sub-99`` gave every file that entity (its outputs misnamed, or every image skipped as not a

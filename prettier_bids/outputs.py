@@ -452,7 +452,6 @@ def main_output_sidecars(root, subjects=None, deep=True):
             meta = None if why else meta
         found.append([sidecar, nifti, meta, why])
     usable = {n for _, n, m, why in found if why is None}
-    listed = {n for _, n, _, _ in found}
     cubic_desc = main_descs()[1]
     out = []
     for entry in found:
@@ -462,7 +461,7 @@ def main_output_sidecars(root, subjects=None, deep=True):
             if why and sr_nifti in usable:
                 continue  # superseded by the model output beside it
             of = (meta or {}).get("BaselineOf")
-            if of is None and meta is not None and sr_nifti in listed and sr_nifti not in usable \
+            if of is None and meta is not None and sr_nifti not in usable \
                     and _map_made_for(nifti, root, meta) == sr_nifti:
                 of = "bids::" + sr_nifti.relative_to(root).as_posix()  # a baseline written before BaselineOf
             if of and root / of[len("bids::"):] not in usable:
@@ -473,10 +472,12 @@ def main_output_sidecars(root, subjects=None, deep=True):
 
 def main_sidecar_paths(root, subjects=None, warn=False):
     """The sidecars of the main outputs (``desc-prettier``, ``desc-cubic``) below ``root`` for ``subjects``
-    (labels) or all, by name (none is read): outside ``figures`` and ``log`` folders, not hidden, not through a
-    subject folder that links out of ``root`` (said once when ``warn``)."""
+    (labels) or all, by name (none is read): only where an output of that name is written
+    (``sub-XX[/ses-YY]/anat``, a contrast's suffix), not hidden, not through a subject folder that links out of
+    ``root`` (said once when ``warn``)."""
     root = Path(root)
     descs = main_descs()
+    suffixes = {q["suffix"] for q in load_io_spec()["queries"].values()}
     real_root = root.resolve()
     for sub_dir in sorted(root.glob("sub-*")):
         if not sub_dir.is_dir() or (subjects is not None and sub_dir.name[4:] not in subjects):
@@ -486,13 +487,23 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                 LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset", sub_dir.name,
                                sub_dir.resolve())
             continue
-        for sidecar in sorted(sub_dir.rglob("*.json")):
-            parts = sidecar.relative_to(root).parts
-            if "figures" in parts or "log" in parts or sidecar.name.startswith(".") or not sidecar.is_file():
+        outside = set()
+        for sidecar in sorted([*sub_dir.glob("anat/*.json"), *sub_dir.glob("ses-*/anat/*.json")]):
+            if sidecar.name.startswith(".") or not sidecar.is_file():
                 continue
             ents = parse_entities(sidecar)
-            if ents.get("desc") in descs and ents.get("subject") == sub_dir.name[4:] and ents.get("suffix"):
-                yield sidecar  # not a file of a user's named like an output (notes-desc-cubic_T1w.json)
+            if ents.get("desc") not in descs or ents.get("suffix") not in suffixes or ents.get("extension") != ".json":
+                continue
+            if not sidecar.parent.resolve().is_relative_to(real_root):  # a folder linked out of the dataset
+                if warn and sidecar.parent not in outside:
+                    LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",
+                                   sidecar.parent.relative_to(root).as_posix(), sidecar.parent.resolve())
+                outside.add(sidecar.parent)
+                continue
+            folder = Path(f"sub-{ents.get('subject')}", *([f"ses-{ents['session']}"] if "session" in ents else []),
+                          "anat")
+            if sidecar.parent.relative_to(root) == folder:
+                yield sidecar  # not a user's file named like one (notes-desc-cubic_T1w.json, a copy in anat/old/)
 
 
 def _map_made_for(nifti, root, meta):
@@ -742,7 +753,7 @@ Results included in this manuscript come from super-resolution performed using *
 {prettier_bids} [1], which is based on *Nipype* {nipype} [2], *PyBIDS* {pybids} [3], *NiWorkflows*
 {niworkflows} and *NiReports* {nireports}, with *PyTorch* {torch} and *NiBabel* {nibabel}.
 
-Thick-slice images ({counted}) were found with PyBIDS. The slice axis and spacing were read from the
+{found} The slice axis and spacing were read from the
 NIfTI header; where each image's slice thickness came from is said below.
 """
 #: The software that :data:`MAIN_DESC` names, as keys of ``ProcessingSoftwareVersions``.
@@ -794,8 +805,8 @@ ARITHMETIC = {"fp32": "32-bit floating point",
 
 
 def counted(counts):
-    """``4 FLAIR, 2 T1w`` from ``{contrast: n}`` (``no`` when empty)."""
-    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items())) or "no"
+    """``4 FLAIR, 2 T1w`` from ``{contrast: n}``."""
+    return ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
 
 
 def main_paragraph(counts, versions):
@@ -803,7 +814,9 @@ def main_paragraph(counts, versions):
     versions of one package joined with "and") and the images (``counts``: ``{contrast: n}``)."""
     vers = {k: "?" for k in DESCRIBED_SOFTWARE}
     vers.update({k: v for k, v in versions.items() if k in vers})
-    return MAIN_DESC.format(counted=counted(counts), **vers)
+    found = (f"Thick-slice images ({counted(counts)}) were found with PyBIDS." if counts else
+             "No output of this dataset can be described now (each one is left out: see the reports).")
+    return MAIN_DESC.format(found=found, **vers)
 
 
 def thickness_sentence(kind, sources=(), estimates=(), skipped=False):

@@ -476,6 +476,9 @@ def test_an_older_cubic_output_is_not_taken_for_another_runs_baseline(tmp_path, 
     cons.write_text(json.dumps(made))
     found = {s.name: why for s, _, _, why in main_output_sidecars(out / "prettier", ["02"])}
     assert found["sub-02_desc-cubic_T1w.json"].startswith("the cubic baseline of"), found
+    (anat / "sub-02_desc-prettier_T1w.json").unlink()  # an interrupted model run: its sidecar never written
+    found = {s.name: why for s, _, _, why in main_output_sidecars(out / "prettier", ["02"])}
+    assert found["sub-02_desc-cubic_T1w.json"].startswith("the cubic baseline of"), found
 
 
 def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path, capsys):
@@ -484,6 +487,7 @@ def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path,
     (out / "prettier/sub-02/figures/old_desc-qc_backup").mkdir(parents=True)
     (out / "prettier/sub-02/anat").mkdir(parents=True)
     (out / "prettier/sub-02/anat/notes-desc-cubic_T1w.json").write_text("{}")  # no sub-: not an output
+    (out / "prettier/sub-02/anat/sub-02_desc-cubic_notes.json").write_text("{}")  # no contrast's suffix
     code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
                                                 "--no-reportlets"))
     assert code == 0, lines
@@ -491,7 +495,23 @@ def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path,
     assert (out / "prettier/sub-02/figures/old_desc-qc_backup").is_dir()
     code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
                                                 "--reports-only"))
-    assert code == 0 and not [line for line in lines if "notes-desc" in line], lines
+    assert code == 0 and not [line for line in lines if "notes" in line], lines
+    # a copy kept in another folder is not another output (it was a second row and "2 T1w" in the methods text)
+    anat = out / "prettier/sub-02/anat"
+    for name in ("sub-02_desc-cubic_T1w.nii.gz", "sub-02_desc-cubic_T1w.json"):
+        for where in (anat / "old", out / "prettier/sub-02"):
+            where.mkdir(exist_ok=True)
+            (where / name).write_bytes((anat / name).read_bytes())
+    group, rows = _group_rows(bids, out)
+    assert len([r for r in rows if "T1w" in r]) == 1, rows
+    assert "(1 T1w)" in (out / "prettier/logs/CITATION.md").read_text()
+    # an anat folder linked out of the dataset: its records are never read, so its outputs cannot be checked
+    (tmp_path / "elsewhere").mkdir()
+    anat.rename(tmp_path / "elsewhere/anat")
+    anat.symlink_to(tmp_path / "elsewhere/anat")
+    group, rows = _group_rows(bids, out)
+    assert not [r for r in rows if "T1w" in r], rows
+    assert "skipped sub-02/anat: a symlink to" in group.stderr, group.stderr[-2000:]
 
 
 def test_figures_that_cannot_be_removed_are_a_warning(tmp_path, monkeypatch, caplog):
@@ -538,20 +558,33 @@ def test_entities_come_from_below_the_dataset_root(tmp_path):
     assert (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").is_file()
     group, rows = _group_rows(bids, out)
     assert len([r for r in rows if "sub-02_desc-cubic_T1w" in r]) == 1, (rows, group.stderr[-2000:])
+    assert "<h3>sub-02_desc-cubic_T1w.nii.gz</h3>" in (out / "prettier/sub-02.html").read_text()  # nireports' index
 
 
-@pytest.mark.parametrize("prog", ["prettier-sr", "prettier-bids"])
-def test_an_empty_weights_name_is_a_usage_error(tmp_path, prog):
-    """--weights "" silently used the shipped model."""
-    args = {"prettier-sr": ["prettier_bids.cli.sr", tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"],
-            "prettier-bids": ["prettier_bids.cli.run", copy_dataset(tmp_path / "bids"), tmp_path / "out",
-                              "participant"]}[prog]
-    proc = subprocess.run([sys.executable, "-m", *map(str, args), "--weights", ""], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+@pytest.mark.parametrize("prog, option", [("prettier-sr", "--weights"), ("prettier-sr", "--model"),
+                                           ("prettier-sr", "output"), ("prettier-bids", "--weights"),
+                                           ("prettier-bids", "--model"), ("prettier-bids", "--bids-filter-file"),
+                                           ("prettier-bids", "-w"), ("prettier-bids", "OUTPUT_DIR"),
+                                           ("prettier-eval lesions", "--models"),
+                                           ("prettier-eval lesions", "--out-dir"), ("prettier-eval", "--contrasts")])
+def test_an_empty_name_is_a_usage_error(tmp_path, prog, option):
+    """An empty value (an unset shell variable): --weights "" and --model "" used the shipped model, an empty
+    --bids-filter-file was no filter, -w "" and OUTPUT_DIR "" were the current folder."""
+    if prog == "prettier-sr":
+        args = ["prettier_bids.cli.sr", tmp_path / "in.nii.gz", "" if option == "output" else tmp_path / "o.nii.gz"]
+    elif prog.startswith("prettier-eval"):
+        args = ["prettier_bids.cli.evaluate", *prog.split()[1:], "--data-root", tmp_path]
+    else:
+        args = ["prettier_bids.cli.run", copy_dataset(tmp_path / "bids"), "" if option == "OUTPUT_DIR" else
+                tmp_path / "out", "participant"]
+    if option.startswith("-"):
+        args += [option, "," if option == "--models" else ""]
+    proc = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
     assert proc.returncode == exitcodes.USAGE
-    assert proc.stderr.strip().splitlines()[-1].endswith("argument --weights: an empty file name (see "
-                                                         f"{prog} --help)"), proc.stderr
-    assert not (tmp_path / "out.nii.gz").exists() and not (tmp_path / "out").exists()
+    assert proc.stderr.strip().splitlines()[-1].endswith(f"empty (an unset shell variable?) (see {prog} --help)"), \
+        proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["bids"] if prog == "prettier-bids" else [])
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ from .options import (
     add_projection_option,
     device,
     guarded_main,
+    not_empty,
+    not_empty_list,
     positive_int,
     setup_logging,
 )
@@ -74,18 +76,18 @@ def build_parser(subparsers=None):
                     "reconstruct with cubic and each model, report lesion PSNR, contrast kept, a simple "
                     "segmentation's Dice / lesion-wise sensitivity / precision, and invented hyperintense volume.",
         epilog="example: prettier-eval lesions --data-root ../shared/data --out-dir benchmarks/results")
-    p.add_argument("--data-root", required=True, help="folder the case paths are relative to")
+    p.add_argument("--data-root", type=not_empty, required=True, help="folder the case paths are relative to")
     p.add_argument("--case", action="append", default=None, metavar="FLAIR:LESIONS",
                    help="FLAIR and lesion mask, relative to --data-root, repeatable (default: each test FLAIR of "
                         "--split with a mask in its lesion_masks)")
-    p.add_argument("--split", default=None,
+    p.add_argument("--split", type=not_empty, default=None,
                    help="JSON split whose test FLAIRs and lesion_masks give the default cases (default: the "
                         "shipped prettier_bids/data/splits.json)")
-    p.add_argument("--models", default=None,
+    p.add_argument("--models", type=not_empty_list, default=None,
                    help="comma-separated shipped model names or weights files (default: the model prettier-sr and "
                         "prettier-bids use for FLAIR)")
     add_simulation_options(p, settings=LESION_SETTINGS)
-    p.add_argument("--out-dir", default=None, help="write lesions.md and lesions.json here")
+    p.add_argument("--out-dir", type=not_empty, default=None, help="write lesions.md and lesions.json here")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
     add_batch_size_option(p)

@@ -17,7 +17,8 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
-    file_name,
+    not_empty,
+    not_empty_list,
     check_folder,
     guarded_main,
     positive_int,
@@ -39,18 +40,19 @@ def build_parser():
                     "Without a sub-command it runs this image benchmark; the sub-commands are listed below.",
         epilog=f"example: {PROG} --data-root ../shared/data --out-dir eval/; "
                f"lesion benchmark: {PROG} {eval_lesions.NAME} --help")
-    p.add_argument("--data-root", required=True, help="folder the split's file names are relative to")
-    p.add_argument("--split", default=None, help="JSON split with a 'test' section (default: the shipped one)")
+    p.add_argument("--data-root", type=not_empty, required=True, help="folder the split's file names are relative to")
+    p.add_argument("--split", type=not_empty, default=None,
+                   help="JSON split with a 'test' section (default: the shipped one)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default=None,
+    g.add_argument("--model", type=not_empty, default=None,
                    help="shipped model name for every contrast (default: each contrast's default model)")
-    g.add_argument("--weights", type=file_name, default=None, help="weights file")
+    g.add_argument("--weights", type=not_empty, default=None, help="weights file")
     add_simulation_options(p, settings=DEFAULT_SETTINGS)
-    p.add_argument("--contrasts", default=None, help="comma-separated subset of the split's test contrasts")
+    p.add_argument("--contrasts", type=not_empty_list, default=None, help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
-    p.add_argument("--out-dir", default=None, help="write results.json, tables.md and a figure here")
+    p.add_argument("--out-dir", type=not_empty, default=None, help="write results.json, tables.md and a figure here")
     add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks of unexpected errors")

@@ -200,10 +200,19 @@ def device(text):
     return text
 
 
-def file_name(text):
-    """A file name that is not empty (``--weights ""`` is a usage error, never the shipped model)."""
+def not_empty(text):
+    """A file, folder or model name that is not empty: ``--weights ""`` or ``OUTPUT_DIR ""`` (an unset shell
+    variable) is a usage error, never the shipped model or the current folder."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty file name")
+        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
+    return text
+
+
+def not_empty_list(text):
+    """A comma-separated list with at least one item (``--models ""`` or ``","`` is a usage error, never the
+    default); returned as given."""
+    if not [item for item in text.split(",") if item.strip()]:
+        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
     return text
 
 

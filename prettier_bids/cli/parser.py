@@ -24,7 +24,7 @@ from .options import (
     add_precision_option,
     add_output_grid_option,
     add_projection_option,
-    file_name,
+    not_empty,
     check_folder,
     device,
     finite_float,
@@ -55,8 +55,8 @@ def build_parser():
                 description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
                             "to ~1 mm isotropic, as a BIDS-App. Outputs form a BIDS derivatives dataset in "
                             "OUTPUT_DIR/prettier.")
-    p.add_argument("bids_dir", metavar="BIDS_DIR", help="the input BIDS dataset (never modified)")
-    p.add_argument("output_dir", metavar="OUTPUT_DIR", help="outputs go to OUTPUT_DIR/prettier")
+    p.add_argument("bids_dir", type=not_empty, metavar="BIDS_DIR", help="the input BIDS dataset (never modified)")
+    p.add_argument("output_dir", type=not_empty, metavar="OUTPUT_DIR", help="outputs go to OUTPUT_DIR/prettier")
     p.add_argument("analysis_level", metavar="{participant,group}",
                    help="participant: super-resolve; group: QC table and HTML over existing outputs")
     g = p.add_argument_group("selecting inputs")
@@ -66,7 +66,7 @@ def build_parser():
                    help="sessions to process, with or without 'ses-' (default: all)")
     g.add_argument("--contrast", nargs="+", metavar="CONTRAST", type=_contrast,
                    help="contrasts to process: FLAIR, T1w, T2w (default: FLAIR T1w)")
-    g.add_argument("--bids-filter-file", "--bids_filter_file", metavar="FILE",
+    g.add_argument("--bids-filter-file", "--bids_filter_file", type=not_empty, metavar="FILE",
                    help='JSON with extra pybids filters per contrast, fMRIPrep style: {"flair": {"acquisition": '
                         '"ax"}}')
     g.add_argument("--min-slice-spacing", type=finite_float(0.0, 100.0), default=MIN_SLICE_SPACING_MM, metavar="MM",
@@ -75,10 +75,10 @@ def build_parser():
                    help="do not run the BIDS validator on the input")
     m = p.add_argument_group("super-resolution")
     mx = m.add_mutually_exclusive_group()
-    mx.add_argument("--model", default=None, metavar="NAME",
+    mx.add_argument("--model", type=not_empty, default=None, metavar="NAME",
                     help="a shipped model for every input (default: each input's contrast gets its own: "
                          "prettier-edsr-v3-flair for FLAIR, prettier-edsr-v3 for the others)")
-    mx.add_argument("--weights", type=file_name, default=None, metavar="FILE",
+    mx.add_argument("--weights", type=not_empty, default=None, metavar="FILE",
                     help="a weights file (.pt) from prettier-train")
     m.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: only the cubic-spline baseline (no weights needed)")
@@ -91,7 +91,7 @@ def build_parser():
     m.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     add_batch_size_option(m)
     r = p.add_argument_group("resources and execution")
-    r.add_argument("-w", "--work-dir", default="work", metavar="DIR",
+    r.add_argument("-w", "--work-dir", type=not_empty, default="work", metavar="DIR",
                    help="Nipype work directory, reused on reruns (default: ./work); one per parallel job (a second "
                         "run on it exits 75); yours alone (one that others can write is refused)")
     r.add_argument("--nprocs", "--nthreads", "--n_cpus", type=positive_int, action=CapAtCPUs,

@@ -24,7 +24,7 @@ from .options import (
     add_projection_option,
     check_device_available,
     device,
-    file_name,
+    not_empty,
     finite_float,
     guarded_main,
     positive_int,
@@ -57,14 +57,15 @@ def build_parser():
                "  prettier-sr in.nii.gz out.nii.gz --slice-thickness 5 --json out.json\n\n"
                + exitcodes.epilog(PROG),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="3D NIfTI image with thick slices")
-    p.add_argument("output", help="output NIfTI (the input's in-plane voxels, ~1 mm rows along the slice axis, the "
-                                  "same field of view; see --output-grid)")
+    p.add_argument("input", type=not_empty, help="3D NIfTI image with thick slices")
+    p.add_argument("output", type=not_empty,
+                   help="output NIfTI (the input's in-plane voxels, ~1 mm rows along the slice axis, the "
+                        "same field of view; see --output-grid)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", default=None,
+    g.add_argument("--model", type=not_empty, default=None,
                    help="name of a shipped model (default: the default model, or the one made for the input's "
                         "contrast, read from its BIDS suffix: prettier-edsr-v3-flair for *_FLAIR.nii[.gz])")
-    g.add_argument("--weights", type=file_name, default=None, help="a weights file (.pt) from prettier-train")
+    g.add_argument("--weights", type=not_empty, default=None, help="a weights file (.pt) from prettier-train")
     p.add_argument("--method", choices=("model", "cubic"), default="model",
                    help="model: the network (default); cubic: cubic-spline baseline on the same grid")
     p.add_argument("--slice-thickness", type=thickness_or_auto, default="auto", metavar="MM|auto",
@@ -82,9 +83,10 @@ def build_parser():
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
     add_batch_size_option(p)
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads (default: all)")
-    p.add_argument("--consistency-map", default=None, metavar="FILE",
+    p.add_argument("--consistency-map", type=not_empty, default=None, metavar="FILE",
                    help="also write the consistency error map (input grid)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the run's metadata as JSON (- : on stdout)")
+    p.add_argument("--json", type=not_empty, default=None, metavar="FILE",
+                   help="write the run's metadata as JSON (- : on stdout)")
     add_adapt_options(p)
     p.add_argument("--force", action="store_true", help="process images that are already high resolution")
     p.add_argument("--strict", action="store_true",

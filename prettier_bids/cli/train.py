@@ -13,7 +13,7 @@ from .options import (
     CLIError,
     UsageParser,
     check_device_available,
-    file_name,
+    not_empty,
     check_folder,
     device,
     finite_float,
@@ -33,10 +33,12 @@ def build_parser():
         description="Train a PRETTIER generator on simulated thick-slice pairs (resumable).",
         epilog="example: prettier-train --config prettier_bids/data/configs/edsr-compact.json "
                "--data-root ../shared/data --out runs/edsr --max-minutes 60")
-    p.add_argument("--config", required=True, help="JSON training config")
-    p.add_argument("--data-root", required=True, help="folder that the split's file names are relative to")
-    p.add_argument("--split", default=None, help="JSON split (train/validation lists); default: the shipped one")
-    p.add_argument("--out", required=True, help="run directory (checkpoint.pt, best.pt, log.tsv)")
+    p.add_argument("--config", type=not_empty, required=True, help="JSON training config")
+    p.add_argument("--data-root", type=not_empty, required=True,
+                   help="folder that the split's file names are relative to")
+    p.add_argument("--split", type=not_empty, default=None,
+                   help="JSON split (train/validation lists); default: the shipped one")
+    p.add_argument("--out", type=not_empty, required=True, help="run directory (checkpoint.pt, best.pt, log.tsv)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="total steps (overrides the config; also the horizon of a cosine schedule)")
     p.add_argument("--max-minutes", type=finite_float(0.0), default=None, help="stop cleanly after this long; rerun to resume")
@@ -46,7 +48,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, action=CapAtCPUs, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int_at_least(0), default=None,
                    help="processes making training batches (overrides the config; 0 = in the main process)")
-    p.add_argument("--init-weights", type=file_name, default=None, metavar="FILE",
+    p.add_argument("--init-weights", type=not_empty, default=None, metavar="FILE",
                    help="start from these weights: a weights file (a run's best.pt) or a shipped model name "
                         "(e.g. prettier-edsr-v2); overrides the config")
     p.add_argument("--optuna", type=int_at_least(0), default=0, metavar="N", help="run an Optuna TPE study of N trials")

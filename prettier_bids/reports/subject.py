@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
+from ..bids import root_relative_indexer
 from ..naming import derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
 from ..outputs import main_sidecar_paths, shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
@@ -171,7 +173,7 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
         "Outputs": "each output's QC table names the run that made it (Made by run)",
     }}
     path = root / f"sub-{subject}.html"
-    with AtomicGroup() as group:  # the page appears whole or not at all
+    with AtomicGroup() as group, _root_relative_figures():  # the page appears whole or not at all
         tmp = group.reserve(path)
         report = Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
                         plugins=[], metadata={"summary-meta": summary, "provenance": provenance}, subject=subject)
@@ -180,6 +182,21 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
         tmp.write_text(localize(tmp.read_text(encoding="utf-8")), encoding="utf-8")  # offline: vendored CSS/JS
         install_assets(root)
     return path
+
+
+@contextmanager
+def _root_relative_figures():
+    """nireports indexes the figures with its own pybids indexer, which reads entities from the absolute path
+    (an OUTPUT_DIR under a folder named ``sub-99`` or ``desc-old`` gave an empty report): while the report is
+    assembled it uses :func:`prettier_bids.bids.root_relative_indexer`'s."""
+    from nireports.assembler import report as assembler
+
+    plain = assembler.BIDSLayoutIndexer
+    assembler.BIDSLayoutIndexer = root_relative_indexer(plain)
+    try:
+        yield
+    finally:
+        assembler.BIDSLayoutIndexer = plain
 
 
 ERROR_HTML = """<details><summary>Node: {node}</summary><br><div class="small">File: <code>{file}</code><br>
