@@ -112,8 +112,9 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
             ignore.append(exact_ignore(rel.as_posix()))
     for folder in sorted(root.glob("sub-*")):
         if folder.is_dir() and not LABEL.fullmatch(folder.name[4:]):
-            LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so pybids does not index "
-                           "it; rename the folder to process it", folder.name, folder.name[4:])
+            LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so it is not indexed; "
+                           "rename the folder to process it", folder.name, folder.name[4:])
+            ignore.append(exact_ignore(folder.name))  # pybids would index sub-a+b (its labels allow '+')
     if participants:
         wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
         ignore += [exact_ignore(p.name) for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]

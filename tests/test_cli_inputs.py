@@ -173,11 +173,16 @@ def test_a_subject_folder_whose_label_is_not_alphanumeric_is_logged_as_skipped(t
 
     bids = _dataset(tmp_path)
     shutil.copytree(bids / "sub-02", bids / "sub-ü1")
+    shutil.copytree(bids / "sub-02", bids / "sub-a+b")  # pybids' labels allow '+', nireports' and BIDS' do not
+    for name in ("sub-02_FLAIR.nii.gz", "sub-02_T1w.nii.gz"):
+        (bids / "sub-a+b/anat" / name).rename(bids / "sub-a+b/anat" / name.replace("02", "a+b"))
     with caplog.at_level(logging.WARNING, logger="prettier_bids"):
         layout = get_layout(bids)
-    assert "ü1" not in layout.get_subjects()
-    skipped = [r.getMessage() for r in caplog.records if "sub-ü1" in r.getMessage()]
-    assert skipped and "skipped" in skipped[0] and "not a BIDS label" in skipped[0]
+    assert "ü1" not in layout.get_subjects() and "a+b" not in layout.get_subjects()
+    assert not [f for f in layout.get(return_type="filename") if "a+b" in f]  # was: logged as skipped, processed
+    for label in ("ü1", "a+b"):
+        skipped = [r.getMessage() for r in caplog.records if f"sub-{label}" in r.getMessage()]
+        assert skipped and "skipped" in skipped[0] and "not a BIDS label" in skipped[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
