@@ -153,6 +153,6 @@ def bids_name(entities, spec=None):
         return None
 
 
-__all__ = ["DATATYPE_FOLDERS", "NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath", "is_nifti",
-           "load_io_spec", "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities",
+__all__ = ["DATATYPE_FOLDERS", "NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath",
+           "is_nifti", "load_io_spec", "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities",
            "reportlet_desc", "sidecar_of", "split_ext", "stem", "with_ext"]

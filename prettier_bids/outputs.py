@@ -473,8 +473,8 @@ def main_output_sidecars(root, subjects=None, deep=True):
 def main_sidecar_paths(root, subjects=None, warn=False):
     """The sidecars of the main outputs (``desc-prettier``, ``desc-cubic``) below ``root`` for ``subjects``
     (labels) or all, by name (none is read): only where an output of that name is written
-    (``sub-XX[/ses-YY]/anat``, a contrast's suffix), not hidden, not through a subject folder that links out of
-    ``root`` (said once when ``warn``)."""
+    (``sub-XX[/ses-YY]/anat``, a contrast's suffix), not hidden, not through a subject or ``anat`` folder that
+    links out of ``root`` (said once when ``warn``)."""
     root = Path(root)
     descs = main_descs()
     suffixes = {q["suffix"] for q in load_io_spec()["queries"].values()}
@@ -487,23 +487,25 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                 LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset", sub_dir.name,
                                sub_dir.resolve())
             continue
-        outside = set()
-        for sidecar in sorted([*sub_dir.glob("anat/*.json"), *sub_dir.glob("ses-*/anat/*.json")]):
-            if sidecar.name.startswith(".") or not sidecar.is_file():
+        for folder in sorted([sub_dir / "anat", *sub_dir.glob("ses-*/anat")]):
+            if not folder.is_dir():
                 continue
-            ents = parse_entities(sidecar)
-            if ents.get("desc") not in descs or ents.get("suffix") not in suffixes or ents.get("extension") != ".json":
-                continue
-            if not sidecar.parent.resolve().is_relative_to(real_root):  # a folder linked out of the dataset
-                if warn and sidecar.parent not in outside:
+            if not folder.resolve().is_relative_to(real_root):  # an anat folder linked out of the dataset
+                if warn:
                     LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",
-                                   sidecar.parent.relative_to(root).as_posix(), sidecar.parent.resolve())
-                outside.add(sidecar.parent)
+                                   folder.relative_to(root).as_posix(), folder.resolve())
                 continue
-            folder = Path(f"sub-{ents.get('subject')}", *([f"ses-{ents['session']}"] if "session" in ents else []),
-                          "anat")
-            if sidecar.parent.relative_to(root) == folder:
-                yield sidecar  # not a user's file named like one (notes-desc-cubic_T1w.json, a copy in anat/old/)
+            for sidecar in sorted(folder.glob("*.json")):
+                if sidecar.name.startswith(".") or not sidecar.is_file():
+                    continue
+                ents = parse_entities(sidecar)
+                if ents.get("desc") not in descs or ents.get("suffix") not in suffixes \
+                        or ents.get("extension") != ".json":
+                    continue
+                where = Path(f"sub-{ents.get('subject')}", *([f"ses-{ents['session']}"] if "session" in ents else []),
+                             "anat")
+                if folder.relative_to(root) == where:
+                    yield sidecar  # not a user's file named like one (notes-desc-cubic_T1w.json, another subject's)
 
 
 def _map_made_for(nifti, root, meta):

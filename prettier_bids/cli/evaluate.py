@@ -48,7 +48,8 @@ def build_parser():
                    help="shipped model name for every contrast (default: each contrast's default model)")
     g.add_argument("--weights", type=not_empty, default=None, help="weights file")
     add_simulation_options(p, settings=DEFAULT_SETTINGS)
-    p.add_argument("--contrasts", type=not_empty_list, default=None, help="comma-separated subset of the split's test contrasts")
+    p.add_argument("--contrasts", type=not_empty_list, default=None,
+                   help="comma-separated subset of the split's test contrasts")
     p.add_argument("--no-patches", action="store_true", help="skip the patch-level table")
     add_projection_option(p, scoring=True)
     add_precision_option(p)

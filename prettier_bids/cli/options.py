@@ -211,8 +211,7 @@ def not_empty(text):
 def not_empty_list(text):
     """A comma-separated list with at least one item (``--models ""`` or ``","`` is a usage error, never the
     default); returned as given."""
-    if not [item for item in text.split(",") if item.strip()]:
-        raise argparse.ArgumentTypeError("empty (an unset shell variable?)")
+    not_empty(text.replace(",", " "))
     return text
 
 
