@@ -26,7 +26,7 @@ from .exitcodes import CodedError
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
 from .naming import (NamingError, bids_name, derivative_relpath, load_io_spec, output_desc, parse_entities,
                      pattern_entities, stem)
-from .sr.io import JSONReadError, missing_content, read_json
+from .sr.io import JSONReadError, missing_content, read_json, read_small_file
 from .sr.preprocess import (
     DEFAULT_OUTPUT_GRID,
     InputError,
@@ -103,6 +103,7 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     spec = load_io_spec()
     ignore = [re.compile(p) if p.startswith("^") else p for p in spec["ignore"]]
     root = Path(bids_dir).resolve()
+    ignore += bidsignore_patterns(root)
     for folder in exclude:
         try:
             rel = Path(folder).resolve().relative_to(root)
@@ -166,6 +167,137 @@ def root_relative_indexer(base):
     return RootRelativeIndexer
 
 
+#: The largest ``.bidsignore`` read; a larger one is not honoured (a warning says so).
+MAX_BIDSIGNORE_BYTES = 2**20
+
+
+def bidsignore_patterns(root):
+    """The patterns of ``root/.bidsignore`` as ignore patterns for pybids (and :func:`malformed_sidecars`): files
+    and folders the BIDS validator ignores are not indexed, so not processed either (pybids itself does not read
+    ``.bidsignore``; the BIDS developer guide asks tools to honour it). The syntax is the validator's, that of
+    ``.gitignore`` (:class:`GlobPattern`). Negations (``!``) are not supported: said once in a warning, and those
+    lines are left out (a file they would bring back stays ignored)."""
+    path = Path(root) / ".bidsignore"
+    if not (path.exists() or path.is_symlink()):
+        return []
+    try:
+        text = read_small_file(path, MAX_BIDSIGNORE_BYTES, "a .bidsignore file").decode("utf-8", "replace")
+    except JSONReadError as exc:
+        LOGGER.warning(".bidsignore not honoured: %s", exc.reason)
+        return []
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    negated = [ln for ln in lines if ln.startswith("!")]
+    if negated:
+        shown = ", ".join(exitcodes.printable(ln[:60]) for ln in negated[:3]) + (", ..." if len(negated) > 3 else "")
+        LOGGER.warning(".bidsignore: %d negated pattern(s) not supported: what they would bring back stays ignored "
+                       "(%s)", len(negated), shown)
+    patterns = [GlobPattern(ln) for ln in lines if not ln.startswith("!")]
+    if patterns:
+        LOGGER.info(".bidsignore: %d pattern(s) honoured: the files they match are not processed", len(patterns))
+    return patterns
+
+
+class GlobPattern:
+    """A ``.bidsignore`` (``.gitignore``) pattern, used as pybids uses a compiled regular expression: ``search(path)``
+    on a path relative to the dataset root, with or without its leading ``/``, true when the pattern names the file
+    or a folder above it. ``*``, ``?`` and ``[...]`` (``!`` or ``^`` negates; ranges) match within one name, a
+    ``**`` segment any number of folders; a pattern with a ``/`` (other than a trailing one) is anchored at the
+    root, others match a name at any depth; ``\\`` escapes. Matched in time linear in the path's names (no regular
+    expression: a hostile pattern cannot make the indexing backtrack for ever)."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+        self.anchored = "/" in pattern.rstrip("/")
+        self.segments = [None if seg == "**" else _glob_tokens(seg) for seg in pattern.strip("/").split("/") if seg]
+
+    def __repr__(self):
+        return f"GlobPattern({self.pattern!r})"
+
+    def search(self, path):
+        names = [n for n in str(path).split("/") if n]
+        starts = [0] if self.anchored else range(len(names))
+        return any(self._match(0, k, names, {}) for k in starts)
+
+    def _match(self, i, k, names, memo):
+        """Segments ``i:`` against names ``k:``; what is left of the path after all segments is inside the match."""
+        if i == len(self.segments):
+            return True
+        key = (i, k)
+        if key not in memo:
+            seg = self.segments[i]
+            if seg is None:  # '**': zero or more folders
+                memo[key] = any(self._match(i + 1, j, names, memo) for j in range(k, len(names) + 1))
+            else:
+                memo[key] = k < len(names) and _glob_name_match(seg, names[k]) and self._match(i + 1, k + 1, names, memo)
+        return memo[key]
+
+
+def _glob_tokens(segment):
+    """One name of a glob: a list of ``"*"``, ``"?"``, a literal character, or ``(negate, chars, ranges)``."""
+    tokens, i = [], 0
+    while i < len(segment):
+        c = segment[i]
+        end = segment.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            if not tokens or tokens[-1] != "*":  # '**' inside a name is '*'
+                tokens.append("*")
+        elif c == "?":
+            tokens.append("?")
+        elif end > 0:
+            body = segment[i + 1:end]
+            negate = body[0] in "!^"
+            body = body[1:] if negate else body
+            chars, ranges, j = set(), [], 0
+            while j < len(body):
+                if j + 2 < len(body) and body[j + 1] == "-":
+                    ranges.append((body[j], body[j + 2]))
+                    j += 3
+                else:
+                    chars.add(body[j])
+                    j += 1
+            tokens.append((negate, frozenset(chars), tuple(ranges)))
+            i = end
+        elif c == "\\" and i + 1 < len(segment):
+            tokens.append(("lit", segment[i + 1]))
+            i += 1
+        else:
+            tokens.append(("lit", c))
+        i += 1
+    return tokens
+
+
+def _glob_token_match(token, ch):
+    if token == "?":
+        return True
+    if token[0] == "lit":
+        return token[1] == ch
+    negate, chars, ranges = token
+    return (ch in chars or any(lo <= ch <= hi for lo, hi in ranges)) != negate
+
+
+def _glob_name_match(tokens, name):
+    """``tokens`` (:func:`_glob_tokens`) against one whole name, with the usual one-star backtracking: O(len ×
+    tokens) at worst."""
+    t = n = 0
+    star, mark = -1, 0
+    while n < len(name):
+        if t < len(tokens) and tokens[t] == "*":
+            star, mark = t, n
+            t += 1
+        elif t < len(tokens) and _glob_token_match(tokens[t], name[n]):
+            t += 1
+            n += 1
+        elif star >= 0:
+            t, mark = star + 1, mark + 1
+            n = mark
+        else:
+            return False
+    while t < len(tokens) and tokens[t] == "*":
+        t += 1
+    return t == len(tokens)
+
+
 def exact_ignore(relpath):
     """An ignore pattern for pybids (and :func:`malformed_sidecars`) that hides the folder or file ``relpath``
     (relative to the dataset) exactly: pybids turns a plain string into a name *prefix* (``sub-1`` would hide
@@ -193,7 +325,8 @@ def malformed_sidecars(root, ignore=()):
             keep.append(d)
         dirs[:] = keep
         for name in sorted(files):
-            if not name.endswith(".json") or name.startswith("."):
+            if not name.endswith(".json") or name.startswith(".") or \
+                    any(r.search((rel_dir / name).as_posix()) for r in regexes):
                 continue
             path = Path(folder) / name
             try:
@@ -434,7 +567,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
                 cand.status = "failed"
                 cand.reason = f"entities not supported in output names: {', '.join(extra)}"
             canonical = bids_name(entities, spec)
-            if cand.status == "selected" and canonical != path.name:  # e.g. .bidsignore'd: the validator passes it
+            if cand.status == "selected" and canonical != path.name:  # e.g. validation skipped
                 cand.status = "skipped"
                 cand.reason = (f"not a BIDS file name (pybids reads it as {canonical}, so its outputs would be named "
                                "for another file); rename it to process it")

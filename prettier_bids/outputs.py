@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
-from .naming import is_nifti, sidecar_of
+from .naming import NamingError, is_nifti, sidecar_of
 from .sr import io as sr_io
 from .sr.io import clean_stale_temporaries as _clean_folder
 from .sr.io import write_text_atomic
@@ -502,10 +502,13 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                 if ents.get("desc") not in descs or ents.get("suffix") not in suffixes \
                         or ents.get("extension") != ".json":
                     continue
-                where = Path(f"sub-{ents.get('subject')}", *([f"ses-{ents['session']}"] if "session" in ents else []),
-                             "anat")
-                if folder.relative_to(root) == where:
-                    yield sidecar  # not a user's file named like one (notes-desc-cubic_T1w.json, another subject's)
+                try:
+                    written = derivative_relpath(ents, ents["desc"], ".json")
+                except NamingError:
+                    continue
+                if sidecar.relative_to(root).as_posix() == written:
+                    yield sidecar  # not a user's file named like one (notes-desc-cubic_T1w.json, another subject's,
+                    # sub-01_desc-cubic_acq-x_T1w.json: entities in another order than the outputs' names)
 
 
 def _map_made_for(nifti, root, meta):

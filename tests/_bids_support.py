@@ -74,6 +74,26 @@ def run_app(*args, **kwargs):
                           text=True, cwd=kwargs.pop("cwd", REPO), timeout=kwargs.pop("timeout", 300), **kwargs)
 
 
+def run_here(*args, cwd=None):
+    """:func:`run_app` in this process (CompletedProcess with the exit code, stdout and stderr; never a
+    traceback): no interpreter start-up and no imports per run (about 4 s each), for tests of what a run does
+    to the files rather than of the process (signals, exit at import time: :func:`run_app`)."""
+    import io
+
+    from prettier_bids.cli import run as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with app_environment() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        if cwd is not None:
+            mp.chdir(cwd)
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    assert "Traceback" not in err.getvalue(), err.getvalue()[-3000:]
+    return subprocess.CompletedProcess(list(map(str, args)), code, out.getvalue(), err.getvalue())
+
+
 NO_VALIDATOR = "bids-validator-deno is not installed (pip install bids-validator-deno)"
 
 

@@ -127,6 +127,53 @@ def test_output_and_work_dirs_inside_the_dataset_are_not_indexed(tmp_path):
     assert len(pb.select(layout, ["01"])) == 4
 
 
+@pytest.mark.parametrize("pattern, path, hidden", [
+    ("sub-02/anat/sub-02_FLAIR.nii.gz", "/sub-02/anat/sub-02_FLAIR.nii.gz", True),
+    ("/sub-02/anat/sub-02_FLAIR.nii.gz", "sub-02/anat/sub-02_FLAIR.nii.gz", True),
+    ("*_FLAIR.nii.gz", "/sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz", True),
+    ("*_FLAIR.nii.gz", "/sub-01/ses-1/anat/sub-01_ses-1_FLAIR.json", False),
+    ("extra/", "/sub-01/extra/sub-01_T1w.nii.gz", True),
+    ("extra/", "/sub-01/extras", False),
+    ("/extra", "/sub-01/extra", False),  # anchored at the root
+    ("sub-1", "/sub-10", False),  # a whole name, not a prefix (pybids' plain strings are prefixes)
+    ("sub-0[!12]", "/sub-03/anat", True),
+    ("sub-0[!12]", "/sub-01/anat", False),
+    ("**/anat/*acq-old*", "/sub-01/ses-1/anat/sub-01_ses-1_acq-old_T1w.nii.gz", True),
+    ("sub-*/ses-2/", "/sub-01/ses-21/anat", False),
+    ("a?c", "/a/c", False),
+    ("sub-0[1-3]", "/sub-02", True),
+    ("sub-0[z-a]", "/sub-02", False),  # an empty range matches nothing (no error)
+    ("sub-01/**/x", "/sub-01/x", True),
+    ("*a*a*a*a*a*a*a*a*a*a*b", "/" + "a" * 250, False),  # no regular expression to backtrack for ever
+    ("**/**/**/**/**/**/**/**/z", "/" + "/".join(["a"] * 200), False),
+])
+def test_bidsignore_patterns_follow_the_validators_syntax(pattern, path, hidden):
+    assert bool(pb.GlobPattern(pattern).search(path)) is hidden
+
+
+def test_bidsignored_images_are_not_processed(tmp_path, caplog):
+    """BIDS_DIR/.bidsignore was not read (pybids does not): an image the validator ignores was processed."""
+    import os
+
+    ds = copy_dataset(tmp_path / "ds")
+    (ds / ".bidsignore").write_text("# scans to leave out\n\nsub-02/anat/sub-02_FLAIR.*\n*_T2w.nii.gz\n"
+                                    "!sub-01/anat/x_T2w.nii.gz\nsub-[z-a]\n")
+    (ds / "sub-02/anat/sub-02_FLAIR.json").write_text("{not json")  # left out: not even a warning
+    with caplog.at_level("INFO", logger="prettier_bids"):
+        layout = pb.get_layout(ds)
+    rels = {c.relpath for c in pb.select(layout, ["01", "02"], contrasts=["FLAIR", "T1w", "T2w"])}
+    assert "sub-02/anat/sub-02_FLAIR.nii.gz" not in rels and "sub-02/anat/sub-02_T1w.nii.gz" in rels
+    assert rels and not [r for r in rels if r.endswith("_T2w.nii.gz")]
+    text = caplog.text
+    assert ".bidsignore: 3 pattern(s) honoured" in text and "malformed" not in text
+    assert ".bidsignore: 1 negated pattern(s) not supported" in text
+    (ds / ".bidsignore").unlink()
+    os.mkfifo(ds / ".bidsignore")  # never read (it would block)
+    caplog.clear()
+    layout = pb.get_layout(ds)
+    assert ".bidsignore not honoured: not a regular file" in caplog.text
+
+
 def test_sidecar_spacing_and_thickness_checks(tmp_path):
     ds = copy_dataset(tmp_path / "ds")
     side = ds / "sub-02/anat/sub-02_T1w.json"

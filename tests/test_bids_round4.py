@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from _bids_support import REPO, copy_dataset, run_app, run_in_process, snapshot
+from _bids_support import REPO, copy_dataset, run_here, run_in_process, snapshot
 from _fault_support import temporaries
 from prettier_bids import exitcodes
 
@@ -32,7 +32,7 @@ def _figures(out):
 def test_reruns_restore_removed_outputs_and_notice_what_another_run_rewrote(tmp_path):
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     flair = _args(bids, out, work, "--contrast", "FLAIR", "--method", "cubic")
-    assert run_app(*flair).returncode == 0
+    assert run_here(*flair).returncode == 0
     made = _figures(out)
     assert made == ["sub-02_desc-consistency_FLAIR.svg", "sub-02_desc-flickerinput_FLAIR.svg"]
 
@@ -41,25 +41,25 @@ def test_reruns_restore_removed_outputs_and_notice_what_another_run_rewrote(tmp_
     import shutil
 
     shutil.rmtree(out / "prettier")
-    again = run_app(*flair)
+    again = run_here(*flair)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _figures(out) == made
 
     # redone with another option and --no-reportlets: the old figures go (they showed the old output), and a
     # later run that wants figures redoes the output instead of taking those figures as its own
-    nofig = run_app(*flair, "--no-reportlets", "--slice-profile", "gaussian")
+    nofig = run_here(*flair, "--no-reportlets", "--slice-profile", "gaussian")
     assert nofig.returncode == 0 and "removed 2 figure(s) of an earlier output" in nofig.stderr, nofig.stderr[-2000:]
     assert _figures(out) == []
-    figs = run_app(*flair, "--slice-profile", "gaussian")
+    figs = run_here(*flair, "--slice-profile", "gaussian")
     assert figs.returncode == 0 and "redoing sub-02/anat/sub-02_FLAIR.nii.gz: missing" in figs.stderr
     assert _figures(out) == made
-    assert "already done, skipping" in run_app(*flair, "--slice-profile", "gaussian").stderr
+    assert "already done, skipping" in run_here(*flair, "--slice-profile", "gaussian").stderr
 
     # a changed SkullStripped in the input's sidecar redoes the image (the output's sidecar copies it)
     side = bids / "sub-02" / "anat" / "sub-02_FLAIR.json"
     meta = json.loads(side.read_text())
     side.write_text(json.dumps({**meta, "SkullStripped": not meta.get("SkullStripped", False)}))
-    skull = run_app(*flair, "--slice-profile", "gaussian")
+    skull = run_here(*flair, "--slice-profile", "gaussian")
     assert "redoing sub-02/anat/sub-02_FLAIR.nii.gz: SkullStripped changed" in skull.stderr, skull.stderr[-2000:]
 
 
@@ -70,15 +70,15 @@ def test_another_method_rewriting_the_consistency_map_is_noticed(tmp_path, tiny_
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     base = _args(bids, out, work, "--contrast", "T1w", "--no-reportlets")
     model = [*base, "--weights", tiny_weights]
-    assert run_app(*model).returncode == 0
-    assert run_app(*base, "--method", "cubic").returncode == 0
-    third = run_app(*model)
+    assert run_here(*model).returncode == 0
+    assert run_here(*base, "--method", "cubic").returncode == 0
+    third = run_here(*model)
     assert third.returncode == 0
     assert ("redoing sub-02/anat/sub-02_T1w.nii.gz: sub-02_desc-consistency_T1w.nii.gz changed since "
             "sub-02_desc-prettier_T1w.json was written") in third.stderr, third.stderr[-2000:]
     sources = json.loads((out / "prettier/sub-02/anat/sub-02_desc-consistency_T1w.json").read_text())["Sources"]
     assert "bids::sub-02/anat/sub-02_desc-prettier_T1w.nii.gz" in sources
-    assert "already done, skipping" in run_app(*model).stderr
+    assert "already done, skipping" in run_here(*model).stderr
 
 
 def test_outputs_and_work_never_go_into_a_symlinked_subject_folder(tmp_path):
@@ -88,10 +88,10 @@ def test_outputs_and_work_never_go_into_a_symlinked_subject_folder(tmp_path):
     (bids / "sub-02").rename(tmp_path / "ext02")
     (bids / "sub-02").symlink_to(tmp_path / "ext02")
     before = snapshot(tmp_path / "ext02")
-    out_in = run_app(bids, tmp_path / "ext02" / "derivatives", "participant", "--skip-bids-validation", "-w",
+    out_in = run_here(bids, tmp_path / "ext02" / "derivatives", "participant", "--skip-bids-validation", "-w",
                      tmp_path / "work", "--method", "cubic")
     assert out_in.returncode == exitcodes.USAGE and "inside BIDS_DIR" in out_in.stderr
-    work_in = run_app(bids, tmp_path / "out", "participant", "--skip-bids-validation", "-w",
+    work_in = run_here(bids, tmp_path / "out", "participant", "--skip-bids-validation", "-w",
                       tmp_path / "ext02" / "work", "--method", "cubic")
     assert work_in.returncode == exitcodes.USAGE and "the work directory" in work_in.stderr
     assert snapshot(tmp_path / "ext02") == before and not (tmp_path / "out").exists()
@@ -132,7 +132,7 @@ def test_a_signal_to_the_whole_process_group_is_one_line(tmp_path, tiny_weights,
 def test_group_level_skips_a_nan_value_and_keeps_flagging_the_others(tmp_path, capsys):
     """One NaN NetworkConsistencyPSNR made the group median NaN, and no output was flagged any more."""
     out = tmp_path / "out"
-    assert run_app(copy_dataset(tmp_path / "bids"), out, "participant", "--method", "cubic", "--contrast", "FLAIR",
+    assert run_here(copy_dataset(tmp_path / "bids"), out, "participant", "--method", "cubic", "--contrast", "FLAIR",
                    "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets").returncode == 0
     sidecars = sorted((out / "prettier").glob("sub-*/**/*_desc-cubic_FLAIR.json"))
     assert len(sidecars) >= 3
@@ -155,11 +155,11 @@ def test_group_level_and_reports_only_ignore_the_unused_default_work_dir(tmp_pat
     """Started inside BIDS_DIR, the group level and --reports-only refused the default ./work (inside BIDS_DIR),
     which neither uses."""
     bids = copy_dataset(tmp_path / "bids")
-    assert run_app(bids, bids / "derivatives", "participant", "--participant-label", "02", "--method", "cubic",
+    assert run_here(bids, bids / "derivatives", "participant", "--participant-label", "02", "--method", "cubic",
                    "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets").returncode == 0
-    group = run_app(".", "derivatives", "group", cwd=bids)
+    group = run_here(".", "derivatives", "group", cwd=bids)
     assert group.returncode == 0, group.stderr[-2000:]
-    reports = run_app(".", "derivatives", "participant", "--reports-only", "--skip-bids-validation", cwd=bids)
+    reports = run_here(".", "derivatives", "participant", "--reports-only", "--skip-bids-validation", cwd=bids)
     assert reports.returncode == 0, reports.stderr[-2000:]
     assert not (bids / "work").exists()
 
@@ -173,7 +173,7 @@ def test_group_level_and_reports_only_ignore_the_unused_default_work_dir(tmp_pat
 def test_filter_files_may_not_change_what_a_query_fixes(tmp_path, filters, text):
     bids = copy_dataset(tmp_path / "bids")
     (tmp_path / "f.json").write_text(json.dumps(filters))
-    p = run_app(bids, tmp_path / "out", "participant", "--session-label", "1", "--bids-filter-file",
+    p = run_here(bids, tmp_path / "out", "participant", "--session-label", "1", "--bids-filter-file",
                 tmp_path / "f.json", "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work")
     assert p.returncode == exitcodes.USAGE and text in p.stderr, p.stderr[-1500:]
     assert not (tmp_path / "out").exists()
@@ -181,7 +181,7 @@ def test_filter_files_may_not_change_what_a_query_fixes(tmp_path, filters, text)
 
 def test_a_participant_without_the_session_says_so(tmp_path):
     bids = copy_dataset(tmp_path / "bids")
-    p = run_app(bids, tmp_path / "out", "participant", "--participant-label", "01", "02", "--session-label", "1",
+    p = run_here(bids, tmp_path / "out", "participant", "--participant-label", "01", "02", "--session-label", "1",
                 "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets")
     assert p.returncode == 0 and "participant sub-02: no image matched in session(s) 1" in p.stderr
 
@@ -189,7 +189,7 @@ def test_a_participant_without_the_session_says_so(tmp_path):
 # ---------------------------------------------------------------- reruns after another method (adversarial test 14)
 
 def _group_rows(bids, out):
-    proc = run_app(bids, out, "group", "--skip-bids-validation")
+    proc = run_here(bids, out, "group", "--skip-bids-validation")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = (out / "prettier" / "group_qc.tsv").read_text().splitlines()
     return proc, lines[1:]
@@ -200,7 +200,7 @@ def test_a_damaged_main_image_is_redone_and_not_listed(tmp_path):
     """A truncated desc-cubic image was "already done" and listed by the group level: its sidecar now records it."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     args = _args(bids, out, work, "--contrast", "FLAIR", "--method", "cubic", "--no-reportlets")
-    assert run_app(*args).returncode == 0
+    assert run_here(*args).returncode == 0
     image = out / "prettier/sub-02/anat/sub-02_desc-cubic_FLAIR.nii.gz"
     meta = json.loads(image.with_name("sub-02_desc-cubic_FLAIR.json").read_text())
     assert meta["CompanionFiles"]["sub-02/anat/sub-02_desc-cubic_FLAIR.nii.gz"]["Size"] == image.stat().st_size
@@ -210,7 +210,7 @@ def test_a_damaged_main_image_is_redone_and_not_listed(tmp_path):
     assert not any("desc-cubic_FLAIR" in r for r in rows), rows
     assert "its image changed since the sidecar was written (size" in group.stderr, group.stderr[-2000:]
 
-    again = run_app(*args)
+    again = run_here(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert ("redoing sub-02/anat/sub-02_FLAIR.nii.gz: sub-02_desc-cubic_FLAIR.nii.gz changed since "
             "sub-02_desc-cubic_FLAIR.json was written (size") in again.stderr, again.stderr[-2000:]
@@ -229,17 +229,17 @@ def test_figures_of_the_other_method_go_and_reports_show_the_current_output(tmp_
     model = [*base, "--weights", tiny_weights]
     figures = out / "prettier/sub-02/figures"
 
-    assert run_app(*base, "--method", "cubic").returncode == 0
+    assert run_here(*base, "--method", "cubic").returncode == 0
     assert sorted(p.name for p in figures.glob("*T1w.svg")) == ["sub-02_desc-consistency_T1w.svg",
                                                                 "sub-02_desc-flickerinput_T1w.svg"]
-    nofig = run_app(*model, "--no-reportlets")
+    nofig = run_here(*model, "--no-reportlets")
     assert nofig.returncode == 0, nofig.stderr[-2000:]
     assert "removed 2 figure(s) of an earlier output of sub-02_T1w.nii.gz that this run does not make" in nofig.stderr
     assert list(figures.glob("*T1w.svg")) == []
 
-    assert run_app(*model).returncode == 0
+    assert run_here(*model).returncode == 0
     assert (figures / "sub-02_desc-flickercubic_T1w.svg").is_file()
-    cubic = run_app(*base, "--method", "cubic")
+    cubic = run_here(*base, "--method", "cubic")
     assert cubic.returncode == 0, cubic.stderr[-2000:]
     assert sorted(p.name for p in figures.glob("*T1w.svg")) == ["sub-02_desc-consistency_T1w.svg",
                                                                 "sub-02_desc-flickerinput_T1w.svg"]
@@ -257,20 +257,20 @@ def test_a_baseline_of_a_model_run_is_not_a_cubic_run(tmp_path, tiny_weights):
     as its own complete output."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     base = _args(bids, out, work, "--contrast", "T1w", "--no-reportlets")
-    assert run_app(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
-    cubic = run_app(*base, "--method", "cubic")
+    assert run_here(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
+    cubic = run_here(*base, "--method", "cubic")
     assert cubic.returncode == 0, cubic.stderr[-2000:]
     assert ("redoing sub-02/anat/sub-02_T1w.nii.gz: sub-02_desc-cubic_T1w.json is the cubic baseline of "
             "sub-02_desc-prettier_T1w.nii.gz") in cubic.stderr, cubic.stderr[-2000:]
     sources = json.loads((out / "prettier/sub-02/anat/sub-02_desc-consistency_T1w.json").read_text())["Sources"]
     assert "bids::sub-02/anat/sub-02_desc-cubic_T1w.nii.gz" in sources
-    assert "already done, skipping" in run_app(*base, "--method", "cubic").stderr
+    assert "already done, skipping" in run_here(*base, "--method", "cubic").stderr
 
     # a baseline written before BaselineOf existed: told by the consistency map, which names the model's output
-    assert run_app(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
+    assert run_here(*base, "--weights", tiny_weights, "--write-cubic").returncode == 0
     side = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.json"
     side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "BaselineOf"}))
-    legacy = run_app(*base, "--method", "cubic")
+    legacy = run_here(*base, "--method", "cubic")
     assert ("redoing sub-02/anat/sub-02_T1w.nii.gz: sub-02_desc-consistency_T1w.nii.gz was made for another output "
             "(sub-02/anat/sub-02_desc-prettier_T1w.nii.gz)") in legacy.stderr, legacy.stderr[-2000:]
 
@@ -315,7 +315,7 @@ def test_hostile_or_unreadable_records_leave_one_output_out(tmp_path):
     'File name too long'); a record through a symlink out of the dataset was hashed."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     args = _args(bids, out, work, "--method", "cubic", "--no-reportlets")
-    assert run_app(*args).returncode == 0
+    assert run_here(*args).returncode == 0
     anat = out / "prettier/sub-02/anat"
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"x" * 1000)
@@ -332,7 +332,7 @@ def test_hostile_or_unreadable_records_leave_one_output_out(tmp_path):
     assert "skipped sub-02/anat/sub-02_desc-cubic_FLAIR.json: " + "a" * 300 + " cannot be read (File name too long)" \
         in group.stderr, group.stderr[-2000:]
     assert [r for r in rows if "T1w" in r], rows  # the record out of the dataset is not read
-    again = run_app(*args, "--reports-only")
+    again = run_here(*args, "--reports-only")
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
 
 
@@ -342,11 +342,11 @@ def test_a_damaged_model_output_is_not_replaced_by_its_baseline(tmp_path, tiny_w
     figures, and the methods text said the images were interpolated with cubic splines."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     base = _args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights)
-    assert run_app(*base, "--write-cubic").returncode == 0
+    assert run_here(*base, "--write-cubic").returncode == 0
     root = out / "prettier"
     image = root / "sub-02/anat/sub-02_desc-prettier_T1w.nii.gz"
     image.write_bytes(image.read_bytes()[:5000])
-    rebuilt = run_app(*base, "--write-cubic", "--reports-only")
+    rebuilt = run_here(*base, "--write-cubic", "--reports-only")
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     assert ("skipped sub-02/anat/sub-02_desc-cubic_T1w.json: the cubic baseline of sub-02_desc-prettier_T1w.nii.gz, "
             "which has no usable output") in rebuilt.stderr, rebuilt.stderr[-3000:]
@@ -365,7 +365,7 @@ def test_a_superseded_cubic_output_is_neither_a_baseline_nor_a_warning(tmp_path,
     base = _args(bids, out, work, "--contrast", "T1w", "--no-reportlets")
     model = [*base, "--weights", tiny_weights]
     for args in (model, [*base, "--method", "cubic"], model):
-        assert run_app(*args).returncode == 0
+        assert run_here(*args).returncode == 0
     assert (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").is_file()
     assert "baseline" not in (out / "prettier/logs/CITATION.md").read_text()
     group, rows = _group_rows(bids, out)
@@ -381,7 +381,7 @@ def test_a_relative_weights_path_is_found(tmp_path, tiny_weights):
 
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     shutil.copy(tiny_weights, tmp_path / "tiny.pt")
-    proc = run_app(*_args(bids, out, work, "--contrast", "T1w", "--no-reportlets", "--weights", "tiny.pt"),
+    proc = run_here(*_args(bids, out, work, "--contrast", "T1w", "--no-reportlets", "--weights", "tiny.pt"),
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "prettier/sub-02/anat/sub-02_desc-prettier_T1w.nii.gz").is_file()
@@ -413,11 +413,11 @@ def test_a_damaged_baseline_does_not_take_the_model_output_with_it(tmp_path, tin
     the same run said "already done" (adversarial test 16)."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     base = _args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights)
-    assert run_app(*base, "--write-cubic").returncode == 0
+    assert run_here(*base, "--write-cubic").returncode == 0
     figures = sorted((out / "prettier/sub-02/figures").glob("*T1w*"))
     cubic = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz"
     cubic.write_bytes(cubic.read_bytes()[:1000])
-    again = run_app(*base)
+    again = run_here(*base)
     assert again.returncode == 0 and "already done, skipping" in again.stderr, again.stderr[-2000:]
     assert "skipped sub-02/anat/sub-02_desc-prettier_T1w.json" not in again.stderr
     assert sorted((out / "prettier/sub-02/figures").glob("*T1w*")) == figures
@@ -431,7 +431,7 @@ def test_an_older_baseline_beside_a_damaged_model_output_is_left_out(tmp_path, t
     """A --write-cubic baseline written before BaselineOf existed, beside a truncated model output, was shown as the
     image's cubic output: the consistency map's Sources name the model output, so it is that output's baseline."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
-    assert run_app(*_args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights, "--write-cubic",
+    assert run_here(*_args(bids, out, work, "--contrast", "T1w", "--weights", tiny_weights, "--write-cubic",
                           "--no-reportlets")).returncode == 0
     anat = out / "prettier/sub-02/anat"
     sidecar = anat / "sub-02_desc-cubic_T1w.json"
@@ -488,6 +488,7 @@ def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path,
     (out / "prettier/sub-02/anat").mkdir(parents=True)
     (out / "prettier/sub-02/anat/notes-desc-cubic_T1w.json").write_text("{}")  # no sub-: not an output
     (out / "prettier/sub-02/anat/sub-02_desc-cubic_notes.json").write_text("{}")  # no contrast's suffix
+    (out / "prettier/sub-02/anat/sub-02_desc-cubic_acq-x_T1w.json").write_text("{}")  # not an output's order
     code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
                                                 "--no-reportlets"))
     assert code == 0, lines
@@ -495,7 +496,7 @@ def test_an_unrelated_folder_named_like_a_qc_table_does_not_block_runs(tmp_path,
     assert (out / "prettier/sub-02/figures/old_desc-qc_backup").is_dir()
     code, lines = run_in_process(capsys, *_args(bids, out, work, "--contrast", "T1w", "--method", "cubic",
                                                 "--reports-only"))
-    assert code == 0 and not [line for line in lines if "notes" in line], lines
+    assert code == 0 and not [line for line in lines if "notes" in line or "acq-x" in line], lines
     # a copy kept in another folder is not another output (it was a second row and "2 T1w" in the methods text)
     anat = out / "prettier/sub-02/anat"
     for name in ("sub-02_desc-cubic_T1w.nii.gz", "sub-02_desc-cubic_T1w.json"):
@@ -553,7 +554,7 @@ def test_entities_come_from_below_the_dataset_root(tmp_path):
         "subject": "01", "desc": "qc", "suffix": "T1w", "extension": ".html"}
     bids = copy_dataset(tmp_path / "acq-foo" / "run-2023" / "bids")
     out, work = tmp_path / "desc-old" / "out", tmp_path / "work"
-    proc = run_app(*_args(bids, out, work, "--contrast", "T1w", "--method", "cubic", "--no-reportlets"))
+    proc = run_here(*_args(bids, out, work, "--contrast", "T1w", "--method", "cubic", "--no-reportlets"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").is_file()
     group, rows = _group_rows(bids, out)
@@ -593,14 +594,14 @@ def test_the_methods_text_checks_this_runs_outputs_as_its_reports_do(tmp_path):
     This run's subjects are now checked in full; other subjects by size, so that array jobs do not hash the archive."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     args = _args(bids, out, work, "--contrast", "T1w", "--method", "cubic", "--no-reportlets")
-    assert run_app(*args).returncode == 0
+    assert run_here(*args).returncode == 0
     citation = out / "prettier/logs/CITATION.md"
     assert "cubic splines" in citation.read_text()
     image = out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.nii.gz"
     data = bytearray(image.read_bytes())
     data[len(data) // 2] ^= 0xFF
     image.write_bytes(bytes(data))
-    proc = run_app(*args, "--reports-only")
+    proc = run_here(*args, "--reports-only")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its image changed" in proc.stderr, proc.stderr[-2000:]
     assert "cubic splines" not in citation.read_text()

@@ -10,7 +10,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-from _bids_support import TEST_BIDS, run_app
+from _bids_support import TEST_BIDS, run_here
 
 
 def _sidecar(out, name):
@@ -22,8 +22,8 @@ def test_changed_sidecar_thickness_or_input_file_redoes_exactly_that_image(tmp_p
     bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
     shutil.copytree(TEST_BIDS, bids)
     args = [bids, out, "participant", "--participant-label", "02", "--method", "cubic", "--skip-bids-validation",
-            "-w", work]
-    first = run_app(*args)
+            "-w", work, "--nprocs", "1"]
+    first = run_here(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     flair0 = _sidecar(out, "sub-02_desc-cubic_FLAIR.json")
     t1w0 = _sidecar(out, "sub-02_desc-cubic_T1w.json")
@@ -32,14 +32,14 @@ def test_changed_sidecar_thickness_or_input_file_redoes_exactly_that_image(tmp_p
     assert flair0["GeneratedByRun"]["RunId"] and "participant" in flair0["GeneratedByRun"]["Command"]
 
     # nothing changed: both skipped
-    again = run_app(*args)
+    again = run_here(*args)
     assert again.returncode == 0 and again.stderr.count("already done, skipping") == 2, again.stderr[-2000:]
 
     # the FLAIR sidecar now gives another thickness: that image only is redone, with the reason
     meta = json.loads((bids / "sub-02/anat/sub-02_FLAIR.json").read_text())
     meta["SliceThickness"] = 3.0
     (bids / "sub-02/anat/sub-02_FLAIR.json").write_text(json.dumps(meta))
-    third = run_app(*args)
+    third = run_here(*args)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "redoing sub-02/anat/sub-02_FLAIR.nii.gz: SliceThickness changed: 5 -> 3 mm" in third.stderr
     assert "already done, skipping: sub-02/anat/sub-02_T1w.nii.gz" in third.stderr
@@ -54,12 +54,12 @@ def test_changed_sidecar_thickness_or_input_file_redoes_exactly_that_image(tmp_p
     data = np.asarray(img.dataobj).copy()
     data[data.shape[0] // 2, data.shape[1] // 2, :] += 1
     nib.save(nib.Nifti1Image(data, img.affine, img.header), path)
-    fourth = run_app(*args)
+    fourth = run_here(*args)
     assert fourth.returncode == 0, fourth.stderr[-2000:]
     assert "redoing sub-02/anat/sub-02_T1w.nii.gz: the input file changed" in fourth.stderr
     assert "already done, skipping: sub-02/anat/sub-02_FLAIR.nii.gz" in fourth.stderr
     os.utime(bids / "sub-02/anat/sub-02_FLAIR.nii.gz")  # new time, same bytes
-    fifth = run_app(*args)
+    fifth = run_here(*args)
     assert fifth.stderr.count("already done, skipping") == 2, fifth.stderr[-2000:]
 
 
@@ -75,8 +75,8 @@ def test_a_sidecar_without_slice_thickness_leaves_it_to_the_core_and_adding_one_
     del meta["SliceThickness"]
     side.write_text(json.dumps(meta))
     args = [bids, out, "participant", "--participant-label", "02", "--method", "cubic", "--skip-bids-validation",
-            "-w", work]
-    first = run_app(*args)
+            "-w", work, "--nprocs", "1"]
+    first = run_here(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert ("sub-02_FLAIR.nii.gz [slice axis 2, spacing 5 mm, thickness unknown: estimated from the image, else "
             "assumed equal to the spacing]") in first.stderr
@@ -90,12 +90,12 @@ def test_a_sidecar_without_slice_thickness_leaves_it_to_the_core_and_adding_one_
     assert cons["SliceThicknessSource"] == flair0["SliceThicknessSource"]
     assert _sidecar(out, "sub-02_desc-cubic_T1w.json")["SliceThicknessSource"] == "sidecar"
 
-    again = run_app(*args)
+    again = run_here(*args)
     assert again.returncode == 0 and again.stderr.count("already done, skipping") == 2, again.stderr[-2000:]
 
     meta["SliceThickness"] = 4.0
     side.write_text(json.dumps(meta))
-    third = run_app(*args)
+    third = run_here(*args)
     assert third.returncode == 0, third.stderr[-2000:]
     assert ("redoing sub-02/anat/sub-02_FLAIR.nii.gz: SliceThickness" in third.stderr), third.stderr[-2000:]
     flair1 = _sidecar(out, "sub-02_desc-cubic_FLAIR.json")

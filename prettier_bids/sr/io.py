@@ -294,13 +294,10 @@ class JSONReadError(ValueError):
         self.path, self.reason, self.unreadable = path, reason, unreadable
 
 
-def read_json(path, max_bytes=MAX_JSON_BYTES):
-    """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
-
-    Only regular files are read (a FIFO, a device such as ``/dev/zero`` or a link to one is refused without
-    blocking: the file is opened with ``O_NONBLOCK`` and checked with ``fstat``), at most ``max_bytes``, and
-    nesting too deep for the parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`.
-    """
+def read_small_file(path, max_bytes, kind="a JSON file"):
+    """The bytes of the regular file ``path``, at most ``max_bytes``: a FIFO, a device such as ``/dev/zero`` or a
+    link to one is refused without blocking (opened with ``O_NONBLOCK``, checked with ``fstat``); every problem
+    is a :class:`JSONReadError` (``unreadable``), its reason naming ``kind``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -310,8 +307,7 @@ def read_json(path, max_bytes=MAX_JSON_BYTES):
         if not stat.S_ISREG(info.st_mode):
             raise JSONReadError(path, "not a regular file (a FIFO, device, socket or folder)", True)
         if info.st_size > max_bytes:
-            raise JSONReadError(path, f"{info.st_size} bytes, larger than the {max_bytes} a JSON file may have",
-                                True)
+            raise JSONReadError(path, f"{info.st_size} bytes, larger than the {max_bytes} {kind} may have", True)
         chunks, size = [], 0
         while size <= max_bytes:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
@@ -324,9 +320,19 @@ def read_json(path, max_bytes=MAX_JSON_BYTES):
     finally:
         os.close(fd)
     if size > max_bytes:
-        raise JSONReadError(path, f"larger than the {max_bytes} bytes a JSON file may have", True)
+        raise JSONReadError(path, f"larger than the {max_bytes} bytes {kind} may have", True)
+    return b"".join(chunks)
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES):
+    """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
+
+    Only regular files are read, at most ``max_bytes`` (:func:`read_small_file`), and nesting too deep for the
+    parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`.
+    """
+    data = read_small_file(path, max_bytes)
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(data)
     except RecursionError:
         raise JSONReadError(path, "not valid JSON (nested too deeply)", False) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
