@@ -103,7 +103,8 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     spec = load_io_spec()
     ignore = [re.compile(p) if p.startswith("^") else p for p in spec["ignore"]]
     root = Path(bids_dir).resolve()
-    ignore += bidsignore_patterns(root)
+    hidden = bidsignore_patterns(root)
+    ignore += [hidden] if hidden else []
     for folder in exclude:
         try:
             rel = Path(folder).resolve().relative_to(root)
@@ -112,7 +113,7 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
         if rel.parts:
             ignore.append(exact_ignore(rel.as_posix()))
     for folder in sorted(root.glob("sub-*")):
-        if folder.is_dir() and not LABEL.fullmatch(folder.name[4:]):
+        if folder.is_dir() and not LABEL.fullmatch(folder.name[4:]) and not (hidden and hidden.search(folder.name)):
             LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so it is not indexed; "
                            "rename the folder to process it", folder.name, folder.name[4:])
             ignore.append(exact_ignore(folder.name))  # pybids would index sub-a+b (its labels allow '+')
@@ -131,6 +132,7 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
         kwargs = {"database_path": str(database_dir), "reset_database": True}
     layout = BIDSLayout(str(bids_dir), validate=False, indexer=indexer, **kwargs)
     layout.prettier_malformed_json = bad
+    layout.prettier_bidsignore = hidden
     return layout
 
 
@@ -172,65 +174,111 @@ MAX_BIDSIGNORE_BYTES = 2**20
 
 
 def bidsignore_patterns(root):
-    """The patterns of ``root/.bidsignore`` as ignore patterns for pybids (and :func:`malformed_sidecars`): files
-    and folders the BIDS validator ignores are not indexed, so not processed either (pybids itself does not read
-    ``.bidsignore``; the BIDS developer guide asks tools to honour it). The syntax is the validator's, that of
-    ``.gitignore`` (:class:`GlobPattern`). Negations (``!``) are not supported: said once in a warning, and those
-    lines are left out (a file they would bring back stays ignored)."""
+    """``root/.bidsignore`` as one ignore pattern for pybids (and :func:`malformed_sidecars`): a :class:`BidsIgnore`,
+    or None when there is no such file or it holds no pattern. Files and folders the BIDS validator ignores are then
+    not indexed, so not processed either (pybids itself does not read ``.bidsignore``; the BIDS developer guide
+    asks tools to honour it). Negations (``!``) are not supported: said once in a warning, and those lines are left
+    out (a file they would bring back stays ignored)."""
     path = Path(root) / ".bidsignore"
     if not (path.exists() or path.is_symlink()):
-        return []
+        return None
     try:
-        text = read_small_file(path, MAX_BIDSIGNORE_BYTES, "a .bidsignore file").decode("utf-8", "replace")
+        text = read_small_file(path, MAX_BIDSIGNORE_BYTES, "a .bidsignore file").decode("utf-8-sig", "replace")
     except JSONReadError as exc:
         LOGGER.warning(".bidsignore not honoured: %s", exc.reason)
-        return []
-    lines = [ln.strip() for ln in text.splitlines()]
+        return None
+    lines = [ln.rstrip() for ln in text.splitlines()]  # trailing blanks and CR go; leading ones belong to the name
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     negated = [ln for ln in lines if ln.startswith("!")]
     if negated:
         shown = ", ".join(exitcodes.printable(ln[:60]) for ln in negated[:3]) + (", ..." if len(negated) > 3 else "")
         LOGGER.warning(".bidsignore: %d negated pattern(s) not supported: what they would bring back stays ignored "
                        "(%s)", len(negated), shown)
-    patterns = [GlobPattern(ln) for ln in lines if not ln.startswith("!")]
-    if patterns:
-        LOGGER.info(".bidsignore: %d pattern(s) honoured: the files they match are not processed", len(patterns))
-    return patterns
+    hidden = BidsIgnore(ln for ln in lines if not ln.startswith("!"))
+    if not hidden.count:
+        return None
+    LOGGER.info(".bidsignore: %d pattern(s) honoured: the files they match are not processed", hidden.count)
+    return hidden
+
+
+def bidsignore_hint(layout):
+    """`` (BIDS_DIR/.bidsignore hides what its N pattern(s) match)`` for an error that may come from it, or ''."""
+    hidden = getattr(layout, "prettier_bidsignore", None)
+    return f" (BIDS_DIR/.bidsignore hides what its {hidden.count} pattern(s) match)" if hidden else ""
+
+
+class BidsIgnore:
+    """The patterns of a ``.bidsignore``, used as pybids uses a compiled regular expression: ``search(path)`` on a
+    path relative to the dataset root (with or without its leading ``/``), true when a pattern names the file or a
+    folder above it. Patterns without wildcards are looked up in sets (a long list of scans costs no more than a
+    short one); the others are :class:`GlobPattern`. ``count``: the distinct patterns that can match something
+    (``/`` alone matches nothing, as for the validator)."""
+
+    def __init__(self, lines):
+        self.paths, self.names, self.globs, self.by_first = set(), set(), [], {}
+        for line in dict.fromkeys(lines):
+            pattern = GlobPattern(line)
+            if not pattern.segments:
+                continue
+            if pattern.literal is not None:
+                (self.paths if pattern.anchored else self.names).add(pattern.literal)
+            elif pattern.anchored and pattern.first is not None:  # sub-01/anat/*_acq-old_*: tried on sub-01 only
+                self.by_first.setdefault(pattern.first, []).append(pattern)
+            else:
+                self.globs.append(pattern)
+        self.count = (len(self.paths) + len(self.names) + len(self.globs)
+                      + sum(len(v) for v in self.by_first.values()))
+
+    def __repr__(self):
+        return f"BidsIgnore({self.count} pattern(s))"
+
+    def search(self, path):
+        names = [n for n in str(path).split("/") if n]
+        return (any(tuple(names[:k]) in self.paths for k in range(1, len(names) + 1))
+                or any((n,) in self.names for n in names)
+                or any(g.search_names(names) for g in (self.by_first.get(names[0], ()) if names else ()))
+                or any(g.search_names(names) for g in self.globs))
 
 
 class GlobPattern:
-    """A ``.bidsignore`` (``.gitignore``) pattern, used as pybids uses a compiled regular expression: ``search(path)``
-    on a path relative to the dataset root, with or without its leading ``/``, true when the pattern names the file
-    or a folder above it. ``*``, ``?`` and ``[...]`` (``!`` or ``^`` negates; ranges) match within one name, a
-    ``**`` segment any number of folders; a pattern with a ``/`` (other than a trailing one) is anchored at the
-    root, others match a name at any depth; ``\\`` escapes. Matched in time linear in the path's names (no regular
-    expression: a hostile pattern cannot make the indexing backtrack for ever)."""
+    """One ``.bidsignore`` (``.gitignore``) pattern: ``*``, ``?`` and ``[...]`` (``!`` or ``^`` negates; ranges; a
+    ``]`` first is literal) match within one name, a ``**`` segment any number of folders; a pattern with a ``/``
+    (other than a trailing one) is anchored at the root, others match a name at any depth; ``\\`` escapes.
+    ``search`` as :class:`BidsIgnore`'s, without regular expressions or recursion: time linear in the pattern's
+    segments times the path's names (a hostile pattern can neither backtrack for ever nor overflow the stack).
+    ``literal``: the names of a pattern without wildcards (a tuple), else None; ``first``: its first name when that
+    has no wildcard, else None."""
 
     def __init__(self, pattern):
         self.pattern = pattern
         self.anchored = "/" in pattern.rstrip("/")
-        self.segments = [None if seg == "**" else _glob_tokens(seg) for seg in pattern.strip("/").split("/") if seg]
+        segments = [None if seg == "**" else _glob_tokens(seg) for seg in pattern.strip("/").split("/") if seg]
+        self.segments = [seg for k, seg in enumerate(segments) if not (seg is None and k and segments[k - 1] is None)]
+        literal = all(seg is not None and all(isinstance(t, tuple) and t[0] == "lit" for t in seg)
+                      for seg in self.segments)
+        self.literal = tuple("".join(t[1] for t in seg) for seg in self.segments) if literal else None
+        head = self.segments[0] if self.segments else None
+        self.first = "".join(t[1] for t in head) if head and all(
+            isinstance(t, tuple) and t[0] == "lit" for t in head) else None  # a first name without wildcards
 
     def __repr__(self):
         return f"GlobPattern({self.pattern!r})"
 
     def search(self, path):
-        names = [n for n in str(path).split("/") if n]
-        starts = [0] if self.anchored else range(len(names))
-        return any(self._match(0, k, names, {}) for k in starts)
+        return self.search_names([n for n in str(path).split("/") if n])
 
-    def _match(self, i, k, names, memo):
-        """Segments ``i:`` against names ``k:``; what is left of the path after all segments is inside the match."""
-        if i == len(self.segments):
-            return True
-        key = (i, k)
-        if key not in memo:
-            seg = self.segments[i]
+    def search_names(self, names):
+        if not self.segments:
+            return False
+        reach = {0} if self.anchored else set(range(len(names)))  # where the next segment may start
+        for seg in self.segments:
+            if not reach:
+                return False
             if seg is None:  # '**': zero or more folders
-                memo[key] = any(self._match(i + 1, j, names, memo) for j in range(k, len(names) + 1))
+                reach = set(range(min(reach), len(names) + 1))
             else:
-                memo[key] = k < len(names) and _glob_name_match(seg, names[k]) and self._match(i + 1, k + 1, names, memo)
-        return memo[key]
+                reach = {k + 1 for k in reach if k < len(names) and _glob_name_match(seg, names[k])}
+        return bool(reach)  # what is left of the path lies inside what matched
 
 
 def _glob_tokens(segment):
@@ -238,7 +286,8 @@ def _glob_tokens(segment):
     tokens, i = [], 0
     while i < len(segment):
         c = segment[i]
-        end = segment.find("]", i + 2) if c == "[" else -1
+        first = i + 2 if segment[i + 1:i + 2] in ("!", "^") else i + 1  # a ']' right after '[' or '[!' is literal
+        end = segment.find("]", first + 1) if c == "[" else -1
         if c == "*":
             if not tokens or tokens[-1] != "*":  # '**' inside a name is '*'
                 tokens.append("*")
@@ -352,14 +401,16 @@ def resolve_participants(layout, labels=None):
     """The participant labels to process; unknown labels are an error (exit code 18)."""
     known = sorted(layout.get_subjects())
     if not known:
-        raise BIDSError(f"no participants (sub-* folders) found in {layout.root}", exitcodes.NO_MATCH)
+        raise BIDSError(f"no participants (sub-* folders) found in {layout.root}{bidsignore_hint(layout)}",
+                        exitcodes.NO_MATCH)
     wanted = strip_prefix(labels, "sub-")
     if not wanted:
         return known
     missing = [x for x in wanted if x not in known]
     if missing:
-        raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)"
-                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known])), exitcodes.NO_MATCH)
+        raise BIDSError("participant label(s) not found in the dataset: %s (available: %s)%s"
+                        % (", ".join("sub-" + m for m in missing), _abbrev(["sub-" + k for k in known]),
+                           bidsignore_hint(layout)), exitcodes.NO_MATCH)
     return wanted
 
 
@@ -706,7 +757,8 @@ def select(layout, subjects, sessions=None, contrasts=None, filters=None,
         what = "/".join(contrasts or (spec or load_io_spec())["default_contrasts"])
         ses = f", session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""
         raise BIDSError(f"no {what} images found for participant(s) {_abbrev(['sub-' + s for s in subjects])}{ses}"
-                        + (" with the --bids-filter-file filters" if filters else ""), exitcodes.NO_MATCH)
+                        + (" with the --bids-filter-file filters" if filters else "") + bidsignore_hint(layout),
+                        exitcodes.NO_MATCH)
     found = {c.entities.get("subject") for c in cands}
     for subject in (s for s in subjects if s not in found):  # a participant the selection left out says so
         ses = f" in session(s) {', '.join(strip_prefix(sessions, 'ses-'))}" if sessions else ""

@@ -82,16 +82,19 @@ def run_here(*args, cwd=None):
 
     from prettier_bids.cli import run as cli
 
+    args = [str(a) for a in args]
+    assert "participant" not in args or "--reports-only" in args or "--nprocs" in args, \
+        "run_here: a participant run needs --nprocs 1 (MultiProc would fork the test process)"
     out, err = io.StringIO(), io.StringIO()
     with app_environment() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         if cwd is not None:
             mp.chdir(cwd)
         try:
-            code = cli.main([str(a) for a in args])
+            code = cli.main(args)
         except SystemExit as exc:
             code = exc.code
     assert "Traceback" not in err.getvalue(), err.getvalue()[-3000:]
-    return subprocess.CompletedProcess(list(map(str, args)), code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 NO_VALIDATOR = "bids-validator-deno is not installed (pip install bids-validator-deno)"

@@ -146,6 +146,11 @@ def test_output_and_work_dirs_inside_the_dataset_are_not_indexed(tmp_path):
     ("sub-01/**/x", "/sub-01/x", True),
     ("*a*a*a*a*a*a*a*a*a*a*b", "/" + "a" * 250, False),  # no regular expression to backtrack for ever
     ("**/**/**/**/**/**/**/**/z", "/" + "/".join(["a"] * 200), False),
+    ("**/" * 400 + "z", "/" + "/".join(["a"] * 200) + "/z", True),  # no recursion to overflow
+    ("x/**/" * 300 + "z", "/" + "x/" * 300 + "z", True),
+    ("[!]x]", "/]", False),  # a ']' first in a bracket is one of its characters
+    ("[!]x]", "/a", True),
+    (" zz", "/zz", False),  # leading blanks belong to the name
 ])
 def test_bidsignore_patterns_follow_the_validators_syntax(pattern, path, hidden):
     assert bool(pb.GlobPattern(pattern).search(path)) is hidden
@@ -167,6 +172,23 @@ def test_bidsignored_images_are_not_processed(tmp_path, caplog):
     text = caplog.text
     assert ".bidsignore: 3 pattern(s) honoured" in text and "malformed" not in text
     assert ".bidsignore: 1 negated pattern(s) not supported" in text
+    (ds / ".bidsignore").write_bytes(b"\xef\xbb\xbfsub-02/anat/sub-02_FLAIR.*\n")  # a BOM (Windows editors)
+    rels = {c.relpath for c in pb.select(pb.get_layout(ds), ["02"], contrasts=["FLAIR", "T1w"])}
+    assert rels == {"sub-02/anat/sub-02_T1w.nii.gz"}
+    (ds / ".bidsignore").write_text("/\n//\n")  # names nothing, as for the validator (it hid the whole dataset)
+    assert pb.bidsignore_patterns(ds) is None and len(pb.select(pb.get_layout(ds), ["02"])) == 2
+    (ds / "sub-a+b/anat").mkdir(parents=True)
+    (ds / ".bidsignore").write_text("sub-a+b/\nsub-03\n")
+    caplog.clear()
+    layout = pb.get_layout(ds)
+    assert "sub-a+b" not in caplog.text  # no advice to rename a folder the user hid
+    with pytest.raises(pb.BIDSError) as err:
+        pb.resolve_participants(layout, ["03"])
+    assert str(err.value).endswith("(BIDS_DIR/.bidsignore hides what its 2 pattern(s) match)")
+    (ds / ".bidsignore").write_text("\n".join(f"sub-02/anat/x{k}.nii.gz" for k in range(40000)) + "\n*_T2w.nii.gz\n")
+    hidden = pb.bidsignore_patterns(ds)  # literal paths are set lookups (45,000 patterns took 20 s to index)
+    assert len(hidden.paths) == 40000 and len(hidden.globs) == 1 and hidden.count == 40001
+    assert len(pb.select(pb.get_layout(ds), ["01", "02"], contrasts=["FLAIR", "T1w"])) == 4 + 2
     (ds / ".bidsignore").unlink()
     os.mkfifo(ds / ".bidsignore")  # never read (it would block)
     caplog.clear()

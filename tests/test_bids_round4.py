@@ -89,10 +89,10 @@ def test_outputs_and_work_never_go_into_a_symlinked_subject_folder(tmp_path):
     (bids / "sub-02").symlink_to(tmp_path / "ext02")
     before = snapshot(tmp_path / "ext02")
     out_in = run_here(bids, tmp_path / "ext02" / "derivatives", "participant", "--skip-bids-validation", "-w",
-                     tmp_path / "work", "--method", "cubic")
+                     tmp_path / "work", "--method", "cubic", "--nprocs", "1")
     assert out_in.returncode == exitcodes.USAGE and "inside BIDS_DIR" in out_in.stderr
     work_in = run_here(bids, tmp_path / "out", "participant", "--skip-bids-validation", "-w",
-                      tmp_path / "ext02" / "work", "--method", "cubic")
+                      tmp_path / "ext02" / "work", "--method", "cubic", "--nprocs", "1")
     assert work_in.returncode == exitcodes.USAGE and "the work directory" in work_in.stderr
     assert snapshot(tmp_path / "ext02") == before and not (tmp_path / "out").exists()
 
@@ -133,7 +133,8 @@ def test_group_level_skips_a_nan_value_and_keeps_flagging_the_others(tmp_path, c
     """One NaN NetworkConsistencyPSNR made the group median NaN, and no output was flagged any more."""
     out = tmp_path / "out"
     assert run_here(copy_dataset(tmp_path / "bids"), out, "participant", "--method", "cubic", "--contrast", "FLAIR",
-                   "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets").returncode == 0
+                    "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets",
+                    "--nprocs", "1").returncode == 0
     sidecars = sorted((out / "prettier").glob("sub-*/**/*_desc-cubic_FLAIR.json"))
     assert len(sidecars) >= 3
     low, nan = sidecars[0], sidecars[1]
@@ -156,7 +157,8 @@ def test_group_level_and_reports_only_ignore_the_unused_default_work_dir(tmp_pat
     which neither uses."""
     bids = copy_dataset(tmp_path / "bids")
     assert run_here(bids, bids / "derivatives", "participant", "--participant-label", "02", "--method", "cubic",
-                   "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets").returncode == 0
+                    "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets",
+                    "--nprocs", "1").returncode == 0
     group = run_here(".", "derivatives", "group", cwd=bids)
     assert group.returncode == 0, group.stderr[-2000:]
     reports = run_here(".", "derivatives", "participant", "--reports-only", "--skip-bids-validation", cwd=bids)
@@ -174,7 +176,8 @@ def test_filter_files_may_not_change_what_a_query_fixes(tmp_path, filters, text)
     bids = copy_dataset(tmp_path / "bids")
     (tmp_path / "f.json").write_text(json.dumps(filters))
     p = run_here(bids, tmp_path / "out", "participant", "--session-label", "1", "--bids-filter-file",
-                tmp_path / "f.json", "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work")
+                 tmp_path / "f.json", "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work",
+                 "--nprocs", "1")
     assert p.returncode == exitcodes.USAGE and text in p.stderr, p.stderr[-1500:]
     assert not (tmp_path / "out").exists()
 
@@ -182,7 +185,8 @@ def test_filter_files_may_not_change_what_a_query_fixes(tmp_path, filters, text)
 def test_a_participant_without_the_session_says_so(tmp_path):
     bids = copy_dataset(tmp_path / "bids")
     p = run_here(bids, tmp_path / "out", "participant", "--participant-label", "01", "02", "--session-label", "1",
-                "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets")
+                 "--method", "cubic", "--skip-bids-validation", "-w", tmp_path / "work", "--no-reportlets",
+                 "--nprocs", "1")
     assert p.returncode == 0 and "participant sub-02: no image matched in session(s) 1" in p.stderr
 
 

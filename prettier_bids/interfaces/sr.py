@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -89,7 +90,12 @@ class SuperResolve(SimpleInterface):
         from ..sr.reconstruct import load_model
 
         weights = self.inputs.weights if isdefined(self.inputs.weights) else None
-        key = (weights, self.inputs.device)
+        try:  # the file itself, not only its name: a weights file rewritten in place is loaded again
+            st = os.stat(weights) if weights else None
+            ident = st and (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            ident = None
+        key = (weights, ident, self.inputs.device)
         if key not in _MODELS:
             _MODELS.clear()
             _MODELS[key] = load_model(None, weights, device=self.inputs.device)
