@@ -89,10 +89,10 @@ def test_outputs_and_work_never_go_into_a_symlinked_subject_folder(tmp_path):
     (bids / "sub-02").symlink_to(tmp_path / "ext02")
     before = snapshot(tmp_path / "ext02")
     out_in = run_here(bids, tmp_path / "ext02" / "derivatives", "participant", "--skip-bids-validation", "-w",
-                     tmp_path / "work", "--method", "cubic", "--nprocs", "1")
+                      tmp_path / "work", "--method", "cubic", "--nprocs", "1")
     assert out_in.returncode == exitcodes.USAGE and "inside BIDS_DIR" in out_in.stderr
     work_in = run_here(bids, tmp_path / "out", "participant", "--skip-bids-validation", "-w",
-                      tmp_path / "ext02" / "work", "--method", "cubic", "--nprocs", "1")
+                       tmp_path / "ext02" / "work", "--method", "cubic", "--nprocs", "1")
     assert work_in.returncode == exitcodes.USAGE and "the work directory" in work_in.stderr
     assert snapshot(tmp_path / "ext02") == before and not (tmp_path / "out").exists()
 
@@ -386,7 +386,7 @@ def test_a_relative_weights_path_is_found(tmp_path, tiny_weights):
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     shutil.copy(tiny_weights, tmp_path / "tiny.pt")
     proc = run_here(*_args(bids, out, work, "--contrast", "T1w", "--no-reportlets", "--weights", "tiny.pt"),
-                   cwd=tmp_path)
+                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "prettier/sub-02/anat/sub-02_desc-prettier_T1w.nii.gz").is_file()
 
