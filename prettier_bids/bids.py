@@ -216,18 +216,18 @@ class BidsIgnore:
 
     def __init__(self, lines):
         self.paths, self.names, self.globs, self.by_first = set(), set(), [], {}
+        self.count = 0
         for line in dict.fromkeys(lines):
             pattern = GlobPattern(line)
             if not pattern.segments:
                 continue
+            self.count += 1
             if pattern.literal is not None:
                 (self.paths if pattern.anchored else self.names).add(pattern.literal)
             elif pattern.anchored and pattern.first is not None:  # sub-01/anat/*_acq-old_*: tried on sub-01 only
                 self.by_first.setdefault(pattern.first, []).append(pattern)
             else:
                 self.globs.append(pattern)
-        self.count = (len(self.paths) + len(self.names) + len(self.globs)
-                      + sum(len(v) for v in self.by_first.values()))
 
     def __repr__(self):
         return f"BidsIgnore({self.count} pattern(s))"
@@ -254,12 +254,9 @@ class GlobPattern:
         self.anchored = "/" in pattern.rstrip("/")
         segments = [None if seg == "**" else _glob_tokens(seg) for seg in pattern.strip("/").split("/") if seg]
         self.segments = [seg for k, seg in enumerate(segments) if not (seg is None and k and segments[k - 1] is None)]
-        literal = all(seg is not None and all(isinstance(t, tuple) and t[0] == "lit" for t in seg)
-                      for seg in self.segments)
-        self.literal = tuple("".join(t[1] for t in seg) for seg in self.segments) if literal else None
-        head = self.segments[0] if self.segments else None
-        self.first = "".join(t[1] for t in head) if head and all(
-            isinstance(t, tuple) and t[0] == "lit" for t in head) else None  # a first name without wildcards
+        names = [_literal_name(seg) for seg in self.segments]
+        self.literal = tuple(names) if names and None not in names else None
+        self.first = names[0] if names else None
 
     def __repr__(self):
         return f"GlobPattern({self.pattern!r})"
@@ -314,6 +311,14 @@ def _glob_tokens(segment):
             tokens.append(("lit", c))
         i += 1
     return tokens
+
+
+def _literal_name(tokens):
+    """The name a segment's tokens (:func:`_glob_tokens`; None for ``**``) spell when they hold no wildcard, else
+    None."""
+    if tokens is None or not all(isinstance(t, tuple) and t[0] == "lit" for t in tokens):
+        return None
+    return "".join(t[1] for t in tokens)
 
 
 def _glob_token_match(token, ch):

@@ -289,7 +289,7 @@ _HASHES = {}
 
 
 def _sha256(path, st):
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = sr_io.file_identity(path, st)
     if key not in _HASHES:
         _HASHES[key] = sr_io.file_sha256(path)
     return _HASHES[key]

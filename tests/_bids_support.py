@@ -74,13 +74,21 @@ def run_app(*args, **kwargs):
                           text=True, cwd=kwargs.pop("cwd", REPO), timeout=kwargs.pop("timeout", 300), **kwargs)
 
 
+def _main_here(args):
+    """``prettier-bids ARGS`` in this process: its exit code, returned or raised (argparse)."""
+    from prettier_bids.cli import run as cli
+
+    try:
+        return cli.main(args)
+    except SystemExit as exc:
+        return exc.code
+
+
 def run_here(*args, cwd=None):
     """:func:`run_app` in this process (CompletedProcess with the exit code, stdout and stderr; never a
     traceback): no interpreter start-up and no imports per run (about 4 s each), for tests of what a run does
     to the files rather than of the process (signals, exit at import time: :func:`run_app`)."""
     import io
-
-    from prettier_bids.cli import run as cli
 
     args = [str(a) for a in args]
     assert "participant" not in args or "--reports-only" in args or "--nprocs" in args, \
@@ -89,10 +97,7 @@ def run_here(*args, cwd=None):
     with app_environment() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         if cwd is not None:
             mp.chdir(cwd)
-        try:
-            code = cli.main(args)
-        except SystemExit as exc:
-            code = exc.code
+        code = _main_here(args)
     assert "Traceback" not in err.getvalue(), err.getvalue()[-3000:]
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
@@ -124,13 +129,8 @@ def read_tsv(path):
 def run_in_process(capsys, *args):
     """Exit code (returned or raised by argparse) and the non-empty stderr lines of an in-process
     ``prettier-bids`` run; never a traceback."""
-    from prettier_bids.cli import run as cli
-
     with app_environment():
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
+        code = _main_here([str(a) for a in args])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return code, [ln for ln in err.splitlines() if ln.strip()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -14,6 +13,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..sr.io import file_identity
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import OUTPUT_GRIDS
 
@@ -91,8 +91,7 @@ class SuperResolve(SimpleInterface):
 
         weights = self.inputs.weights if isdefined(self.inputs.weights) else None
         try:  # the file itself, not only its name: a weights file rewritten in place is loaded again
-            st = os.stat(weights) if weights else None
-            ident = st and (st.st_size, st.st_mtime_ns, st.st_ino)
+            ident = file_identity(weights) if weights else None
         except OSError:
             ident = None
         key = (weights, ident, self.inputs.device)

@@ -359,6 +359,13 @@ def missing_content(path):
     return f"{path} is a broken link (to {target}): {hint}"
 
 
+def file_identity(path, st=None):
+    """``(path, size, modification time in ns, inode)``: what tells a process's caches that a file is still the one
+    they read (``st``: its ``os.stat``, when already taken)."""
+    st = st or os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def file_sha256(path, chunk=1 << 20):
     """SHA-256 (hex) of a file's bytes, read in chunks: weights files, the input files outputs record."""
     digest = hashlib.sha256()
