@@ -78,3 +78,31 @@ def test_the_lesion_benchmark_does_not_import_the_image_benchmark():
     code = ("import sys, prettier_bids.cli.eval_lesions; "
             "sys.exit('prettier_bids.cli.evaluate' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize("argv, loaded", [(["in", "out"], True), (["--help"], False), (["x", "--version"], False)])
+def test_torch_is_imported_with_ctrl_c_deferred_before_the_command_runs_unless_it_only_prints(argv, loaded):
+    """A Ctrl-C inside torch's pybind11 initialisation aborts the process (SIGABRT, exit -6, seen once in CI when
+    ``import torch`` ran lazily inside the run): the entry imports torch first, where Ctrl-C is deferred."""
+    code = ("import sys, types; from prettier_bids.cli import entry; cmd = types.ModuleType('cmd'); "
+            "cmd.main = lambda: print('torch' in sys.modules) or 0; sys.modules['cmd'] = cmd; "
+            "sys.exit(entry._run('prettier-x', 'cmd'))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(loaded), proc.stderr
+
+
+@pytest.mark.parametrize("ignored, code", [(False, 130), (True, 0)])
+def test_a_ctrl_c_during_the_import_is_acted_on_after_it_unless_the_command_started_ignoring_it(tmp_path, ignored,
+                                                                                                 code):
+    """A command module whose import receives SIGINT: exit 130 and one line once the import is over; but
+    ``prettier-bids ... &`` in a script starts with SIGINT ignored (POSIX shells do that for background jobs), and
+    the deferral must not turn it back on (it raised for a Ctrl-C meant for the shell)."""
+    (tmp_path / "slowcmd.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                         "def main():\n    return 0\n")
+    run = ("import sys; from prettier_bids.cli import entry; entry.PRELOAD = (); "
+           "sys.exit(entry._run('prettier-x', 'slowcmd'))")
+    proc = subprocess.run([sys.executable, "-c", run, "in", "out"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if ignored
+                                                                         else signal.SIG_DFL))
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr == ("" if ignored else "prettier-x: error: interrupted; rerun the same command to resume\n")

@@ -5,7 +5,7 @@ which a Ctrl-C used to print a long traceback from the middle of an import. Here
 as everywhere else (:func:`prettier_bids.cli.options.guarded_main` takes over once the command runs). This
 module imports nothing of the package at import time.
 
-During the import itself a Ctrl-C is only noted, and acted on once the import is over: a KeyboardInterrupt raised
+During these imports (the command's module, and torch first: :data:`PRELOAD`) a Ctrl-C is only noted, and acted on once the import is over: a KeyboardInterrupt raised
 inside a compiled extension's initialisation (torch's pybind11 modules) aborts the process ("terminate called
 after throwing an instance of 'pybind11::error_already_set'", killed by SIGABRT) instead of reaching any guard.
 """
@@ -20,10 +20,18 @@ import sys
 
 #: exitcodes.INTERRUPTED (not imported: this module must stay import-free)
 INTERRUPTED = 130
+#: Modules with pybind11 initialisation that every command imports later, inside its run (torch: loading the
+#: weights, the SR nodes): imported here first, with Ctrl-C deferred, unless only help or the version is asked for.
+#: A Ctrl-C during a lazy ``import torch`` in the run aborted the process (SIGABRT, exit -6; seen once in CI).
+PRELOAD = ("torch",)
+#: Arguments after which a command only prints and exits: no need to pay torch's import (about 2 s).
+_PRINT_ONLY = ("-h", "--help", "--version")
 
 
 def _import_deferring_ctrl_c(module):
     """``module`` imported with SIGINT noted rather than raised; returns (the module, whether Ctrl-C came)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring it (``cmd &`` in a script): kept so
+        return importlib.import_module(module), False
     seen = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
     try:
@@ -86,9 +94,10 @@ def _run(prog, module):
     if sys.stderr is not None and not isinstance(sys.stderr, _PipeSafe):
         sys.stderr = _PipeSafe(sys.stderr)
     try:
-        mod, interrupted = _import_deferring_ctrl_c(module)
-        if interrupted:
-            raise KeyboardInterrupt
+        for name in (*(() if any(a in _PRINT_ONLY for a in sys.argv[1:]) else PRELOAD), module):
+            mod, interrupted = _import_deferring_ctrl_c(name)
+            if interrupted:
+                raise KeyboardInterrupt
         code = mod.main()
         # The command is over (its outputs written or its error reported): a Ctrl-C while the interpreter shuts
         # down would only turn its exit status into "killed by SIGINT" (-2, seen on a fast CI machine): ignored.
