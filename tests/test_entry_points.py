@@ -106,3 +106,12 @@ def test_a_ctrl_c_during_the_import_is_acted_on_after_it_unless_the_command_star
                                                                          else signal.SIG_DFL))
     assert proc.returncode == code, proc.stderr
     assert proc.stderr == ("" if ignored else "prettier-x: error: interrupted; rerun the same command to resume\n")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("args", [["lesions", "--data-root", "d", "--device", "cuda"]])
+def test_an_unusable_device_is_a_usage_error_in_every_command_that_takes_one(tmp_path, args):
+    """``prettier-eval lesions --device cuda`` without CUDA was 'unexpected AssertionError: Torch not compiled with
+    CUDA enabled', exit 1: every command applies --threads and --device through options.apply_threads_and_device."""
+    code, out, err = _script("prettier-eval", *args, cwd=tmp_path)
+    assert code == 64 and err == "prettier-eval lesions: error: --device cuda requested but no CUDA device is available\n"

@@ -43,6 +43,7 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
+    apply_threads_and_device,
     device,
     guarded_main,
     not_empty,
@@ -205,7 +206,6 @@ def run(args):
 def _main(args):
     setup_logging(PROG, timestamps=True)
     import nibabel as nib
-    import torch
 
     from ..evaluation import lesions as L
     from ..evaluation import spent
@@ -215,8 +215,7 @@ def _main(args):
     from ..sr.reconstruct import load_models
     from ..training.patches import READ_ERRORS, load_training_volume
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads_and_device(args)
     axes, settings = args.axes, args.settings
     modes = ("known", "hidden") if args.thickness == "both" else (args.thickness,)
     try:

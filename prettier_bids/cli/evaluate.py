@@ -17,6 +17,7 @@ from .options import (
     UsageParser,
     add_precision_option,
     add_projection_option,
+    apply_threads_and_device,
     not_empty,
     not_empty_list,
     check_folder,
@@ -102,7 +103,6 @@ def _main(args):
     if args.out_dir:
         check_folder("--out-dir", args.out_dir, exitcodes.USAGE)  # 73 is not among prettier-eval's codes
     setup_logging(PROG, timestamps=True)
-    import torch
 
     from ..evaluation import benchmark as ev
     from ..evaluation import spent
@@ -113,8 +113,7 @@ def _main(args):
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_model_set
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads_and_device(args)
     try:
         models = load_model_set(args.model, args.weights)  # without either: each contrast's default
     except WeightsError as exc:

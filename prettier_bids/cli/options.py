@@ -239,6 +239,18 @@ def check_device_available(dev):
     return None
 
 
+def apply_threads_and_device(args):
+    """A command's ``--threads`` (torch's thread count; all CPUs when not given) and ``--device`` (a usage error,
+    exit 64, when it cannot be used here), applied before any work."""
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    problem = check_device_available(getattr(args, "device", "cpu"))
+    if problem:
+        raise CLIError(problem, exitcodes.USAGE)
+
+
 def one_line(exc):
     """``ExcType: first line of the message`` for an unexpected exception."""
     text = str(exc).strip().splitlines()

@@ -22,7 +22,7 @@ from .options import (
     add_precision_option,
     add_output_grid_option,
     add_projection_option,
-    check_device_available,
+    apply_threads_and_device,
     device,
     not_empty,
     finite_float,
@@ -147,18 +147,13 @@ def _main(args):
         clean_stale_temporaries(path.parent if str(path.parent) else Path("."), names=[path.name], keep=inputs)
 
     import nibabel as nib
-    import torch
 
     from ..sr.io import AtomicGroup, is_disk_full, suffix_of
     from ..sr.models import WeightsError, default_model
     from ..sr.preprocess import AlreadyHighResolution, InputError
     from ..sr.reconstruct import load_model, super_resolve
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    problem = check_device_available(args.device)
-    if problem:
-        raise CLIError(problem, exitcodes.USAGE)
+    apply_threads_and_device(args)
     try:
         img = nib.load(str(inp))
     except Exception as exc:  # nibabel raises many types for non-NIfTI input

@@ -12,7 +12,7 @@ from .options import (
     CapAtCPUs,
     CLIError,
     UsageParser,
-    check_device_available,
+    apply_threads_and_device,
     not_empty,
     check_folder,
     device,
@@ -68,7 +68,6 @@ def _main(args):
     check_folder("--out", args.out, exitcodes.USAGE)  # 73 is not among prettier-train's exit codes
     split = read_split(args.split, ["train", "validation"])
     setup_logging(PROG, timestamps=True, logger_names=True)
-    import torch
 
     from ..sr.models import WeightsError
     from ..training.patches import READ_ERRORS, PatchError, inplane_prob
@@ -76,11 +75,7 @@ def _main(args):
     from ..training.train import (RUN_WEIGHTS, CheckpointError, TrainingDiverged, load_config, load_split_volumes,
                                   resolve_init_weights, train)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    problem = check_device_available(args.device)
-    if problem:
-        raise CLIError(problem, exitcodes.USAGE)
+    apply_threads_and_device(args)
     try:
         over = {}
         if args.init_weights:
