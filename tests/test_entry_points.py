@@ -91,21 +91,38 @@ def test_torch_is_imported_with_ctrl_c_deferred_before_the_command_runs_unless_i
     assert proc.returncode == 0 and proc.stdout.strip() == str(loaded), proc.stderr
 
 
-@pytest.mark.parametrize("ignored, code", [(False, 130), (True, 0)])
-def test_a_ctrl_c_during_the_import_is_acted_on_after_it_unless_the_command_started_ignoring_it(tmp_path, ignored,
-                                                                                                 code):
-    """A command module whose import receives SIGINT: exit 130 and one line once the import is over; but
+@pytest.mark.parametrize("sig, ignored, code, message", [
+    ("SIGINT", False, 130, "interrupted; rerun the same command to resume"),
+    ("SIGINT", True, 0, None),
+    ("SIGTERM", False, 143, "terminated (SIGTERM); rerun the same command to resume"),
+    ("SIGTERM", True, 0, None),
+])
+def test_a_signal_during_the_import_is_acted_on_after_it_unless_the_command_started_ignoring_it(tmp_path, sig, ignored,
+                                                                                               code, message):
+    """A command module whose import receives SIGINT or SIGTERM: one line and exit 130 or 143 once the import is
+    over (raised inside torch's pybind11 initialisation, the exception aborted the process); but
     ``prettier-bids ... &`` in a script starts with SIGINT ignored (POSIX shells do that for background jobs), and
     the deferral must not turn it back on (it raised for a Ctrl-C meant for the shell)."""
-    (tmp_path / "slowcmd.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+    (tmp_path / "slowcmd.py").write_text(f"import os, signal\nos.kill(os.getpid(), signal.{sig})\n"
                                          "def main():\n    return 0\n")
     run = ("import sys; from prettier_bids.cli import entry; entry.PRELOAD = (); "
            "sys.exit(entry._run('prettier-x', 'slowcmd'))")
+    signum = getattr(signal, sig)
     proc = subprocess.run([sys.executable, "-c", run, "in", "out"], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN if ignored
+                          cwd=tmp_path, preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN if ignored
                                                                          else signal.SIG_DFL))
     assert proc.returncode == code, proc.stderr
-    assert proc.stderr == ("" if ignored else "prettier-x: error: interrupted; rerun the same command to resume\n")
+    assert proc.stderr == ("" if message is None else f"prettier-x: error: {message}\n")
+
+
+def test_a_signal_after_the_command_has_returned_does_not_change_its_exit_status():
+    """prettier-sr had written its output and said so when a SIGTERM during the interpreter's shutdown made the
+    exit status -15 (killed): once the command has returned, SIGINT and SIGTERM are ignored."""
+    code = ("import os, signal, sys, types; from prettier_bids.cli import entry; entry.PRELOAD = (); "
+            "cmd = types.ModuleType('cmd'); cmd.main = lambda: 0; sys.modules['cmd'] = cmd; rc = entry._run('x', 'cmd'); "
+            "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

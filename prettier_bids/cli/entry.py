@@ -5,7 +5,7 @@ which a Ctrl-C used to print a long traceback from the middle of an import. Here
 as everywhere else (:func:`prettier_bids.cli.options.guarded_main` takes over once the command runs). This
 module imports nothing of the package at import time.
 
-During these imports (the command's module, and torch first: :data:`PRELOAD`) a Ctrl-C is only noted, and acted on once the import is over: a KeyboardInterrupt raised
+During these imports (the command's module, and torch first: :data:`PRELOAD`) a Ctrl-C (or SIGTERM) is only noted, and acted on once the import is over: a KeyboardInterrupt raised
 inside a compiled extension's initialisation (torch's pybind11 modules) aborts the process ("terminate called
 after throwing an instance of 'pybind11::error_already_set'", killed by SIGABRT) instead of reaching any guard.
 """
@@ -28,17 +28,27 @@ PRELOAD = ("torch",)
 _PRINT_ONLY = ("-h", "--help", "--version")
 
 
-def _import_deferring_ctrl_c(module):
-    """``module`` imported with SIGINT noted rather than raised; returns (the module, whether Ctrl-C came)."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started ignoring it (``cmd &`` in a script): kept so
-        return importlib.import_module(module), False
-    seen = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+#: exitcodes.TERMINATED
+TERMINATED = 143
+#: The signals noted during the imports and acted on after them (SIGTERM: ``docker stop``, ``scancel`` as the
+#: command starts; raised inside torch's initialisation it would abort the process as a Ctrl-C does).
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _import_deferring_signals(module):
+    """``module`` imported with SIGINT and SIGTERM noted rather than acted on; returns (the module, the first
+    signal that came or None). A signal the process started ignoring (``cmd &`` in a script ignores SIGINT) stays
+    ignored."""
+    seen, previous = [], {}
+    for signum in _DEFERRED:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, lambda signum, frame: seen.append(signum))
     try:
         mod = importlib.import_module(module)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    return mod, bool(seen)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return mod, (seen[0] if seen else None)
 
 
 class _PipeSafe:
@@ -95,13 +105,18 @@ def _run(prog, module):
         sys.stderr = _PipeSafe(sys.stderr)
     try:
         for name in (*(() if any(a in _PRINT_ONLY for a in sys.argv[1:]) else PRELOAD), module):
-            mod, interrupted = _import_deferring_ctrl_c(name)
-            if interrupted:
+            mod, signum = _import_deferring_signals(name)
+            if signum == signal.SIGINT:
                 raise KeyboardInterrupt
+            if signum == signal.SIGTERM:  # nothing written yet: nothing to clean up
+                print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+                return TERMINATED
         code = mod.main()
-        # The command is over (its outputs written or its error reported): a Ctrl-C while the interpreter shuts
-        # down would only turn its exit status into "killed by SIGINT" (-2, seen on a fast CI machine): ignored.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The command is over (its outputs written or its error reported): a Ctrl-C or SIGTERM while the
+        # interpreter shuts down would only turn its exit status into "killed by a signal" (-2 seen on a fast CI
+        # machine; -15 after prettier-sr had written its output): ignored.
+        for signum in _DEFERRED:
+            signal.signal(signum, signal.SIG_IGN)
         return code
     except KeyboardInterrupt:  # during the import, or while parsing before the command's own guard
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
