@@ -80,15 +80,18 @@ def test_the_lesion_benchmark_does_not_import_the_image_benchmark():
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
-@pytest.mark.parametrize("argv, loaded", [(["in", "out"], True), (["--help"], False), (["x", "--version"], False)])
-def test_torch_is_imported_with_ctrl_c_deferred_before_the_command_runs_unless_it_only_prints(argv, loaded):
+def test_torch_is_imported_with_signals_deferred_before_the_command_runs_but_not_for_help():
     """A Ctrl-C inside torch's pybind11 initialisation aborts the process (SIGABRT, exit -6, seen once in CI when
-    ``import torch`` ran lazily inside the run): the entry imports torch first, where Ctrl-C is deferred."""
-    code = ("import sys, types; from prettier_bids.cli import entry; cmd = types.ModuleType('cmd'); "
-            "cmd.main = lambda: print('torch' in sys.modules) or 0; sys.modules['cmd'] = cmd; "
-            "sys.exit(entry._run('prettier-x', 'cmd'))")
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == str(loaded), proc.stderr
+    ``import torch`` ran lazily inside the run): the guard every command runs in imports torch first, where the
+    signals are deferred; ``--help`` never reaches it and stays fast."""
+    code = ("import sys; from prettier_bids.cli.options import guarded_main; "
+            "sys.exit(guarded_main('x', lambda: print('torch' in sys.modules) or 0))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
+    code = ("import sys; from prettier_bids.cli.entry import prettier_bids as m; sys.argv[1:] = ['--help']\n"
+            "try:\n    m()\nexcept SystemExit:\n    print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().endswith("False"), proc.stderr
 
 
 @pytest.mark.parametrize("sig, ignored, code, message", [
@@ -105,8 +108,7 @@ def test_a_signal_during_the_import_is_acted_on_after_it_unless_the_command_star
     the deferral must not turn it back on (it raised for a Ctrl-C meant for the shell)."""
     (tmp_path / "slowcmd.py").write_text(f"import os, signal\nos.kill(os.getpid(), signal.{sig})\n"
                                          "def main():\n    return 0\n")
-    run = ("import sys; from prettier_bids.cli import entry; entry.PRELOAD = (); "
-           "sys.exit(entry._run('prettier-x', 'slowcmd'))")
+    run = ("import sys; from prettier_bids.cli import entry; sys.exit(entry._run('prettier-x', 'slowcmd'))")
     signum = getattr(signal, sig)
     proc = subprocess.run([sys.executable, "-c", run, "in", "out"], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path, preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN if ignored
@@ -118,7 +120,7 @@ def test_a_signal_during_the_import_is_acted_on_after_it_unless_the_command_star
 def test_a_signal_after_the_command_has_returned_does_not_change_its_exit_status():
     """prettier-sr had written its output and said so when a SIGTERM during the interpreter's shutdown made the
     exit status -15 (killed): once the command has returned, SIGINT and SIGTERM are ignored."""
-    code = ("import os, signal, sys, types; from prettier_bids.cli import entry; entry.PRELOAD = (); "
+    code = ("import os, signal, sys, types; from prettier_bids.cli import entry; "
             "cmd = types.ModuleType('cmd'); cmd.main = lambda: 0; sys.modules['cmd'] = cmd; rc = entry._run('x', 'cmd'); "
             "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -132,3 +134,16 @@ def test_an_unusable_device_is_a_usage_error_in_every_command_that_takes_one(tmp
     CUDA enabled', exit 1: every command applies --threads and --device through options.apply_threads_and_device."""
     code, out, err = _script("prettier-eval", *args, cwd=tmp_path)
     assert code == 64 and err == "prettier-eval lesions: error: --device cuda requested but no CUDA device is available\n"
+
+
+@pytest.mark.parametrize("sig, code, message", [("SIGINT", 130, "interrupted; rerun the same command to resume"),
+                                               ("SIGTERM", 143, "terminated (SIGTERM); rerun the same command to "
+                                                                "resume")])
+def test_a_signal_while_the_guard_imports_torch_is_one_line_and_the_command_does_not_run(tmp_path, sig, code,
+                                                                                       message):
+    (tmp_path / "slowtorch.py").write_text(f"import os, signal\nos.kill(os.getpid(), signal.{sig})\n")
+    run = ("import sys; from prettier_bids.cli import options; options.PRELOAD = ('slowtorch',); "
+           "sys.exit(options.guarded_main('prettier-x', lambda: print('RAN') or 0))")
+    proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == code and proc.stdout == "", proc.stderr
+    assert proc.stderr == f"prettier-x: error: {message}\n"

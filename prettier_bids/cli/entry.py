@@ -5,9 +5,11 @@ which a Ctrl-C used to print a long traceback from the middle of an import. Here
 as everywhere else (:func:`prettier_bids.cli.options.guarded_main` takes over once the command runs). This
 module imports nothing of the package at import time.
 
-During these imports (the command's module, and torch first: :data:`PRELOAD`) a Ctrl-C (or SIGTERM) is only noted, and acted on once the import is over: a KeyboardInterrupt raised
+During that import a Ctrl-C (or SIGTERM) is only noted, and acted on once the import is over: a KeyboardInterrupt raised
 inside a compiled extension's initialisation (torch's pybind11 modules) aborts the process ("terminate called
 after throwing an instance of 'pybind11::error_already_set'", killed by SIGABRT) instead of reaching any guard.
+The command's guard (:func:`~prettier_bids.cli.options.guarded_main`) imports torch in the same way before
+the command runs (its own imports of torch come later, lazily, inside the run).
 """
 
 from __future__ import annotations
@@ -20,14 +22,6 @@ import sys
 
 #: exitcodes.INTERRUPTED (not imported: this module must stay import-free)
 INTERRUPTED = 130
-#: Modules with pybind11 initialisation that every command imports later, inside its run (torch: loading the
-#: weights, the SR nodes): imported here first, with Ctrl-C deferred, unless only help or the version is asked for.
-#: A Ctrl-C during a lazy ``import torch`` in the run aborted the process (SIGABRT, exit -6; seen once in CI).
-PRELOAD = ("torch",)
-#: Arguments after which a command only prints and exits: no need to pay torch's import (about 2 s).
-_PRINT_ONLY = ("-h", "--help", "--version")
-
-
 #: exitcodes.TERMINATED
 TERMINATED = 143
 #: The signals noted during the imports and acted on after them (SIGTERM: ``docker stop``, ``scancel`` as the
@@ -35,7 +29,7 @@ TERMINATED = 143
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
-def _import_deferring_signals(module):
+def import_deferring_signals(module):
     """``module`` imported with SIGINT and SIGTERM noted rather than acted on; returns (the module, the first
     signal that came or None). A signal the process started ignoring (``cmd &`` in a script ignores SIGINT) stays
     ignored."""
@@ -104,13 +98,12 @@ def _run(prog, module):
     if sys.stderr is not None and not isinstance(sys.stderr, _PipeSafe):
         sys.stderr = _PipeSafe(sys.stderr)
     try:
-        for name in (*(() if any(a in _PRINT_ONLY for a in sys.argv[1:]) else PRELOAD), module):
-            mod, signum = _import_deferring_signals(name)
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            if signum == signal.SIGTERM:  # nothing written yet: nothing to clean up
-                print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
-                return TERMINATED
+        mod, signum = import_deferring_signals(module)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if signum == signal.SIGTERM:  # nothing written yet: nothing to clean up
+            print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+            return TERMINATED
         code = mod.main()
         # The command is over (its outputs written or its error reported): a Ctrl-C or SIGTERM while the
         # interpreter shuts down would only turn its exit status into "killed by a signal" (-2 seen on a fast CI

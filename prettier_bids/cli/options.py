@@ -27,6 +27,7 @@ from .. import exitcodes
 from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
+from .entry import import_deferring_signals
 
 
 class CLIError(exitcodes.CodedError):
@@ -262,6 +263,12 @@ class Terminated(KeyboardInterrupt):
     and atomic writers remove their temporaries."""
 
 
+#: Modules with pybind11 initialisation that the commands import lazily inside their run (torch: loading the
+#: weights, the SR nodes): imported by :func:`guarded_main` before the command runs, with Ctrl-C and SIGTERM
+#: noted rather than raised. A KeyboardInterrupt inside torch's initialisation aborted the process ("terminate
+#: called after throwing an instance of 'pybind11::error_already_set'", SIGABRT, exit -6; seen once in CI).
+PRELOAD = ("torch",)
+
 #: What SIGTERM does instead of unwinding, once a command has set it (:func:`on_sigterm`).
 _ON_SIGTERM = []
 
@@ -342,6 +349,13 @@ def guarded_main(prog, func, verbose=False):
     exit 130, SIGTERM exit 143, both after the clean-up."""
     previous, previous_hook = None, sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
+        for module in PRELOAD:  # nothing is written yet: nothing to clean up
+            signum = import_deferring_signals(module)[1]
+            if signum == signal.SIGINT:
+                return error(prog, "interrupted; rerun the same command to resume", exitcodes.INTERRUPTED)
+            if signum == signal.SIGTERM:
+                _terminated_message(prog)
+                return exitcodes.TERMINATED
         previous = signal.signal(signal.SIGTERM, _sigterm_handler(prog, os.getpid()))
         sys.unraisablehook = _interrupt_hook(previous_hook)
     try:
