@@ -361,8 +361,9 @@ def exact_ignore(relpath):
 
 def malformed_sidecars(root, ignore=()):
     """JSON files of the dataset (outside ``ignore``d folders) that :func:`~prettier_bids.sr.io.read_json` refuses
-    (not a regular file, too large, not JSON, nested too deeply) or that do not hold a JSON object; pybids would
-    hang on a FIFO or abort on the others."""
+    (not a regular file, too large, not JSON, nested too deeply, a byte-order mark, a 65-bit integer, a lone
+    surrogate) or that do not hold a JSON object; pybids would hang on a FIFO or abort on the others (the whole
+    run, for one odd sidecar)."""
     root = Path(root)
     plain = {i for i in ignore if isinstance(i, str)}
     regexes = [i for i in ignore if not isinstance(i, str)]
@@ -384,7 +385,7 @@ def malformed_sidecars(root, ignore=()):
                 continue
             path = Path(folder) / name
             try:
-                ok = isinstance(read_json(path), dict)
+                ok = isinstance(read_json(path, allow_bom=False), dict)
             except JSONReadError:
                 ok = False
             if not ok:

@@ -426,9 +426,14 @@ def sidecar_problem(meta):
 
 def read_sidecar(path):
     """``(meta, None)`` for a usable output sidecar, else ``(None, why)``: ``its JSON sidecar is malformed
-    (...)`` (not JSON, not an object, or a value of the wrong type: :func:`sidecar_problem`)."""
-    meta = read_json(path)
-    why = sidecar_problem(meta)
+    (...)`` (unreadable or not JSON: the reader's reason; not an object, or a value of the wrong type:
+    :func:`sidecar_problem`)."""
+    try:
+        meta = sr_io.read_json(path)
+    except sr_io.JSONReadError as exc:
+        meta, why = None, exc.reason
+    else:
+        why = sidecar_problem(meta)
     return (None, f"its JSON sidecar is malformed ({why})") if why else (meta, None)
 
 

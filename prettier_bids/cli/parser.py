@@ -50,6 +50,9 @@ Use one work directory per job when running participants in parallel.
 """ + exitcodes.epilog(PROG) + "\n"
 
 
+#: The smallest --mem-gb: below 0.01 GB Nipype's MultiProc never starts a job (the run hung for ever).
+MIN_MEM_GB = 0.1
+
 def build_parser():
     p = UsageParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                 description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
@@ -98,8 +101,8 @@ def build_parser():
                    default=None, metavar="N", help="processes to run at once (default: all CPUs)")
     r.add_argument("--omp-nthreads", type=positive_int, action=CapAtCPUs, default=None, metavar="N",
                    help="threads per super-resolution process (default: min(nprocs - 1, 8), at least 1)")
-    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=finite_float(0.0), default=None, metavar="GB",
-                   help="memory limit for scheduling parallel jobs")
+    r.add_argument("--mem-gb", "--mem", "--mem_gb", type=finite_float(MIN_MEM_GB, low_inclusive=True), default=None,
+                   metavar="GB", help=f"memory limit for scheduling parallel jobs (at least {MIN_MEM_GB:g})")
     r.add_argument("--strict", action="store_true",
                    help="exit 19 when an output is flagged by QC (consistency PSNR below the floor; outputs are "
                         "still written and the flag is in their sidecars)")

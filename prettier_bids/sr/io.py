@@ -324,18 +324,40 @@ def read_small_file(path, max_bytes, kind="a JSON file"):
     return b"".join(chunks)
 
 
-def read_json(path, max_bytes=MAX_JSON_BYTES):
+#: The integers a JSON file may hold: SQLite's (pybids indexes sidecars in it) and numpy's int64.
+JSON_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _bounded_int(text):
+    value = int(text)
+    if not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
+        raise ValueError(f"the integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond 64 bits")
+    return value
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True):
     """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
 
     Only regular files are read, at most ``max_bytes`` (:func:`read_small_file`), and nesting too deep for the
-    parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`.
+    parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`. So are what JSON allows
+    but nothing downstream can hold: an integer beyond 64 bits (pybids' SQLite index, ``float()``) and a string
+    with a lone surrogate (``"\\ud800"``: no UTF-8 file, HTML report or index can store it); and, unless
+    ``allow_bom``, a UTF-8 byte-order mark (pybids cannot read such a sidecar).
     """
     data = read_small_file(path, max_bytes)
+    if not allow_bom and data.startswith(_UTF8_BOM):
+        raise JSONReadError(path, "not valid JSON (it starts with a UTF-8 byte-order mark)", False)
     try:
-        return json.loads(data)
+        value = json.loads(data, parse_int=_bounded_int)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate, in a key or a value
+        return value
     except RecursionError:
         raise JSONReadError(path, "not valid JSON (nested too deeply)", False) from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except UnicodeEncodeError:
+        raise JSONReadError(path, "not valid JSON (a string holds a lone surrogate, not Unicode text)", False) \
+            from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, _bounded_int
         raise JSONReadError(path, f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})", False) \
             from None
 

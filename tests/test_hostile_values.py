@@ -1,0 +1,92 @@
+"""Fifth adversarial pass (helper-21, 2026-12-07): values JSON allows but nothing downstream can hold, and option
+values that hung a run. One odd sidecar stopped the whole run with exit 1 ``unexpected ...``; one odd number in an
+output sidecar stopped the group level and every later participant run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prettier_bids.sr.io import JSONReadError, read_json
+
+from _bids_support import copy_dataset, run_here
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"SliceThickness": 100000000000000000000}', "beyond 64 bits"),
+    ('{"a": [-9223372036854775809]}', "beyond 64 bits"),
+    ('{"Notes": "\\ud800"}', "lone surrogate"),
+    ('{"\\udfff": 1}', "lone surrogate"),
+])
+def test_the_json_reader_refuses_what_json_allows_but_no_index_or_file_can_hold(tmp_path, text, reason):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(JSONReadError, match=reason):
+        read_json(path)
+
+
+def test_the_json_reader_keeps_64_bit_integers_and_real_unicode_and_refuses_a_bom_only_when_asked(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_bytes(BOM + json.dumps({"a": [2**63 - 1, -2**63], "b": "caf\u00e9 \U0001F600"}).encode())
+    assert read_json(path) == {"a": [2**63 - 1, -2**63], "b": "caf\u00e9 \U0001F600"}
+    with pytest.raises(JSONReadError, match="byte-order mark"):
+        read_json(path, allow_bom=False)
+
+
+def _args(bids, out, work, *extra):
+    return [bids, out, "participant", "--skip-bids-validation", "-w", work, "--nprocs", "1", "--method", "cubic",
+            "--contrast", "T1w", *extra]
+
+
+@pytest.mark.parametrize("damage", ["bom", "surrogate", "huge int"])
+def test_one_odd_sidecar_fails_its_own_image_and_the_others_are_processed(tmp_path, damage):
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    sidecar = bids / "sub-02" / "anat" / "sub-02_T1w.json"
+    meta = json.loads(sidecar.read_text())
+    if damage == "bom":
+        sidecar.write_bytes(BOM + sidecar.read_bytes())
+    else:
+        text = json.dumps(meta)[:-1] + (', "Notes": "\\ud800"}' if damage == "surrogate" else
+                                        ', "SliceThickness": 100000000000000000000}')
+        sidecar.write_text(text)
+    (bids / "participants.json").write_bytes(BOM + b'{"age": {"Description": "age"}}')  # not an image's sidecar
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 1, done.stderr  # some inputs failed (docs/errors.md), not "unexpected"
+    assert "unexpected" not in done.stderr
+    assert "FAILED sub-02: sub-02/anat/sub-02_T1w.nii.gz: malformed JSON sidecar" in done.stderr
+    assert list((out / "prettier" / "sub-01").rglob("*desc-cubic*_T1w.nii.gz"))  # the other subject's image
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", '"\\ud800"'])
+def test_a_filter_value_no_index_can_hold_is_a_usage_error(tmp_path, value):
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    filt = tmp_path / "f.json"
+    filt.write_text('{"t1w": {"run": %s}}' % value)
+    done = run_here(*_args(bids, out, work, "--participant-label", "02", "--bids-filter-file", filt))
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"prettier-bids: error: --bids-filter-file {filt} is "
+                                                          "not valid JSON (")
+
+
+@pytest.mark.parametrize("value, reason", [("1" + "0" * 400, "beyond 64 bits"), ('"\\ud800"', "lone surrogate")])
+def test_an_odd_value_in_an_output_sidecar_leaves_that_output_out_of_the_group_level(tmp_path, value, reason):
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    assert run_here(*_args(bids, out, work, "--participant-label", "02")).returncode == 0
+    sidecar = out / "prettier" / "sub-02" / "anat" / "sub-02_desc-cubic_T1w.json"
+    sidecar.write_text(sidecar.read_text().rstrip()[:-1] + ', "Extra": %s}' % value)
+    group = run_here(bids, out, "group")
+    assert group.returncode == 0, group.stderr
+    assert ("group level: skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its JSON sidecar is malformed (not "
+            f"valid JSON (") in group.stderr and reason in group.stderr
+    other = run_here(*_args(bids, out, work, "--participant-label", "01"))
+    assert other.returncode == 0 and (out / "prettier" / "sub-01.html").is_file(), other.stderr
+
+
+def test_a_memory_limit_below_what_multiproc_can_schedule_is_a_usage_error(tmp_path):
+    done = run_here(tmp_path / "bids", tmp_path / "out", "participant", "--mem-gb", "0.005", "--nprocs", "2")
+    assert done.returncode == 64
+    assert done.stderr.strip().endswith("argument --mem-gb/--mem/--mem_gb: 0.005 must be >= 0.1 (see prettier-bids "
+                                        "--help)")
