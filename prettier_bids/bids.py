@@ -34,6 +34,7 @@ from .sr.preprocess import (
     check_output_grid,
     find_slice_axis,
     in_millimetres,
+    load_nifti,
     plausible_thickness,
 )
 
@@ -686,8 +687,6 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     """
     if cand.status != "selected":
         return cand
-    import nibabel as nib
-
     broken = missing_content(cand.path)
     if broken:  # git-annex / DataLad content not fetched
         cand.status, cand.reason = "failed", broken.replace(str(cand.path), cand.relpath)
@@ -695,9 +694,12 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     cand.skull_stripped = _sidecar_bool(cand, "SkullStripped")
 
     try:
-        img = in_millimetres(nib.load(str(cand.path)))  # a header in meters or microns: its geometry in mm
+        img = in_millimetres(load_nifti(cand.path))  # a header in meters or microns: its geometry in mm
         shape = tuple(int(n) for n in img.shape)
         affine = img.affine
+    except InputError as exc:  # an extension bomb, a zero voxel size read as 1 mm
+        cand.status, cand.reason = "failed", str(exc)
+        return cand
     except Exception as exc:  # nibabel raises many types for corrupt headers
         cand.status, cand.reason = "failed", f"cannot read the NIfTI header ({exc.__class__.__name__})"
         return cand

@@ -90,3 +90,77 @@ def test_a_memory_limit_below_what_multiproc_can_schedule_is_a_usage_error(tmp_p
     assert done.returncode == 64
     assert done.stderr.strip().endswith("argument --mem-gb/--mem/--mem_gb: 0.005 must be >= 0.1 (see prettier-bids "
                                         "--help)")
+
+
+def _nifti(path, pixdim=(1.0, 1.0, 5.0), extension_bytes=0, sform=False):
+    """A small thick-slice NIfTI-1 (40x40x8) with its geometry from the qform (or the sform)."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([*pixdim, 1]))
+    img.set_qform(np.diag([*pixdim, 1]), code=1)
+    img.set_sform(np.diag([*pixdim, 1]), code=1 if sform else 0)
+    if extension_bytes:
+        img.header.extensions.append(nib.nifti1.Nifti1Extension(0, b"A" * extension_bytes))
+    nib.save(img, str(path))
+    return path
+
+
+def _patch_pixdim(path, axis, value):
+    """pixdim[axis] of an uncompressed NIfTI-1 set to ``value`` in the file's bytes (nibabel would not write it)."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    raw[76 + 4 * axis: 80 + 4 * axis] = struct.pack("<f", value)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_header_extension_bomb_is_refused_before_nibabel_reads_it(tmp_path):
+    """1.6 GB of extension gzipped to 1.6 MB passed the voxel-count admission (1.8 GB RSS, exit 0, and the output
+    kept it); here 40 MB, above the 32 MB an input may carry."""
+    from prettier_bids.cli.sr import main
+    from prettier_bids.sr.preprocess import MAX_HEADER_EXTENSION_BYTES
+
+    bomb = _nifti(tmp_path / "bomb.nii.gz", extension_bytes=40 << 20)
+    assert bomb.stat().st_size < 1 << 20  # small on disk
+    assert 40 << 20 > MAX_HEADER_EXTENSION_BYTES
+    assert main([str(bomb), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 65
+    assert not (tmp_path / "out.nii.gz").exists()
+    fine = _nifti(tmp_path / "fine.nii.gz", extension_bytes=4096)  # a dcm2niix-sized extension is read
+    assert main([str(fine), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+
+
+@pytest.mark.parametrize("sform", [False, True])
+def test_a_zero_voxel_size_in_pixdim_is_refused_where_the_geometry_comes_from_it(tmp_path, capsys, sform):
+    """nibabel reads pixdim 0 as 1 mm ("setting 0 dims to 1"): exit 0 with a guessed geometry. With an sform the
+    geometry comes from the sform, and pixdim is not used."""
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "zero.nii", pixdim=(1.0, 0.5, 5.0), sform=sform)
+    _patch_pixdim(path, 1, 0.0)
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err
+    if sform:
+        assert code == 0, err
+    else:
+        assert code == 65 and err.strip().endswith("voxel size 0 mm in the header (pixdim[1]), which readers take "
+                                                   "as 1 mm: check the header's voxel sizes"), err
+
+
+def test_nibabel_header_notes_and_warnings_are_never_bare_lines(tmp_path):
+    """A negative pixdim made nibabel print 'pixdim[1,2,3] should be positive; setting to abs' through its own
+    handler (unprefixed, and again through the command's); warnings printed their source line."""
+    import subprocess
+    import sys
+
+    path = _nifti(tmp_path / "neg.nii", pixdim=(1.0, 1.0, 5.0))
+    _patch_pixdim(path, 1, -1.0)
+    code = ("import sys, warnings; from prettier_bids.cli.sr import main; rc = main(sys.argv[1:]); "
+            "warnings.warn('a library warning', UserWarning); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "o.nii.gz"), "--method", "cubic",
+                           "-q"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "setting to abs" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines and all(line.startswith("prettier-sr: ") for line in lines), proc.stderr
+    assert lines[-1] == "prettier-sr: warning: UserWarning: a library warning"

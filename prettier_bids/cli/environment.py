@@ -40,6 +40,9 @@ def setup_logging(verbose, log_file=None):
     from nipype import config as ncfg
     from nipype import logging as nlog
 
+    from .options import route_library_messages
+
+    route_library_messages(LOGGER)
     ncfg.set("logging", "workflow_level", "INFO" if verbose >= 2 else "ERROR" if verbose else "CRITICAL")
     ncfg.set("logging", "interface_level", "INFO" if verbose >= 2 else "CRITICAL")
     ncfg.set("logging", "utils_level", "WARNING" if verbose >= 2 else "CRITICAL")

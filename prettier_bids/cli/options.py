@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 from .. import exitcodes
 from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
@@ -64,6 +65,36 @@ def setup_logging(prog, level=logging.INFO, timestamps=False, logger_names=False
                 and getattr(handler, "stream", None) is sys.stderr:
             handler.setFormatter(_OneLineFormatter(handler.formatter._fmt))
     logging.getLogger("prettier_bids").setLevel(level)  # also undoes an earlier call's level in this process
+    route_library_messages(logging.getLogger("prettier_bids"))
+
+
+class _DebugTo(logging.Handler):
+    """Passes a library's records to ``logger`` at DEBUG, as one line."""
+
+    def __init__(self, logger):
+        super().__init__()
+        self.target = logger
+
+    def emit(self, record):
+        self.target.debug("%s: %s", record.name, record.getMessage())
+
+
+def route_library_messages(logger):
+    """What nibabel prints on its own about a header it reads ("vox offset (=376) not divisible by 16", "pixdim[1,2,3]
+    should be positive; setting to abs", through a handler of its own, so bare and often twice) goes to ``logger``
+    at DEBUG (shown with -v): the image admission says what matters in one line (a zero voxel size is refused).
+    Python warnings (nibabel's "Extension size is not a multiple of 16 bytes", with its source line) become one
+    prefixed warning line each."""
+    nib_logger = logging.getLogger("nibabel.global")
+    for handler in list(nib_logger.handlers):
+        nib_logger.removeHandler(handler)
+    nib_logger.addHandler(_DebugTo(logger))
+    nib_logger.propagate = False
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        logger.warning("warning: %s: %s", category.__name__, message)
+
+    warnings.showwarning = show
 
 
 def add_projection_option(parser, dest="project", scoring=False):

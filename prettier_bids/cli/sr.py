@@ -146,16 +146,16 @@ def _main(args):
     for path in (Path(o) for o in outputs if o is not None):  # temporaries of killed earlier runs
         clean_stale_temporaries(path.parent if str(path.parent) else Path("."), names=[path.name], keep=inputs)
 
-    import nibabel as nib
-
     from ..sr.io import AtomicGroup, is_disk_full, suffix_of
     from ..sr.models import WeightsError, default_model
-    from ..sr.preprocess import AlreadyHighResolution, InputError
+    from ..sr.preprocess import AlreadyHighResolution, InputError, load_nifti
     from ..sr.reconstruct import load_model, super_resolve
 
     apply_threads_and_device(args)
     try:
-        img = nib.load(str(inp))
+        img = load_nifti(inp)
+    except InputError as exc:
+        raise CLIError(f"{inp}: {exc}", exitcodes.DATAERR) from None
     except Exception as exc:  # nibabel raises many types for non-NIfTI input
         raise CLIError(f"cannot read {inp} as NIfTI ({exc.__class__.__name__})", exitcodes.DATAERR) from None
     model = None

@@ -42,13 +42,13 @@ class ValidateImage(SimpleInterface):
     output_spec = _ValidateImageOutputSpec
 
     def _run_interface(self, runtime):
-        import nibabel as nib
-
-        from ..sr.preprocess import InputError
+        from ..sr.preprocess import InputError, load_nifti
         from ..sr.reconstruct import load_volume
 
         try:
-            img = nib.load(self.inputs.in_file)
+            img = load_nifti(self.inputs.in_file)
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(f"cannot read {Path(self.inputs.in_file).name} as NIfTI "
                              f"({exc.__class__.__name__})") from None
@@ -101,17 +101,17 @@ class SuperResolve(SimpleInterface):
         return _MODELS[key]
 
     def _run_interface(self, runtime):
-        import nibabel as nib
         import torch
 
         from ..naming import NIFTI_EXT, stem
         from ..sr.io import save_nifti_atomic
+        from ..sr.preprocess import load_nifti
         from ..sr.reconstruct import super_resolve
 
         torch.set_num_threads(max(1, self.inputs.num_threads))
         model = self._model() if self.inputs.method == "model" else None
         thickness = self.inputs.slice_thickness if isdefined(self.inputs.slice_thickness) else None
-        img = nib.load(self.inputs.in_file)
+        img = load_nifti(self.inputs.in_file)
         res = super_resolve(img, model=model, method=self.inputs.method, slice_thickness=thickness,
                             thickness_source=self.inputs.thickness_source,
                             profile=self.inputs.slice_profile, device=self.inputs.device,

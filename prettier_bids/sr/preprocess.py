@@ -315,6 +315,65 @@ def working_grid(data, zooms, slice_axis):
     return data, index_map
 
 
+#: The most bytes of NIfTI header extensions an input may carry (nibabel reads them whole into memory, and outputs
+#: keep them): a dcm2niix DICOM extension is kilobytes; a 1.6 GB extension gzipped to 1.6 MB is a bomb.
+MAX_HEADER_EXTENSION_BYTES = 32 << 20
+
+
+def check_raw_header(path):
+    """What nibabel would take from ``path``'s header without saying so, checked on the bytes before it reads
+    them; raises :class:`InputError` (one line). Header extensions beyond :data:`MAX_HEADER_EXTENSION_BYTES`
+    (nibabel reads them all, whatever their size); a voxel size of 0 in ``pixdim`` where the geometry comes from
+    it (no sform), which nibabel reads as 1 mm. A file that is no NIfTI header is left to the reader."""
+    from nibabel.openers import ImageOpener
+
+    path = str(path)
+    for img_suffix, hdr_suffix in ((".img", ".hdr"), (".img.gz", ".hdr.gz")):
+        if path.endswith(img_suffix):
+            path = path[: -len(img_suffix)] + hdr_suffix
+    try:
+        with ImageOpener(path, "rb") as f:
+            raw = f.read(540)
+    except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
+        return
+    for e in "<>":
+        size = int(np.frombuffer(raw[:4], e + "i4")[0]) if len(raw) >= 4 else 0
+        if size in (348, 540) and len(raw) >= size:
+            break
+    else:
+        return
+    if size == 348:
+        if raw[344:347] not in (b"n+1", b"ni1"):
+            return  # Analyze: no extensions, refused as not NIfTI
+        single = raw[344:347] == b"n+1"
+        pixdim, offset = np.frombuffer(raw[76:108], e + "f4"), float(np.frombuffer(raw[108:112], e + "f4")[0])
+        sform = int(np.frombuffer(raw[254:256], e + "i2")[0])
+    else:
+        single = raw[4:7] == b"n+2"
+        pixdim, offset = np.frombuffer(raw[104:168], e + "f8"), float(np.frombuffer(raw[168:176], e + "i8")[0])
+        sform = int(np.frombuffer(raw[348:352], e + "i4")[0])
+    if single:
+        extensions = offset - size - 4
+    else:
+        extensions = os.path.getsize(path) - size - 4 if not path.endswith(".gz") and os.path.isfile(path) else 0
+    if extensions > MAX_HEADER_EXTENSION_BYTES:
+        raise InputError("the header announces %.3g MB of header extensions, beyond the %d MB this tool reads (a "
+                         "damaged or forged header?); nothing was read" % (extensions / 1e6,
+                                                                          MAX_HEADER_EXTENSION_BYTES >> 20))
+    if sform <= 0 and np.any(pixdim[1:4] == 0):
+        ax = int(np.flatnonzero(pixdim[1:4] == 0)[0])
+        raise InputError("voxel size 0 mm in the header (pixdim[%d]), which readers take as 1 mm: check the header's "
+                         "voxel sizes" % (ax + 1))
+
+
+def load_nifti(path):
+    """``nibabel.load(path)`` after :func:`check_raw_header`: how every input image is opened."""
+    import nibabel as nib
+
+    check_raw_header(path)
+    return nib.load(str(path))
+
+
 def check_geometry(shape, affine):
     """The header's geometry, checked before any voxel is read: returns the voxel sizes (mm).
 

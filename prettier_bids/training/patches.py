@@ -19,7 +19,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from ..sr.degrade import centre_row, cubic_matrix, extract_pair
 from .degradations import REALISTIC_DEFAULTS, degrade_pair, draw_plan, realistic_option
-from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, working_grid
+from ..sr.preprocess import check_geometry, find_slice_axis, intensity_scale, load_nifti, working_grid
 
 LOGGER = logging.getLogger("prettier_bids.train")
 
@@ -57,7 +57,7 @@ def _scaled(data):
 def _load_3d(path):
     """The first volume of an image and its voxel sizes; the header is admitted first (``check_geometry``:
     finite, non-singular affine, voxel sizes, voxel count), so a forged header is refused before any read."""
-    img = nib.load(str(path))
+    img = load_nifti(path)
     zooms = check_geometry(img.shape, img.affine)
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 4:
