@@ -123,10 +123,16 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
         ignore += [exact_ignore(p.name) for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
     # pybids aborts the whole indexing on one malformed JSON sidecar: find those first, leave them out of
     # the index, and let the images they belong to fail alone (see collect_candidates).
-    bad = malformed_sidecars(root, ignore)
+    odd = []
+    bad = malformed_sidecars(root, ignore, odd)
     for path in bad:
         LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
+    if odd:  # pybids' index would abort the whole run (UnicodeEncodeError)
+        LOGGER.warning("%d file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to "
+                       "process them): %s", len(odd), ", ".join(os.fsencode(n).decode("utf-8", "backslashreplace")
+                                                               for n in odd[:5]) + (", ..." if len(odd) > 5 else ""))
+        ignore.append(NOT_UTF8)
     indexer = root_relative_indexer(BIDSLayoutIndexer)(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
     if database_dir is not None:
@@ -360,11 +366,21 @@ def exact_ignore(relpath):
     return re.compile(r"^/?" + re.escape(relpath) + r"(/|$)")
 
 
-def malformed_sidecars(root, ignore=()):
+#: A name that is not UTF-8 (Python keeps its bytes as surrogate escapes): pybids' SQLite index cannot store it.
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def is_utf8(name):
+    """True when the file or folder name ``name`` (a str or path from the file system) is valid UTF-8."""
+    return not NOT_UTF8.search(str(name))
+
+
+def malformed_sidecars(root, ignore=(), odd_names=None):
     """JSON files of the dataset (outside ``ignore``d folders) that :func:`~prettier_bids.sr.io.read_json` refuses
     (not a regular file, too large, not JSON, nested too deeply, a byte-order mark, a 65-bit integer, a lone
     surrogate) or that do not hold a JSON object; pybids would hang on a FIFO or abort on the others (the whole
-    run, for one odd sidecar)."""
+    run, for one odd sidecar). Files and folders whose names are not UTF-8 are not read (pybids cannot index
+    them either): they are appended to ``odd_names`` when given."""
     root = Path(root)
     plain = {i for i in ignore if isinstance(i, str)}
     regexes = [i for i in ignore if not isinstance(i, str)]
@@ -378,11 +394,18 @@ def malformed_sidecars(root, ignore=()):
             if d.startswith(".") or (rel_dir == Path(".") and d in skip) or rel in plain or \
                     any(r.search(rel) for r in regexes):
                 continue
+            if not is_utf8(d):
+                odd_names is None or odd_names.append(rel)
+                continue
             keep.append(d)
         dirs[:] = keep
         for name in sorted(files):
-            if not name.endswith(".json") or name.startswith(".") or \
-                    any(r.search((rel_dir / name).as_posix()) for r in regexes):
+            if name.startswith(".") or any(r.search((rel_dir / name).as_posix()) for r in regexes):
+                continue
+            if not is_utf8(name):
+                odd_names is None or odd_names.append((rel_dir / name).as_posix())
+                continue
+            if not name.endswith(".json"):
                 continue
             path = Path(folder) / name
             try:

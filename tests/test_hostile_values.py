@@ -164,3 +164,39 @@ def test_nibabel_header_notes_and_warnings_are_never_bare_lines(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines and all(line.startswith("prettier-sr: ") for line in lines), proc.stderr
     assert lines[-1] == "prettier-sr: warning: UserWarning: a library warning"
+
+
+@pytest.mark.parametrize("which", ["BIDS_DIR", "OUTPUT_DIR", "--work-dir"])
+def test_a_folder_name_that_is_not_utf8_is_a_usage_error_before_any_work(tmp_path, which):
+    """OUTPUT_DIR or -w named b'out\\xe9': the images were processed, then exit 1 `unexpected UnicodeEncodeError`
+    and no report (a rerun said 'already done' and failed again); BIDS_DIR so named was exit 1 at once."""
+    import os
+
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    bids, out, work = tmp_path / "bids", tmp_path / "out", tmp_path / "work"
+    if which == "BIDS_DIR":
+        bids = copy_dataset(odd)
+    else:
+        copy_dataset(bids)
+        out, work = (odd, work) if which == "OUTPUT_DIR" else (out, odd)
+    done = run_here(bids, out, "participant", "--participant-label", "02", "-w", work, "--nprocs", "1",
+                    "--method", "cubic")
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"prettier-bids: error: {which} {tmp_path}/caf\\xe9 is not a "
+                                                    "UTF-8 name, which the BIDS index and the reports cannot hold: "
+                                                    "rename it")
+    assert not os.path.exists(out) or which == "BIDS_DIR"
+
+
+def test_a_file_or_folder_whose_name_is_not_utf8_is_left_out_of_the_index_and_the_others_are_processed(tmp_path):
+    """One stray b'anat_x\\xff.txt' made every participant's run exit 1 (pybids' SQLite index)."""
+    import os
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    open(os.fsdecode(bytes(bids) + b"/sub-01/anat_x\xff.txt"), "w").close()
+    os.mkdir(os.fsdecode(bytes(bids) + b"/sub-02/anat/\xe9t\xe9"))
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    assert ("2 file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to process them): "
+            "sub-01/anat_x\\xff.txt, sub-02/anat/\\xe9t\\xe9") in done.stderr
+    assert len(list((out / "prettier").rglob("*desc-cubic*_T1w.nii.gz"))) == 2

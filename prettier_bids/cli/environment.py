@@ -48,7 +48,7 @@ def setup_logging(verbose, log_file=None):
     ncfg.set("logging", "utils_level", "WARNING" if verbose >= 2 else "CRITICAL")
     nlog.update_logging(ncfg)
     if log_file is not None:
-        fh = logging.FileHandler(log_file)
+        fh = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")  # a name not UTF-8
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(fmt)
         LOGGER.addHandler(fh)

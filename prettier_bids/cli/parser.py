@@ -136,6 +136,7 @@ def validate(args):
         raise CLIError(f"unknown analysis level {args.analysis_level!r} (choose participant or group)",
                        exitcodes.BAD_LEVEL)
     bids_dir = Path(args.bids_dir).absolute()
+    check_utf8_paths(("BIDS_DIR", bids_dir), ("OUTPUT_DIR", args.output_dir), ("--work-dir", args.work_dir))
     try:
         raw_description = check_bids_dir(bids_dir)
         check_participant_labels(bids_dir, args.participant_label)
@@ -150,6 +151,19 @@ def validate(args):
         check_work_private(work)
     return {"bids_dir": bids_dir, "output_dir": output_dir, "raw_description": raw_description,
             "bids_filters": bids_filters}
+
+
+def check_utf8_paths(*named):
+    """A usage error (64) for a folder whose absolute path is not UTF-8 (``caf\\xe9``): pybids' index and the
+    HTML reports cannot hold it (a run did its work, then exited 1 ``unexpected UnicodeEncodeError`` before the
+    reports)."""
+    from ..bids import is_utf8
+
+    for what, path in named:
+        if path is not None and not is_utf8(Path(path).absolute()):
+            shown = os.fsencode(str(Path(path).absolute())).decode("utf-8", "backslashreplace")
+            raise CLIError(f"{what} {shown} is not a UTF-8 name, which the BIDS index and the reports cannot hold: "
+                           "rename it", exitcodes.USAGE)
 
 
 def check_output_location(output_dir, bids_dir):
