@@ -503,6 +503,9 @@ def load_bids_filters(path, spec=None):
         if not isinstance(value, dict):
             raise BIDSError(f"--bids-filter-file: the value of {key!r} must be a JSON object", exitcodes.USAGE)
         for entity, wanted in value.items():
+            if wanted == []:  # pybids reads an empty list as no filter at all: every image would match
+                raise BIDSError(f"--bids-filter-file: {key}.{entity} is an empty list, which would match every "
+                                "image: give the values to keep, or leave the entity out", exitcodes.USAGE)
             if not all(isinstance(v, (str, int, float, bool)) or v is None
                        for v in (wanted if isinstance(wanted, list) else [wanted])):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
@@ -729,6 +732,9 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     cand.shape = shape
     if len(shape) == 4 and shape[3] > 1:
         cand.status, cand.reason = "skipped", f"4D image with {shape[3]} volumes (expected 3D)"
+        return cand
+    if 0 in shape:  # no voxels at all (a 4D image with 0 volumes was selected, then failed in its node)
+        cand.status, cand.reason = "failed", f"the header's shape {shape} holds no voxels"
         return cand
     try:  # the SR core's header admission: nothing of the image is read
         zooms = check_geometry(shape, affine)

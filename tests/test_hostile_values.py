@@ -200,3 +200,27 @@ def test_a_file_or_folder_whose_name_is_not_utf8_is_left_out_of_the_index_and_th
     assert ("2 file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to process them): "
             "sub-01/anat_x\\xff.txt, sub-02/anat/\\xe9t\\xe9") in done.stderr
     assert len(list((out / "prettier").rglob("*desc-cubic*_T1w.nii.gz"))) == 2
+
+
+def test_an_empty_list_in_the_filter_file_is_a_usage_error_not_every_image(tmp_path):
+    """pybids read {"acquisition": []} as no filter: every T1w image was selected."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    filt = tmp_path / "f.json"
+    filt.write_text('{"t1w": {"acquisition": []}}')
+    done = run_here(*_args(bids, out, work, "--bids-filter-file", filt))
+    assert done.returncode == 64 and done.stderr.strip().splitlines()[-1] == (
+        "prettier-bids: error: --bids-filter-file: t1w.acquisition is an empty list, which would match every image: "
+        "give the values to keep, or leave the entity out"), done.stderr
+
+
+def test_an_image_with_no_voxels_fails_at_selection_not_in_its_node(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    target = bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((40, 40, 8, 0), np.float32), np.diag([1, 1, 5, 1])), str(target))
+    done = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert done.returncode == 1, done.stderr
+    assert "failed   sub-02/anat/sub-02_T1w.nii.gz" in done.stderr or "FAILED sub-02" in done.stderr
+    assert "holds no voxels" in done.stderr and "running 1 image workflow" not in done.stderr
