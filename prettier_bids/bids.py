@@ -116,7 +116,7 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     for folder in sorted(root.glob("sub-*")):
         if folder.is_dir() and not LABEL.fullmatch(folder.name[4:]) and not (hidden and hidden.search(folder.name)):
             LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so it is not indexed; "
-                           "rename the folder to process it", folder.name, folder.name[4:])
+                           "rename the folder to process it", shown_name(folder.name), shown_name(folder.name[4:]))
             ignore.append(exact_ignore(folder.name))  # pybids would index sub-a+b (its labels allow '+')
     if participants:
         wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
@@ -130,8 +130,8 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
     if odd:  # pybids' index would abort the whole run (UnicodeEncodeError)
         LOGGER.warning("%d file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to "
-                       "process them): %s", len(odd), ", ".join(os.fsencode(n).decode("utf-8", "backslashreplace")
-                                                               for n in odd[:5]) + (", ..." if len(odd) > 5 else ""))
+                       "process them): %s", len(odd),
+                       ", ".join(map(shown_name, odd[:5])) + (", ..." if len(odd) > 5 else ""))
         ignore.append(NOT_UTF8)
     indexer = root_relative_indexer(BIDSLayoutIndexer)(validate=False, ignore=ignore, index_metadata=True)
     kwargs = {}
@@ -375,6 +375,11 @@ def is_utf8(name):
     return not NOT_UTF8.search(str(name))
 
 
+def shown_name(name):
+    """``name`` as the log and errors show it: bytes that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+
+
 def malformed_sidecars(root, ignore=(), odd_names=None):
     """JSON files of the dataset (outside ``ignore``d folders) that :func:`~prettier_bids.sr.io.read_json` refuses
     (not a regular file, too large, not JSON, nested too deeply, a byte-order mark, a 65-bit integer, a lone
@@ -409,7 +414,7 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
                 continue
             path = Path(folder) / name
             try:
-                ok = isinstance(read_json(path, allow_bom=False), dict)
+                ok = isinstance(read_json(path, allow_bom=False, sqlite=True), dict)
             except JSONReadError:
                 ok = False
             if not ok:
@@ -490,7 +495,7 @@ def load_bids_filters(path, spec=None):
     """
     spec = spec or load_io_spec()
     try:
-        data = read_json(path)
+        data = read_json(path, sqlite=True)
     except JSONReadError as exc:
         raise exitcodes.from_json_error(BIDSError, f"--bids-filter-file {path}", exc) from None
     if not isinstance(data, dict):

@@ -15,17 +15,35 @@ from _bids_support import copy_dataset, run_here
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('{"SliceThickness": 100000000000000000000}', "beyond 64 bits"),
-    ('{"a": [-9223372036854775809]}', "beyond 64 bits"),
-    ('{"Notes": "\\ud800"}', "lone surrogate"),
-    ('{"\\udfff": 1}', "lone surrogate"),
+@pytest.mark.parametrize("text, sqlite, reason", [
+    ('{"SliceThickness": 100000000000000000000}', True, "beyond 64 bits"),
+    ('{"a": [-9223372036854775809]}', True, "beyond 64 bits"),
+    ('{"a": 1%s}' % ("0" * 400), False, "beyond the range of numbers"),
+    ('{"Notes": "\\ud800"}', False, "lone surrogate"),
+    ('{"\\udfff": 1}', False, "lone surrogate"),
 ])
-def test_the_json_reader_refuses_what_json_allows_but_no_index_or_file_can_hold(tmp_path, text, reason):
+def test_the_json_reader_refuses_what_json_allows_but_no_index_or_file_can_hold(tmp_path, text, sqlite, reason):
     path = tmp_path / "x.json"
     path.write_text(text)
     with pytest.raises(JSONReadError, match=reason):
-        read_json(path)
+        read_json(path, sqlite=sqlite)
+
+
+def test_the_tools_own_sidecar_keeps_a_modification_time_beyond_64_bits_of_nanoseconds(tmp_path):
+    """An input dated after 2262 (a bad clock, an odd archive) has st_mtime_ns beyond 2**63, which the sidecar
+    records (MTimeNs): refused by the reader, the output was 'incomplete' on every run (helper-22)."""
+    import os
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    image = bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    late = 10413792000000000000  # 2300-01-01
+    os.utime(image, ns=(late, late))
+    if image.stat().st_mtime_ns != late:
+        pytest.skip("this file system does not store such dates")
+    done = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert done.returncode == 0, done.stderr
+    again = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert again.returncode == 0 and "already done" in again.stderr, again.stderr
 
 
 def test_the_json_reader_keeps_64_bit_integers_and_real_unicode_and_refuses_a_bom_only_when_asked(tmp_path):
@@ -71,7 +89,8 @@ def test_a_filter_value_no_index_can_hold_is_a_usage_error(tmp_path, value):
                                                           "not valid JSON (")
 
 
-@pytest.mark.parametrize("value, reason", [("1" + "0" * 400, "beyond 64 bits"), ('"\\ud800"', "lone surrogate")])
+@pytest.mark.parametrize("value, reason", [("1" + "0" * 400, "beyond the range of numbers"),
+                                           ('"\\ud800"', "lone surrogate")])
 def test_an_odd_value_in_an_output_sidecar_leaves_that_output_out_of_the_group_level(tmp_path, value, reason):
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     assert run_here(*_args(bids, out, work, "--participant-label", "02")).returncode == 0
@@ -224,3 +243,58 @@ def test_an_image_with_no_voxels_fails_at_selection_not_in_its_node(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "failed   sub-02/anat/sub-02_T1w.nii.gz" in done.stderr or "FAILED sub-02" in done.stderr
     assert "holds no voxels" in done.stderr and "running 1 image workflow" not in done.stderr
+
+
+@pytest.mark.parametrize("make", ["pair.img.gz", "pair2.img", "single2.nii.gz"])
+def test_extension_bombs_in_pairs_gzipped_or_not_and_in_nifti2_are_refused(tmp_path, make):
+    """A gzipped .hdr was assumed to hold no extensions: a 40 MB one passed (helper-22)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import InputError, load_nifti
+
+    kind = {"pair.img.gz": nib.Nifti1Pair, "pair2.img": nib.Nifti2Pair, "single2.nii.gz": nib.Nifti2Image}[make]
+    img = kind(np.ones((16, 16, 4), np.float32), np.diag([1.0, 1, 5, 1]))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"A" * (40 << 20)))
+    nib.save(img, str(tmp_path / make))
+    with pytest.raises(InputError, match="of header extensions, beyond the 32 MB"):
+        load_nifti(tmp_path / make)
+    img.header.extensions.clear()
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"A" * 4096))
+    nib.save(img, str(tmp_path / make))
+    assert load_nifti(tmp_path / make).shape == (16, 16, 4)
+
+
+def test_padding_before_the_data_without_extensions_is_not_an_extension(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import load_nifti
+
+    img = nib.Nifti1Image(np.ones((16, 16, 4), np.float32), np.diag([1.0, 1, 5, 1]))
+    img.header["vox_offset"] = 40 << 20
+    nib.save(img, str(tmp_path / "pad.nii"))
+    assert load_nifti(tmp_path / "pad.nii").shape == (16, 16, 4)
+
+
+def test_a_broken_torch_install_is_one_line_and_the_group_level_does_not_need_it(tmp_path):
+    """The guard imported torch before its try: a torch that fails to import (a missing libcudnn) was a 30-line
+    traceback in every command, the group level included, which never uses it (helper-22)."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise OSError("libcudnn.so.9: cannot open shared object file")\n')
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "fake")}
+    code = "import sys; from prettier_bids.cli.entry import {} as m; sys.exit(m())"
+    src = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "test_bids" / "sub-02" / "anat" /
+              "sub-02_T1w.nii.gz")
+    sr = subprocess.run([sys.executable, "-c", code.format("prettier_sr"), src, str(tmp_path / "o.nii.gz"),
+                         "--method", "cubic"], capture_output=True, text=True, timeout=120, env=env)
+    assert sr.returncode == 1 and sr.stderr == ("prettier-sr: error: unexpected OSError: libcudnn.so.9: cannot open "
+                                                "shared object file (rerun with -v for details)\n"), sr.stderr
+    group = subprocess.run([sys.executable, "-c", code.format("prettier_bids"), str(tmp_path / "bids"),
+                            str(tmp_path / "out"), "group"], capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)
+    assert "Traceback" not in group.stderr and "libcudnn" not in group.stderr, group.stderr

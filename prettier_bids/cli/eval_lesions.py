@@ -205,13 +205,12 @@ def run(args):
 
 def _main(args):
     setup_logging(PROG, timestamps=True)
-    import nibabel as nib
-
     from ..evaluation import lesions as L
     from ..evaluation import spent
     from ..evaluation.benchmark import brain_mask
     from ..sr.models import WeightsError, default_model
     from ..sr.precision import precision_note, resolve_precision
+    from ..sr.preprocess import load_nifti
     from ..sr.reconstruct import load_models
     from ..training.patches import READ_ERRORS, load_training_volume
 
@@ -240,7 +239,7 @@ def _main(args):
                 raise CLIError(f"not found: {p}", exitcodes.NOINPUT)
         try:
             vol = load_training_volume(flair, name=flair_rel).data
-            lesions = np.asarray(nib.load(str(les)).dataobj) > 0
+            lesions = np.asarray(load_nifti(les).dataobj) > 0
         except READ_ERRORS as exc:
             raise CLIError(f"cannot read {flair} or {les}: {exc}", exitcodes.NOINPUT) from None
         if lesions.shape != vol.shape:

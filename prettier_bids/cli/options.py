@@ -374,14 +374,18 @@ def _interrupt_hook(previous):
     return hook
 
 
-def guarded_main(prog, func, verbose=False):
+def guarded_main(prog, func, verbose=False, preload=True):
     """Run ``func()``; a :class:`CLIError` becomes its one line and exit code; an unexpected exception
     becomes one line on stderr and exit 1 (the traceback is logged only when ``verbose``); Ctrl-C is
-    exit 130, SIGTERM exit 143, both after the clean-up."""
+    exit 130, SIGTERM exit 143, both after the clean-up. ``preload``: first import :data:`PRELOAD` with the
+    signals deferred (False for a command that never imports torch: the group level)."""
     previous, previous_hook = None, sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
-        for module in PRELOAD:  # nothing is written yet: nothing to clean up
-            signum = import_deferring_signals(module)[1]
+        for module in PRELOAD if preload else ():  # nothing is written yet: nothing to clean up
+            try:
+                signum = import_deferring_signals(module)[1]
+            except Exception:  # noqa: BLE001 (a broken install: said by the command's own import, in the guard)
+                continue
             if signum == signal.SIGINT:
                 return error(prog, "interrupted; rerun the same command to resume", exitcodes.INTERRUPTED)
             if signum == signal.SIGTERM:

@@ -157,12 +157,11 @@ def check_utf8_paths(*named):
     """A usage error (64) for a folder whose absolute path is not UTF-8 (``caf\\xe9``): pybids' index and the
     HTML reports cannot hold it (a run did its work, then exited 1 ``unexpected UnicodeEncodeError`` before the
     reports)."""
-    from ..bids import is_utf8
+    from ..bids import is_utf8, shown_name
 
     for what, path in named:
         if path is not None and not is_utf8(Path(path).absolute()):
-            shown = os.fsencode(str(Path(path).absolute())).decode("utf-8", "backslashreplace")
-            raise CLIError(f"{what} {shown} is not a UTF-8 name, which the BIDS index and the reports cannot hold: "
+            raise CLIError(f"{what} {shown_name(Path(path).absolute())} is not a UTF-8 name, which the BIDS index and the reports cannot hold: "
                            "rename it", exitcodes.USAGE)
 
 

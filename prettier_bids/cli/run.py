@@ -18,7 +18,8 @@ from .runner import run
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return guarded_main(PROG, lambda: run(Config.from_args(args, argv, **validate(args))),
-                        verbose=bool(args.verbose))
+                        verbose=bool(args.verbose),
+                        preload=args.analysis_level == "participant")  # the group level never imports torch
 
 
 if __name__ == "__main__":

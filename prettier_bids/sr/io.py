@@ -324,32 +324,40 @@ def read_small_file(path, max_bytes, kind="a JSON file"):
     return b"".join(chunks)
 
 
-#: The integers a JSON file may hold: SQLite's (pybids indexes sidecars in it) and numpy's int64.
-JSON_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
+#: The integers an index may hold: SQLite's (pybids indexes sidecars in it and queries filter values there).
+SQLITE_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _bounded_int(text):
-    value = int(text)
-    if not JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]:
-        raise ValueError(f"the integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond 64 bits")
-    return value
+def _int_parser(sqlite):
+    def parse(text):
+        value = int(text)
+        shown = f"{text[:20]}{'...' if len(text) > 20 else ''}"
+        if sqlite and not SQLITE_INT_RANGE[0] <= value <= SQLITE_INT_RANGE[1]:
+            raise ValueError(f"the integer {shown} is beyond 64 bits")
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"the integer {shown} is beyond the range of numbers") from None
+        return value
+    return parse
 
 
-def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True):
+def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True, sqlite=False):
     """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
 
     Only regular files are read, at most ``max_bytes`` (:func:`read_small_file`), and nesting too deep for the
     parser (``RecursionError``) is an error: every problem is a :class:`JSONReadError`. So are what JSON allows
-    but nothing downstream can hold: an integer beyond 64 bits (pybids' SQLite index, ``float()``) and a string
-    with a lone surrogate (``"\\ud800"``: no UTF-8 file, HTML report or index can store it); and, unless
-    ``allow_bom``, a UTF-8 byte-order mark (pybids cannot read such a sidecar).
+    but nothing downstream can hold: an integer beyond the range of floats (``float()``, ``math.isfinite``), a
+    string with a lone surrogate (``"\\ud800"``: no UTF-8 file, HTML report or index can store it); with
+    ``sqlite`` (the dataset's sidecars, which pybids indexes, and filter values it queries) an integer beyond 64
+    bits; and, unless ``allow_bom``, a UTF-8 byte-order mark (pybids cannot read such a sidecar).
     """
     data = read_small_file(path, max_bytes)
     if not allow_bom and data.startswith(_UTF8_BOM):
         raise JSONReadError(path, "not valid JSON (it starts with a UTF-8 byte-order mark)", False)
     try:
-        value = json.loads(data, parse_int=_bounded_int)
+        value = json.loads(data, parse_int=_int_parser(sqlite))
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate, in a key or a value
         return value
     except RecursionError:
@@ -357,7 +365,7 @@ def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True):
     except UnicodeEncodeError:
         raise JSONReadError(path, "not valid JSON (a string holds a lone surrogate, not Unicode text)", False) \
             from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, _bounded_int
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, _int_parser
         raise JSONReadError(path, f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc})", False) \
             from None
 

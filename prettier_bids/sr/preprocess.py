@@ -320,11 +320,33 @@ def working_grid(data, zooms, slice_axis):
 MAX_HEADER_EXTENSION_BYTES = 32 << 20
 
 
+def _header_fields(raw):
+    """``(header size, single file, extension flag, vox_offset, pixdim, sform_code)`` of a NIfTI-1 or NIfTI-2
+    header's first bytes, or None for anything else (Analyze, not a header: left to the reader)."""
+    for e in "<>":
+        size = int(np.frombuffer(raw[:4], e + "i4")[0]) if len(raw) >= 4 else 0
+        if size in (348, 540) and len(raw) >= size:
+            break
+    else:
+        return None
+    flag = raw[size] if len(raw) > size else 0  # the extender: nonzero when extensions follow the header
+    if size == 348:
+        if raw[344:347] not in (b"n+1", b"ni1"):
+            return None
+        return (size, raw[344:347] == b"n+1", flag, float(np.frombuffer(raw[108:112], e + "f4")[0]),
+                np.frombuffer(raw[76:108], e + "f4"), int(np.frombuffer(raw[254:256], e + "i2")[0]))
+    if raw[4:7] not in (b"n+2", b"ni2"):
+        return None
+    return (size, raw[4:7] == b"n+2", flag, float(np.frombuffer(raw[168:176], e + "i8")[0]),
+            np.frombuffer(raw[104:168], e + "f8"), int(np.frombuffer(raw[348:352], e + "i4")[0]))
+
+
 def check_raw_header(path):
     """What nibabel would take from ``path``'s header without saying so, checked on the bytes before it reads
     them; raises :class:`InputError` (one line). Header extensions beyond :data:`MAX_HEADER_EXTENSION_BYTES`
-    (nibabel reads them all, whatever their size); a voxel size of 0 in ``pixdim`` where the geometry comes from
-    it (no sform), which nibabel reads as 1 mm. A file that is no NIfTI header is left to the reader."""
+    (nibabel reads them all, whatever their size: up to ``vox_offset`` in a single file, to the end of a pair's
+    ``.hdr``, gzipped or not, counted as it is read); a voxel size of 0 in ``pixdim`` where the geometry comes
+    from it (no sform), which nibabel reads as 1 mm. A file that is no NIfTI header is left to the reader."""
     from nibabel.openers import ImageOpener
 
     path = str(path)
@@ -333,33 +355,28 @@ def check_raw_header(path):
             path = path[: -len(img_suffix)] + hdr_suffix
     try:
         with ImageOpener(path, "rb") as f:
-            raw = f.read(540)
+            raw = f.read(544)
+            fields = _header_fields(raw)
+            if fields is None:
+                return
+            size, single, flag, offset, pixdim, sform = fields
+            if not flag:
+                extensions = 0
+            elif single:
+                extensions = offset - size - 4
+            else:
+                extensions = len(raw) - size - 4
+                while extensions <= MAX_HEADER_EXTENSION_BYTES:
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    extensions += len(block)
     except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
         return
-    for e in "<>":
-        size = int(np.frombuffer(raw[:4], e + "i4")[0]) if len(raw) >= 4 else 0
-        if size in (348, 540) and len(raw) >= size:
-            break
-    else:
-        return
-    if size == 348:
-        if raw[344:347] not in (b"n+1", b"ni1"):
-            return  # Analyze: no extensions, refused as not NIfTI
-        single = raw[344:347] == b"n+1"
-        pixdim, offset = np.frombuffer(raw[76:108], e + "f4"), float(np.frombuffer(raw[108:112], e + "f4")[0])
-        sform = int(np.frombuffer(raw[254:256], e + "i2")[0])
-    else:
-        single = raw[4:7] == b"n+2"
-        pixdim, offset = np.frombuffer(raw[104:168], e + "f8"), float(np.frombuffer(raw[168:176], e + "i8")[0])
-        sform = int(np.frombuffer(raw[348:352], e + "i4")[0])
-    if single:
-        extensions = offset - size - 4
-    else:
-        extensions = os.path.getsize(path) - size - 4 if not path.endswith(".gz") and os.path.isfile(path) else 0
     if extensions > MAX_HEADER_EXTENSION_BYTES:
-        raise InputError("the header announces %.3g MB of header extensions, beyond the %d MB this tool reads (a "
-                         "damaged or forged header?); nothing was read" % (extensions / 1e6,
-                                                                          MAX_HEADER_EXTENSION_BYTES >> 20))
+        amount = "%.3g MB" % (extensions / 1e6) if single else "more than %d MB" % (MAX_HEADER_EXTENSION_BYTES >> 20)
+        raise InputError("the header carries %s of header extensions, beyond the %d MB this tool reads (a damaged "
+                         "or forged header?); nothing was read" % (amount, MAX_HEADER_EXTENSION_BYTES >> 20))
     if sform <= 0 and np.any(pixdim[1:4] == 0):
         ax = int(np.flatnonzero(pixdim[1:4] == 0)[0])
         raise InputError("voxel size 0 mm in the header (pixdim[%d]), which readers take as 1 mm: check the header's "

@@ -13,7 +13,6 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 
-import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
@@ -216,7 +215,7 @@ class PatchSampler:
     @staticmethod
     def _real_mask(vol):
         if vol.lesions is None and vol.lesion_source:
-            m = np.asarray(nib.load(str(vol.lesion_source)).dataobj) > 0
+            m = np.asarray(load_nifti(vol.lesion_source).dataobj) > 0
             if m.shape == vol.data.shape:
                 vol.lesions = m
         return vol.lesions
