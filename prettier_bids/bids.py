@@ -660,6 +660,12 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
                 cand.status = "skipped"
                 cand.reason = (f"not a BIDS file name (pybids reads it as {canonical}, so its outputs would be named "
                                "for another file); rename it to process it")
+            folder = "/".join([f"sub-{entities.get('subject')}", *([f"ses-{entities['session']}"]
+                                                                      if "session" in entities else []),
+                               str(entities.get("datatype", "anat"))])
+            if cand.status == "selected" and Path(cand.relpath).parent.as_posix() != folder:
+                cand.status = "skipped"  # with the validation skipped: a copy in sub-02/anat/old/, extra/sub-04/
+                cand.reason = f"not in its BIDS folder {folder}/ (a stray copy?); move it there to process it"
             desc = parse_entities(path).get("desc")  # pybids' raw-dataset config has no desc entity
             if desc is not None:  # a derivative (e.g. one an earlier run wrote into the raw dataset), never an input
                 cand.status = "skipped"

@@ -298,3 +298,26 @@ def test_a_broken_torch_install_is_one_line_and_the_group_level_does_not_need_it
                             str(tmp_path / "out"), "group"], capture_output=True, text=True, timeout=120, env=env,
                            cwd=tmp_path)
     assert "Traceback" not in group.stderr and "libcudnn" not in group.stderr, group.stderr
+
+
+def test_a_stray_copy_outside_its_bids_folder_is_skipped_and_the_real_image_is_processed(tmp_path):
+    """With the validation skipped, sub-02/anat/old/sub-02_T1w.nii.gz made the real sub-02 image fail, and
+    extra/sub-04/anat/sub-04_T1w.nii.gz was processed as a participant sub-04 (helper-21)."""
+    import shutil
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    (bids / "sub-02" / "anat" / "old").mkdir()
+    (bids / "extra" / "sub-04" / "anat").mkdir(parents=True)
+    for ext in (".nii.gz", ".json"):
+        shutil.copy(bids / "sub-02" / "anat" / f"sub-02_T1w{ext}", bids / "sub-02" / "anat" / "old")
+        shutil.copy(bids / "sub-02" / "anat" / f"sub-02_T1w{ext}", bids / "extra" / "sub-04" / "anat" /
+                    f"sub-04_T1w{ext}")
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    for stray, folder in (("sub-02/anat/old/sub-02_T1w.nii.gz", "sub-02/anat"),
+                          ("extra/sub-04/anat/sub-04_T1w.nii.gz", "sub-04/anat")):
+        assert (f"skipped  {stray}: not in its BIDS folder {folder}/ (a stray copy?); move it there to process it"
+                in done.stderr), done.stderr
+    assert (out / "prettier" / "sub-02" / "anat" / "sub-02_desc-prettier_T1w.nii.gz").is_file() or \
+        (out / "prettier" / "sub-02" / "anat" / "sub-02_desc-cubic_T1w.nii.gz").is_file()
+    assert not (out / "prettier" / "sub-04").exists()
