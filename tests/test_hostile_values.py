@@ -99,7 +99,7 @@ def test_an_odd_value_in_an_output_sidecar_leaves_that_output_out_of_the_group_l
     group = run_here(bids, out, "group")
     assert group.returncode == 0, group.stderr
     assert ("group level: skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its JSON sidecar is malformed (not "
-            f"valid JSON (") in group.stderr and reason in group.stderr
+            "valid JSON (") in group.stderr and reason in group.stderr
     other = run_here(*_args(bids, out, work, "--participant-label", "01"))
     assert other.returncode == 0 and (out / "prettier" / "sub-01.html").is_file(), other.stderr
 
