@@ -744,6 +744,9 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     if len(shape) == 4 and shape[3] > 1:
         cand.status, cand.reason = "skipped", f"4D image with {shape[3]} volumes (expected 3D)"
         return cand
+    if len(shape) > 4 and any(n != 1 for n in shape[3:]):  # was selected, then failed in its node
+        cand.status, cand.reason = "skipped", f"{len(shape)}D image of shape {shape} (expected 3D)"
+        return cand
     if 0 in shape:  # no voxels at all (a 4D image with 0 volumes was selected, then failed in its node)
         cand.status, cand.reason = "failed", f"the header's shape {shape} holds no voxels"
         return cand

@@ -321,3 +321,23 @@ def test_a_stray_copy_outside_its_bids_folder_is_skipped_and_the_real_image_is_p
     assert (out / "prettier" / "sub-02" / "anat" / "sub-02_desc-prettier_T1w.nii.gz").is_file() or \
         (out / "prettier" / "sub-02" / "anat" / "sub-02_desc-cubic_T1w.nii.gz").is_file()
     assert not (out / "prettier" / "sub-04").exists()
+
+
+def test_trailing_singleton_dimensions_are_one_volume_and_other_5d_images_are_skipped_at_selection(tmp_path):
+    """(x, y, z, 1) was taken and (x, y, z, 1, 1) refused; a 5D image with several volumes was selected, then
+    failed in its node (helper-21)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    five = tmp_path / "five.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 6, 1, 1)).astype(np.float32),
+                             np.diag([1.0, 1, 5, 1])), str(five))
+    assert main([str(five), str(tmp_path / "o.nii.gz"), "--method", "cubic", "-q"]) == 0
+    assert nib.load(str(tmp_path / "o.nii.gz")).shape == (32, 32, 30)
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    nib.save(nib.Nifti1Image(np.ones((32, 32, 6, 1, 3), np.float32), np.diag([1.0, 1, 5, 1])),
+             str(bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"))
+    done = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert "skipped  sub-02/anat/sub-02_T1w.nii.gz: 5D image of shape (32, 32, 6, 1, 3) (expected 3D)" in done.stderr

@@ -258,7 +258,7 @@ LABEL_INTENTS = ("label", "neuroname")
 def check_image(img):
     """The header-level admission of an image, before any voxel is read: returns its 3D shape and voxel sizes.
 
-    NIfTI, a numeric voxel type, 3D (a singleton 4th dimension is dropped), at least 2 voxels on each axis,
+    NIfTI, a numeric voxel type, 3D (trailing singleton dimensions are dropped), at least 2 voxels on each axis,
     and the geometry of :func:`preprocess.check_geometry` (finite, non-singular affine; voxel sizes of at
     least ``MIN_VOXEL_MM``; at most ``MAX_INPUT_VOXELS`` voxels). Raises InputError (one line).
     """
@@ -268,8 +268,8 @@ def check_image(img):
     if dtype.fields is not None or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         raise InputError(f"voxel type {dtype.str if dtype.fields is None else 'RGB/structured'} is not supported")
     shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    while len(shape) > 3 and shape[-1] == 1:  # (x, y, z, 1), (x, y, z, 1, 1): one 3D volume
+        shape = shape[:-1]
     if len(shape) != 3:
         raise InputError(f"expected a 3D image, got {len(img.shape)}D with shape {tuple(img.shape)}")
     if min(shape) < 2:
@@ -289,7 +289,7 @@ def one_line(exc):
 
 
 def load_volume(img):
-    """The image's 3D data as float32 (a singleton 4th dimension is dropped), after :func:`check_image`;
+    """The image's 3D data as float32 (trailing singleton dimensions are dropped), after :func:`check_image`;
     InputError otherwise (also for values float32 cannot resolve: :func:`_check_float32_resolution`)."""
     shape, _ = check_image(img)
     wide = _wide_dtype(img.get_data_dtype())
