@@ -423,9 +423,15 @@ def _one_error_line(capsys, prog):
      "prettier-eval lesions: error: --case must be FLAIR:LESIONS, got 'no-colon'"),
     (["lesions", "--models", "prettier-edsr-v2", "--case", "a.nii.gz:b.nii.gz"], 66,
      "prettier-eval lesions: error: not found: "),
-    (["lesions", "--models", "prettier-edsr-v2", "--case", "big.nii.gz:small.nii.gz"], 65,
-     "prettier-eval lesions: error: lesion mask (16, 16, 16) does not match FLAIR (24, 24, 24)"),
-], ids=["weights", "volume", "lesions-weights", "lesions-case", "lesions-missing", "lesions-shape"])
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "big.nii.gz:small.nii.gz"], 66,
+     "prettier-eval lesions: error: lesion mask small.nii.gz (16, 16, 16) is not on the grid of FLAIR big.nii.gz "
+     "(24, 24, 24)"),
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "big.nii.gz:moved.nii.gz"], 66,
+     "prettier-eval lesions: error: lesion mask moved.nii.gz (24, 24, 24) is not on the grid of FLAIR"),
+    (["lesions", "--models", "prettier-edsr-v2", "--case", "big.nii.gz:empty.nii.gz"], 66,
+     "prettier-eval lesions: error: lesion mask empty.nii.gz holds no lesion voxel"),
+], ids=["weights", "volume", "lesions-weights", "lesions-case", "lesions-missing", "lesions-shape", "lesions-affine",
+        "lesions-empty"])
 def test_prettier_eval_problems_while_running_are_one_line_with_their_code(tmp_path, capsys, args, code, text):
     import nibabel as nib
 
@@ -433,6 +439,8 @@ def test_prettier_eval_problems_while_running_are_one_line_with_their_code(tmp_p
 
     nib.save(nib.Nifti1Image(np.ones((24, 24, 24), np.float32), np.eye(4)), tmp_path / "big.nii.gz")
     nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((24, 24, 24), np.uint8), np.diag([2.0, 2, 2, 1])), tmp_path / "moved.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 24), np.uint8), np.eye(4)), tmp_path / "empty.nii.gz")
     args = [str(tmp_path / a) if a == "MISSING.pt" else a for a in args]
     sub, rest = (args[:1], args[1:]) if args[0] == "lesions" else ([], args)
     prog = " ".join(["prettier-eval", *sub])

@@ -341,3 +341,108 @@ def test_trailing_singleton_dimensions_are_one_volume_and_other_5d_images_are_sk
              str(bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"))
     done = run_here(*_args(bids, out, work, "--participant-label", "02"))
     assert "skipped  sub-02/anat/sub-02_T1w.nii.gz: 5D image of shape (32, 32, 6, 1, 3) (expected 3D)" in done.stderr
+
+
+def _altered_weights(src, dest, change):
+    import torch
+
+    payload = torch.load(src, map_location="cpu", weights_only=True)
+    change(payload["state_dict"])
+    torch.save(payload, dest)
+    return dest
+
+
+@pytest.mark.parametrize("change, code, text", [
+    (lambda sd: sd.__setitem__("head.weight", sd["head.weight"].to(__import__("torch").complex64) * float("nan")),
+     66, "head.weight is a complex64 tensor, not a dense real one"),
+    (lambda sd: sd.__setitem__("head.weight", sd["head.weight"].to_sparse()), 66,
+     "head.weight is a sparse float32 tensor, not a dense real one"),
+    (lambda sd: [v.mul_(1e30) for v in sd.values() if v.is_floating_point()], 66,
+     "the network's output has NaN or infinite values (damaged weights?); nothing was written"),
+])
+def test_weights_that_make_a_nan_output_are_refused_and_nothing_is_written(tmp_path, tiny_weights, thick_nifti,
+                                                                            change, code, text, capsys):
+    """A complex tensor of NaN passed the NaN check (only run on floating tensors): exit 0, an all-NaN output
+    scored ConsistencyPSNR 100 with no QC flag; a sparse tensor was exit 1 `unexpected NotImplementedError`
+    (helper-23)."""
+    from prettier_bids.cli.sr import main
+
+    bad = _altered_weights(tiny_weights, tmp_path / "bad.pt", change)
+    out = tmp_path / "o.nii.gz"
+    assert main([str(thick_nifti), str(out), "--weights", str(bad), "--threads", "1", "-q"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and text in err, err
+    assert not out.exists()
+
+
+def test_a_weights_file_that_unpacks_beyond_the_largest_model_is_refused_before_torch_reads_it(tmp_path,
+                                                                                               tiny_weights,
+                                                                                               monkeypatch):
+    """torch.load decompresses every tensor before any check: a 1.1 MB file took 1.3 GB (helper-23). The bound is
+    lowered here, so that the test needs no large file."""
+    from prettier_bids.sr import models
+
+    monkeypatch.setattr(models, "MAX_WEIGHTS_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(models.torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
+    with pytest.raises(models.WeightsError, match="it unpacks to .* MB, beyond the"):
+        models.load_weights(tiny_weights)
+
+
+def _sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_prettier_eval_and_train_never_write_their_results_over_the_files_they_read(tmp_path, tiny_weights):
+    """prettier-eval wrote results.json over its split and tables.md over its weights, exit 0; prettier-train
+    its best.pt over its split and log lines into its config (helper-23)."""
+    import shutil
+
+    from prettier_bids.cli.evaluate import main as evaluate
+    from prettier_bids.cli.train import main as train
+
+    split = {"train": ["a.nii.gz"], "validation": ["b.nii.gz"],
+             "test": {"FLAIR": [{"file": "c.nii.gz", "skull_stripped": True}]}}
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "results.json").write_text(json.dumps(split))
+    shutil.copy(tiny_weights, ev / "tables.md")
+    before = {p: _sha(p) for p in ev.iterdir()}
+    assert evaluate(["--data-root", str(tmp_path), "--split", str(ev / "results.json"), "--weights",
+                     str(ev / "tables.md"), "--no-patches", "--out-dir", str(ev)]) == 64
+    assert {p: _sha(p) for p in ev.iterdir()} == before
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.tsv").write_text('{"steps": 2}')
+    (run / "best.pt").write_text(json.dumps(split))
+    before = {p: _sha(p) for p in run.iterdir()}
+    assert train(["--config", str(run / "log.tsv"), "--data-root", str(tmp_path), "--split", str(run / "best.pt"),
+                  "--out", str(run)]) == 64
+    assert {p: _sha(p) for p in run.iterdir()} == before
+
+
+def test_prettier_eval_lesions_checks_its_out_dir_before_any_work(tmp_path):
+    """--out-dir an existing file was exit 1 `unexpected FileExistsError`, after the whole benchmark."""
+    from prettier_bids.cli.evaluate import main as evaluate
+
+    (tmp_path / "afile").write_text("x")
+    assert evaluate(["lesions", "--data-root", str(tmp_path), "--case", "a.nii.gz:a_les.nii.gz",
+                     "--out-dir", str(tmp_path / "afile")]) == 64
+
+
+@pytest.mark.parametrize("config, text", [
+    ({"seed": 4294967296}, "config.seed must be from 0 to 4294967295, got 4294967296"),
+    ({"val": {"spacing": -6}}, "config.val.spacing must be from 2 to 8, got -6"),
+    ({"val": {"spacing": 0}}, "config.val.spacing must be from 2 to 8, got 0"),
+    ({"val": {"thickness": 1000}}, "config.val.thickness must be from 0.1 to 30.0, got 1000.0"),
+])
+def test_training_config_values_that_failed_or_misled_later_are_refused_when_read(tmp_path, config, text):
+    """A seed of 2**32 was exit 1 `unexpected ValueError` after loading; a validation spacing of -6 exit 1, of 0
+    (or a 1000 mm slice) exit 0 with best.pt chosen on a meaningless simulation (helper-23)."""
+    from prettier_bids.training.config import ConfigError, load_config
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=__import__("re").escape(text)):
+        load_config(path)

@@ -262,6 +262,17 @@ def test_prettier_train_cli_trains_resumes_and_starts_from_weights(tmp_path, tin
     assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(BASE["scheduler"]["eta_min"])
     assert run("--steps", "4")["step"] == 4  # resumed from step 2
     assert [int(r.split("\t")[0]) for r in (tmp_path / "run" / "log.tsv").read_text().strip().splitlines()] == [2, 4]
+    # a checkpoint whose model state went NaN (a damaged file) is refused: it trained on to a NaN last.pt, exit 0
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    for v in ck["model"].values():
+        v.fill_(float("nan"))
+    torch.save(ck, tmp_path / "run" / "checkpoint.pt")
+    last = (tmp_path / "run" / "last.pt").read_bytes()
+    p = subprocess.run([sys.executable, "-m", "prettier_bids.cli.train", "--config", str(tmp_path / "cfg.json"),
+                        "--data-root", str(tmp_path), "--split", str(tmp_path / "split.json"), "--out",
+                        str(tmp_path / "run"), "--threads", "1", "--steps", "6"], capture_output=True, text=True)
+    assert p.returncode == 66 and "its model state has NaN or infinite values" in p.stderr, p.stderr[-2000:]
+    assert (tmp_path / "run" / "last.pt").read_bytes() == last
 
 
 def test_lesion_weighted_loss_hook(tmp_path):

@@ -44,6 +44,8 @@ from .options import (
     add_precision_option,
     add_projection_option,
     apply_threads_and_device,
+    check_folder,
+    check_folder_outputs,
     device,
     guarded_main,
     not_empty,
@@ -204,6 +206,10 @@ def run(args):
 
 
 def _main(args):
+    if args.out_dir:  # before any work (it failed after the whole benchmark, exit 1 FileExistsError)
+        check_folder("--out-dir", args.out_dir, exitcodes.USAGE)
+        check_folder_outputs("--out-dir", args.out_dir, ("lesions.md", "lesions.json"),
+                             [args.split, *(args.models or [])])
     setup_logging(PROG, timestamps=True)
     from ..evaluation import lesions as L
     from ..evaluation import spent
@@ -239,12 +245,15 @@ def _main(args):
                 raise CLIError(f"not found: {p}", exitcodes.NOINPUT)
         try:
             vol = load_training_volume(flair, name=flair_rel).data
-            lesions = np.asarray(load_nifti(les).dataobj) > 0
+            mask_img, flair_affine = load_nifti(les), load_nifti(flair).affine
+            lesions = np.asarray(mask_img.dataobj) > 0
         except READ_ERRORS as exc:
             raise CLIError(f"cannot read {flair} or {les}: {exc}", exitcodes.NOINPUT) from None
-        if lesions.shape != vol.shape:
-            raise CLIError(f"lesion mask {lesions.shape} does not match FLAIR {vol.shape} (both must be 1 mm, same "
-                           "grid)", exitcodes.DATAERR)
+        if lesions.shape != vol.shape or not np.allclose(mask_img.affine, flair_affine, atol=1e-3):
+            raise CLIError(f"lesion mask {les_rel} {lesions.shape} is not on the grid of FLAIR {flair_rel} "
+                           f"{vol.shape} (both must be 1 mm, same shape and affine)", exitcodes.NOINPUT)
+        if not lesions.any():  # every lesion measure would be NaN
+            raise CLIError(f"lesion mask {les_rel} holds no lesion voxel", exitcodes.NOINPUT)
         brain = brain_mask(vol, True)
         rows += evaluate_case(vol, lesions, brain, models, axes, settings, args.batch_size, name=flair_rel,
                               device=args.device, project=args.project, precision=args.precision,

@@ -21,6 +21,7 @@ from .options import (
     not_empty,
     not_empty_list,
     check_folder,
+    check_folder_outputs,
     guarded_main,
     positive_int,
     setup_logging,
@@ -102,6 +103,7 @@ def _main(args):
         test = {k: v for k, v in test.items() if k in wanted}
     if args.out_dir:
         check_folder("--out-dir", args.out_dir, exitcodes.USAGE)  # 73 is not among prettier-eval's codes
+        check_folder_outputs("--out-dir", args.out_dir, ("results.json", "tables.md"), [args.split, args.weights])
     setup_logging(PROG, timestamps=True)
 
     from ..evaluation import benchmark as ev

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 from .. import exitcodes
 from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
@@ -254,6 +255,18 @@ def check_folder(label, folder, code):
 
     try:
         return check_output_folder(label, folder, code)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
+
+
+def check_folder_outputs(label, folder, names, inputs):
+    """The files ``names`` a command writes in ``folder`` (``--out``, ``--out-dir``) are none of its ``inputs``
+    (a split, a config, weights files: None entries ignored): a usage error (64) otherwise. prettier-eval wrote
+    its results.json over the split it read, prettier-train its best.pt over one."""
+    from ..paths import OutputPathError, check_distinct
+
+    try:
+        check_distinct([Path(i) for i in inputs if i is not None], [(label, Path(folder) / n) for n in names])
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
 

@@ -176,6 +176,8 @@ def _main(args):
         raise CLIError(f"{inp}: {exc} (use --force to process it anyway)", exitcodes.DATAERR) from None
     except InputError as exc:
         raise CLIError(f"{inp}: {exc}", exitcodes.DATAERR) from None
+    except WeightsError as exc:  # the network's output was not finite
+        raise CLIError(str(exc), exitcodes.NOINPUT) from None
     info = res.info
     for warning in info.get("HeaderWarnings", []):
         print(f"{PROG}: warning: {inp}: {warning}", file=sys.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 from .. import __version__, exitcodes
 from .options import (
@@ -15,6 +14,7 @@ from .options import (
     apply_threads_and_device,
     not_empty,
     check_folder,
+    check_folder_outputs,
     device,
     finite_float,
     guarded_main,
@@ -71,9 +71,9 @@ def _main(args):
 
     from ..sr.models import WeightsError
     from ..training.patches import READ_ERRORS, PatchError, inplane_prob
-    from ..paths import OutputPathError, check_distinct
-    from ..training.train import (RUN_WEIGHTS, CheckpointError, TrainingDiverged, load_config, load_split_volumes,
-                                  resolve_init_weights, train)
+    from ..paths import OutputPathError
+    from ..training.train import (RUN_LOG, RUN_WEIGHTS, CheckpointError, TrainingDiverged, load_config,
+                                  load_split_volumes, resolve_init_weights, train)
 
     apply_threads_and_device(args)
     try:
@@ -86,8 +86,9 @@ def _main(args):
             over["workers"] = args.workers
         cfg = load_config(args.config, over)
         init = resolve_init_weights(cfg.init_weights, cfg.init_sha256)  # a wrong name, path or pin fails first
-        if init is not None:  # the run's own weights files must not replace the file it starts from
-            check_distinct([init], [("--out", Path(args.out) / name) for name in RUN_WEIGHTS])
+        # the run's own files must not replace the files it reads (its weights over the split, its log over the
+        # config, or over the weights it starts from)
+        check_folder_outputs("--out", args.out, (*RUN_WEIGHTS, RUN_LOG), [args.config, args.split, init])
         inplane = inplane_prob(cfg.patch.inplane) > 0
         if inplane and not split.get("train_inplane"):
             raise ValueError("the config asks for in-plane pairs (patch.inplane) but the split has no "

@@ -25,7 +25,8 @@ import torch
 from .adapt import AdaptSkipped, adapt_model
 from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
-from .models import CONTRAST_DEFAULTS, DEFAULT_MODEL, canonical_contrast, load_weights, resolve_weights, sha256
+from .models import (CONTRAST_DEFAULTS, DEFAULT_MODEL, WeightsError, canonical_contrast, load_weights,
+                     resolve_weights, sha256)
 from .models.common import condition_features
 from .precision import BATCH_SIZE, resolve_precision
 from .preprocess import (
@@ -524,6 +525,9 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
                 adaptation = {"Skipped": str(exc)}
         hr = super_resolve_array(x, axis, factor, net, batch_size, device, ran, progress,
                                  thickness_ratio=told_ratio)
+        if not bool(np.isfinite(hr).all()):  # never stored: a NaN output scored 100 dB and no QC flag
+            raise WeightsError(f"model {model.name}: the network's output has NaN or infinite values (damaged "
+                               "weights?); nothing was written")
         if not on_work:
             hr = onto_output_grid(hr, x, xo, axis, factor, imap, omap)
     hr_shape, hr_affine = target_grid(xo.shape, np.asarray(img.affine, dtype=np.float64) @ omap, axis, factor)

@@ -198,7 +198,16 @@ NON_NEGATIVE = {"workers", "seed", "eta_min", "l1", "perceptual", "lesion_weight
                 "thickness", "gaussian_prob", "paper_prob", "min_foreground"}
 
 
+#: Closed ranges of values, by the end of their place in the config: numpy's seeds; the validation simulation's
+#: spacing and thickness in mm (those prettier-eval's --settings take: a spacing of 0 or a 1000 mm slice ran,
+#: and chose best.pt on a simulation that makes no sense, a negative spacing failed after loading everything).
+RANGES = {".seed": (0, 2 ** 32 - 1), "val.spacing": (2, 8), "val.thickness": (0.1, 30.0)}
+
+
 def _check_range(value, where, key):
+    for end, (low, high) in RANGES.items():
+        if where.endswith(end) and isinstance(value, (int, float)) and not low <= value <= high:
+            raise ConfigError(f"{where} must be from {low} to {high}, got {value!r}")
     if key in POSITIVE and not value > 0:
         raise ConfigError(f"{where} must be above 0, got {value!r}")
     if key in NON_NEGATIVE and not value >= 0:

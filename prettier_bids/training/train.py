@@ -98,6 +98,8 @@ class TrainingDiverged(RuntimeError):
 
 #: The weights files a run writes into its folder (resumable state, best and last weights).
 RUN_WEIGHTS = ("checkpoint.pt", "best.pt", "last.pt")
+#: The run's log of training and validation losses (appended to on every resume).
+RUN_LOG = "log.tsv"
 
 
 def resolve_init_weights(value, sha256=None):
@@ -258,6 +260,13 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 (truncated, not a checkpoint, or objects weights_only refuses)
             raise CheckpointError(f"cannot resume from {path}: not a readable checkpoint "
                                   f"({_first_line(exc)}); {hint}", True) from None
+        for name in ("model", "disc"):  # a damaged state trained on to a NaN last.pt, exit 0
+            state = ck.get(name) if isinstance(ck, dict) else None
+            bad = [k for k, v in (state if isinstance(state, dict) else {}).items()
+                   if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:
+                raise CheckpointError(f"cannot resume from {path}: its {name} state has NaN or infinite values "
+                                      f"({bad[0]}); {hint}", True)
         try:
             if not isinstance(ck, dict):
                 raise TypeError(f"a {type(ck).__name__}, not a dict")
@@ -394,7 +403,7 @@ class Trainer:
         t_last, step_at_last = time.time(), self.step_count
         deadline = time.time() + 60 * max_minutes if max_minutes else None
         log_every, val_every = int(self.cfg.log_every), int(self.cfg.val.every)
-        with open(self.run_dir / "log.tsv", "a") as log:
+        with open(self.run_dir / RUN_LOG, "a") as log:
             while self.step_count < total:
                 loss = step_fn(*next(stream))
                 self.scheduler.step()

@@ -184,6 +184,27 @@ def check_config(arch, config):
     return None
 
 
+#: The most bytes a weights file may unpack to (torch.load decompresses every tensor before any check): the
+#: largest model it may describe (:data:`MAX_PARAMETERS` float32 parameters) and room for its metadata.
+MAX_WEIGHTS_UNPACKED_BYTES = MAX_PARAMETERS * 4 + (64 << 20)
+
+
+def _zip_bomb(path):
+    """Why the zip archive ``path`` (torch's format) would unpack to more than
+    :data:`MAX_WEIGHTS_UNPACKED_BYTES`, or None (not a zip archive: torch.load says what it is)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if total > MAX_WEIGHTS_UNPACKED_BYTES:
+        return (f"it unpacks to {total / 1e6:.3g} MB, beyond the {MAX_WEIGHTS_UNPACKED_BYTES / 1e6:.3g} MB of the "
+                "largest model this tool loads")
+    return None
+
+
 def load_weights(path):
     """Load a weights file into a generator in eval mode; returns (model, payload).
 
@@ -192,6 +213,9 @@ def load_weights(path):
     which allocates nothing) and a non-empty ``state_dict`` whose names and shapes are exactly the model's.
     Any failure: WeightsError ``cannot read weights file PATH: why`` (one line).
     """
+    why = _zip_bomb(path)
+    if why:
+        raise _bad(path, why)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, wrong format
@@ -228,6 +252,9 @@ def load_weights(path):
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise _bad(path, f"state_dict {key} has shape {got}, its config needs {shape}")
+        if value.layout != torch.strided or value.is_complex() or value.dtype == torch.bool:
+            kind = ("sparse " if value.layout != torch.strided else "") + str(value.dtype).replace("torch.", "")
+            raise _bad(path, f"state_dict {key} is a {kind} tensor, not a dense real one")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise _bad(path, f"state_dict {key} has NaN or infinite values")
     model, _, _ = build_model(payload["arch"], **payload["config"])
