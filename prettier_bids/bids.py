@@ -24,7 +24,7 @@ from . import exitcodes
 from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
-from .naming import (NamingError, bids_name, derivative_relpath, load_io_spec, output_desc, parse_entities,
+from .naming import (NamingError, bids_relpath, derivative_relpath, load_io_spec, output_desc, parse_entities,
                      pattern_entities, stem)
 from .sr.io import JSONReadError, missing_content, read_json, read_small_file
 from .sr.preprocess import (
@@ -400,7 +400,8 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
                     any(r.search(rel) for r in regexes):
                 continue
             if not is_utf8(d):
-                odd_names is None or odd_names.append(rel)
+                if odd_names is not None:
+                    odd_names.append(rel)
                 continue
             keep.append(d)
         dirs[:] = keep
@@ -408,7 +409,8 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
             if name.startswith(".") or any(r.search((rel_dir / name).as_posix()) for r in regexes):
                 continue
             if not is_utf8(name):
-                odd_names is None or odd_names.append((rel_dir / name).as_posix())
+                if odd_names is not None:
+                    odd_names.append((rel_dir / name).as_posix())
                 continue
             if not name.endswith(".json"):
                 continue
@@ -655,17 +657,17 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
             if extra and cand.status == "selected":
                 cand.status = "failed"
                 cand.reason = f"entities not supported in output names: {', '.join(extra)}"
-            canonical = bids_name(entities, spec)
+            expected = bids_relpath(entities, spec)  # where and how BIDS names this image
+            canonical = Path(expected).name if expected else None
             if cand.status == "selected" and canonical != path.name:  # e.g. validation skipped
                 cand.status = "skipped"
                 cand.reason = (f"not a BIDS file name (pybids reads it as {canonical}, so its outputs would be named "
                                "for another file); rename it to process it")
-            folder = "/".join([f"sub-{entities.get('subject')}", *([f"ses-{entities['session']}"]
-                                                                      if "session" in entities else []),
-                               str(entities.get("datatype", "anat"))])
-            if cand.status == "selected" and Path(cand.relpath).parent.as_posix() != folder:
+            folder = Path(expected).parent if expected else None  # (no expected path: skipped above)
+            if cand.status == "selected" and Path(cand.relpath).parent != folder:
                 cand.status = "skipped"  # with the validation skipped: a copy in sub-02/anat/old/, extra/sub-04/
-                cand.reason = f"not in its BIDS folder {folder}/ (a stray copy?); move it there to process it"
+                cand.reason = (f"not in its BIDS folder {folder.as_posix()}/ (a stray copy?); move it there to "
+                               "process it")
             desc = parse_entities(path).get("desc")  # pybids' raw-dataset config has no desc entity
             if desc is not None:  # a derivative (e.g. one an earlier run wrote into the raw dataset), never an input
                 cand.status = "skipped"

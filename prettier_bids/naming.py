@@ -142,17 +142,18 @@ def derivative_relpath(entities, desc, extension=NIFTI_EXT, datatype=None, spec=
     return path
 
 
-def bids_name(entities, spec=None):
-    """The BIDS file name (no folder) that ``entities`` make, without ``desc`` (``sub-01_ses-1_acq-ax_FLAIR.nii.gz``):
-    :func:`derivative_relpath` with no ``desc``; None when they make none. A raw file whose own name differs from it
-    is not a BIDS name: pybids parsed only part of it (``sub-01_foo_FLAIR.nii.gz`` parses as
-    ``sub-01_FLAIR.nii.gz``)."""
+def bids_relpath(entities, spec=None):
+    """The raw dataset's path (folder and name, no ``desc``) that ``entities`` make
+    (``sub-01/ses-1/anat/sub-01_ses-1_acq-ax_FLAIR.nii.gz``): :func:`derivative_relpath` with no ``desc``; None when
+    they make none. A raw file whose own name differs is not a BIDS name (pybids parsed only part of it:
+    ``sub-01_foo_FLAIR.nii.gz`` parses as ``sub-01_FLAIR.nii.gz``); one in another folder is a stray copy
+    (``sub-01/anat/old/``)."""
     try:
-        return Path(derivative_relpath(entities, None, entities.get("extension", NIFTI_EXT), spec=spec)).name
+        return derivative_relpath(entities, None, entities.get("extension", NIFTI_EXT), spec=spec)
     except NamingError:
         return None
 
 
-__all__ = ["DATATYPE_FOLDERS", "NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_name", "derivative_relpath",
+__all__ = ["DATATYPE_FOLDERS", "NIFTI_EXT", "NIFTI_EXTENSIONS", "NamingError", "bids_relpath", "derivative_relpath",
            "is_nifti", "load_io_spec", "main_descs", "nifti_of", "output_desc", "parse_entities", "pattern_entities",
            "reportlet_desc", "sidecar_of", "split_ext", "stem", "with_ext"]

@@ -45,6 +45,16 @@ def import_deferring_signals(module):
     return mod, (seen[0] if seen else None)
 
 
+def exit_for_signal(prog, signum):
+    """For a signal noted during an import (:func:`import_deferring_signals`): its one line on stderr and the
+    exit status (130 Ctrl-C, 143 SIGTERM); None when none came. Nothing is written yet, so nothing is cleaned up."""
+    if signum is None:
+        return None
+    what, code = ("interrupted", INTERRUPTED) if signum == signal.SIGINT else ("terminated (SIGTERM)", TERMINATED)
+    print(f"{prog}: error: {what}; rerun the same command to resume", file=sys.stderr, flush=True)
+    return code
+
+
 class _PipeSafe:
     """A console stream whose reader may have gone (``prettier-sr ... 2>&1 | head -1``): once a write finds the pipe
     closed, messages are dropped, so that the command still finishes its work and writes its outputs (a
@@ -99,11 +109,8 @@ def _run(prog, module):
         sys.stderr = _PipeSafe(sys.stderr)
     try:
         mod, signum = import_deferring_signals(module)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if signum == signal.SIGTERM:  # nothing written yet: nothing to clean up
-            print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
-            return TERMINATED
+        if signum is not None:
+            return exit_for_signal(prog, signum)
         code = mod.main()
         # The command is over (its outputs written or its error reported): a Ctrl-C or SIGTERM while the
         # interpreter shuts down would only turn its exit status into "killed by a signal" (-2 seen on a fast CI

@@ -29,7 +29,7 @@ from .. import exitcodes
 from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
-from .entry import import_deferring_signals
+from .entry import exit_for_signal, import_deferring_signals
 
 
 class CLIError(exitcodes.CodedError):
@@ -394,16 +394,13 @@ def guarded_main(prog, func, verbose=False, preload=True):
     signals deferred (False for a command that never imports torch: the group level)."""
     previous, previous_hook = None, sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
-        for module in PRELOAD if preload else ():  # nothing is written yet: nothing to clean up
+        for module in PRELOAD if preload else ():
             try:
                 signum = import_deferring_signals(module)[1]
             except Exception:  # noqa: BLE001 (a broken install: said by the command's own import, in the guard)
                 continue
-            if signum == signal.SIGINT:
-                return error(prog, "interrupted; rerun the same command to resume", exitcodes.INTERRUPTED)
-            if signum == signal.SIGTERM:
-                _terminated_message(prog)
-                return exitcodes.TERMINATED
+            if signum is not None:
+                return exit_for_signal(prog, signum)
         previous = signal.signal(signal.SIGTERM, _sigterm_handler(prog, os.getpid()))
         sys.unraisablehook = _interrupt_hook(previous_hook)
     try:

@@ -53,6 +53,7 @@ Use one work directory per job when running participants in parallel.
 #: The smallest --mem-gb: below 0.01 GB Nipype's MultiProc never starts a job (the run hung for ever).
 MIN_MEM_GB = 0.1
 
+
 def build_parser():
     p = UsageParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
                 description="PRETTIER super-resolution of thick-slice brain MRI (2D FLAIR/T1w, 2-8 mm slices) "
@@ -161,8 +162,8 @@ def check_utf8_paths(*named):
 
     for what, path in named:
         if path is not None and not is_utf8(Path(path).absolute()):
-            raise CLIError(f"{what} {shown_name(Path(path).absolute())} is not a UTF-8 name, which the BIDS index and the reports cannot hold: "
-                           "rename it", exitcodes.USAGE)
+            raise CLIError(f"{what} {shown_name(Path(path).absolute())} is not a UTF-8 name, which the BIDS index "
+                           "and the reports cannot hold: rename it", exitcodes.USAGE)
 
 
 def check_output_location(output_dir, bids_dir):
