@@ -49,6 +49,7 @@ import numpy as np
 from prettier_bids import exitcodes
 from prettier_bids.cli.options import add_precision_option, add_projection_option
 from prettier_bids.naming import suffix_of
+from prettier_bids.sr.adapt import AdaptSettings, adapt_model
 from prettier_bids.sr.consistency import compare, head_mask, project_onto_input, projection_note
 from prettier_bids.sr.degrade import apply_along_axis, redegrade, upsampling_factor
 from prettier_bids.evaluation.benchmark import merge_adjacent_slices, original_slab_matrix
@@ -67,6 +68,7 @@ from prettier_bids.sr.precision import precision_note, resolve_precision
 from prettier_bids.sr.reconstruct import (
     ModelSet,
     cubic_array,
+    inference_conditions,
     load_model_set,
     load_models,
     load_volume,
@@ -113,7 +115,7 @@ def prepare(path):
     return native, work, imap, axis, float(zooms[axis]), zooms
 
 
-def evaluate_scan(path, models, batch_size=8, device="cpu", project=True, precision="auto"):
+def evaluate_scan(path, models, batch_size=8, device="cpu", project=True, precision="auto", adapt=None):
     native, work, imap, axis, s, zooms = prepare(path)
     factor = upsampling_factor(2 * s)
     row = {"scan": Path(path).name, "shape": list(native.shape), "zooms": [round(float(z), 3) for z in zooms],
@@ -146,8 +148,13 @@ def evaluate_scan(path, models, batch_size=8, device="cpu", project=True, precis
             model = model.for_contrast(suffix_of(path))
             row.setdefault("model_of", {})[label] = model.name
         t0 = time.time()
+        network = model.model
+        if adapt is not None:  # --adapt: fine-tuned on the merged scan's own in-plane axes first
+            network, info = adapt_model(network, merged["1mm"], axis, factor, 2 * s, 1.0, "boxcar", adapt, device,
+                                        window_conditions=inference_conditions(1.0))
+            row.setdefault("adaptation", {})[label] = info
         # merged slices: twice the spacing and (contiguous slices assumed) twice the thickness
-        net = super_resolve_array(merged["1mm"], axis, factor, model.model, batch_size, device, precision,
+        net = super_resolve_array(merged["1mm"], axis, factor, network, batch_size, device, precision,
                                   thickness_ratio=1.0)
         one = project_onto_input(net, merged["1mm"], axis, factor, 2 * s, 2 * s) if project else net
         score(label, "1mm", one)  # the earlier protocol: everything on the working grid
@@ -243,7 +250,15 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="torch device for the models (e.g. cuda)")
     add_projection_option(p, scoring=True)
     add_precision_option(p)
+    p.add_argument("--adapt-steps", type=int, default=0, help="research: adapt each model to each merged scan "
+                   "first (sr.adapt) with this many steps (default 0: off)")
+    p.add_argument("--adapt-lr", type=float, default=None, help="research: --adapt-steps' learning rate")
+    p.add_argument("--adapt-distill", type=float, default=0.0, help="research: AdaptSettings.distill")
     args = p.parse_args(argv)
+    adapt = None
+    if args.adapt_steps:
+        adapt = AdaptSettings(steps=args.adapt_steps, distill=args.adapt_distill,
+                              **({"learning_rate": args.adapt_lr} if args.adapt_lr else {}))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
 
@@ -272,7 +287,7 @@ def main(argv=None):
     t0 = time.time()
     rows = []
     for q in scans:
-        rows.append(evaluate_scan(q, models, args.batch_size, args.device, args.project, args.precision))
+        rows.append(evaluate_scan(q, models, args.batch_size, args.device, args.project, args.precision, adapt))
         text = write_results(rows, models, args.out_dir, t0, args.project, args.precision, args.device)
     print(text)
     return exitcodes.OK

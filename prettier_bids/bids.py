@@ -383,7 +383,7 @@ def shown_name(name):
 def malformed_sidecars(root, ignore=(), odd_names=None):
     """JSON files of the dataset (outside ``ignore``d folders) that :func:`~prettier_bids.sr.io.read_json` refuses
     (not a regular file, too large, not JSON, nested too deeply, a byte-order mark, a 65-bit integer, a lone
-    surrogate) or that do not hold a JSON object; pybids would hang on a FIFO or abort on the others (the whole
+    surrogate) or that do not hold a JSON object, and folders named ``*.json`` (in a sidecar's place); pybids would hang on a FIFO or abort on the others (the whole
     run, for one odd sidecar). Files and folders whose names are not UTF-8 are not read (pybids cannot index
     them either): they are appended to ``odd_names`` when given."""
     root = Path(root)
@@ -403,6 +403,9 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
                 if odd_names is not None:
                     odd_names.append(rel)
                 continue
+            if d.endswith(".json"):  # a folder in a sidecar's place: the metadata the user meant is not there
+                bad.append(Path(folder) / d)
+                continue
             keep.append(d)
         dirs[:] = keep
         for name in sorted(files):
@@ -415,8 +418,10 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
             if not name.endswith(".json"):
                 continue
             path = Path(folder) / name
+            # the dataset's description: check_bids_dir reads it (a byte-order mark taken), pybids never indexes it
+            top = rel_dir == Path(".") and name == "dataset_description.json"
             try:
-                ok = isinstance(read_json(path, allow_bom=False, sqlite=True), dict)
+                ok = isinstance(read_json(path, allow_bom=top, sqlite=True), dict)
             except JSONReadError:
                 ok = False
             if not ok:

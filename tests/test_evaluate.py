@@ -293,3 +293,39 @@ def test_iqm_benchmark_scores_every_model_on_the_same_patches(tmp_path, capsys):
     assert iqm.main(common + ["--models", "cubic", "--settings", "6:5", "--out-dir", str(tmp_path / "b")]) == 0
     again = json.loads((tmp_path / "b" / "iqm.json").read_text())["rows"]
     assert again[0]["PSNR"] == rows[0]["PSNR"]
+
+
+def test_prettier_eval_volumes_too_small_for_the_patch_table_fail_first(tmp_path, capsys):
+    """Test volumes too small for a Table 2 patch were scored in full, then the run ended with exit 1
+    'unexpected PatchError' and no results; now exit 66 with one line before any scoring, and nothing is written."""
+    import json
+
+    import nibabel as nib
+
+    from prettier_bids.cli.evaluate import main
+
+    (tmp_path / "hr").mkdir()
+    data = np.zeros((40, 40, 40), np.float32)
+    data[8:32, 8:32, 8:32] = 1.0
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "hr" / "x_FLAIR.nii.gz"))
+    split = tmp_path / "s.json"
+    split.write_text(json.dumps({"test": {"FLAIR": [{"file": "hr/x_FLAIR.nii.gz", "skull_stripped": True}]}}))
+    code, lines = _cli(main, ["--data-root", tmp_path, "--split", split, "--settings", "6:5", "--axes", "2",
+                              "--model", "prettier-edsr-v2", "--out-dir", tmp_path / "out"], capsys)
+    assert code == 66, lines
+    errors = [ln for ln in lines if ln.startswith("prettier-eval: error")]
+    assert len(errors) == 1 and "40x40x40" in errors[0] and "--no-patches" in errors[0]
+    assert not any("PSNR" in ln for ln in lines)  # failed before the volume scoring
+    assert not (tmp_path / "out").exists()
+
+
+def test_prettier_eval_lesions_models_hint_names_its_own_option(tmp_path, capsys):
+    """``prettier-eval lesions --models X.md`` said 'pass a weights file with --weights', an option that
+    sub-command does not have; now the one line says what --models takes."""
+    from prettier_bids.cli.evaluate import main
+
+    code, lines = _cli(main, ["lesions", "--data-root", tmp_path, "--case", "a.nii.gz:b.nii.gz",
+                              "--models", "X.md", "--out-dir", tmp_path / "out"], capsys)
+    lines = [ln for ln in lines if "prettier-eval" in ln]
+    assert code == 66 and len(lines) == 1, lines
+    assert "'X.md' is neither a shipped model" in lines[0] and "--weights" not in lines[0]

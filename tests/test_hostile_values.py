@@ -59,12 +59,17 @@ def _args(bids, out, work, *extra):
             "--contrast", "T1w", *extra]
 
 
-@pytest.mark.parametrize("damage", ["bom", "surrogate", "huge int"])
+@pytest.mark.parametrize("damage", ["bom", "surrogate", "huge int", "a folder"])
 def test_one_odd_sidecar_fails_its_own_image_and_the_others_are_processed(tmp_path, damage):
+    """A folder in the sidecar's place was ignored: the image processed as if it had no metadata."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
     sidecar = bids / "sub-02" / "anat" / "sub-02_T1w.json"
     meta = json.loads(sidecar.read_text())
-    if damage == "bom":
+    if damage == "a folder":
+        sidecar.unlink()
+        sidecar.mkdir()
+        (sidecar / "x.json").write_text("{}")
+    elif damage == "bom":
         sidecar.write_bytes(BOM + sidecar.read_bytes())
     else:
         text = json.dumps(meta)[:-1] + (', "Notes": "\\ud800"}' if damage == "surrogate" else
@@ -164,6 +169,19 @@ def test_a_zero_voxel_size_in_pixdim_is_refused_where_the_geometry_comes_from_it
     else:
         assert code == 65 and err.strip().endswith("voxel size 0 mm in the header (pixdim[1]), which readers take "
                                                    "as 1 mm: check the header's voxel sizes"), err
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_voxel_size_in_pixdim_is_one_error_line(tmp_path, capsys, value):
+    """It printed 'warning: RuntimeWarning: invalid value encountered in dot' (numpy, inside nibabel) before the
+    error line."""
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "inf.nii")
+    _patch_pixdim(path, 1, value)
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "affine (sform/qform) has NaN or infinite values" in err[0], err
 
 
 def test_nibabel_header_notes_and_warnings_are_never_bare_lines(tmp_path):
@@ -446,3 +464,30 @@ def test_training_config_values_that_failed_or_misled_later_are_refused_when_rea
     path.write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=__import__("re").escape(text)):
         load_config(path)
+
+
+@pytest.mark.parametrize("given, gone", [("a.hdr", "a.img"), ("a.img", "a.hdr")])
+def test_one_half_of_a_nifti_pair_is_a_missing_input(tmp_path, capsys, given, gone):
+    """A .hdr whose .img is missing was exit 65 'cannot read image data (FileNotFoundError ...)': the input is
+    missing (66), and the line names the missing file."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.ones((32, 32, 6), np.float32), np.diag([1.0, 1, 5, 1])), str(tmp_path / "a.img"))
+    (tmp_path / gone).unlink()
+    code = main([str(tmp_path / given), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 66 and len(err) == 1 and f"input file not found: {gone} or {gone}.gz beside" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_dataset_description_with_a_byte_order_mark_is_read_and_not_called_malformed(tmp_path):
+    """It was logged as 'malformed JSON file left out of the index' although the run read it and went on."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    desc = bids / "dataset_description.json"
+    desc.write_bytes(BOM + desc.read_bytes())
+    done = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert done.returncode == 0, done.stderr
+    assert "malformed JSON" not in done.stderr and "dataset_description.json" not in done.stderr

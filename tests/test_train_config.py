@@ -213,3 +213,18 @@ def test_a_recipe_starts_from_its_pinned_weights_not_from_what_a_name_means_toda
         cfg = load_config(recipe)
         if cfg.init_sha256:
             assert cfg.init_sha256 in manifest["blobs"], recipe
+
+
+@pytest.mark.parametrize("data, sizes", [({"gan": {}, "patch": {"width": 7}}, "32 x 7"),
+                                         ({"gan": {}, "patch": {"lr_rows": 3},
+                                           "degradation": {"spacing_probs": {"2": 0.5, "6": 0.5}}}, "6 x 96")])
+def test_gan_patches_too_small_for_the_discriminator_are_refused_when_read(tmp_path, data, sizes):
+    """A GAN config whose patches are smaller than 8 voxels trained, wrote best.pt at its first validation, then
+    failed with exit 1 (a convolution error in the discriminator); now it is refused when the config is read."""
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "config.gan needs training patches of at least 8 x 8" in str(err.value) and sizes in str(err.value)
+    assert load_config(overrides={**data, "gan": None}).gan is None  # the same patches without the GAN are fine
+    shipped = Path(__file__).resolve().parents[1] / "prettier_bids" / "data" / "configs" / "realesrgan-small.json"
+    assert load_config(shipped).gan is not None

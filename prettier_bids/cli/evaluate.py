@@ -111,7 +111,7 @@ def _main(args):
     from ..sr.consistency import projection_note
     from ..sr.io import AtomicGroup, write_text_atomic
     from ..sr.models import WeightsError
-    from ..training.patches import READ_ERRORS, load_training_volume
+    from ..training.patches import READ_ERRORS, PatchError, load_training_volume
     from ..sr.precision import precision_note, resolve_precision
     from ..sr.reconstruct import load_model_set
 
@@ -136,9 +136,22 @@ def _main(args):
                 loaded.append((contrast, entry, load_training_volume(path, name=entry["file"])))
             except READ_ERRORS as exc:
                 raise CLIError(f"cannot read test volume {path}: {exc}", exitcodes.NOINPUT) from None
-    scores, vols, figures = [], {}, []
+    vols = {}
     for contrast, entry, vol in loaded:
         vols.setdefault(contrast, []).append(vol)
+    patches = None
+    if not args.no_patches:  # first (seconds): volumes too small for a patch fail before the long scoring
+        patches = {}
+        for contrast, cvols in vols.items():
+            try:
+                patches.update(ev.evaluate_patches({contrast: cvols}, models.for_contrast(contrast)))
+            except PatchError:  # in the sampler's words: volumes too small, or too little foreground
+                shapes = ", ".join(sorted({"x".join(map(str, v.data.shape)) for v in cvols}))
+                raise CLIError(f"no patch for the patch table (paper Table 2) in the {contrast} test volumes "
+                               f"({shapes} voxels): too small, or too little foreground; pass --no-patches to score "
+                               "the volumes only", exitcodes.NOINPUT) from None
+    scores, figures = [], []
+    for contrast, entry, vol in loaded:
         mask = ev.brain_mask(vol.data, entry.get("skull_stripped", True))
         keep = (2, 6.0) if out_dir else None
         s, example = ev.evaluate_volume(vol.data, mask, entry["file"], contrast, models.for_contrast(contrast),
@@ -164,11 +177,7 @@ def _main(args):
                       f"SSIM {h['gain_ssim']:+.4f} (n={h['n']})")
         md.append("")
     md.pop()
-    patches = None
-    if not args.no_patches:
-        patches = {}
-        for contrast, cvols in vols.items():
-            patches.update(ev.evaluate_patches({contrast: cvols}, models.for_contrast(contrast)))
+    if patches is not None:
         md += ["", "## Patches, 5/6 mm (paper Table 2; the network's output, never projected)", "",
                ev.markdown_patch_table(patches)]
     used = {c: models.for_contrast(c) for c in test}

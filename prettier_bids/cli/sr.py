@@ -118,7 +118,7 @@ def _main(args):
     # Ctrl-C) are not this command's output
     setup_logging(PROG, level=logging.WARNING if args.quiet else logging.INFO, package_only=True)
     from ..paths import OutputPathError, check_output_paths
-    from ..sr.io import clean_stale_temporaries, image_files, is_nifti_name, missing_content
+    from ..sr.io import clean_stale_temporaries, image_files, is_nifti_name, missing_companion, missing_content
 
     inp, out = Path(args.input), Path(args.output)
     json_to_stdout = args.json == "-"  # `--json -`: the sidecar on stdout, no file
@@ -130,6 +130,9 @@ def _main(args):
         raise CLIError(broken, exitcodes.NOINPUT)
     if not inp.is_file():
         raise CLIError(f"input file not found: {inp}", exitcodes.NOINPUT)
+    half = missing_companion(inp)
+    if half:
+        raise CLIError(f"input file not found: {half} beside {inp} (a NIfTI pair needs both files)", exitcodes.NOINPUT)
     if not is_nifti_name(out):
         raise CLIError(f"output must be a file name ending in .nii or .nii.gz: {out}", exitcodes.USAGE)
     if args.consistency_map is not None and not is_nifti_name(args.consistency_map):

@@ -70,6 +70,16 @@ def image_files(path):
     return files
 
 
+def missing_companion(path):
+    """For one file of a NIfTI pair whose other half is missing: the other half's names (``x.img or x.img.gz``);
+    None otherwise (a single file, or a pair whose two files exist)."""
+    name = Path(path).name
+    for ext, others in _PAIR_COMPANIONS.items():
+        if name.endswith(ext) and len(name) > len(ext):
+            return None if len(image_files(path)) > 1 else " or ".join(name[:-len(ext)] + o for o in others)
+    return None
+
+
 def suffix_of(path):
     """The BIDS suffix of a file name: its last ``_`` part (``FLAIR`` for ``.../sub-01_acq-2d_FLAIR.nii.gz``,
     ``FLAIR`` for ``FLAIR.nii``); None if that is not alphanumeric. Stdlib only, beside :func:`split_ext`, so that

@@ -388,7 +388,8 @@ def load_nifti(path):
     import nibabel as nib
 
     check_raw_header(path)
-    return nib.load(str(path))
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite pixdim or quaternion: check_geometry says so
+        return nib.load(str(path))
 
 
 def check_geometry(shape, affine):

@@ -25,7 +25,7 @@ import torch
 from .adapt import AdaptSkipped, adapt_model
 from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
-from .models import (CONTRAST_DEFAULTS, DEFAULT_MODEL, WeightsError, canonical_contrast, load_weights,
+from .models import (CONTRAST_DEFAULTS, DEFAULT_MODEL, WeightsError, available_models, canonical_contrast, load_weights,
                      resolve_weights, sha256)
 from .models.common import condition_features
 from .precision import BATCH_SIZE, resolve_precision
@@ -232,7 +232,14 @@ def load_models(spec, device="cpu"):
     stems = [Path(i).stem for i in items if i.endswith(".pt")]
     models = {}
     for item in items:
-        m = load_model(weights=item, device=device) if item.endswith(".pt") else load_model(item, device=device)
+        try:
+            m = load_model(weights=item, device=device) if item.endswith(".pt") else load_model(item, device=device)
+        except WeightsError:  # the single-model hint (--weights FILE) is not this list's spelling
+            if item.endswith(".pt"):
+                raise
+            shipped = ", ".join(available_models()) or "none"
+            raise WeightsError(f"{item!r} is neither a shipped model (installed: {shipped}) nor a weights file "
+                               "ending in .pt") from None
         key = m.name
         if item.endswith(".pt") and stems.count(Path(item).stem) > 1:
             key = f"{Path(item).resolve().parent.name}/{m.name}"

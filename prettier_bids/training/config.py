@@ -321,6 +321,10 @@ SCHEDULERS = ("cosine_restarts", "cosine", "constant")
 PROBABILITIES = ("gaussian_prob", "paper_prob", "min_foreground")
 
 
+#: the smallest patch side (voxels) the GAN's U-Net discriminator takes (three stride-2 convolutions)
+GAN_MIN_SIZE = 8
+
+
 def _validate(cfg):
     """Checks across a whole config that the per-key conversion cannot make: names of presets, schedulers and
     precisions, probabilities; returns ``cfg``."""
@@ -338,6 +342,13 @@ def _validate(cfg):
         for key in PROBABILITIES:
             if key in space and not 0 <= space[key] <= 1:
                 raise ConfigError(f"{where}.{key} must be a number from 0 to 1, got {space[key]!r}")
+    if cfg.gan is not None:  # the U-Net discriminator halves a patch three times: it needs 8 rows and columns
+        spacing = min(int(float(k)) for _, space in spaces for k in space.get("spacing_probs", {}) or [6])
+        if cfg.patch.width < GAN_MIN_SIZE or cfg.patch.lr_rows * spacing < GAN_MIN_SIZE:
+            raise ConfigError(f"config.gan needs training patches of at least {GAN_MIN_SIZE} x {GAN_MIN_SIZE} voxels "
+                              f"for its discriminator: patch.width {cfg.patch.width} and patch.lr_rows "
+                              f"{cfg.patch.lr_rows} x the smallest spacing {spacing} mm give "
+                              f"{cfg.patch.lr_rows * spacing} x {cfg.patch.width}")
     return cfg
 
 
