@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import re
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,6 +315,41 @@ def _unreadable(exc):
     return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
 
 
+#: The largest figure (an SVG reportlet) taken as one this tool made: they are 20-300 kB; a larger one is damaged or
+#: not ours, and the report would read it whole.
+MAX_FIGURE_BYTES = 16 << 20
+
+
+def figure_problem(path):
+    """Why the figure ``path`` (an SVG reportlet) is not one to keep and show as it is, or None: not a regular
+    file (a symbolic link, through which the report's assembler would write; a pipe, on which it would block; a
+    folder), empty, beyond :data:`MAX_FIGURE_BYTES`, or cut short (no closing ``</svg>``: a killed write, a
+    damaged disk). Only the file's status and its last bytes are read."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "is missing"
+    except OSError as exc:
+        return _unreadable(exc)
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_size == 0:
+        return "is empty"
+    if st.st_size > MAX_FIGURE_BYTES:
+        return f"is {st.st_size / 1e6:.0f} MB, beyond the {MAX_FIGURE_BYTES >> 20} MB of a figure"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, st.st_size - 64))
+            tail = f.read()
+    except OSError as exc:
+        return _unreadable(exc)
+    return None if b"</svg>" in tail else "is cut short (no closing </svg>)"
+
+
 def source_changed(recorded, path):
     """Why the input at ``path`` is not the file an output recorded (``SourceFile``), or None. Outputs without
     the record (made before it existed) are taken as made from this file."""
@@ -342,7 +378,8 @@ def companions_changed(meta, expected):
     None: the main image, a map or baseline (or its sidecar) rewritten or damaged since, a figure the marker's run
     did not make (a run with ``--no-reportlets`` redid the output: the figures on disk show the older one), or a
     consistency map made for another output (:func:`consistency_made_for_other`). Figures are checked by name
-    only: the subject report's assembler (nireports) rewrites them in place. Markers without the record (made
+    and by :func:`figure_problem` (a link, a pipe, empty, cut short), not by content: the subject report's
+    assembler (nireports) rewrote them in place before 2026-12-07. Markers without the record (made
     before it existed) are not checked; nor is the main image where the record lacks it (before 2026-12-06)."""
     recorded = meta.get("CompanionFiles")
     if recorded is None or expected.root is None:
@@ -354,7 +391,12 @@ def companions_changed(meta, expected):
         main = path == expected.niftis[expected.marker_kind]
         if rel not in recorded and not main:
             return f"{path.name} was not made with {expected.marker.name} (another run's)"
-        if rel not in recorded or path in expected.figures:  # nireports rewrites figures in place: named only
+        if path in expected.figures:  # nireports rewrote them in place (before 2026-12-07): not hashed, but whole
+            why = figure_problem(path)
+            if why:
+                return f"{path.name} {why}"
+            continue
+        if rel not in recorded:
             continue
         try:
             how = file_changed(recorded[rel], path)
@@ -386,7 +428,8 @@ def outdated_output(meta, nifti, root, deep=True):
     stands as made, or None: its image, or a map, baseline or sidecar stored with it (``CompanionFiles``), was
     rewritten since its sidecar was written (a truncated image; a later run with another ``--method`` rewrote the
     shared consistency map), or cannot be read. Files missing now, figures and records that lead out of ``root``
-    (a symlink) are not checked here (a rerun redoes a missing file: :func:`completion`); ``deep``:
+    (a symlink; the image itself linked out is a reason) are not checked here (a rerun redoes a missing file:
+    :func:`completion`); ``deep``:
     :func:`file_changed`."""
     recorded = meta.get("CompanionFiles")
     if not recorded:
@@ -402,8 +445,12 @@ def outdated_output(meta, nifti, root, deep=True):
             continue  # the --write-cubic baseline beside it: its damage is the baseline's, not this output's
         what = "its image" if path == Path(nifti) else Path(rel).name
         try:
-            if not path.resolve().is_relative_to(real_root) or not path.is_file():
-                continue  # never read outside the dataset
+            if not path.resolve().is_relative_to(real_root):  # never read outside the dataset
+                if path == Path(nifti):  # a rewritten image would pass unseen
+                    return f"{what} is a link out of this derivatives dataset (to {path.resolve()})"
+                continue
+            if not path.is_file():
+                continue
             how = file_changed(record, path, deep)
         except (OSError, RuntimeError) as exc:  # too long a name, a symlink loop, a failing disk
             return f"{what} {_unreadable(exc)}"
@@ -502,6 +549,11 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                 continue
             for sidecar in sorted(folder.glob("*.json")):
                 if sidecar.name.startswith(".") or not sidecar.is_file():
+                    continue
+                if not sidecar.resolve().is_relative_to(real_root):  # a sidecar linked out of the dataset
+                    if warn:
+                        LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",
+                                       sidecar.relative_to(root).as_posix(), sidecar.resolve())
                     continue
                 ents = parse_entities(sidecar)
                 if ents.get("desc") not in descs or ents.get("suffix") not in suffixes \

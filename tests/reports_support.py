@@ -12,7 +12,9 @@ def embedded_pngs(svg_text):
 def assert_flicker_svg(svg_text, flicker=True, planes=3):
     """An nipreps reportlet: a flicker has a background and a foreground group (one image per plane
     each) and the flickerAnimation CSS; a static one has the images and no animation."""
-    assert svg_text.lstrip().startswith("<svg") and svg_text.rstrip().endswith("</svg>")
+    text = svg_text.lstrip()
+    text = text[len("<!-- prettier_bids figure -->"):] if text.startswith("<!-- prettier_bids figure -->") else text
+    assert text.startswith("<svg") and svg_text.rstrip().endswith("</svg>")
     n = len(embedded_pngs(svg_text))
     if flicker:
         assert svg_text.count('class="background-svg"') == 1 and svg_text.count('class="foreground-svg"') == 1

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
 from ..bids import root_relative_indexer
 from ..naming import derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
-from ..outputs import main_sidecar_paths, shown_outputs, thickness_kind
+from ..outputs import figure_problem, main_sidecar_paths, shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
 from .markup import text as esc
@@ -157,11 +159,54 @@ def write_qc_reportlets(root, subject):
     return paths
 
 
+#: nireports' expression for the size attributes it removes from an SVG's ``<svg`` line (reportlet.py)
+_SVG_SIZE = re.compile(r' (height|width)=["\'][0-9]+(\.[0-9]*)?[a-z]*["\']')
+#: put before the ``<svg`` tag, on its line: nireports then finds no line that starts with ``<svg`` and leaves the
+#: file alone (it rewrote every figure in place on every report, not atomically and through symbolic links)
+FIGURE_LEAD = "<!-- prettier_bids figure -->"
+
+
+def guard_figures(root, subject):
+    """Before nireports reads the subject's figures: each ``sub-<subject>/figures/*.svg`` that
+    :func:`~prettier_bids.outputs.figure_problem` finds wrong is removed (a symbolic link itself, never what it
+    points to; a pipe; an empty, oversized or cut-short file) with a warning, so that the report neither writes
+    through a link, nor blocks, nor shows half a figure; the next participant run makes it again. The others get
+    what nireports would do to them (size attributes of the ``<svg`` line removed, lines before it dropped),
+    written atomically, with :data:`FIGURE_LEAD` before the tag so that nireports writes nothing."""
+    folder = Path(root) / f"sub-{subject}" / "figures"
+    try:
+        names = sorted(e.name for e in os.scandir(folder))
+    except OSError:  # no figures (yet), or not a folder: the report says what is missing
+        return
+    for name in names:
+        path = folder / name
+        if not name.endswith(".svg") or name.startswith("."):
+            continue
+        why = figure_problem(path)
+        if why == "is a folder":
+            continue  # nireports' own error, as before
+        if why:
+            try:
+                path.unlink()
+            except OSError as exc:
+                LOGGER.warning("report: figures/%s %s and could not be removed: %s", name, why, exc.strerror or exc)
+                continue
+            LOGGER.warning("report: removed figures/%s: it %s (the next participant run makes it again)", name, why)
+            continue
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for k, line in enumerate(lines[:6]):
+            if line.strip().startswith("<svg"):
+                fixed = _SVG_SIZE.sub("", line.replace("viewbox", "viewBox"))
+                write_text_atomic("\n".join([FIGURE_LEAD + fixed] + lines[k + 1:]) + "\n", path)
+                break
+
+
 def write_subject_report(root, subject, cands=(), run_id="", command=""):
     """Write ``<root>/sub-<subject>.html`` (nireports' assembler) and return its path."""
     from nireports.assembler.report import Report
 
     root = Path(root)
+    guard_figures(root, subject)
     write_qc_reportlets(root, subject)
     summary = {"This run": {_html_key(c.relpath): esc(f"{c.status}" + (f": {c.reason}" if c.reason else ""))
                             for c in cands}} if cands else {"This run": {"inputs": "none"}}

@@ -1,0 +1,76 @@
+"""Outputs changed by hand between runs (helper-24). Figures (SVG reportlets) that are not what this tool wrote: nireports rewrote every figure in place on every
+report, through symbolic links and not atomically (helper-24): a link to a file outside OUTPUT_DIR had that file
+rewritten, a pipe hung the run, a figure cut short by a kill stayed for ever."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from _bids_support import copy_dataset, run_app, run_here
+
+
+def _args(bids, out, work, *extra):
+    return [bids, out, "participant", "--skip-bids-validation", "-w", work, "--nprocs", "1", "--method", "cubic",
+            "--participant-label", "02", *extra]
+
+
+def _first_run(tmp_path):
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    figures = out / "prettier" / "sub-02" / "figures"
+    return bids, out, work, figures
+
+
+def test_figures_are_left_alone_by_the_report_and_a_linked_figure_never_writes_through(tmp_path):
+    bids, out, work, figures = _first_run(tmp_path)
+    figure = sorted(figures.glob("*flicker*_T1w.svg"))[0]
+    text = figure.read_text()
+    assert text.startswith("<!-- prettier_bids figure --><svg") and text.rstrip().endswith("</svg>")
+    stamp = figure.stat().st_mtime_ns
+    outside = bids / "code" / "qa.svg"
+    outside.parent.mkdir(exist_ok=True)
+    outside.write_text('<?xml version="1.0"?>\n<svg width="10" height="10" xmlns="http://www.w3.org/2000/svg"/>\n')
+    before = hashlib.sha256(outside.read_bytes()).hexdigest()
+    other = sorted(figures.glob("*flicker*_FLAIR.svg"))[0]
+    other.unlink()
+    other.symlink_to(outside)
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(outside.read_bytes()).hexdigest() == before  # the input is never written
+    assert not other.is_symlink() and other.read_text().rstrip().endswith("</svg>")  # made again
+    assert figure.stat().st_mtime_ns == stamp  # a figure made right is not rewritten by the report
+
+
+def test_a_pipe_or_a_figure_cut_short_is_made_again_and_never_read(tmp_path):
+    bids, out, work, figures = _first_run(tmp_path)
+    cut = sorted(figures.glob("*consistency_T1w.svg"))[0]
+    cut.write_bytes(cut.read_bytes()[:100])
+    pipe = sorted(figures.glob("*flicker*_FLAIR.svg"))[0]
+    pipe.unlink()
+    os.mkfifo(pipe)
+    done = run_app(*_args(bids, out, work), timeout=120)  # a subprocess: a hang fails the test, not the suite
+    assert done.returncode == 0, done.stderr
+    assert "cut short" in done.stderr and "redoing" in done.stderr
+    for path in (cut, pipe):
+        assert path.is_file() and not path.is_symlink() and path.read_text().rstrip().endswith("</svg>")
+
+
+def test_the_group_level_skips_an_output_whose_image_or_sidecar_links_out_of_the_dataset(tmp_path):
+    """A main image moved out of OUTPUT_DIR and linked back (then truncated) was listed with its old PSNR."""
+    bids, out, work, figures = _first_run(tmp_path)
+    anat = out / "prettier" / "sub-02" / "anat"
+    image = sorted(anat.glob("*desc-cubic_T1w.nii.gz"))[0]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / image.name).write_bytes(image.read_bytes()[:1000])
+    image.unlink()
+    image.symlink_to(outside / image.name)
+    sidecar = sorted(anat.glob("*desc-cubic_FLAIR.json"))[0]
+    (outside / sidecar.name).write_bytes(sidecar.read_bytes())
+    sidecar.unlink()
+    sidecar.symlink_to(outside / sidecar.name)
+    done = run_here(bids, out, "group")
+    assert done.returncode == 66, done.stderr  # nothing left to summarise
+    assert "link out of this derivatives dataset" in done.stderr and "outside this derivatives dataset" in done.stderr
