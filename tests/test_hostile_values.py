@@ -98,11 +98,12 @@ def test_a_filter_value_no_index_can_hold_is_a_usage_error(tmp_path, value):
                                            ('"\\ud800"', "lone surrogate")])
 def test_an_odd_value_in_an_output_sidecar_leaves_that_output_out_of_the_group_level(tmp_path, value, reason):
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
-    assert run_here(*_args(bids, out, work, "--participant-label", "02")).returncode == 0
+    assert run_here(*_args(bids, out, work)).returncode == 0
     sidecar = out / "prettier" / "sub-02" / "anat" / "sub-02_desc-cubic_T1w.json"
     sidecar.write_text(sidecar.read_text().rstrip()[:-1] + ', "Extra": %s}' % value)
     group = run_here(bids, out, "group")
-    assert group.returncode == 0, group.stderr
+    assert group.returncode == 0, group.stderr  # sub-01's outputs summarised
+    assert "sub-01" in (out / "prettier" / "group_qc.tsv").read_text()
     assert ("group level: skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its JSON sidecar is malformed (not "
             "valid JSON (") in group.stderr and reason in group.stderr
     other = run_here(*_args(bids, out, work, "--participant-label", "01"))
@@ -491,3 +492,86 @@ def test_a_dataset_description_with_a_byte_order_mark_is_read_and_not_called_mal
     done = run_here(*_args(bids, out, work, "--participant-label", "02"))
     assert done.returncode == 0, done.stderr
     assert "malformed JSON" not in done.stderr and "dataset_description.json" not in done.stderr
+
+
+def _brain(dtype, top):
+    import numpy as np
+
+    zz, yy, xx = np.mgrid[:48, :48, :8]
+    b = np.clip(1 - ((zz - 24) ** 2 + (yy - 24) ** 2 + ((xx - 4) * 5) ** 2) / 500, 0, 1)
+    b = b + np.random.default_rng(0).random(b.shape) * 0.01
+    return (b / b.max() * top).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, top", [("int32", 2 ** 31 - 1), ("uint32", 2 ** 32 - 1), ("int32", 20_000_000)])
+def test_full_range_integer_images_never_wrap_round(tmp_path, capsys, dtype, top):
+    """The brightest voxels of a full-range int32 image came back as -2147483648 (uint32: 0), exit 0: the clip to
+    the input's maximum as a float32 (2**31) was cast back to int32 (helper-25)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    data = _brain(dtype, top)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1, 5, 1]), dtype=data.dtype), str(tmp_path / "in.nii.gz"))
+    code = main([str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    assert code == 0 and capsys.readouterr().err == ""
+    out = np.asanyarray(nib.load(str(tmp_path / "out.nii.gz")).dataobj).astype(np.float64)
+    assert out.min() >= float(data.min()) - 1 and out.max() >= 0.999 * float(data.max())
+    assert out.max() <= float(data.max()) * (1 + 2 ** -23)
+
+
+def test_restore_intensity_keeps_int64_values_within_the_type():
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import restore_intensity
+
+    ref = np.array([0.0, 2.0 ** 63], np.float32)
+    out = restore_intensity(np.array([0.0, 1.0, 1.5], np.float32), 2.0 ** 63, ref, np.dtype(np.int64))
+    assert out.dtype == np.int64 and out.tolist() == [0, 2 ** 63 - 1, 2 ** 63 - 1]
+
+
+@pytest.mark.parametrize("dtype, top", [("float64", 1e-50), ("float64", 1e-46), ("float32", 1e37)])
+def test_intensities_float32_cannot_carry_are_refused(tmp_path, capsys, dtype, top):
+    """1e-50 (float64) became an all-zero output with ConsistencyPSNR 100 (helper-25); near float32's largest
+    values the slice profile's sums overflow."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    data = _brain(dtype, top)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1, 5, 1]), dtype=data.dtype), str(tmp_path / "in.nii.gz"))
+    code = main([str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "outside the 1e-30 to 1e+36 this tool computes with" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_large_float32_intensities_get_their_own_scale_and_a_true_consistency(tmp_path):
+    """1e32 (float32) overflowed a float32 mean: the scale fell back to 1, ConsistencyPSNR -668 dB, a false QC flag
+    and, with a model, unscaled data fed to the network (helper-25)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    for top, name in ((1e32, "big"), (1.0, "one")):
+        data = _brain("float32", top)
+        nib.save(nib.Nifti1Image(data, np.diag([1.0, 1, 5, 1])), str(tmp_path / f"{name}.nii.gz"))
+        assert main([str(tmp_path / f"{name}.nii.gz"), str(tmp_path / f"{name}_out.nii.gz"), "--method", "cubic", "-q",
+                     "--json", str(tmp_path / f"{name}.json"), "--strict"]) == 0
+    big, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("big", "one"))
+    assert abs(big["ConsistencyPSNR"] - one["ConsistencyPSNR"]) < 0.5 and not big.get("QCFlags")
+    out_big, out_one = (nib.load(str(tmp_path / f"{n}_out.nii.gz")).get_fdata() for n in ("big", "one"))
+    assert np.allclose(out_big / 1e32, out_one, atol=1e-3)
+
+
+def test_the_foreground_threshold_of_large_float32_values_is_finite():
+    """A float32 mean of many values near 1e35 overflowed to inf: no foreground, the scale fell back to 1."""
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import foreground_threshold
+
+    big, one = foreground_threshold(_brain("float32", 1e35)), foreground_threshold(_brain("float32", 1.0))
+    assert np.isfinite(big) and abs(big / one / 1e35 - 1) < 1e-3

@@ -51,7 +51,7 @@ def run_group_level(config):
     if not rows:  # an empty table would replace the full one of an earlier group run
         whose = f" of {', '.join('sub-' + lb for lb in labels)}" if labels else ""
         raise CLIError(f"no participant-level outputs{whose} to summarise in {root} (run the participant level "
-                       "first); the group tables were left as they were", exitcodes.NOINPUT)
+                       "first; outputs left out are named above); the group tables were left as they were", exitcodes.NOINPUT)
     LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
     flagged = [r for r in rows if r.get("QCFlags") not in (None, "", "n/a")]
     if flagged and config.strict:

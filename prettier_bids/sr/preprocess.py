@@ -132,7 +132,7 @@ def foreground_threshold(data):
     hi = outlier_limits(finite)[1]
     if float(nz.max()) > hi:
         nz = np.minimum(nz, np.float32(hi))
-    return float(0.5 * np.mean(nz))
+    return float(0.5 * np.mean(nz, dtype=np.float64))  # a float32 sum of large values overflows to inf
 
 
 def intensity_scale(data):
@@ -188,8 +188,13 @@ def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0
     lo, hi = float(np.min(reference)), float(np.max(reference))
     np.clip(out, lo, hi, out=out)
     dtype = output_dtype(reference.dtype if reference_dtype is None else reference_dtype)
-    if np.issubdtype(dtype, np.integer):
-        out = np.rint(out)
+    if np.issubdtype(dtype, np.integer):  # within the type's own range, so that no value wraps round
+        info = np.iinfo(dtype)
+        wide = np.clip(np.rint(out.astype(np.float64)), info.min, info.max)
+        with np.errstate(invalid="ignore"):
+            cast = wide.astype(dtype)
+        cast[wide >= float(info.max)] = info.max  # 2**63 - 1 is 2**63 as a float
+        return cast
     return out.astype(dtype)
 
 

@@ -316,7 +316,27 @@ def load_volume(img):
                          f"±{np.finfo(np.float32).max:.1e}, after the header's scaling)")
     if wide:
         _check_float32_resolution(raw)
+    stored = raw if wide and np.issubdtype(raw.dtype, np.floating) else data
+    amax = float(np.max(np.abs(stored), initial=0.0))
+    if amax < MIN_ABS_INTENSITY:  # the upper bound applies after the clip of corrupt voxels (super_resolve)
+        check_intensity_magnitude(amax)
     return data
+
+
+#: The largest intensity magnitude an image may keep (after the header's scaling and the clip of corrupt voxels,
+#: :func:`~prettier_bids.sr.preprocess.clip_outliers`): the float32 sums of the slice profile stay finite.
+MAX_ABS_INTENSITY = 1e36
+#: ... and the smallest its largest magnitude may be (a non-zero image): below it float32 loses the values.
+MIN_ABS_INTENSITY = 1e-30
+
+
+def check_intensity_magnitude(amax):
+    """InputError when an image's largest magnitude ``amax`` is not 0 and lies outside :data:`MIN_ABS_INTENSITY`
+    to :data:`MAX_ABS_INTENSITY`."""
+    if amax > MAX_ABS_INTENSITY or 0.0 < amax < MIN_ABS_INTENSITY:
+        raise InputError(f"its largest value is {amax:.3g} in magnitude, outside the {MIN_ABS_INTENSITY:g} to "
+                         f"{MAX_ABS_INTENSITY:g} this tool computes with in float32 (sums would overflow, or the "
+                         "values vanish); rescale the image first")
 
 
 #: The intensity levels an image's own range must keep in float32 (the arithmetic of the whole pipeline).
@@ -355,8 +375,9 @@ def _reference_dtype(img, data):
     if slope is None and inter is None:
         slope, inter = img.header.get_slope_inter()
     scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
-    info = np.iinfo(dtype)
-    if scaled or not np.array_equal(data, np.rint(data)) or data.min() < info.min or data.max() > info.max:
+    info = np.iinfo(dtype)  # compared as Python floats: float32(2**31) > 2**31 - 1 is False in numpy's own rules
+    if scaled or not np.array_equal(data, np.rint(data)) or float(data.min()) < info.min \
+            or float(data.max()) > info.max:
         return np.dtype(np.float32)
     return dtype
 
@@ -493,6 +514,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     if n_outliers:
         LOGGER.warning("%d voxel(s) far beyond the image's intensity range clipped to %.4g..%.4g (corrupt voxels?)",
                        n_outliers, float(data.min()), float(data.max()))
+    check_intensity_magnitude(float(np.max(np.abs(data), initial=0.0)))
     est, est_seconds, source, adaptation = None, None, str(thickness_source), None
     if not given:  # auto: the thickness read from the image, used only when the estimate is confident
         t_est = time.time()
