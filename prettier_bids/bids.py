@@ -523,6 +523,9 @@ def load_bids_filters(path, spec=None):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
                                 f"those, not {json.dumps(wanted)}", exitcodes.USAGE)
         contrast = by_lower[key.lower()]
+        if contrast in out:  # {"flair": {...}, "FLAIR": {}}: one would silently replace the other
+            raise BIDSError(f"--bids-filter-file: {key!r} names the query {contrast.lower()!r} a second time (keys "
+                            "differ only in case): give one", exitcodes.USAGE)
         _check_fixed_entities(contrast, value, spec["queries"][contrast])
         out[contrast] = value
     return out

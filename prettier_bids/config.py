@@ -68,6 +68,8 @@ class Config:
         from . import outputs
 
         given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        if given.get("contrast"):  # --contrast FLAIR flair: each image once (it failed as its own duplicate)
+            given["contrast"] = list(dict.fromkeys(given["contrast"]))
         nprocs = args.nprocs or cpu_count()
         omp = min(args.omp_nthreads or max(1, min(nprocs - 1, 8)), nprocs)
         command = " ".join(shlex.quote(a) for a in [PROG] + list(sys.argv[1:] if argv is None else argv))

@@ -59,7 +59,8 @@ CITATION_REFS = """\
 _README_TEMPLATE = """\
 # prettier_bids derivatives
 
-Thick-slice brain MRI super-resolved to ~1 mm isotropic voxels by prettier_bids (PRETTIER).
+Thick-slice brain MRI super-resolved by prettier_bids (PRETTIER) to rows of about 1 mm along the slice axis,
+in-plane on the source's own voxels (or 1 mm with `--output-grid 1mm`).
 
 - `sub-*/[ses-*/]anat/*_desc-{sr}_<suffix>.nii.gz`: super-resolved images, same field of view and
   orientation as their source; the JSON sidecar lists the source (`Sources`), the model and its weights'
@@ -771,7 +772,7 @@ def dataset_description(bids_dir, raw_description=None):
     raw_description = {k: v for k, v in (raw_description or {}).items()  # BIDS: strings (a raw dataset that the
                        if k in ("Name", "DatasetDOI") and isinstance(v, str) and v.strip()}  # validator skipped)
     generated = {"Name": PACKAGE_NAME, "Version": __version__,
-                 "Description": "PRETTIER super-resolution of thick-slice brain MRI to ~1 mm isotropic voxels"}
+                 "Description": "PRETTIER super-resolution of thick-slice brain MRI to about 1 mm along the slice axis"}
     container = container_info()
     if container:
         generated["Container"] = container

@@ -575,3 +575,35 @@ def test_the_foreground_threshold_of_large_float32_values_is_finite():
 
     big, one = foreground_threshold(_brain("float32", 1e35)), foreground_threshold(_brain("float32", 1.0))
     assert np.isfinite(big) and abs(big / one / 1e35 - 1) < 1e-3
+
+
+def test_a_repeated_contrast_processes_each_image_once(tmp_path):
+    """--contrast FLAIR flair selected each FLAIR twice, and each copy failed as a duplicate of itself (helper-25)."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    args = [bids, out, "participant", "--skip-bids-validation", "-w", work, "--nprocs", "1", "--method", "cubic",
+            "--participant-label", "02", "--contrast", "FLAIR", "flair", "Flair"]
+    done = run_here(*args)
+    assert done.returncode == 0, done.stderr
+    assert "1 selected" in done.stderr and "failed" not in done.stderr
+
+
+def test_filter_keys_that_differ_only_in_case_are_a_usage_error(tmp_path):
+    """{"flair": {"acquisition": "ax"}, "FLAIR": {}}: the second silently replaced the first (helper-25)."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    filt = tmp_path / "f.json"
+    filt.write_text('{"flair": {"acquisition": "ax"}, "FLAIR": {}}')
+    done = run_here(*_args(bids, out, work, "--participant-label", "02", "--bids-filter-file", filt))
+    assert done.returncode == 64, done.stderr
+    assert "names the query 'flair' a second time" in done.stderr.strip().splitlines()[-1]
+
+
+def test_slice_thickness_range_as_documented(tmp_path, capsys):
+    """0.1 mm (the documented lower end) was refused as 'must be > 0.1'; a thickness that does not fit the spacing
+    did not say which would (helper-25)."""
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "in.nii")
+    assert main([str(path), str(tmp_path / "a.nii.gz"), "--method", "cubic", "-q", "--slice-thickness", "0.1"]) == 65
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a thickness of 1.00-12.50 mm, 0.2-2.5 x the spacing, is taken" in err[0], err
+    assert main([str(path), str(tmp_path / "b.nii.gz"), "--method", "cubic", "-q", "--slice-thickness", "12.5"]) == 0

@@ -34,7 +34,7 @@ from .options import (
 PROG = "prettier-sr"
 #: Thinner than this is not a slice thickness (mm); thicker than this is not a clinical 2D stack.
 THICKNESS_RANGE_MM = (0.1, MAX_SLICE_MM)
-_thickness_mm = finite_float(*THICKNESS_RANGE_MM, what="a number of mm or 'auto'")
+_thickness_mm = finite_float(*THICKNESS_RANGE_MM, low_inclusive=True, what="a number of mm or 'auto'")
 
 
 def thickness_or_auto(text):

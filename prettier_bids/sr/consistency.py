@@ -42,8 +42,8 @@ def qc_flags(psnr_db, floor_db=None):
     """The QC flags of an output (empty when it passes)."""
     floor_db = CONSISTENCY_PSNR_FLOOR_DB if floor_db is None else floor_db
     if psnr_db is None or not psnr_db >= floor_db:  # NaN fails too
-        return [f"network consistency PSNR {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the network's "
-                "output does not reproduce its input (check the image and its intensities)"]
+        return [f"network consistency PSNR {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the output "
+                "before any projection does not reproduce its input (check the image and its intensities)"]
     return []
 
 

@@ -505,7 +505,10 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     given = slice_thickness is not None
     thickness = float(slice_thickness) if given else spacing
     if given and not plausible_thickness(thickness, spacing):
-        raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm")
+        lo, hi = (f * spacing for f in THICKNESS_RANGE)
+        raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm (a thickness "
+                         f"of {lo:.2f}-{hi:.2f} mm, {THICKNESS_RANGE[0]:g}-{THICKNESS_RANGE[1]:g} x the spacing, is "
+                         "taken)")
     factor = upsampling_factor(spacing)
     check_output_grid(shape, zooms, axis, factor, output_grid)
     data = load_volume(img)
@@ -595,7 +598,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "SliceSpacing": round(spacing, 4),
         "SliceThickness": round(thickness, 4),
         "SliceThicknessSource": source,
-        "SliceGap": round(spacing - thickness, 4),
+        "SliceGap": round(spacing - thickness, 4) + 0.0,  # never -0.0
         "SliceProfile": profile,
         "UpsamplingFactor": int(factor),
         "OutputVoxelSize": [round(float(z), 4) for z in voxel_sizes(hr_affine)],
