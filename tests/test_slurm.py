@@ -145,6 +145,105 @@ def test_batch_summary_keeps_the_latest_row_and_explains_missing(tmp_path):
     assert todo == ["03", "04", "05"]
 
 
+def test_batch_summary_skips_hand_edited_rows_without_a_traceback(tmp_path):
+    """A summary row cut short (``sub-05`` alone) or saved as Latin-1 was a TypeError / UnicodeDecodeError
+    traceback (helper-24)."""
+    root = tmp_path / "out" / "prettier"
+    _summary(root, "20240101-100000_aaaa", [
+        ("sub-01", "n/a", "FLAIR", "sub-01/anat/sub-01_FLAIR.nii.gz", "done", "processed in this run", "x.nii.gz")])
+    with open(root / "logs" / "summary_20240101-100000_aaaa.tsv", "ab") as fh:
+        fh.write(b"sub-05\n" + "sub-06\tn/a\tFLAIR\tsub-06/anat/caf\u00e9.nii.gz\tdone\tok\tn/a\n".encode("latin-1"))
+    proc = subprocess.run([sys.executable, str(SLURM / "batch_summary.py"), str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "1 row(s) without participant_id, input or status skipped" in proc.stderr
+    rows = {r["participant_id"] for r in read_tsv(root / "logs" / "batch_summary.tsv")}
+    assert rows == {"sub-01", "sub-06"}
+
+
+def _fake_app(tmp_path):
+    """A stand-in for prettier-bids that records its arguments and, on SIGTERM, exits 143 as prettier-bids does."""
+    fake = tmp_path / "fake.sh"
+    fake.write_text("#!/usr/bin/env bash\necho \"$@\" > \"$FAKE_ARGS\"\ntrap 'exit 143' TERM\nsleep 30 & wait\n")
+    fake.chmod(0o755)
+    (tmp_path / "parts.txt").write_text("02\n")
+    return dict(os.environ, SLURM_ARRAY_TASK_ID="0", PRETTIER_BIDS=str(TEST_BIDS), PRETTIER_OUT=str(tmp_path / "out"),
+                PRETTIER_LIST=str(tmp_path / "parts.txt"), PRETTIER_STATUS_DIR=str(tmp_path / "status"),
+                PRETTIER_CMD=str(fake), FAKE_ARGS=str(tmp_path / "args.txt"))
+
+
+def test_an_array_task_stopped_by_sigterm_records_143_and_all_node_memory_passes_no_limit(tmp_path):
+    """--mem=0 (all of the node's memory) gave --mem-gb 0.0: every task exit 64; scancel's SIGTERM killed the
+    script before its status file (the summary said 'never finished') (helper-24)."""
+    import signal
+
+    env = _fake_app(tmp_path)
+    env["SLURM_MEM_PER_NODE"] = "0"
+    proc = subprocess.Popen(["bash", str(SLURM / "prettier_array.sbatch"), "--method", "cubic"], env=env,
+                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (tmp_path / "args.txt").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert (tmp_path / "status" / "task_0.status").read_text().split("\t")[:2] == ["sub-02", "143"]
+    assert "--mem-gb" not in (tmp_path / "args.txt").read_text()
+
+
+def test_a_dry_run_writes_nothing_and_output_dir_in_bids_dir_is_refused(tmp_path):
+    """--dry-run wrote the batch folder (into BIDS_DIR when OUTPUT_DIR was BIDS_DIR), and a real run wrote its task
+    logs and status there before every task failed with 64 (helper-24)."""
+    bids = tmp_path / "bids"
+    shutil.copytree(TEST_BIDS, bids)
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    batch = ["bash", str(SLURM / "prettier_batch.sh")]
+    for out, extra in ((bids, ["--dry-run"]), (bids, []), (bids / "foo", [])):
+        proc = subprocess.run(batch + [str(bids), str(out), "--engine", "local", *extra, "--", "--method", "cubic"],
+                              capture_output=True, text=True, env=app_env())
+        assert proc.returncode == 64, proc.stderr
+    proc = subprocess.run(batch + [str(bids), str(tmp_path / "out"), "--engine", "local", "--dry-run"],
+                          capture_output=True, text=True, env=app_env(TMPDIR=str(tmp_path)))
+    assert proc.returncode == 0 and "dry run" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("prettier_batch_dry.*"))
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
+
+
+def test_the_nipype_slurm_wrapper_cancels_its_jobs_on_sigterm(tmp_path):
+    """It exited 143 and left its submitted jobs running: they wrote into the work directory after its lock was
+    gone (helper-24). sbatch, squeue and scancel are stand-ins here: jobs stay queued until cancelled."""
+    import signal
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {"sbatch": 'n=$(( $(cat "$FAKE/count" 2>/dev/null || echo 100) + 1 )); echo $n > "$FAKE/count"\n'
+                         'echo "Submitted batch job $n"\n',
+               "squeue": 'echo JOBID; echo "$2"\n',
+               "scancel": 'echo "$@" >> "$FAKE/scancel.log"\n'}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    env = app_env(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(SLURM / "prettier_bids_slurm.py"), str(TEST_BIDS), str(tmp_path / "out"),
+                             "participant", "--participant-label", "02", "--method", "cubic", "--skip-bids-validation",
+                             "-w", str(tmp_path / "w"), "--poll-seconds", "0.5"], env=env, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "count").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err
+    submitted = int((tmp_path / "count").read_text())
+    cancelled = (tmp_path / "scancel.log").read_text().split()
+    assert cancelled and set(cancelled) <= {str(i) for i in range(101, submitted + 1)}
+    bad = subprocess.run([sys.executable, str(SLURM / "prettier_bids_slurm.py"), "a", "b", "participant",
+                          "--max-jobs", "abc"], capture_output=True, text=True)
+    assert bad.returncode == 64 and bad.stderr.strip() == ("prettier_bids_slurm: error: --max-jobs must be a number of "
+                                                          "at least 1, not 'abc'")
+
+
 def test_batch_summary_todo_sees_new_input_files(tmp_path):
     root = tmp_path / "out" / "prettier"
     _summary(root, "20240101-100000_aaaa", [

@@ -68,15 +68,22 @@ def latest_rows(root):
     rows, seen = {}, {}
     for path in sorted((root / "logs").glob("summary_*.tsv")):
         run_id = path.stem[len("summary_"):]
-        try:
-            with open(path, newline="") as fh:
+        bad = 0
+        try:  # a summary edited by hand (saved as Latin-1, a row cut short) costs its odd rows, not the merge
+            with open(path, newline="", encoding="utf-8", errors="replace") as fh:
                 for row in csv.DictReader(fh, delimiter="\t"):
-                    key = row.get("input") or f"{row.get('participant_id')}:?"
+                    if not all(isinstance(row.get(k), str) and row[k] for k in ("participant_id", "input", "status")):
+                        bad += 1
+                        continue
+                    row = {k: v if isinstance(v, str) else "n/a" for k, v in row.items() if isinstance(k, str)}
                     row["run_id"] = run_id
-                    rows[key] = row
-                    seen[sub_label(row.get("participant_id", ""))] = path
-        except OSError as exc:
+                    rows[row["input"]] = row
+                    seen[sub_label(row["participant_id"])] = path
+        except (OSError, csv.Error) as exc:
             print(f"batch_summary: cannot read {path}: {exc}", file=sys.stderr)
+        if bad:
+            print(f"batch_summary: {path}: {bad} row(s) without participant_id, input or status skipped",
+                  file=sys.stderr)
     return rows, seen
 
 

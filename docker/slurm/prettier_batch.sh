@@ -66,8 +66,17 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#POS[@]} == 2 ]] || { usage >&2; exit 64; }
 BIDS=$(cd "${POS[0]}" 2>/dev/null && pwd) || { log "no such BIDS dir: ${POS[0]}"; exit 66; }
-mkdir -p "${POS[1]}" || exit 73
-OUT=$(cd "${POS[1]}" && pwd)
+OUT=$(realpath -m -- "${POS[1]}")
+# the input dataset is never written: the checks of prettier-bids, before this script writes anything
+if [[ "$OUT" == "$BIDS" ]]; then log "OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)"; exit 64; fi
+if [[ "$OUT/" == "$BIDS/"* && "$OUT/" != "$BIDS/derivatives/"?* ]]; then
+    log "OUTPUT_DIR $OUT is inside BIDS_DIR but not under BIDS_DIR/derivatives/: use $BIDS/derivatives/NAME or a folder outside BIDS_DIR"
+    exit 64
+fi
+if [[ $DRY == 0 ]]; then
+    mkdir -p "$OUT" || exit 73
+    OUT=$(cd "$OUT" && pwd)
+fi
 if [[ -z "$ENGINE" ]]; then
     if command -v sbatch >/dev/null; then ENGINE=slurm; else ENGINE=local; fi
 fi
@@ -82,7 +91,12 @@ case "$RUNNER" in
 esac
 PY=$(command -v python3 || command -v python || true)
 
-BATCH="$OUT/prettier/logs/batch_$(date +%Y%m%d-%H%M%S)_$$"
+if [[ $DRY == 1 ]]; then  # --dry-run writes nothing: the batch's lists go to a temporary folder, removed at exit
+    BATCH=$(mktemp -d "${TMPDIR:-/tmp}/prettier_batch_dry.XXXXXXXX")
+    trap 'rm -rf "$BATCH"' EXIT
+else
+    BATCH="$OUT/prettier/logs/batch_$(date +%Y%m%d-%H%M%S)_$$"
+fi
 mkdir -p "$BATCH/status"
 # every participant of the batch (sub-* folders, or the given list)
 if [[ -n "$LIST" ]]; then

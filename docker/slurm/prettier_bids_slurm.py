@@ -44,6 +44,34 @@ def split_args(argv):
     return own, rest
 
 
+def _number(key, text, kind, low):
+    try:
+        value = kind(text)
+        if not value >= low:
+            raise ValueError
+    except ValueError:
+        sys.stderr.write(f"prettier_bids_slurm: error: {key} must be a number of at least {low}, not {text!r}\n")
+        sys.exit(64)
+    return value
+
+
+def cancel_pending(plugins):
+    """``scancel`` the jobs the SLURM plugins still wait for (a run stopped by SIGTERM or Ctrl-C: its jobs would
+    go on writing into the work directory after this process and its lock are gone). Returns their ids."""
+    import subprocess
+
+    ids = sorted({str(t) for plugin in plugins for t in getattr(plugin, "_pending", {})})
+    if ids:
+        try:
+            subprocess.run(["scancel", *ids], check=False, timeout=60, capture_output=True)
+            sys.stderr.write(f"prettier_bids_slurm: cancelled {len(ids)} job(s) still queued or running: "
+                             f"{' '.join(ids)}\n")
+        except (OSError, subprocess.SubprocessError) as exc:
+            sys.stderr.write(f"prettier_bids_slurm: warning: could not cancel job(s) {' '.join(ids)} ({exc}): "
+                             "cancel them with scancel before rerunning\n")
+    return ids
+
+
 def main(argv=None):
     import os
 
@@ -51,24 +79,53 @@ def main(argv=None):
     if "-h" in rest or "--help" in rest:
         print(__doc__)
     sbatch_args = own["--sbatch-args"] or os.environ.get("PRETTIER_SBATCH_ARGS", "--cpus-per-task=2 --mem=8G")
-    plugin_args = {"sbatch_args": sbatch_args, "max_jobs": int(own["--max-jobs"])}
+    plugin_args = {"sbatch_args": sbatch_args, "max_jobs": _number("--max-jobs", own["--max-jobs"], int, 1)}
+    poll = _number("--poll-seconds", own["--poll-seconds"], float, 0.1)
 
     import getpass
 
     from nipype import config
 
     os.environ.setdefault("LOGNAME", getpass.getuser())  # Nipype's SLURM plugin names jobs after it
-    config.set("execution", "poll_sleep_duration", str(float(own["--poll-seconds"])))
+    config.set("execution", "poll_sleep_duration", str(poll))
+    import nipype.pipeline.plugins as nipype_plugins
+    from nipype.pipeline.plugins.slurm import SLURMPlugin
+
     from prettier_bids.cli import execution
+
+    plugins = []
+
+    class TrackedSLURMPlugin(SLURMPlugin):
+        """Nipype's SLURM plugin, remembered so that its pending jobs can be cancelled when the run stops."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            plugins.append(self)
+
+    nipype_plugins.SLURMPlugin = TrackedSLURMPlugin  # what Workflow.run(plugin="SLURM") instantiates
 
     def slurm_plugin(config):
         """Replaces prettier-bids' Linear/MultiProc choice (``cli.execution.plugin_settings``)."""
         return "SLURM", dict(plugin_args)
 
     execution.plugin_settings = slurm_plugin
+    from prettier_bids.cli import runner
     from prettier_bids.cli.run import main as run_main
 
-    return run_main(rest)
+    plain_abandon = runner.abandon_run
+
+    def abandon_and_cancel(root):
+        """What prettier-bids does on SIGTERM or Ctrl-C (it then exits at once), with the queued jobs cancelled
+        first: its own clean-up only stops local workers."""
+        cancel_pending(plugins)
+        plain_abandon(root)
+
+    runner.abandon_run = abandon_and_cancel
+
+    try:
+        return run_main(rest)
+    finally:
+        cancel_pending(plugins)
 
 
 if __name__ == "__main__":
