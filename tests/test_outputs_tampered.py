@@ -74,3 +74,16 @@ def test_the_group_level_skips_an_output_whose_image_or_sidecar_links_out_of_the
     done = run_here(bids, out, "group")
     assert done.returncode == 66, done.stderr  # nothing left to summarise
     assert "link out of this derivatives dataset" in done.stderr and "outside this derivatives dataset" in done.stderr
+
+
+def test_the_report_forgets_an_output_whose_files_were_deleted(tmp_path):
+    """Its QC table and figures were still shown, while the methods text and the group table had dropped it."""
+    bids, out, work, figures = _first_run(tmp_path)
+    anat = out / "prettier" / "sub-02" / "anat"
+    for path in anat.glob("sub-02_desc-cubic_T1w.*"):
+        path.unlink()
+    done = run_here(*_args(bids, out, work, "--contrast", "FLAIR", "--reports-only"))
+    assert done.returncode == 0, done.stderr
+    page = (out / "prettier" / "sub-02.html").read_text()
+    assert "sub-02_desc-cubic_T1w.nii.gz" not in page and "sub-02_desc-cubic_FLAIR.nii.gz" in page
+    assert not list(figures.glob("*_T1w.*")) and list(figures.glob("*_FLAIR.svg"))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..bids import root_relative_indexer
-from ..naming import derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
+from ..naming import NamingError, derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
 from ..outputs import figure_problem, main_sidecar_paths, shown_outputs, thickness_kind
 from ..sr.io import AtomicGroup, write_text_atomic
 from .markup import key as _html_key
@@ -127,6 +127,24 @@ def _figures_of(root, nifti, spec):
             for k in sorted(kinds)] + [_qc_path(root, ents, spec)]
 
 
+def _orphan_qc_tables(root, subject, spec, kept):
+    """The QC tables in the subject's ``figures/`` (named exactly as this tool names them) of outputs that are no
+    longer there (their image and sidecar deleted): they and their figures would still be shown."""
+    folder = Path(root) / f"sub-{subject}" / "figures"
+    desc = reportlet_desc("qc", spec)
+    out = []
+    for path in sorted(folder.glob(f"*_desc-{desc}_*.html")) if folder.is_dir() else ():
+        if path in kept or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            ours = derivative_relpath(parse_entities(path), desc, ".html", "figures", spec=spec)
+        except NamingError:
+            continue
+        if path.relative_to(root).as_posix() == ours:
+            out.append(path)
+    return out
+
+
 def write_qc_reportlets(root, subject):
     """``figures/<output>_desc-qc_<suffix>.html``: the QC table of every main output of the subject. The
     reportlets of an image whose outputs are all left out (:func:`prettier_bids.outputs.shown_outputs`: a
@@ -146,8 +164,9 @@ def write_qc_reportlets(root, subject):
                           f"{esc(sources)}</p>\n{_qc_table(meta)}\n", path)
         paths.append(path)
     kept = {p for n, _ in shown for p in _figures_of(root, n, spec)}
-    for sidecar, _ in skipped:
-        for path in _figures_of(root, nifti_of(sidecar), spec):
+    gone = [nifti_of(sidecar) for sidecar, _ in skipped] + _orphan_qc_tables(root, subject, spec, kept)
+    for nifti in gone:
+        for path in _figures_of(root, nifti, spec):
             if path not in kept and path.is_file():
                 try:
                     path.unlink()
