@@ -371,3 +371,12 @@ def test_app_on_a_hostile_bids_dir_escapes_everything_and_describes_every_output
     assert "One T1w image was interpolated with cubic splines" in citation
     assert "its JSON sidecar is malformed ('Sources' must be a list of strings, not [1])" in err
     assert [r["participant_id"] for r in read_tsv(root / "group_qc.tsv")] == ["sub-02", "sub-09"]
+
+
+def test_bidirectional_controls_are_shown_by_their_code_in_html():
+    """A U+202E (right-to-left override) in a stray folder name was escaped in the log but written raw into
+    sub-XX.html, where it reverses the text after it (helper-24)."""
+    from prettier_bids.reports.markup import text
+
+    assert text("sub-02/x\u202egnp.exe<b>") == "sub-02/x\\u202egnp.exe&lt;b&gt;"
+    assert text("\u2067a\u2069") == "\\u2067a\\u2069"
