@@ -131,8 +131,9 @@ def add_adapt_options(parser):
     parser.add_argument("--adapt", action="store_true",
                         help="experimental: fine-tune a copy of the model on the scan's own in-plane axes before "
                              "reconstructing it (self-supervised, a few seconds on 2 CPU cores; the sidecar's "
-                             "Adaptation records it). Off by default: on simulated scans it has lowered PSNR by "
-                             "0.06-0.3 dB so far (benchmarks/results/adapt.md)")
+                             "Adaptation records it). Off by default: it has lowered PSNR by up to 0.3 dB on "
+                             "simulated scans and raised it by 0.01-0.07 dB on real ones "
+                             "(benchmarks/results/adapt.md)")
     parser.add_argument("--adapt-steps", type=int_at_least(1, 100000), default=None, metavar="N",
                         help=f"fine-tuning steps of --adapt (default {DEFAULT_STEPS})")
     parser.add_argument("--adapt-seed", type=int_at_least(0), default=None, metavar="N",
