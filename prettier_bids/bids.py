@@ -847,6 +847,22 @@ def check_unique_outputs(cands, spec=None):
             others = ", ".join(c.relpath for c in same if c is not cand)
             cand.status = "failed"
             cand.reason = f"its outputs would also be those of {others} ({name}): remove or rename one of them"
+    spec = spec or load_io_spec()
+    descs = [o["desc"] for o in spec["outputs"].values()] + [r["desc"] for r in spec["reportlets"].values()]
+    for cand in cands:
+        if cand.status != "selected":
+            continue
+        longest = max(len(os.fsencode(Path(derivative_relpath(cand.entities, d, spec=spec)).name)) for d in descs)
+        if longest > MAX_OUTPUT_NAME_BYTES:  # the file system refused it in the work dir, after the work had begun
+            cand.status = "failed"
+            cand.reason = (f"its output names would be {longest} bytes long, beyond the {MAX_OUTPUT_NAME_BYTES} this "
+                           "tool can write (file names of 255 bytes, with its temporaries' prefix and suffix): "
+                           "shorten its entity labels")
+
+
+#: The longest output file name (bytes) an input may give: 255 (NAME_MAX) less what a temporary adds
+#: (``.<name>.<pid>.tmp.nii.gz``: 20 bytes for a 7-digit process id).
+MAX_OUTPUT_NAME_BYTES = 235
 
 
 def summarize(cands):

@@ -607,3 +607,18 @@ def test_slice_thickness_range_as_documented(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a thickness of 1.00-12.50 mm, 0.2-2.5 x the spacing, is taken" in err[0], err
     assert main([str(path), str(tmp_path / "b.nii.gz"), "--method", "cubic", "-q", "--slice-thickness", "12.5"]) == 0
+
+
+def test_an_input_whose_output_names_would_be_too_long_fails_at_selection(tmp_path):
+    """An acq label of 215 characters failed its image with 'OSError: File name too long' in the work dir, after
+    the work had begun (helper-24)."""
+    import shutil
+
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    anat = bids / "sub-02" / "anat"
+    label = "a" * 200
+    for ext in (".nii.gz", ".json"):
+        shutil.move(anat / f"sub-02_T1w{ext}", anat / f"sub-02_acq-{label}_T1w{ext}")
+    done = run_here(*_args(bids, out, work, "--participant-label", "02"))
+    assert done.returncode == 1, done.stderr
+    assert "bytes long, beyond the 235 this tool can write" in done.stderr and "running" not in done.stderr
