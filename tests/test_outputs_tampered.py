@@ -72,8 +72,20 @@ def test_the_group_level_skips_an_output_whose_image_or_sidecar_links_out_of_the
     sidecar.unlink()
     sidecar.symlink_to(outside / sidecar.name)
     done = run_here(bids, out, "group")
-    assert done.returncode == 66, done.stderr  # nothing left to summarise
+    assert done.returncode == 0, done.stderr
     assert "link out of this derivatives dataset" in done.stderr and "outside this derivatives dataset" in done.stderr
+    assert "sub-02" not in (out / "prettier" / "group_qc.tsv").read_text()  # the tables say what stands: nothing
+
+
+def test_a_group_level_with_no_participant_outputs_exits_66_and_keeps_the_tables(tmp_path):
+    """'--participant-label 03' (no outputs) replaced the full table by an empty one, exit 0; docs say 66."""
+    bids, out, work, figures = _first_run(tmp_path)
+    assert run_here(bids, out, "group").returncode == 0
+    table = (out / "prettier" / "group_qc.tsv").read_text()
+    done = run_here(bids, out, "group", "--participant-label", "03")
+    assert done.returncode == 66, done.stderr
+    assert "no participant-level outputs of sub-03" in done.stderr.strip().splitlines()[-1]
+    assert (out / "prettier" / "group_qc.tsv").read_text() == table
 
 
 def test_the_report_forgets_an_output_whose_files_were_deleted(tmp_path):

@@ -47,11 +47,12 @@ def run_group_level(config):
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
     labels = strip_prefix(config.participant_label, "sub-") or None
-    tsv, page, rows = run_group(root, labels)
-    if not rows:  # an empty table would replace the full one of an earlier group run
+    subjects = [root / f"sub-{lb}" for lb in labels] if labels else list(root.glob("sub-*"))
+    if not any(os.path.lexists(d) for d in subjects):  # empty tables would replace an earlier group run's
         whose = f" of {', '.join('sub-' + lb for lb in labels)}" if labels else ""
-        raise CLIError(f"no participant-level outputs{whose} to summarise in {root} (run the participant level "
-                       "first; outputs left out are named above); the group tables were left as they were", exitcodes.NOINPUT)
+        raise CLIError(f"no participant-level outputs{whose} in {root} (run the participant level first); the "
+                       "group tables were left as they were", exitcodes.NOINPUT)
+    tsv, page, rows = run_group(root, labels)
     LOGGER.info("group level: %d output(s); wrote %s and %s", len(rows), tsv, page)
     flagged = [r for r in rows if r.get("QCFlags") not in (None, "", "n/a")]
     if flagged and config.strict:

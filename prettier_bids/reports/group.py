@@ -139,12 +139,9 @@ def html_text(rows):
 
 def run_group(root, participants=None):
     """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root, both or neither (made first,
-    renamed together); returns (tsv, html, rows). Without a row nothing is written (the tables of an earlier
-    group run stay) and (None, None, []) is returned."""
+    renamed together); returns (tsv, html, rows)."""
     root = Path(root)
     rows = collect_rows(root, participants)
-    if not rows:
-        return None, None, rows
     tsv, page = root / "group_qc.tsv", root / "group_qc.html"
     texts = {tsv: tsv_text(rows), page: html_text(rows)}  # everything computed before any file is touched
     with AtomicGroup() as group:
