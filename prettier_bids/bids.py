@@ -26,6 +26,7 @@ from .exitcodes import CodedError
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
 from .naming import (NamingError, bids_relpath, derivative_relpath, load_io_spec, output_desc, parse_entities,
                      pattern_entities, stem)
+from .paths import TMP_NAME_EXTRA
 from .sr.io import JSONReadError, missing_content, read_json, read_small_file
 from .sr.preprocess import (
     DEFAULT_OUTPUT_GRID,
@@ -861,8 +862,8 @@ def check_unique_outputs(cands, spec=None):
 
 
 #: The longest output file name (bytes) an input may give: 255 (NAME_MAX) less what a temporary adds
-#: (``.<name>.<pid>.tmp.nii.gz``: 20 bytes for a 7-digit process id).
-MAX_OUTPUT_NAME_BYTES = 235
+#: (``paths.TMP_NAME_EXTRA``).
+MAX_OUTPUT_NAME_BYTES = 255 - TMP_NAME_EXTRA
 
 
 def summarize(cands):

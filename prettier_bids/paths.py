@@ -6,7 +6,7 @@
   compared, and ``os.path.samefile`` where both exist (symlinks and hard links count) -> usage error
   (exit 64), nothing written;
 * every output's folder must exist and be writable, and its name leave room for the temporary the
-  atomic writer makes beside it (``.NAME.PID.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
+  atomic writer makes beside it (``.NAME.PID-IDENT.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
   before the computation;
 * an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`;
 * every folder a run writes below its output root must stay below it and out of the input dataset, symlinks
@@ -31,8 +31,8 @@ from .exitcodes import CodedError
 
 
 #: Bytes the atomic writer's temporary name adds to an output's name (``sr.io.tmp_path_for``: a dot, ``.PID``
-#: of up to 7 digits, ``.tmp`` and the extension again, at most ``.nii.gz``).
-TMP_NAME_EXTRA = 1 + 8 + 4 + 7
+#: of up to 7 digits, ``-`` and the writer's 8-digit ident, ``.tmp`` and the extension again, at most ``.nii.gz``).
+TMP_NAME_EXTRA = 1 + 8 + 9 + 4 + 7
 
 
 def name_max(folder):

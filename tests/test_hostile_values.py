@@ -621,4 +621,4 @@ def test_an_input_whose_output_names_would_be_too_long_fails_at_selection(tmp_pa
         shutil.move(anat / f"sub-02_T1w{ext}", anat / f"sub-02_acq-{label}_T1w{ext}")
     done = run_here(*_args(bids, out, work, "--participant-label", "02"))
     assert done.returncode == 1, done.stderr
-    assert "bytes long, beyond the 235 this tool can write" in done.stderr and "running" not in done.stderr
+    assert "bytes long, beyond the 226 this tool can write" in done.stderr and "running" not in done.stderr

@@ -201,13 +201,13 @@ def test_output_names_checked_before_computing(tmp_path, capsys, thick_nifti, mo
     long_name = tmp_path / ("a" * 245 + ".nii.gz")  # 252 bytes: a valid name, its temporary is not
     rc, lines = run_sr(capsys, thick_nifti, long_name, "--method", "cubic", "-q")
     assert rc == exitcodes.CANTCREAT
-    one_error(lines, "its file name is 252 bytes long, at most 235 fit here")
+    one_error(lines, "its file name is 252 bytes long, at most 226 fit here")
     rc, lines = run_sr(capsys, thick_nifti, tmp_path / ".nii.gz", "--method", "cubic", "-q")
     assert rc == exitcodes.USAGE
     one_error(lines, "output must be a file name ending in .nii or .nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == [thick_nifti.name]  # only the test's input
     monkeypatch.undo()
-    fits = tmp_path / ("b" * 228 + ".nii.gz")  # 235 bytes: the longest that fits
+    fits = tmp_path / ("b" * 219 + ".nii.gz")  # 226 bytes: the longest that fits
     rc, _ = run_sr(capsys, thick_nifti, fits, "--method", "cubic", "-q")
     assert rc == 0 and fits.is_file() and temporaries(tmp_path) == []
 
@@ -290,3 +290,27 @@ def test_output_folder_that_is_a_file(tmp_path, capsys, thick_nifti):
     rc, lines = run_sr(capsys, thick_nifti, tmp_path / "f" / "o.nii.gz", "--method", "cubic", "-q")
     assert rc == 73
     one_error(lines, "is not a folder")
+
+
+def test_temporaries_of_another_container_are_neither_shared_nor_removed(tmp_path):
+    """Temporaries were named by PID alone, 1 in every container: two containers writing into one folder shared
+    them (FileNotFoundError on rename, a mixed file), and one stopped by SIGTERM removed the other's (helper-26)."""
+    import os
+    import time
+
+    from prettier_bids.sr import io as sr_io
+
+    mine = sr_io.tmp_path_for(tmp_path / "o.nii.gz", ".nii.gz")
+    assert mine.name == f".o.nii.gz.{os.getpid()}-{sr_io.writer_ident()}.tmp.nii.gz"
+    other = "0" * 8 if sr_io.writer_ident() != "0" * 8 else "1" * 8
+    theirs = tmp_path / f".p.nii.gz.1-{other}.tmp.nii.gz"  # PID 1 of another container, at work
+    dead_theirs = tmp_path / f".q.nii.gz.{_dead_pid()}-{other}.tmp.nii.gz"
+    old_theirs = tmp_path / f".r.nii.gz.{_dead_pid()}-{other}.tmp.nii.gz"
+    for path in (mine, theirs, dead_theirs, old_theirs):
+        path.write_bytes(b"x")
+    past = time.time() - sr_io.FOREIGN_STALE_SECONDS - 60
+    os.utime(old_theirs, (past, past))
+    assert sr_io.remove_temporaries(tmp_path, {1, os.getpid()}) == 1  # this process's only
+    assert not mine.exists() and theirs.exists()
+    assert sr_io.clean_stale_temporaries(tmp_path) == [old_theirs]  # another's: only once long untouched
+    assert theirs.exists() and dead_theirs.exists()

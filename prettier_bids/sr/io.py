@@ -1,9 +1,12 @@
 """Atomic file writes and the one temporary-file policy of the package.
 
-Every output is first written to a temporary file beside it, ``.<name>.<pid>.tmp[<suffix>]``, then
+Every output is first written to a temporary file beside it, ``.<name>.<pid>-<ident>.tmp[<suffix>]``, then
 renamed over the target: a killed run leaves whole files or nothing (plus, at worst, a hidden
-temporary). :func:`clean_stale_temporaries` removes the temporaries whose writer is dead (its PID
-no longer exists) and never those of a running process (two jobs on the same folder).
+temporary). ``<ident>`` (:func:`writer_ident`) names the host and PID namespace of the writer: in containers
+every run is PID 1, and two containers writing into one folder must neither share a temporary nor take each
+other's for their own. :func:`clean_stale_temporaries` removes the temporaries whose writer is dead (its PID no
+longer exists in this host's and namespace's view; other writers' only after :data:`FOREIGN_STALE_SECONDS`) and
+never those of a running process (two jobs on the same folder).
 :class:`AtomicGroup` writes several files all-or-nothing (nothing is renamed until every
 temporary is complete: a full disk leaves no partial output; Ctrl-C or SIGTERM during the renames is
 handled once they are done, so the group is renamed whole).
@@ -25,8 +28,12 @@ from pathlib import Path
 
 LOGGER = logging.getLogger("prettier_bids")
 
-#: ``.<name>.<pid>.tmp`` + optional suffix (``.nii.gz``, ...).
-TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+#: ``.<name>.<pid>-<ident>.tmp`` + optional suffix (``.nii.gz``, ...); ``.<name>.<pid>.tmp...`` before 2026-12-07.
+TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-(?P<ident>[0-9a-f]{8}))?\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+#: A temporary of another host or PID namespace (another container) whose writer cannot be asked whether it lives
+#: is removed as stale only when it has not changed for this long.
+FOREIGN_STALE_SECONDS = 24 * 3600
+_IDENT = {}
 
 
 #: Extensions of more than one suffix that file names keep whole.
@@ -88,10 +95,24 @@ def suffix_of(path):
     return last if last.isalnum() else None
 
 
+def writer_ident():
+    """8 hex digits naming this process's host and PID namespace (the processes a PID means something to)."""
+    pid = os.getpid()
+    if pid not in _IDENT:
+        import socket
+
+        try:
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            namespace = 0
+        _IDENT[pid] = hashlib.sha1(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+    return _IDENT[pid]
+
+
 def tmp_path_for(path, suffix=""):
     """The temporary file of ``path`` for this process."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}-{writer_ident()}.tmp{suffix}")
 
 
 def pid_alive(pid):
@@ -108,9 +129,13 @@ def pid_alive(pid):
 
 
 def parse_tmp_name(name):
-    """``(target name, pid)`` for a temporary file name of this policy, else None."""
+    """``(target name, pid)`` for a temporary file name of this policy written in this host and PID namespace (or
+    before writers were named), ``(target name, None)`` for another's, else None."""
     m = TMP_PATTERN.match(name)
-    return (m.group("name"), int(m.group("pid"))) if m else None
+    if not m:
+        return None
+    ours = m.group("ident") in (None, writer_ident())
+    return m.group("name"), int(m.group("pid")) if ours else None
 
 
 def _is_one_of(path, others):
@@ -124,7 +149,16 @@ def _is_one_of(path, others):
     return False
 
 
-def _remove_temporaries_where(folder, recursive, wanted, keep=()):
+def _older_than(path, seconds):
+    import time
+
+    try:
+        return time.time() - os.lstat(path).st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _remove_temporaries_where(folder, recursive, wanted, keep=(), foreign_stale=False):
     """Remove the temporaries in ``folder`` (and below it, when ``recursive``) for which ``wanted(name, pid)``
     holds (``name``: the target's file name; ``pid``: the writer's); returns the removed paths. A file of
     ``keep`` (the run's inputs) is never removed, whatever its name."""
@@ -134,7 +168,12 @@ def _remove_temporaries_where(folder, recursive, wanted, keep=()):
     removed = []
     for tmp in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
         parsed = parse_tmp_name(tmp.name)
-        if parsed is None or not wanted(*parsed) or (keep and _is_one_of(tmp, keep)):
+        if parsed is None or (keep and _is_one_of(tmp, keep)):
+            continue
+        if parsed[1] is None:  # another host's or container's: its PID means nothing here
+            if not (foreign_stale and _older_than(tmp, FOREIGN_STALE_SECONDS)) or not wanted(parsed[0], None):
+                continue
+        elif not wanted(*parsed):
             continue
         try:
             tmp.unlink()
@@ -154,7 +193,9 @@ def clean_stale_temporaries(folder, recursive=False, names=None, keep=()):
     names = None if names is None else {Path(n).name for n in names}
     removed = _remove_temporaries_where(
         folder, recursive,
-        lambda name, pid: (names is None or name in names) and pid != os.getpid() and not pid_alive(pid), keep)
+        lambda name, pid: (names is None or name in names) and (pid is None or (pid != os.getpid()
+                                                                               and not pid_alive(pid))),
+        keep, foreign_stale=True)
     if removed:
         LOGGER.info("removed %d temporary file(s) left by an interrupted run", len(removed))
     return removed
@@ -163,7 +204,7 @@ def clean_stale_temporaries(folder, recursive=False, names=None, keep=()):
 def remove_temporaries(folder, pids):
     """Remove the temporaries below ``folder`` written by the processes ``pids`` (this run's, when it is stopped);
     returns how many."""
-    return len(_remove_temporaries_where(folder, True, lambda name, pid: pid in pids))
+    return len(_remove_temporaries_where(folder, True, lambda name, pid: pid is not None and pid in pids))
 
 
 def _write_nifti(img, tmp):
