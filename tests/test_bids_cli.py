@@ -326,6 +326,30 @@ def test_missing_home_runs_with_caches_in_the_work_dir(tmp_path):
     assert (work / ".cache" / "matplotlib").is_dir() and not (tmp_path / "no-home").exists()
 
 
+def test_without_home_the_group_level_and_a_refused_run_write_no_cache_anywhere(tmp_path):
+    """With an unwritable HOME, caches went to the work directory even where a level has none: the group level
+    started inside BIDS_DIR made BIDS_DIR/work/.cache (the next validation failed: NOT_INCLUDED), and a run that
+    exited 18 left W/.cache/deno (helper-26)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TEMPLATEFLOW_HOME", "MPLCONFIGDIR", "DENO_DIR")}
+    env["HOME"] = str(tmp_path / "no-home")
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    run = [sys.executable, "-m", "prettier_bids.cli.run", str(bids), str(out)]
+    proc = subprocess.run(run + ["participant", "--participant-label", "02", "--contrast", "T2w", "-w", str(work)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 18, proc.stderr[-2000:]
+    assert not work.exists()
+    assert subprocess.run(run + ["participant", "--participant-label", "02", "--method", "cubic", "--nprocs", "1",
+                                 "-w", str(work), "--skip-bids-validation"], env=env, timeout=600).returncode == 0
+    before = sorted(p.relative_to(bids) for p in bids.rglob("*"))
+    proc = subprocess.run(run + ["group"], capture_output=True, text=True, env=env, timeout=600, cwd=bids)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
+
+
 def test_reruns_check_the_arithmetic_only_when_precision_is_named(tmp_path):
     """--precision auto keeps complete outputs of either arithmetic; --precision fp32 (or bf16) redoes the
     others (outputs.completion reads the sidecar's Precision)."""

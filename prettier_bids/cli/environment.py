@@ -19,10 +19,31 @@ def setup_environment(config):
     # here needs a template; importing it only unpacks its bundled skeleton into TEMPLATEFLOW_HOME).
     os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
     home = Path(os.path.expanduser("~"))
-    if not os.access(home, os.W_OK):  # read-only HOME (Singularity/Apptainer): caches go to the work dir
-        os.environ.setdefault("MPLCONFIGDIR", str(config.work_dir / ".cache" / "matplotlib"))
-        os.environ.setdefault("DENO_DIR", str(config.work_dir / ".cache" / "deno"))
-        os.environ.setdefault("TEMPLATEFLOW_HOME", str(config.work_dir / ".cache" / "templateflow"))
+    if not os.access(home, os.W_OK):  # read-only HOME (Singularity/Apptainer)
+        # the validator's cache, and every cache of a level without a work directory (the group level and
+        # --reports-only: its default ./work may lie in BIDS_DIR), go to a private folder removed at exit, so that
+        # nothing is made before the checks (an exit 18 left W/.cache) or in the input dataset; the participant
+        # level keeps matplotlib's and templateflow's in its work directory, made by then (reused by reruns)
+        private = _private_cache_dir()
+        uses_work = config.analysis_level == "participant" and not config.reports_only
+        for var, name in (("MPLCONFIGDIR", "matplotlib"), ("DENO_DIR", "deno"), ("TEMPLATEFLOW_HOME", "templateflow")):
+            base = config.work_dir / ".cache" if uses_work and var != "DENO_DIR" else private
+            if base is not None:
+                os.environ.setdefault(var, str(base / name))
+
+
+def _private_cache_dir():
+    """A new private folder (``mkdtemp``: mode 0700) removed when the process exits; None where none can be made."""
+    import atexit
+    import shutil
+    import tempfile
+
+    try:
+        path = Path(tempfile.mkdtemp(prefix="prettier_cache_"))
+    except OSError:  # no writable temporary folder: the libraries fall back on their own (and say so)
+        return None
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def setup_logging(verbose, log_file=None):
