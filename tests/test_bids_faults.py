@@ -205,3 +205,18 @@ def test_sigterm_of_prettier_bids_at_any_moment_is_143_and_whole_files(tmp_path)
     assert done.returncode == 0 and temporaries(out) == []
     rows = read_tsv(next((out / "prettier" / "logs").glob("summary_*.tsv")))
     assert {r["status"] for r in rows} <= {"done", "skipped", "complete"}
+
+
+@pytest.mark.parametrize("script", ['echo "Fatal process out of memory: Oilpan" >&2; exit 133', "echo not-json"])
+def test_a_validator_that_crashes_stops_the_run_instead_of_skipping_validation(tmp_path, monkeypatch, script):
+    """Under `ulimit -v` bids-validator-deno dies with no report; the run said 'validation skipped' and
+    processed an invalid dataset with exit 0 (helper-26)."""
+    exe = tmp_path / "bids-validator-deno"
+    exe.write_text("#!/bin/sh\n" + script + "\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(validator, "find_validator", lambda: str(exe))
+    problem, report = validator.run_bids_validator(tmp_path)
+    assert report is None and problem.startswith("the BIDS validator bids-validator-deno could not check the dataset (")
+    assert "--skip-bids-validation" in problem and "\n" not in problem
+    if "Oilpan" in script:
+        assert "exit 133: Fatal process out of memory: Oilpan" in problem

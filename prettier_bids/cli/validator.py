@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import exitcodes
+
 VALIDATORS = ("bids-validator-deno", "bids-validator")
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -38,12 +40,20 @@ def run_bids_validator(bids_dir):
         LOGGER.warning("BIDS validation skipped: no validator installed (pip install bids-validator-deno)")
         return None, None
     cmd = [exe, str(bids_dir), "--format", "json"] if "deno" in Path(exe).name else [exe, str(bids_dir), "--json"]
+    proc = None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, errors="replace")
         report = json.loads(proc.stdout)
+        if not isinstance(report, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        LOGGER.warning("BIDS validation skipped: %s could not run (%s)", Path(exe).name, exc.__class__.__name__)
-        return None, None
+        # installed but no report (it crashed: out of memory under `ulimit -v`; timed out): the dataset is not
+        # checked, and an invalid one would be processed with exit 0 (fMRIPrep stops too)
+        said = (proc.stderr or "").strip().splitlines() if proc is not None else []
+        why = (f"exit {proc.returncode}" if proc is not None else exc.__class__.__name__) + \
+            (f": {exitcodes.printable(said[-1][:160])}" if said else "")
+        return (f"the BIDS validator {Path(exe).name} could not check the dataset ({why}); fix that (memory limits: "
+                "`ulimit -v`), or use --skip-bids-validation"), None
     issues = report.get("issues", {})
     errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
               if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
