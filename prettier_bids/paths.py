@@ -350,8 +350,17 @@ class FolderLock:
             if current is None or not os.path.samestat(os.fstat(fd), current):
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            except OSError as exc:  # a full disk: no empty lock file is left behind
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+                os.close(fd)
+                raise OutputPathError(f"cannot lock {self.label} {self.folder}: {self.path.name}: "
+                                      f"{exc.strerror or exc}", exitcodes.CANTCREAT) from None
             self.fd = fd
             return True
 

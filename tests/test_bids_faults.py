@@ -220,3 +220,43 @@ def test_a_validator_that_crashes_stops_the_run_instead_of_skipping_validation(t
     assert "--skip-bids-validation" in problem and "\n" not in problem
     if "Oilpan" in script:
         assert "exit 133: Fatal process out of memory: Oilpan" in problem
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs (root with mount rights only; skipped elsewhere)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount rights for a small tmpfs")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_exit_73_in_one_line(tmp_path, tiny_disk):
+    """A full OUTPUT_DIR was logging's 28-line traceback and 'unexpected OSError' (exit 1); a full work-dir disk
+    left an empty lock file (helper-26)."""
+    from _bids_support import copy_dataset
+
+    bids = copy_dataset(tmp_path / "bids")
+    (tiny_disk / "out").mkdir()
+    fd = os.open(tiny_disk / "fill", os.O_WRONLY | os.O_CREAT)  # fill it to the last byte, unbuffered
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    run = [sys.executable, "-m", "prettier_bids.cli.run", str(bids)]
+    opts = ["participant", "--participant-label", "02", "--method", "cubic", "--nprocs", "1", "--skip-bids-validation"]
+    proc = subprocess.run(run + [str(tiny_disk / "out")] + opts + ["-w", str(tmp_path / "w")], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 73, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("prettier-bids: error: no space left on the device")
+    proc = subprocess.run(run + [str(tmp_path / "out")] + opts + ["-w", str(tiny_disk / "w")], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 73 and "No space left on device" in proc.stderr, proc.stderr[-2000:]
+    assert not (tiny_disk / "w" / ".prettier-bids.lock").exists()

@@ -69,13 +69,32 @@ def setup_logging(verbose, log_file=None):
     ncfg.set("logging", "utils_level", "WARNING" if verbose >= 2 else "CRITICAL")
     nlog.update_logging(ncfg)
     if log_file is not None:
-        fh = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")  # a name not UTF-8
+        fh = _LogFile(log_file, encoding="utf-8", errors="backslashreplace")  # a name not UTF-8
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(fmt)
         LOGGER.addHandler(fh)
         nlog.getLogger("nipype.workflow").addHandler(fh)
         return fh
     return None
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file; a record it cannot write (a full disk) is said once on the console, not as logging's
+    28-line "--- Logging error ---" traceback, and the file is written no more (the console keeps everything)."""
+
+    failed = False
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            why = getattr(exc, "strerror", None) or exc
+            sys.stderr.write(f"prettier-bids: warning: cannot write the log file {self.baseFilename} ({why}); the "
+                             "console shows the rest\n")
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
 
 
 def close_log_file(handler):

@@ -15,6 +15,7 @@ Values are checked while parsing, so a bad option never reaches the computation:
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
@@ -414,16 +415,28 @@ def guarded_main(prog, func, verbose=False, preload=True):
     except KeyboardInterrupt:
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return exitcodes.INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _unexpected(prog, exc, verbose)
+        where = f" (writing {exc.filename})" if exc.filename else ""
+        what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return error(prog, f"{what}{where}: free some space and rerun the same command (what was written whole "
+                     "is kept)", exitcodes.CANTCREAT)
     except Exception as exc:  # noqa: BLE001 (the last line of defence: no traceback for users)
-        if verbose:
-            logging.getLogger("prettier_bids").error("unexpected error", exc_info=exc)
-            import traceback
-
-            traceback.print_exception(exc, file=sys.stderr)
-        print(f"{prog}: error: unexpected {one_line(exc)} (rerun with -v for details)", file=sys.stderr)
-        return exitcodes.FAIL
+        return _unexpected(prog, exc, verbose)
     finally:
         _ON_SIGTERM.clear()
         sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _unexpected(prog, exc, verbose):
+    """An exception no check foresaw: one line and exit 1 (the traceback only with ``verbose``)."""
+    if verbose:
+        logging.getLogger("prettier_bids").error("unexpected error", exc_info=exc)
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{prog}: error: unexpected {one_line(exc)} (rerun with -v for details)", file=sys.stderr)
+    return exitcodes.FAIL
