@@ -99,3 +99,24 @@ def test_the_report_forgets_an_output_whose_files_were_deleted(tmp_path):
     page = (out / "prettier" / "sub-02.html").read_text()
     assert "sub-02_desc-cubic_T1w.nii.gz" not in page and "sub-02_desc-cubic_FLAIR.nii.gz" in page
     assert not list(figures.glob("*_T1w.*")) and list(figures.glob("*_FLAIR.svg"))
+
+
+def test_a_redo_that_fails_is_reported_failed_not_done(tmp_path, monkeypatch):
+    """After a failed redo on another --output-grid, the earlier (native-grid) outputs passed the check after the
+    work, which did not compare grids: summary and report said 'done, processed in this run' (helper-26)."""
+    import csv
+
+    from prettier_bids.sr import reconstruct
+
+    bids, out, work, figures = _first_run(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a redo that fails")
+
+    monkeypatch.setattr(reconstruct, "super_resolve", broken)
+    done = run_here(*_args(bids, out, work, "--output-grid", "1mm"))
+    assert done.returncode == 1, done.stderr
+    summaries = sorted((out / "prettier" / "logs").glob("summary_*.tsv"))
+    with open(summaries[-1], newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert rows and all(r["status"] == "failed" for r in rows), rows

@@ -341,14 +341,11 @@ def made_with(models, cand, config):
 def skip_complete(cands, expected, models, config):
     """Mark inputs whose outputs are complete (made by the weights of their contrast, with this run's projection
     setting and, when ``--precision`` names one, its arithmetic) as done; return the others by participant."""
-    from ..outputs import completion
-
     todo = {}
     for cand in cands:
         if cand.status != "selected":
             continue
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
-                               slice_profile=config.slice_profile, output_grid=config.output_grid)
+        done, why = is_complete(expected[cand.relpath], cand, models, config)
         if done:
             cand.status, cand.reason = "done", "outputs already complete (earlier run)"
             LOGGER.info("already done, skipping: %s", cand.relpath)
@@ -361,17 +358,25 @@ def skip_complete(cands, expected, models, config):
     return todo
 
 
+def is_complete(expected, cand, models, config):
+    """``outputs.completion`` of ``cand``'s outputs against everything this run would make them with: the one
+    check before the work (already done?) and after it (done, or failed: a redo that failed left the earlier
+    outputs, made on another grid, and they were reported "processed in this run")."""
+    from ..outputs import completion
+
+    return completion(expected, cand.source_uri, *made_with(models, cand, config), cand=cand,
+                      slice_profile=config.slice_profile, output_grid=config.output_grid)
+
+
 def process(todo, expected, models, config):
     """Build and run the workflow of the inputs in ``todo``; set each one's status from what is on disk
     (and, for a failed one, the reason from its crash file)."""
-    from ..outputs import completion
     from ..workflows import init_main_wf
 
     ok = execution.run_workflow(init_main_wf(todo, config, models), config,
                                 [c for cands in todo.values() for c in cands])
     for cand in (c for cands in todo.values() for c in cands):
-        done, why = completion(expected[cand.relpath], cand.source_uri, *made_with(models, cand, config), cand=cand,
-                               slice_profile=config.slice_profile)
+        done, why = is_complete(expected[cand.relpath], cand, models, config)
         if done:
             cand.status, cand.reason = "done", "processed in this run"
         else:
