@@ -206,3 +206,26 @@ def test_qform_sform_disagree(tmp_path, capsys):
     assert lines == [f"prettier-sr: warning: {src}: qform and sform disagree: the sform is used"]
     assert json.loads((tmp_path / "o.json").read_text())["HeaderWarnings"] == [
         "qform and sform disagree: the sform is used"]
+
+
+def test_the_memory_check_counts_an_address_space_limit(tmp_path):
+    """Under `ulimit -v` (SGE's h_vmem) a large input was read and computed, then 'unexpected MemoryError', exit 1;
+    the check before reading looked at MemAvailable and cgroups only (helper-26)."""
+    import resource
+    import subprocess
+    import sys
+
+    import nibabel as nib
+    import numpy as np
+
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((384, 384, 48), np.float32), np.diag([0.6, 0.6, 6, 1])), str(path))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1400 << 20, 1400 << 20))
+
+    proc = subprocess.run([sys.executable, "-m", "prettier_bids.cli.sr", str(path), str(tmp_path / "o.nii.gz"),
+                           "--method", "cubic"], capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 65 and len(lines) == 1, proc.stderr[-1500:]
+    assert "GB of memory" in lines[0] and "available; nothing was read" in lines[0]

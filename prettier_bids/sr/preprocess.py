@@ -467,7 +467,26 @@ def available_memory_bytes():
             avail = left if avail is None else min(avail, left)
     except (OSError, ValueError):
         pass
+    left = _address_space_left()
+    if left is not None:
+        avail = left if avail is None else min(avail, left)
     return avail
+
+
+def _address_space_left():
+    """What ``ulimit -v`` (RLIMIT_AS, as SGE's ``h_vmem`` sets) leaves of this process's address space (bytes): the
+    limit less the virtual memory already mapped (``VmSize``); None without a limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        return max(0, soft - size)
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
 
 
 def check_output_grid(shape, zooms, slice_axis, factor=None, grid=DEFAULT_OUTPUT_GRID):
