@@ -291,6 +291,24 @@ def test_an_omp_thread_count_openmp_refuses_is_one_warning(tmp_path, thick_nifti
     assert proc.stderr.count("OMP_NUM_THREADS") == int(warned)
 
 
+@pytest.mark.parametrize("name, value, warned", [
+    ("GOMP_CPU_AFFINITY", "abc", True), ("OMP_PROC_BIND", "bogus", True), ("OMP_STACKSIZE", "1k", True),
+    ("OMP_WAIT_POLICY", "x", True), ("OMP_PLACES", "x", True), ("GOMP_SPINCOUNT", "x", True),
+    ("GOMP_CPU_AFFINITY", "0-1", False), ("OMP_PROC_BIND", "close", False), ("OMP_STACKSIZE", "2M", False)])
+def test_other_openmp_settings_openmp_refuses_are_one_warning(tmp_path, thick_nifti, name, value, warned):
+    """OMP_PROC_BIND=bogus and the like printed libgomp's unprefixed lines; GOMP_CPU_AFFINITY=abc made the import of
+    torch spin for ever, deaf to SIGTERM (deferred during that import) (helper-26)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "prettier_bids.cli.sr", str(thick_nifti), str(tmp_path / "o.nii.gz"),
+                           "--method", "cubic", "-q"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, name: value})
+    assert proc.returncode == 0 and "libgomp" not in proc.stderr, proc.stderr
+    assert (f"warning: {name}={value!r} is not " in proc.stderr) is warned, proc.stderr
+
+
 @pytest.mark.parametrize("kind", ["float64", "int32", "uint64"])
 def test_values_float32_cannot_resolve_are_refused(tmp_path, capsys, kind):
     """1e9 + 0..120 (float64) came out as 3 levels, 2**60 + 0..119 (uint64) as a constant image, exit 0."""

@@ -98,10 +98,55 @@ def drop_invalid_omp_threads():
     if value is None or (counts and 1 <= min(counts) and max(counts) <= MAX_OMP_THREADS):  # "04", "+4" as libgomp
         return
     del os.environ["OMP_NUM_THREADS"]
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    prog = name if name.startswith("prettier") else "prettier_bids"
-    print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads from 1 to {MAX_OMP_THREADS}; "
+    print(f"{_prog()}: warning: OMP_NUM_THREADS={value!r} is not a number of threads from 1 to {MAX_OMP_THREADS}; "
           "ignored", file=sys.stderr)
+
+
+def _prog():
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("prettier") else "prettier_bids"
+
+
+_CPU_LIST = r"\s*\d+(-\d+(:\d+)?)?([\s,]+\d+(-\d+(:\d+)?)?)*\s*"
+_STACK = re.compile(r"\s*(\d+)\s*([bkmg]?)\s*", re.I)
+
+
+def _stack_size_ok(value):
+    """OMP_STACKSIZE: a size (unit B, K, M or G; K without one) of at least 16 KiB, libgomp's minimum."""
+    m = _STACK.fullmatch(value)
+    return bool(m) and int(m.group(1)) * {"b": 1, "": 1024, "k": 1024, "m": 1 << 20, "g": 1 << 30}[
+        m.group(2).lower()] >= 16 << 10
+
+
+def _matches(pattern):
+    return lambda value: re.fullmatch(pattern, value, re.I) is not None
+
+
+#: The other OpenMP (libgomp) settings torch's runtime reads when it loads, with the values libgomp takes. An odd
+#: value printed an unprefixed ``libgomp: Invalid value ...`` line; an odd GOMP_CPU_AFFINITY (``abc``) made the
+#: import of torch spin for ever, deaf to SIGTERM and Ctrl-C (they are deferred during that import).
+_OPENMP_SETTINGS = {
+    "GOMP_CPU_AFFINITY": (_matches(_CPU_LIST), "a list of CPU numbers or ranges"),
+    "OMP_PROC_BIND": (_matches(r"\s*(true|false|master|primary|close|spread)"
+                               r"(\s*,\s*(master|primary|close|spread))*\s*"),
+                      "true, false, or a list of primary, close, spread"),
+    "OMP_WAIT_POLICY": (_matches(r"\s*(active|passive)\s*"), "active or passive"),
+    "OMP_STACKSIZE": (_stack_size_ok, "a size of at least 16k (B, K, M or G)"),
+    "OMP_PLACES": (_matches(r"\s*((threads|cores|sockets|ll_caches|numa_domains)(\s*\(\s*\d+\s*\))?|\{.*\}.*)\s*"),
+                   "threads, cores, sockets, ll_caches, numa_domains or a list of places"),
+    "GOMP_SPINCOUNT": (_matches(r"\s*(\d+\s*[kmgt]?|infinite|infinity)\s*"), "a count or infinite"),
+}
+
+
+def drop_invalid_openmp_settings():
+    """OMP_NUM_THREADS (:func:`drop_invalid_omp_threads`) and the other settings of :data:`_OPENMP_SETTINGS`: a
+    value libgomp would refuse is unset, with a one-line warning, before torch loads it."""
+    drop_invalid_omp_threads()
+    for name, (takes_value, takes) in _OPENMP_SETTINGS.items():
+        value = os.environ.get(name)
+        if value is not None and not takes_value(value):
+            del os.environ[name]
+            print(f"{_prog()}: warning: {name}={value!r} is not {takes}; ignored", file=sys.stderr)
 
 
 def _run(prog, module):
