@@ -147,3 +147,55 @@ def test_a_signal_while_the_guard_imports_torch_is_one_line_and_the_command_does
     proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == code and proc.stdout == "", proc.stderr
     assert proc.stderr == f"prettier-x: error: {message}\n"
+
+
+def test_a_deleted_current_folder_is_one_line_and_64(tmp_path):
+    """torch's libraries failed to load with an unprefixed 'Intel oneMKL FATAL ERROR' (exit 2); the group level
+    said 'unexpected FileNotFoundError' (helper-26)."""
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    for module, args in (("prettier_bids.cli.sr", "a.nii.gz b.nii.gz"), ("prettier_bids.cli.run", "x y group")):
+        proc = subprocess.run(["bash", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m {module} '
+                               f"{args}"], capture_output=True, text=True, timeout=120)
+        gone.mkdir()
+        assert proc.returncode == 64, proc.stderr
+        assert proc.stderr.strip().endswith("error: the current folder no longer exists (deleted?): cd to an existing "
+                                            "folder and rerun"), proc.stderr
+
+
+def test_under_an_ascii_locale_a_non_ascii_folder_says_how_to_run(tmp_path):
+    """LC_ALL=C with PYTHONUTF8=0: a valid UTF-8 'café' was called 'not a UTF-8 name' (helper-26)."""
+    import os
+    import subprocess
+    import sys
+
+    bids = tmp_path / "café"
+    bids.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k != "LANG"}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    proc = subprocess.run([sys.executable, "-m", "prettier_bids.cli.run", str(bids), str(tmp_path / "out"),
+                           "participant"], capture_output=True, text=True, timeout=120, env=env, errors="replace")
+    assert proc.returncode == 64, proc.stderr
+    assert "run with PYTHONUTF8=1 or LC_ALL=C.UTF-8" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_matplotlib_warnings_are_prefixed_lines(capsys):
+    """An unwritable config folder made matplotlib print two bare lines in prettier-bids (helper-26)."""
+    import logging
+
+    from prettier_bids.cli.options import route_library_messages
+
+    logger = logging.getLogger("prettier_bids.test_mpl")
+    logger.propagate = False
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("prettier-bids: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        route_library_messages(logger)
+        logging.getLogger("matplotlib").warning("mkdir -p failed for path /dev/null/x")
+    finally:
+        logger.removeHandler(handler)
+    assert capsys.readouterr().err == "prettier-bids: warning: matplotlib: mkdir -p failed for path /dev/null/x\n"

@@ -1,5 +1,6 @@
 """Command-line entry points."""
 
-from .entry import drop_invalid_openmp_settings
+from .entry import check_current_folder, drop_invalid_openmp_settings
 
-drop_invalid_openmp_settings()  # before any command imports torch (``python -m prettier_bids.cli.sr`` too)
+check_current_folder()  # before any command imports torch (``python -m prettier_bids.cli.sr`` too)
+drop_invalid_openmp_settings()

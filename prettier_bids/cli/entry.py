@@ -138,6 +138,18 @@ _OPENMP_SETTINGS = {
 }
 
 
+def check_current_folder():
+    """Exit 64 with one line when the current folder no longer exists (deleted under a shell that stayed in it):
+    torch's libraries then failed to load with an unprefixed MKL FATAL ERROR (exit 2), the group level with
+    ``unexpected FileNotFoundError``. Called, like :func:`drop_invalid_openmp_settings`, before any command."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print(f"{_prog()}: error: the current folder no longer exists (deleted?): cd to an existing folder and "
+              "rerun", file=sys.stderr)
+        sys.exit(64)
+
+
 def drop_invalid_openmp_settings():
     """OMP_NUM_THREADS (:func:`drop_invalid_omp_threads`) and the other settings of :data:`_OPENMP_SETTINGS`: a
     value libgomp would refuse is unset, with a one-line warning, before torch loads it."""

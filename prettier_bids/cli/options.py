@@ -81,17 +81,33 @@ class _DebugTo(logging.Handler):
         self.target.debug("%s: %s", record.name, record.getMessage())
 
 
+class _WarningTo(logging.Handler):
+    """Passes a library's warnings to ``logger`` as one prefixed line each (``warning: matplotlib: ...``)."""
+
+    def __init__(self, logger):
+        super().__init__(logging.WARNING)
+        self.target = logger
+
+    def emit(self, record):
+        self.target.warning("warning: %s: %s", record.name.split(".")[0], " ".join(record.getMessage().split()))
+
+
 def route_library_messages(logger):
     """What nibabel prints on its own about a header it reads ("vox offset (=376) not divisible by 16", "pixdim[1,2,3]
     should be positive; setting to abs", through a handler of its own, so bare and often twice) goes to ``logger``
     at DEBUG (shown with -v): the image admission says what matters in one line (a zero voxel size is refused).
-    Python warnings (nibabel's "Extension size is not a multiple of 16 bytes", with its source line) become one
-    prefixed warning line each."""
+    Python warnings (nibabel's "Extension size is not a multiple of 16 bytes", with its source line) and
+    matplotlib's logged warnings (an unwritable config folder) become one prefixed warning line each."""
     nib_logger = logging.getLogger("nibabel.global")
     for handler in list(nib_logger.handlers):
         nib_logger.removeHandler(handler)
     nib_logger.addHandler(_DebugTo(logger))
     nib_logger.propagate = False
+    mpl_logger = logging.getLogger("matplotlib")  # "mkdir -p failed ...", "created a temporary cache directory ..."
+    for handler in [h for h in mpl_logger.handlers if isinstance(h, _WarningTo)]:
+        mpl_logger.removeHandler(handler)
+    mpl_logger.addHandler(_WarningTo(logger))
+    mpl_logger.propagate = False
 
     def show(message, category, filename, lineno, file=None, line=None):
         logger.warning("warning: %s: %s", category.__name__, message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .. import __version__, exitcodes
@@ -162,6 +163,11 @@ def check_utf8_paths(*named):
 
     for what, path in named:
         if path is not None and not is_utf8(Path(path).absolute()):
+            raw = os.fsencode(str(Path(path).absolute()))
+            if raw.decode("utf-8", "replace").encode("utf-8") == raw:  # valid UTF-8, read as ASCII by this Python
+                raise CLIError(f"{what} {shown_name(Path(path).absolute())} has non-ASCII characters, which this "
+                               f"Python decodes as {sys.getfilesystemencoding()} (an ASCII locale without UTF-8 "
+                               "mode): run with PYTHONUTF8=1 or LC_ALL=C.UTF-8", exitcodes.USAGE)
             raise CLIError(f"{what} {shown_name(Path(path).absolute())} is not a UTF-8 name, which the BIDS index "
                            "and the reports cannot hold: rename it", exitcodes.USAGE)
 
