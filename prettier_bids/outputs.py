@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, code_fingerprint
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
 from .naming import NamingError, is_nifti, sidecar_of
 from .sr import io as sr_io
@@ -759,7 +759,7 @@ def container_info(environ=None):
 def software_versions():
     import importlib.metadata as md
 
-    out = {PACKAGE_NAME: __version__}
+    out = {PACKAGE_NAME: __version__, f"{PACKAGE_NAME} code": code_fingerprint()}
     for dist in ("torch", "numpy", "scipy", "nibabel", "nipype", "pybids", "niworkflows", "nireports"):
         try:
             out[dist] = md.version(dist)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from _bids_support import TEST_BIDS, copy_dataset, run_in_process, snapshot
+from prettier_bids.workflows.base import main_wf_name
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_work_dir_owned_by_another_user_is_refused(tmp_path, capsys, monkeypatch
 def test_work_dir_holding_a_folder_others_can_write_is_refused(tmp_path, capsys):
     """The work directory is private, but a folder in it (where Nipype keeps a node's result) is not."""
     work = tmp_path / "work"
-    node = work / "prettier_0_1_0_wf" / "sub_02_wf"
+    node = work / main_wf_name() / "sub_02_wf"
     node.mkdir(parents=True)
     node.chmod(0o777)
     code, lines = _run(capsys, TEST_BIDS, tmp_path / "out", *COMMON, "-w", work)
@@ -112,7 +113,7 @@ def test_work_dir_holding_a_folder_others_can_write_is_refused(tmp_path, capsys)
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_planted_result_file_of_another_user_is_refused(tmp_path, capsys):
     work = tmp_path / "work"
-    node = work / "prettier_0_1_0_wf" / "sub_02_wf" / "sr"
+    node = work / main_wf_name() / "sub_02_wf" / "sr"
     node.mkdir(parents=True)
     planted = node / "result_sr.pklz"
     planted.write_bytes(b"not loaded")

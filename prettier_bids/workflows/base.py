@@ -2,7 +2,7 @@
 the image workflows' arguments from the run's settings (``init_image_wf``).
 
 Each participant's workflow lives in its own folder of the work directory
-(``<work>/prettier_<version>_wf/sub_<label>_wf``), and Nipype reuses finished nodes on reruns.
+(``<work>/prettier_<version>_<code fingerprint>_wf/sub_<label>_wf``), and Nipype reuses finished nodes on reruns.
 Crash files are plain text, in ``<output>/prettier/sub-<label>/log/<run id>/``.
 
 The workflows only build and connect nodes: they read the run's :class:`prettier_bids.config.Config`
@@ -19,7 +19,7 @@ import re
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from .. import __version__
+from .. import __version__, code_fingerprint
 from ..outputs import (
     main_paragraph,
     method_paragraph,
@@ -39,7 +39,8 @@ def safe_name(text):
 
 
 def main_wf_name():
-    return "prettier_%s_wf" % safe_name(__version__)
+    """``prettier_<version>_<code fingerprint>_wf``: a work directory is reused only by the same code."""
+    return "prettier_%s_%s_wf" % (safe_name(__version__), code_fingerprint())
 
 
 def subject_wf_name(subject):
