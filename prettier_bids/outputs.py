@@ -390,6 +390,8 @@ def companions_changed(meta, expected):
             continue  # the marker is checked otherwise; a missing file is said below
         rel = path.relative_to(expected.root).as_posix()
         main = path == expected.niftis[expected.marker_kind]
+        if main and not path.resolve().is_relative_to(Path(expected.root).resolve()):  # as outdated_output says
+            return f"{path.name} is a link out of this derivatives dataset (to {path.resolve()})"
         if rel not in recorded and not main:
             return f"{path.name} was not made with {expected.marker.name} (another run's)"
         if path in expected.figures:  # nireports rewrote them in place (before 2026-12-07): not hashed, but whole

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 from _bids_support import copy_dataset, run_app, run_here
 
@@ -86,6 +87,9 @@ def test_a_group_level_with_no_participant_outputs_exits_66_and_keeps_the_tables
     assert done.returncode == 66, done.stderr
     assert "no participant-level outputs of sub-03" in done.stderr.strip().splitlines()[-1]
     assert (out / "prettier" / "group_qc.tsv").read_text() == table
+    shutil.rmtree(out / "prettier" / "sub-02")  # the subject report sub-02.html stays: no subject folder for all that
+    assert run_here(bids, out, "group").returncode == 66
+    assert (out / "prettier" / "group_qc.tsv").read_text() == table
 
 
 def test_the_report_forgets_an_output_whose_files_were_deleted(tmp_path):
@@ -120,3 +124,29 @@ def test_a_redo_that_fails_is_reported_failed_not_done(tmp_path, monkeypatch):
     with open(summaries[-1], newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     assert rows and all(r["status"] == "failed" for r in rows), rows
+
+
+def test_qc_tables_that_are_pipes_or_links_are_removed_before_the_report(tmp_path):
+    """A pipe named like a QC table hung --reports-only; a link had its target pasted into the page (helper-27)."""
+    bids, out, work, figures = _first_run(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-CONTENT")
+    os.mkfifo(figures / "sub-02_desc-qc_T2w.html")
+    (figures / "sub-02_acq-x_desc-qc_T2w.html").symlink_to(secret)
+    done = run_app(*_args(bids, out, work, "--reports-only"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "SECRET-CONTENT" not in (out / "prettier" / "sub-02.html").read_text()
+    assert secret.read_text() == "SECRET-CONTENT" and not list(figures.glob("*_T2w.html"))
+
+
+def test_an_output_whose_image_links_out_of_the_dataset_is_redone(tmp_path):
+    """It was 'already done' while the same run's report dropped it (helper-27)."""
+    bids, out, work, figures = _first_run(tmp_path)
+    image = sorted((out / "prettier" / "sub-02" / "anat").glob("*desc-cubic_T1w.nii.gz"))[0]
+    moved = tmp_path / image.name
+    image.rename(moved)
+    image.symlink_to(moved)
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    assert "is a link out of this derivatives dataset" in done.stderr and "redoing" in done.stderr
+    assert not image.is_symlink() and image.is_file()

@@ -206,6 +206,15 @@ def test_a_dry_run_writes_nothing_and_output_dir_in_bids_dir_is_refused(tmp_path
                           capture_output=True, text=True, env=app_env(TMPDIR=str(tmp_path)))
     assert proc.returncode == 0 and "dry run" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("prettier_batch_dry.*"))
+    link = tmp_path / "link"  # BIDS_DIR through a symlink: the same dataset (helper-27)
+    link.symlink_to(bids)
+    proc = subprocess.run(batch + [str(link), str(bids), "--engine", "local"], capture_output=True, text=True,
+                          env=app_env())
+    assert proc.returncode == 64, proc.stderr
+    proc = subprocess.run(batch + [str(link), str(bids / "derivatives"), "--engine", "local", "--dry-run"],
+                          capture_output=True, text=True, env=app_env(TMPDIR=str(tmp_path)))
+    assert proc.returncode == 0 and f"{len(PARTICIPANTS)} of {len(PARTICIPANTS)} participant(s)" in proc.stderr, \
+        proc.stderr
     assert sorted(p.relative_to(bids) for p in bids.rglob("*")) == before
 
 

@@ -65,17 +65,17 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ ${#POS[@]} == 2 ]] || { usage >&2; exit 64; }
-BIDS=$(cd "${POS[0]}" 2>/dev/null && pwd) || { log "no such BIDS dir: ${POS[0]}"; exit 66; }
+BIDS=$(cd "${POS[0]}" 2>/dev/null && pwd -P) || { log "no such BIDS dir: ${POS[0]}"; exit 66; }
 OUT=$(realpath -m -- "${POS[1]}")
 # the input dataset is never written: the checks of prettier-bids, before this script writes anything
 if [[ "$OUT" == "$BIDS" ]]; then log "OUTPUT_DIR must not be BIDS_DIR (use BIDS_DIR/derivatives)"; exit 64; fi
-if [[ "$OUT/" == "$BIDS/"* && "$OUT/" != "$BIDS/derivatives/"?* ]]; then
+if [[ "$OUT/" == "$BIDS/"* && "$OUT/" != "$BIDS/derivatives/"* ]]; then
     log "OUTPUT_DIR $OUT is inside BIDS_DIR but not under BIDS_DIR/derivatives/: use $BIDS/derivatives/NAME or a folder outside BIDS_DIR"
     exit 64
 fi
 if [[ $DRY == 0 ]]; then
     mkdir -p "$OUT" || exit 73
-    OUT=$(cd "$OUT" && pwd)
+    OUT=$(cd "$OUT" && pwd -P)
 fi
 if [[ -z "$ENGINE" ]]; then
     if command -v sbatch >/dev/null; then ENGINE=slurm; else ENGINE=local; fi
@@ -102,7 +102,7 @@ mkdir -p "$BATCH/status"
 if [[ -n "$LIST" ]]; then
     sed -e 's/\t.*//' -e 's/^sub-//' -e '/^participant_id$/d' -e '/^#/d' -e '/^[[:space:]]*$/d' "$LIST" >"$BATCH/all.txt"
 else
-    find "$BIDS" -mindepth 1 -maxdepth 1 -type d -name 'sub-*' -printf '%f\n' | sed 's/^sub-//' | sort >"$BATCH/all.txt"
+    find -H "$BIDS" -mindepth 1 -maxdepth 1 -type d -name 'sub-*' -printf '%f\n' | sed 's/^sub-//' | sort >"$BATCH/all.txt"
 fi
 n_all=$(wc -l <"$BATCH/all.txt")
 if [[ $ALL == 0 && -n "$PY" ]]; then
@@ -117,7 +117,9 @@ export PRETTIER_BIDS="$BIDS" PRETTIER_OUT="$OUT" PRETTIER_LIST="$BATCH/participa
 export PRETTIER_RUNNER="$RUNNER" PRETTIER_STATUS_DIR="$BATCH/status" PRETTIER_NPROCS="$CPUS"
 [[ -n "$SIF" ]] && export PRETTIER_SIF="$SIF"
 [[ "$RUNNER" == docker ]] && export PRETTIER_IMAGE="$IMAGE"
-[[ -n "$WORK_ROOT" ]] && { mkdir -p "$WORK_ROOT"; export PRETTIER_WORK_ROOT; PRETTIER_WORK_ROOT=$(cd "$WORK_ROOT" && pwd); }
+if [[ -n "$WORK_ROOT" && $DRY == 0 ]]; then
+    mkdir -p "$WORK_ROOT"; export PRETTIER_WORK_ROOT; PRETTIER_WORK_ROOT=$(cd "$WORK_ROOT" && pwd)
+fi
 summary_cmd=("$PY" "$HERE/batch_summary.py" "$OUT" --participants "$BATCH/all.txt" --status-dir "$BATCH/status")
 
 if [[ $ENGINE == local ]]; then

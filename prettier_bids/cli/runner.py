@@ -48,7 +48,7 @@ def run_group_level(config):
         raise CLIError(str(exc), exc.code) from None
     labels = strip_prefix(config.participant_label, "sub-") or None
     subjects = [root / f"sub-{lb}" for lb in labels] if labels else list(root.glob("sub-*"))
-    if not any(os.path.lexists(d) for d in subjects):  # empty tables would replace an earlier group run's
+    if not any(d.is_dir() for d in subjects):  # (not the sub-XX.html reports) empty tables would replace the last
         whose = f" of {', '.join('sub-' + lb for lb in labels)}" if labels else ""
         raise CLIError(f"no participant-level outputs{whose} in {root} (run the participant level first); the "
                        "group tables were left as they were", exitcodes.NOINPUT)

@@ -199,18 +199,18 @@ def guard_figures(root, subject):
         return
     for name in names:
         path = folder / name
-        if not name.endswith(".svg") or name.startswith("."):
+        if name.startswith(".") or not name.endswith((".svg", ".html")):
+            continue
+        if name.endswith(".html"):  # a QC table: read whole and pasted in by nireports, never through a link or pipe
+            why = figure_problem(path)  # (its SVG tail check does not apply)
+            if why and why != "is a folder" and not why.startswith("is cut short"):
+                _remove_figure(path, name, why)
             continue
         why = figure_problem(path)
         if why == "is a folder":
             continue  # nireports' own error, as before
         if why:
-            try:
-                path.unlink()
-            except OSError as exc:
-                LOGGER.warning("report: figures/%s %s and could not be removed: %s", name, why, exc.strerror or exc)
-                continue
-            LOGGER.warning("report: removed figures/%s: it %s (the next participant run makes it again)", name, why)
+            _remove_figure(path, name, why)
             continue
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         for k, line in enumerate(lines[:6]):
@@ -218,6 +218,15 @@ def guard_figures(root, subject):
                 fixed = _SVG_SIZE.sub("", line.replace("viewbox", "viewBox"))
                 write_text_atomic("\n".join([FIGURE_LEAD + fixed] + lines[k + 1:]) + "\n", path)
                 break
+
+
+def _remove_figure(path, name, why):
+    try:
+        path.unlink()
+    except OSError as exc:
+        LOGGER.warning("report: figures/%s %s and could not be removed: %s", name, why, exc.strerror or exc)
+        return
+    LOGGER.warning("report: removed figures/%s: it %s (the next participant run makes it again)", name, why)
 
 
 def write_subject_report(root, subject, cands=(), run_id="", command=""):
