@@ -294,10 +294,12 @@ def test_an_omp_thread_count_openmp_refuses_is_one_warning(tmp_path, thick_nifti
 @pytest.mark.parametrize("name, value, warned", [
     ("GOMP_CPU_AFFINITY", "abc", True), ("OMP_PROC_BIND", "bogus", True), ("OMP_STACKSIZE", "1k", True),
     ("OMP_WAIT_POLICY", "x", True), ("OMP_PLACES", "x", True), ("GOMP_SPINCOUNT", "x", True),
-    ("GOMP_CPU_AFFINITY", "0-1", False), ("OMP_PROC_BIND", "close", False), ("OMP_STACKSIZE", "2M", False)])
+    ("GOMP_CPU_AFFINITY", "0", False), ("OMP_PROC_BIND", "close", False), ("OMP_STACKSIZE", "2M", False),
+    ("GOMP_CPU_AFFINITY", "4096", True), ("OMP_PROC_BIND", "true,close", True), ("OMP_STACKSIZE", "+64M", False)])
 def test_other_openmp_settings_openmp_refuses_are_one_warning(tmp_path, thick_nifti, name, value, warned):
     """OMP_PROC_BIND=bogus and the like printed libgomp's unprefixed lines; GOMP_CPU_AFFINITY=abc made the import of
-    torch spin for ever, deaf to SIGTERM (deferred during that import) (helper-26)."""
+    torch spin for ever, deaf to SIGTERM (deferred during that import) (helper-26); a CPU this process may not use
+    made libgomp fail with "Thread creation failed" (helper-27)."""
     import os
     import subprocess
     import sys

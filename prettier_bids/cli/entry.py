@@ -107,8 +107,28 @@ def _prog():
     return name if name.startswith("prettier") else "prettier_bids"
 
 
-_CPU_LIST = r"\s*\d+(-\d+(:\d+)?)?([\s,]+\d+(-\d+(:\d+)?)?)*\s*"
-_STACK = re.compile(r"\s*(\d+)\s*([bkmg]?)\s*", re.I)
+_CPU_ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+_STACK = re.compile(r"\s*\+?(\d+)\s*([bkmg]?)\s*", re.I)
+
+
+def _cpu_list_ok(value):
+    """GOMP_CPU_AFFINITY: CPU numbers and ranges (``0 3 1-2 4-15:2``) that this process may all use (one it may
+    not, in a smaller cpuset or container, made libgomp fail with "Thread creation failed", exit 1)."""
+    items = [item for item in re.split(r"[\s,]+", value.strip()) if item]
+    cpus = set()
+    for item in items:
+        m = _CPU_ITEM.fullmatch(item)
+        if not m:
+            return False
+        first, last, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+        if last < first or step < 1 or last - first > 1 << 16:
+            return False
+        cpus.update(range(first, last + 1, step))
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return bool(items)
+    return bool(items) and cpus <= allowed
 
 
 def _stack_size_ok(value):
@@ -126,10 +146,9 @@ def _matches(pattern):
 #: value printed an unprefixed ``libgomp: Invalid value ...`` line; an odd GOMP_CPU_AFFINITY (``abc``) made the
 #: import of torch spin for ever, deaf to SIGTERM and Ctrl-C (they are deferred during that import).
 _OPENMP_SETTINGS = {
-    "GOMP_CPU_AFFINITY": (_matches(_CPU_LIST), "a list of CPU numbers or ranges"),
-    "OMP_PROC_BIND": (_matches(r"\s*(true|false|master|primary|close|spread)"
-                               r"(\s*,\s*(master|primary|close|spread))*\s*"),
-                      "true, false, or a list of primary, close, spread"),
+    "GOMP_CPU_AFFINITY": (_cpu_list_ok, "a list of CPU numbers or ranges this process may use"),
+    "OMP_PROC_BIND": (_matches(r"\s*(true|false|(master|close|spread)(\s*,\s*(master|close|spread))*)\s*"),
+                      "true, false, or a list of master, close, spread"),
     "OMP_WAIT_POLICY": (_matches(r"\s*(active|passive)\s*"), "active or passive"),
     "OMP_STACKSIZE": (_stack_size_ok, "a size of at least 16k (B, K, M or G)"),
     "OMP_PLACES": (_matches(r"\s*((threads|cores|sockets|ll_caches|numa_domains)(\s*\(\s*\d+\s*\))?|\{.*\}.*)\s*"),

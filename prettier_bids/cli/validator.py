@@ -31,6 +31,15 @@ def find_validator():
     return None
 
 
+def _address_space_limited():
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):
+        return False
+
+
 def run_bids_validator(bids_dir):
     """Run the BIDS validator if installed: ``(problem, report text)``; problem is None when valid or
     unavailable, else a one-line summary. Nothing is written (the caller saves the report once the
@@ -49,11 +58,17 @@ def run_bids_validator(bids_dir):
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
         # installed but no report (it crashed: out of memory under `ulimit -v`; timed out): the dataset is not
         # checked, and an invalid one would be processed with exit 0 (fMRIPrep stops too)
-        said = (proc.stderr or "").strip().splitlines() if proc is not None else []
+        said = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()] if proc is not None else []
+        fatal = [ln for ln in said if "fatal" in ln.lower() or "error" in ln.lower()]
+        line = (fatal or said or [""])[0]
         why = (f"exit {proc.returncode}" if proc is not None else exc.__class__.__name__) + \
-            (f": {exitcodes.printable(said[-1][:160])}" if said else "")
-        return (f"the BIDS validator {Path(exe).name} could not check the dataset ({why}); fix that (memory limits: "
-                "`ulimit -v`), or use --skip-bids-validation"), None
+            (f": {exitcodes.printable(line[:160])}" if line else "")
+        if _address_space_limited():  # deno reserves far more address space than any ulimit -v (h_vmem) leaves
+            return (f"the BIDS validator {Path(exe).name} cannot run under this address-space limit (ulimit -v, "
+                    f"SGE h_vmem; {why}): validate the dataset beforehand, elsewhere, and use "
+                    "--skip-bids-validation"), None
+        return (f"the BIDS validator {Path(exe).name} could not check the dataset ({why}): run it by hand to see "
+                "why, or use --skip-bids-validation"), None
     issues = report.get("issues", {})
     errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
               if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
