@@ -722,11 +722,13 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
 
 
 def clean_stale_temporaries(root, subjects):
-    """Remove temporary files that a killed run left behind (``.<name>.<pid>.tmp*`` whose process is
+    """Remove temporary files that a killed run left behind (``.<name>.<pid>-<ident>.tmp*`` whose process is
     dead; see :func:`prettier_bids.sr.io.clean_stale_temporaries`): those of a running job stay."""
     removed = []
     for sub in subjects:
         removed += _clean_folder(Path(root) / f"sub-{sub}", recursive=True)
+    for folder in (Path(root), Path(root) / "logs", Path(root) / "static"):  # the dataset files, reports, tables
+        removed += _clean_folder(folder)
     return len(removed)
 
 

@@ -622,3 +622,16 @@ def test_an_input_whose_output_names_would_be_too_long_fails_at_selection(tmp_pa
     done = run_here(*_args(bids, out, work, "--participant-label", "02"))
     assert done.returncode == 1, done.stderr
     assert "bytes long, beyond the 226 this tool can write" in done.stderr and "running" not in done.stderr
+
+
+def test_a_model_option_with_method_cubic_is_a_usage_error(tmp_path, capsys):
+    """--method cubic with a missing --weights or an unknown --model was ignored without a word (helper-28)."""
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "in.nii")
+    assert main([str(path), str(tmp_path / "o.nii.gz"), "--method", "cubic", "--weights", "/nonexistent.pt"]) == 64
+    assert "do not apply to --method cubic" in capsys.readouterr().err
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    done = run_here(*_args(bids, out, work, "--model", "bogus"))
+    assert done.returncode == 64 and "do not apply to --method cubic" in done.stderr
+    assert not out.exists()

@@ -150,3 +150,17 @@ def test_an_output_whose_image_links_out_of_the_dataset_is_redone(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "is a link out of this derivatives dataset" in done.stderr and "redoing" in done.stderr
     assert not image.is_symlink() and image.is_file()
+
+
+def test_stale_temporaries_beside_the_dataset_files_are_removed(tmp_path):
+    """Those of a killed run at the top of OUTPUT_DIR/prettier (.dataset_description.json...) stayed for ever,
+    only the sub-XX folders were swept (helper-28)."""
+    bids, out, work, figures = _first_run(tmp_path)
+    root = out / "prettier"
+    dead = 4194304 + 7  # beyond pid_max on Linux: never a live process
+    stale = [root / f".dataset_description.json.{dead}.tmp", root / "logs" / f".CITATION.md.{dead}.tmp"]
+    for path in stale:
+        path.write_text("x")
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    assert not any(p.exists() for p in stale)

@@ -247,10 +247,11 @@ def test_the_nipype_slurm_wrapper_cancels_its_jobs_on_sigterm(tmp_path):
     submitted = int((tmp_path / "count").read_text())
     cancelled = (tmp_path / "scancel.log").read_text().split()
     assert cancelled and set(cancelled) <= {str(i) for i in range(101, submitted + 1)}
+    assert f"cancelled {len(cancelled)} job(s) still queued or running" in err  # said, though stderr was closed
     bad = subprocess.run([sys.executable, str(SLURM / "prettier_bids_slurm.py"), "a", "b", "participant",
                           "--max-jobs", "abc"], capture_output=True, text=True)
-    assert bad.returncode == 64 and bad.stderr.strip() == ("prettier_bids_slurm: error: --max-jobs must be a number of "
-                                                          "at least 1, not 'abc'")
+    assert bad.returncode == 64 and bad.stderr.strip() == ("prettier_bids_slurm: error: --max-jobs must be a number "
+                                                          "from 1 to 1000000, not 'abc'")
 
 
 def test_batch_summary_todo_sees_new_input_files(tmp_path):

@@ -20,6 +20,7 @@ Options of this wrapper (every other argument goes to prettier-bids unchanged):
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -44,13 +45,25 @@ def split_args(argv):
     return own, rest
 
 
-def _number(key, text, kind, low):
+#: stderr as it was at the start: prettier-bids points fd 2 at /dev/null before its SIGTERM clean-up, which is when
+#: the cancelled jobs (or those that could not be cancelled) must be named
+_STDERR = os.dup(2)
+
+
+def _say(text):
+    try:
+        os.write(_STDERR, text.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _number(key, text, kind, low, high=10 ** 6):
     try:
         value = kind(text)
-        if not value >= low:
+        if not low <= value <= high:
             raise ValueError
     except ValueError:
-        sys.stderr.write(f"prettier_bids_slurm: error: {key} must be a number of at least {low}, not {text!r}\n")
+        sys.stderr.write(f"prettier_bids_slurm: error: {key} must be a number from {low} to {high}, not {text!r}\n")
         sys.exit(64)
     return value
 
@@ -64,17 +77,14 @@ def cancel_pending(plugins):
     if ids:
         try:
             subprocess.run(["scancel", *ids], check=False, timeout=60, capture_output=True)
-            sys.stderr.write(f"prettier_bids_slurm: cancelled {len(ids)} job(s) still queued or running: "
-                             f"{' '.join(ids)}\n")
+            _say(f"prettier_bids_slurm: cancelled {len(ids)} job(s) still queued or running: {' '.join(ids)}\n")
         except (OSError, subprocess.SubprocessError) as exc:
-            sys.stderr.write(f"prettier_bids_slurm: warning: could not cancel job(s) {' '.join(ids)} ({exc}): "
-                             "cancel them with scancel before rerunning\n")
+            _say(f"prettier_bids_slurm: warning: could not cancel job(s) {' '.join(ids)} ({exc}): cancel them with "
+                 "scancel before rerunning\n")
     return ids
 
 
 def main(argv=None):
-    import os
-
     own, rest = split_args(list(sys.argv[1:] if argv is None else argv))
     if "-h" in rest or "--help" in rest:
         print(__doc__)

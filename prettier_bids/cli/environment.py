@@ -24,26 +24,46 @@ def setup_environment(config):
         # --reports-only: its default ./work may lie in BIDS_DIR), go to a private folder removed at exit, so that
         # nothing is made before the checks (an exit 18 left W/.cache) or in the input dataset; the participant
         # level keeps matplotlib's and templateflow's in its work directory, made by then (reused by reruns)
-        private = _private_cache_dir()
         uses_work = config.analysis_level == "participant" and not config.reports_only
-        for var, name in (("MPLCONFIGDIR", "matplotlib"), ("DENO_DIR", "deno"), ("TEMPLATEFLOW_HOME", "templateflow")):
-            base = config.work_dir / ".cache" if uses_work and var != "DENO_DIR" else private
-            if base is not None:
-                os.environ.setdefault(var, str(base / name))
+        wanted = [("MPLCONFIGDIR", "matplotlib"), ("TEMPLATEFLOW_HOME", "templateflow")]
+        if not config.skip_bids_validation and config.analysis_level == "participant":
+            wanted.append(("DENO_DIR", "deno"))
+        private = None
+        for var, name in wanted:
+            if var in os.environ:
+                continue
+            if uses_work and var != "DENO_DIR":
+                os.environ[var] = str(config.work_dir / ".cache" / name)
+                continue
+            private = private or _private_cache_dir()
+            if private is not None:
+                os.environ[var] = str(private / name)
+
+
+#: The private cache folder of this process (:func:`_private_cache_dir`), removed at exit and by a SIGTERM's
+#: clean-up (``runner.abandon_run``: os._exit skips atexit)
+PRIVATE_CACHE = []
 
 
 def _private_cache_dir():
     """A new private folder (``mkdtemp``: mode 0700) removed when the process exits; None where none can be made."""
     import atexit
-    import shutil
     import tempfile
 
     try:
         path = Path(tempfile.mkdtemp(prefix="prettier_cache_"))
     except OSError:  # no writable temporary folder: the libraries fall back on their own (and say so)
         return None
-    atexit.register(shutil.rmtree, path, True)
+    PRIVATE_CACHE.append(path)
+    atexit.register(remove_private_cache)
     return path
+
+
+def remove_private_cache():
+    import shutil
+
+    while PRIVATE_CACHE:
+        shutil.rmtree(PRIVATE_CACHE.pop(), ignore_errors=True)
 
 
 def setup_logging(verbose, log_file=None):

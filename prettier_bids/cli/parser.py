@@ -137,6 +137,9 @@ def validate(args):
     if args.analysis_level not in LEVELS:
         raise CLIError(f"unknown analysis level {args.analysis_level!r} (choose participant or group)",
                        exitcodes.BAD_LEVEL)
+    if args.analysis_level == "participant" and args.method == "cubic" and (args.weights or args.model):
+        raise CLIError("--weights and --model choose the network: they do not apply to --method cubic (a typo there "
+                       "went unnoticed)", exitcodes.USAGE)
     bids_dir = Path(args.bids_dir).absolute()
     check_utf8_paths(("BIDS_DIR", bids_dir), ("OUTPUT_DIR", args.output_dir), ("--work-dir", args.work_dir))
     try:

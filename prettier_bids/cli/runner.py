@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import __version__, exitcodes
 from ..config import PROG
 from . import execution, validator
-from .environment import close_log_file, hold_log_records, release_log_records, setup_environment, setup_logging
+from .environment import (close_log_file, hold_log_records, release_log_records, remove_private_cache,
+                          setup_environment, setup_logging)
 from .options import CLIError, check_device_available, error, on_sigterm
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -128,6 +129,7 @@ def abandon_run(root):
     for proc in workers:
         proc.join(timeout=10)
     remove_temporaries(root, pids={os.getpid(), *(p.pid for p in workers)})
+    remove_private_cache()
 
 
 def select_inputs(config):

@@ -125,6 +125,9 @@ def _main(args):
     if json_to_stdout:
         args.json = None
     adapt = adapt_settings(args, args.method)
+    if args.method == "cubic" and (args.weights or args.model):
+        raise CLIError("--weights and --model choose the network: they do not apply to --method cubic",
+                       exitcodes.USAGE)
     broken = missing_content(inp)
     if broken:
         raise CLIError(broken, exitcodes.NOINPUT)

@@ -70,8 +70,12 @@ def run_bids_validator(bids_dir):
         return (f"the BIDS validator {Path(exe).name} could not check the dataset ({why}): run it by hand to see "
                 "why, or use --skip-bids-validation"), None
     issues = report.get("issues", {})
-    errors = ([i for i in issues.get("issues", []) if i.get("severity") == "error"]
-              if isinstance(issues, dict) and "issues" in issues else issues.get("errors", []))
+    if isinstance(issues, list):  # {"issues": [...]}: the list itself
+        issues = {"issues": issues}
+    if not isinstance(issues, dict):
+        issues = {}
+    errors = ([i for i in issues.get("issues", []) if isinstance(i, dict) and i.get("severity") == "error"]
+              if "issues" in issues else issues.get("errors", []))
     if not errors:
         LOGGER.info("BIDS validation passed (%s)", Path(exe).name)
         return None, proc.stdout
