@@ -351,11 +351,16 @@ def figure_problem(path):
     return None if b"</svg>" in tail else "is cut short (no closing </svg>)"
 
 
-def source_changed(recorded, path):
+def source_changed(recorded, path, marker=None):
     """Why the input at ``path`` is not the file an output recorded (``SourceFile``), or None. Outputs without
-    the record (made before it existed) are taken as made from this file."""
+    the record (made before 2026-12-04) are taken as made from this file unless the input is newer than their
+    completion ``marker`` (a replaced input was never redone)."""
     if not recorded:
-        return None
+        try:
+            newer = marker is not None and os.stat(path).st_mtime_ns > os.stat(marker).st_mtime_ns
+        except OSError:
+            newer = False
+        return "the input file is newer than its outputs (made before inputs were recorded)" if newer else None
     how = file_changed(recorded, path)
     return f"the input file changed ({how})" if how else None
 
@@ -433,10 +438,11 @@ def outdated_output(meta, nifti, root, deep=True):
     shared consistency map), or cannot be read. Files missing now, figures and records that lead out of ``root``
     (a symlink; the image itself linked out is a reason) are not checked here (a rerun redoes a missing file:
     :func:`completion`); ``deep``:
-    :func:`file_changed`."""
+    :func:`file_changed`. A model output from before ``CompanionFiles`` is checked by its consistency map's
+    ``Sources`` instead: a later ``--method cubic`` run of that release rewrote the map for its own output."""
     recorded = meta.get("CompanionFiles")
     if not recorded:
-        return None
+        return _legacy_map_of_other(meta, Path(nifti), Path(root))
     root = Path(root)
     real_root = root.resolve()
     descs = main_descs()
@@ -571,6 +577,22 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                     # sub-01_desc-cubic_acq-x_T1w.json: entities in another order than the outputs' names)
 
 
+def _legacy_map_of_other(meta, nifti, root):
+    """For a model output without ``CompanionFiles``: why its consistency map is another output's, or None."""
+    model_desc, cons_desc = main_descs()[0], output_desc("consistency")
+    if parse_entities(nifti).get("desc") != model_desc or meta.get("BaselineOf"):
+        return None
+    cons = nifti.with_name(nifti.name.replace(f"desc-{model_desc}", f"desc-{cons_desc}"))
+    try:
+        outputs = _map_outputs(cons)
+    except (OSError, ValueError, sr_io.JSONReadError):
+        return None
+    mine = "bids::" + nifti.relative_to(root).as_posix()
+    if outputs and mine not in outputs:
+        return f"{cons.name} was made for another output ({outputs[0][len('bids::'):]})"
+    return None
+
+
 def _map_made_for(nifti, root, meta):
     """The output the consistency map beside the main output ``nifti`` (sidecar ``meta``) was made for by the
     same run (its sidecar's first ``bids::`` source), or None (no map, an older map that names no output, or a
@@ -691,7 +713,7 @@ def completion(expected, source_uri, weights_sha=None, projected=None, precision
     if meta.get("BaselineOf"):
         return False, f"{expected.marker.name} is the cubic baseline of {Path(meta['BaselineOf']).name}"
     if cand is not None:
-        changed = source_changed(meta.get("SourceFile"), cand.path)
+        changed = source_changed(meta.get("SourceFile"), cand.path, expected.marker)
         if changed:
             return False, changed
         changed = thickness_changed(meta, cand)

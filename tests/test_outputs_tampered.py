@@ -164,3 +164,39 @@ def test_stale_temporaries_beside_the_dataset_files_are_removed(tmp_path):
     done = run_here(*_args(bids, out, work))
     assert done.returncode == 0, done.stderr
     assert not any(p.exists() for p in stale)
+
+
+def test_a_legacy_model_output_whose_map_a_cubic_run_rewrote_is_left_out(tmp_path):
+    """Outputs from before CompanionFiles: an older release's --method cubic run rewrote the shared consistency
+    map, and the group level and reports still showed the model output with it (helper-28)."""
+    import json
+
+    from prettier_bids.outputs import outdated_output
+
+    root = tmp_path / "prettier"
+    anat = root / "sub-02" / "anat"
+    anat.mkdir(parents=True)
+    model = anat / "sub-02_desc-prettier_T1w.nii.gz"
+    model.write_bytes(b"x")
+    cons = anat / "sub-02_desc-consistency_T1w.json"
+    for named, expected in (("cubic", "was made for another output (sub-02/anat/sub-02_desc-cubic_T1w.nii.gz)"),
+                            ("prettier", None)):
+        cons.write_text(json.dumps({"Sources": [f"bids::sub-02/anat/sub-02_desc-{named}_T1w.nii.gz"]}))
+        why = outdated_output({"Sources": ["bids:raw:sub-02/anat/sub-02_T1w.nii.gz"]}, model, root)
+        assert (why is None) if expected is None else (expected in why), why
+
+
+def test_an_input_newer_than_outputs_that_recorded_no_source_file_is_redone(tmp_path):
+    """Outputs from before SourceFile were kept whatever became of their input (helper-28)."""
+    import os
+
+    from prettier_bids.outputs import source_changed
+
+    marker = tmp_path / "out.json"
+    marker.write_text("{}")
+    source = tmp_path / "in.nii.gz"
+    source.write_bytes(b"x")
+    os.utime(marker, (1_000_000_000, 1_000_000_000))
+    assert "newer than its outputs" in source_changed(None, source, marker)
+    os.utime(source, (900_000_000, 900_000_000))
+    assert source_changed(None, source, marker) is None and source_changed(None, source) is None
