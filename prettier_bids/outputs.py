@@ -321,11 +321,12 @@ def _unreadable(exc):
 MAX_FIGURE_BYTES = 16 << 20
 
 
-def figure_problem(path):
-    """Why the figure ``path`` (an SVG reportlet) is not one to keep and show as it is, or None: not a regular
-    file (a symbolic link, through which the report's assembler would write; a pipe, on which it would block; a
-    folder), empty, beyond :data:`MAX_FIGURE_BYTES`, or cut short (no closing ``</svg>``: a killed write, a
-    damaged disk). Only the file's status and its last bytes are read."""
+def figure_problem(path, closing=b"</svg>"):
+    """Why the figure ``path`` (an SVG reportlet; with ``closing=None`` any reportlet, e.g. a QC table) is not one
+    to keep and show as it is, or None: not a regular file (a symbolic link, through which the report's assembler
+    would write; a pipe, on which it would block; a folder), empty, beyond :data:`MAX_FIGURE_BYTES`, or cut short
+    (no ``closing`` tag at its end: a killed write, a damaged disk). Only the file's status and its last bytes
+    are read."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -342,13 +343,15 @@ def figure_problem(path):
         return "is empty"
     if st.st_size > MAX_FIGURE_BYTES:
         return f"is {st.st_size / 1e6:.0f} MB, beyond the {MAX_FIGURE_BYTES >> 20} MB of a figure"
+    if closing is None:
+        return None
     try:
         with open(path, "rb") as f:
             f.seek(max(0, st.st_size - 64))
             tail = f.read()
     except OSError as exc:
         return _unreadable(exc)
-    return None if b"</svg>" in tail else "is cut short (no closing </svg>)"
+    return None if closing in tail else f"is cut short (no closing {closing.decode()})"
 
 
 def source_changed(recorded, path, marker=None):

@@ -220,7 +220,7 @@ def test_a_validator_that_crashes_stops_the_run_instead_of_skipping_validation(t
     assert "--skip-bids-validation" in problem and "\n" not in problem
     if "Oilpan" in script:
         assert "exit 133: Fatal process out of memory: Oilpan" in problem
-    monkeypatch.setattr(validator, "_address_space_limited", lambda: True)  # ulimit -v: it never runs (helper-27)
+    monkeypatch.setattr(validator, "address_space_left", lambda: 1 << 30)  # ulimit -v: it never runs (helper-27)
     problem, _ = validator.run_bids_validator(tmp_path)
     assert "cannot run under this address-space limit (ulimit -v, SGE h_vmem;" in problem
 

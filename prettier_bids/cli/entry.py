@@ -88,18 +88,12 @@ _OMP_THREADS = re.compile(r"\s*\+?[0-9]+\s*(,\s*\+?[0-9]+\s*)*")
 MAX_OMP_THREADS = 65536
 
 
-def drop_invalid_omp_threads():
-    """Unset an OMP_NUM_THREADS that OpenMP would refuse (``0``, ``-1``, ``abc``, ``99999999999999999999``), with a
-    one-line warning, before torch loads it: libgomp printed its own unprefixed ``Invalid value for environment
-    variable`` line. Called when ``prettier_bids.cli`` is imported, so before every console script (this module is
-    in that package) and ``python -m prettier_bids.cli...``."""
-    value = os.environ.get("OMP_NUM_THREADS")
-    counts = list(map(int, value.split(","))) if value is not None and _OMP_THREADS.fullmatch(value) else []
-    if value is None or (counts and 1 <= min(counts) and max(counts) <= MAX_OMP_THREADS):  # "04", "+4" as libgomp
-        return
-    del os.environ["OMP_NUM_THREADS"]
-    print(f"{_prog()}: warning: OMP_NUM_THREADS={value!r} is not a number of threads from 1 to {MAX_OMP_THREADS}; "
-          "ignored", file=sys.stderr)
+def _omp_threads_ok(value):
+    """OMP_NUM_THREADS: counts of 1 to :data:`MAX_OMP_THREADS`, comma-separated for nested levels (``04``, ``+4``
+    as libgomp reads them); ``0``, ``-1``, ``abc`` or ``99999999999999999999`` made libgomp print its own
+    unprefixed ``Invalid value for environment variable`` line."""
+    counts = list(map(int, value.split(","))) if _OMP_THREADS.fullmatch(value) else []
+    return bool(counts) and 1 <= min(counts) and max(counts) <= MAX_OMP_THREADS
 
 
 def _prog():
@@ -142,10 +136,11 @@ def _matches(pattern):
     return lambda value: re.fullmatch(pattern, value, re.I) is not None
 
 
-#: The other OpenMP (libgomp) settings torch's runtime reads when it loads, with the values libgomp takes. An odd
+#: The OpenMP (libgomp) settings torch's runtime reads when it loads, with the values libgomp takes. An odd
 #: value printed an unprefixed ``libgomp: Invalid value ...`` line; an odd GOMP_CPU_AFFINITY (``abc``) made the
 #: import of torch spin for ever, deaf to SIGTERM and Ctrl-C (they are deferred during that import).
 _OPENMP_SETTINGS = {
+    "OMP_NUM_THREADS": (_omp_threads_ok, f"a number of threads from 1 to {MAX_OMP_THREADS}"),
     "GOMP_CPU_AFFINITY": (_cpu_list_ok, "a list of CPU numbers or ranges this process may use"),
     "OMP_PROC_BIND": (_matches(r"\s*(true|false|(master|close|spread)(\s*,\s*(master|close|spread))*)\s*"),
                       "true, false, or a list of master, close, spread"),
@@ -170,9 +165,9 @@ def check_current_folder():
 
 
 def drop_invalid_openmp_settings():
-    """OMP_NUM_THREADS (:func:`drop_invalid_omp_threads`) and the other settings of :data:`_OPENMP_SETTINGS`: a
-    value libgomp would refuse is unset, with a one-line warning, before torch loads it."""
-    drop_invalid_omp_threads()
+    """The settings of :data:`_OPENMP_SETTINGS`: a value libgomp would refuse is unset, with a one-line warning,
+    before torch loads it. Called when ``prettier_bids.cli`` is imported, so before every console script (this
+    module is in that package) and ``python -m prettier_bids.cli...``."""
     for name, (takes_value, takes) in _OPENMP_SETTINGS.items():
         value = os.environ.get(name)
         if value is not None and not takes_value(value):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import exitcodes
 from ..sr.adapt import DEFAULT_STEPS, AdaptSettings
+from ..sr.io import is_disk_full
 from ..sr.precision import BATCH_SIZE, PRECISIONS
 from ..sr.preprocess import DEFAULT_OUTPUT_GRID, OUTPUT_GRIDS
 from .entry import exit_for_signal, import_deferring_signals
@@ -432,7 +433,7 @@ def guarded_main(prog, func, verbose=False, preload=True):
         print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
         return exitcodes.INTERRUPTED
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not is_disk_full(exc):
             return _unexpected(prog, exc, verbose)
         where = f" (writing {exc.filename})" if exc.filename else ""
         what = "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"

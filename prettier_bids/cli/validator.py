@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import exitcodes
+from ..sr.preprocess import address_space_left
 
 VALIDATORS = ("bids-validator-deno", "bids-validator")
 
@@ -29,15 +30,6 @@ def find_validator():
         if beside.is_file() and os.access(beside, os.X_OK):
             return str(beside)
     return None
-
-
-def _address_space_limited():
-    try:
-        import resource
-
-        return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
-    except (ImportError, OSError, ValueError):
-        return False
 
 
 def run_bids_validator(bids_dir):
@@ -63,7 +55,7 @@ def run_bids_validator(bids_dir):
         line = (fatal or said or [""])[0]
         why = (f"exit {proc.returncode}" if proc is not None else exc.__class__.__name__) + \
             (f": {exitcodes.printable(line[:160])}" if line else "")
-        if _address_space_limited():  # deno reserves far more address space than any ulimit -v (h_vmem) leaves
+        if address_space_left() is not None:  # deno reserves more address space than ulimit -v (h_vmem) leaves
             return (f"the BIDS validator {Path(exe).name} cannot run under this address-space limit (ulimit -v, "
                     f"SGE h_vmem; {why}): validate the dataset beforehand, elsewhere, and use "
                     "--skip-bids-validation"), None

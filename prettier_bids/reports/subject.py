@@ -186,8 +186,8 @@ FIGURE_LEAD = "<!-- prettier_bids figure -->"
 
 
 def guard_figures(root, subject):
-    """Before nireports reads the subject's figures: each ``sub-<subject>/figures/*.svg`` that
-    :func:`~prettier_bids.outputs.figure_problem` finds wrong is removed (a symbolic link itself, never what it
+    """Before nireports reads the subject's figures: each ``sub-<subject>/figures/*.svg`` (or QC table ``*.html``)
+    that :func:`~prettier_bids.outputs.figure_problem` finds wrong is removed (a symbolic link itself, never what it
     points to; a pipe; an empty, oversized or cut-short file) with a warning, so that the report neither writes
     through a link, nor blocks, nor shows half a figure; the next participant run makes it again. The others get
     what nireports would do to them (size attributes of the ``<svg`` line removed, lines before it dropped),
@@ -201,16 +201,14 @@ def guard_figures(root, subject):
         path = folder / name
         if name.startswith(".") or not name.endswith((".svg", ".html")):
             continue
-        if name.endswith(".html"):  # a QC table: read whole and pasted in by nireports, never through a link or pipe
-            why = figure_problem(path)  # (its SVG tail check does not apply)
-            if why and why != "is a folder" and not why.startswith("is cut short"):
-                _remove_figure(path, name, why)
-            continue
-        why = figure_problem(path)
+        svg = name.endswith(".svg")  # else a QC table, read whole and pasted in by nireports: its file status only
+        why = figure_problem(path, b"</svg>" if svg else None)
         if why == "is a folder":
             continue  # nireports' own error, as before
         if why:
             _remove_figure(path, name, why)
+            continue
+        if not svg:
             continue
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         for k, line in enumerate(lines[:6]):

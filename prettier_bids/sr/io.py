@@ -204,7 +204,7 @@ def clean_stale_temporaries(folder, recursive=False, names=None, keep=()):
 def remove_temporaries(folder, pids):
     """Remove the temporaries below ``folder`` written by the processes ``pids`` (this run's, when it is stopped);
     returns how many."""
-    return len(_remove_temporaries_where(folder, True, lambda name, pid: pid is not None and pid in pids))
+    return len(_remove_temporaries_where(folder, True, lambda name, pid: pid in pids))
 
 
 def _write_nifti(img, tmp):

@@ -467,13 +467,13 @@ def available_memory_bytes():
             avail = left if avail is None else min(avail, left)
     except (OSError, ValueError):
         pass
-    left = _address_space_left()
+    left = address_space_left()
     if left is not None:
         avail = left if avail is None else min(avail, left)
     return avail
 
 
-def _address_space_left():
+def address_space_left():
     """What ``ulimit -v`` (RLIMIT_AS, as SGE's ``h_vmem`` sets) leaves of this process's address space (bytes): the
     limit less the virtual memory already mapped (``VmSize``); None without a limit."""
     try:
