@@ -46,8 +46,9 @@ def import_deferring_signals(module):
 
 
 def exit_for_signal(prog, signum):
-    """For a signal noted during an import (:func:`import_deferring_signals`): its one line on stderr and the
-    exit status (130 Ctrl-C, 143 SIGTERM); None when none came. Nothing is written yet, so nothing is cleaned up."""
+    """The one line on stderr and the exit status (130 Ctrl-C, 143 SIGTERM) of a command stopped by ``signum``
+    (a signal noted during an import, :func:`import_deferring_signals`, or one the command's guard caught); None
+    when none came. Cleaning up is the caller's."""
     if signum is None:
         return None
     what, code = ("interrupted", INTERRUPTED) if signum == signal.SIGINT else ("terminated (SIGTERM)", TERMINATED)
@@ -190,8 +191,7 @@ def _run(prog, module):
             signal.signal(signum, signal.SIG_IGN)
         return code
     except KeyboardInterrupt:  # during the import, or while parsing before the command's own guard
-        print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return INTERRUPTED
+        return exit_for_signal(prog, signal.SIGINT)
 
 
 def prettier_bids():

@@ -353,7 +353,7 @@ def _sigterm_handler(prog, owner_pid):
         if not _ON_SIGTERM:
             raise Terminated()
         try:
-            _terminated_message(prog)
+            exit_for_signal(prog, signal.SIGTERM)
             logging.shutdown()  # flush the log file; then silence what threads say while the action stops them
             logging.disable(logging.CRITICAL)
             sys.stdout.flush()
@@ -363,10 +363,6 @@ def _sigterm_handler(prog, owner_pid):
         finally:
             os._exit(exitcodes.TERMINATED)
     return handler
-
-
-def _terminated_message(prog):
-    print(f"{prog}: error: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr, flush=True)
 
 
 def _interrupt_hook(previous):
@@ -427,11 +423,9 @@ def guarded_main(prog, func, verbose=False, preload=True):
     except CLIError as exc:
         return error(prog, exc, exc.code)
     except Terminated:
-        _terminated_message(prog)
-        return exitcodes.TERMINATED
+        return exit_for_signal(prog, signal.SIGTERM)
     except KeyboardInterrupt:
-        print(f"{prog}: error: interrupted; rerun the same command to resume", file=sys.stderr)
-        return exitcodes.INTERRUPTED
+        return exit_for_signal(prog, signal.SIGINT)
     except OSError as exc:
         if not is_disk_full(exc):
             return _unexpected(prog, exc, verbose)
