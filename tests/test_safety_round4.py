@@ -348,6 +348,21 @@ def test_a_degenerate_header_in_meters_is_the_usual_refusal(tmp_path, capsys):
     assert rc == 65 and "singular" in one_error(lines)
 
 
+def test_json_dash_with_stdout_closed_from_the_start_is_a_usage_error(tmp_path, thick_nifti):
+    """`prettier-sr ... --json - >&-`: the sidecar was printed nowhere and the run exited 0."""
+    import subprocess
+    import sys
+
+    code = "import sys; from prettier_bids.cli.entry import prettier_sr; sys.exit(prettier_sr())"
+    p = subprocess.run(["bash", "-c", 'exec >&-; exec "$@"', "sh", sys.executable, "-c", code, str(thick_nifti),
+                        str(tmp_path / "o.nii.gz"), "--method", "cubic", "-q", "--json", "-"],
+                       stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 64, p.stderr
+    assert p.stderr.strip().splitlines() == ["prettier-sr: error: --json -: standard output is closed, so the sidecar "
+                                             "would be lost: give a file name, or run with stdout open"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["thick.nii.gz"]
+
+
 def test_a_closed_stdout_after_json_dash_is_not_an_error(tmp_path, thick_nifti):
     import subprocess
     import sys

@@ -124,6 +124,9 @@ def _main(args):
     json_to_stdout = args.json == "-"  # `--json -`: the sidecar on stdout, no file
     if json_to_stdout:
         args.json = None
+        if sys.stdout is None:  # started with stdout closed (`>&-`): the sidecar went nowhere, exit 0
+            raise CLIError("--json -: standard output is closed, so the sidecar would be lost: give a file name, or "
+                           "run with stdout open", exitcodes.USAGE)
     adapt = adapt_settings(args, args.method)
     if args.method == "cubic" and (args.weights or args.model):
         raise CLIError("--weights and --model choose the network: they do not apply to --method cubic",
