@@ -503,7 +503,7 @@ def load_bids_filters(path, spec=None):
     """
     spec = spec or load_io_spec()
     try:
-        data = read_json(path, sqlite=True)
+        data = read_json(path, sqlite=True, unique_keys=True)
     except JSONReadError as exc:
         raise exitcodes.from_json_error(BIDSError, f"--bids-filter-file {path}", exc) from None
     if not isinstance(data, dict):

@@ -597,6 +597,19 @@ def test_filter_keys_that_differ_only_in_case_are_a_usage_error(tmp_path):
     assert "names the query 'flair' a second time" in done.stderr.strip().splitlines()[-1]
 
 
+def test_a_filter_key_given_twice_is_a_usage_error(tmp_path):
+    """{"flair": {"acquisition": "ax"}, "flair": {"acquisition": "sag"}}: JSON kept the last one, silently."""
+    bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
+    filt = tmp_path / "f.json"
+    filt.write_text('{"flair": {"acquisition": "ax"}, "flair": {"acquisition": "sag"}}')
+    done = run_here(*_args(bids, out, work, "--participant-label", "02", "--bids-filter-file", filt))
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"prettier-bids: error: --bids-filter-file {filt} is not usable: the key 'flair' is given twice in one "
+        "object (JSON keeps only the last); give it once")
+    assert not out.exists()
+
+
 def test_slice_thickness_range_as_documented(tmp_path, capsys):
     """0.1 mm (the documented lower end) was refused as 'must be > 0.1'; a thickness that does not fit the spacing
     did not say which would (helper-25)."""

@@ -116,6 +116,23 @@ def test_prettier_train_rejects_a_bad_config_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_key_given_twice_in_a_config_or_split_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys: `"steps": 10, ..., "steps": 99999` trained for the second, silently."""
+    path = tmp_path / "c.json"
+    path.write_text('{"model": {"preset": "edsr-compact"}, "steps": 10, "steps": 20}')
+    with pytest.raises(ConfigError, match="the key 'steps' is given twice in one object"):
+        load_config(path)
+    split = tmp_path / "s.json"
+    split.write_text('{"train": ["a.nii.gz"], "validation": ["b.nii.gz"], "train": ["c.nii.gz"]}')
+    good = _write(tmp_path, {"model": {"preset": "edsr-compact"}, "steps": 10})
+    p = subprocess.run([sys.executable, "-m", "prettier_bids.cli.train", "--config", str(good), "--split", str(split),
+                        "--data-root", str(tmp_path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert p.returncode == 64, p.stderr
+    assert [ln for ln in p.stderr.splitlines() if ln.strip()] == [
+        f"prettier-train: error: --split {split} is not usable: the key 'train' is given twice in one object (JSON "
+        "keeps only the last); give it once"]
+
+
 ROOT = Path(__file__).parents[1]
 #: The recipes of the shipped models' training steps (training/recipes/*/) and every split a step used.
 RECIPES = sorted(p for p in (ROOT / "training").rglob("*.json")

@@ -51,7 +51,7 @@ def read_split(path, required):
     ``train_inplane`` when present); raises :class:`~.options.CLIError` with its exit code."""
     path = Path(path) if path else default_split()
     try:
-        split = read_json(path)
+        split = read_json(path, unique_keys=True)
     except JSONReadError as exc:
         raise exitcodes.from_json_error(CLIError, f"--split {path}", exc) from None
     if not isinstance(split, dict):

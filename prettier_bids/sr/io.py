@@ -394,7 +394,21 @@ def _int_parser(sqlite):
     return parse
 
 
-def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True, sqlite=False):
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs):
+    """``object_pairs_hook`` that refuses a key given twice in one object (``json`` keeps the last, silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True, sqlite=False, unique_keys=False):
     """The parsed contents of the JSON file ``path``: the one JSON reader of the package.
 
     Only regular files are read, at most ``max_bytes`` (:func:`read_small_file`), and nesting too deep for the
@@ -402,17 +416,22 @@ def read_json(path, max_bytes=MAX_JSON_BYTES, allow_bom=True, sqlite=False):
     but nothing downstream can hold: an integer beyond the range of floats (``float()``, ``math.isfinite``), a
     string with a lone surrogate (``"\\ud800"``: no UTF-8 file, HTML report or index can store it); with
     ``sqlite`` (the dataset's sidecars, which pybids indexes, and filter values it queries) an integer beyond 64
-    bits; and, unless ``allow_bom``, a UTF-8 byte-order mark (pybids cannot read such a sidecar).
+    bits; unless ``allow_bom``, a UTF-8 byte-order mark (pybids cannot read such a sidecar); and with
+    ``unique_keys`` (files a user writes as options: a filter file, a training config, a split) a key given twice
+    in one object, of which JSON keeps only the last.
     """
     data = read_small_file(path, max_bytes)
     if not allow_bom and data.startswith(_UTF8_BOM):
         raise JSONReadError(path, "not valid JSON (it starts with a UTF-8 byte-order mark)", False)
     try:
-        value = json.loads(data, parse_int=_int_parser(sqlite))
+        value = json.loads(data, parse_int=_int_parser(sqlite), object_pairs_hook=_unique_pairs if unique_keys else None)
         json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate, in a key or a value
         return value
     except RecursionError:
         raise JSONReadError(path, "not valid JSON (nested too deeply)", False) from None
+    except _DuplicateKey as exc:
+        raise JSONReadError(path, f"not usable: the key {exc.args[0]!r} is given twice in one object (JSON keeps only "
+                            "the last); give it once", False) from None
     except UnicodeEncodeError:
         raise JSONReadError(path, "not valid JSON (a string holds a lone surrogate, not Unicode text)", False) \
             from None

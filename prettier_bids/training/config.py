@@ -139,7 +139,7 @@ def load_config(path=None, overrides=None):
     cfg = TrainConfig()
     if path is not None:
         try:
-            data = read_json(path)
+            data = read_json(path, unique_keys=True)
         except JSONReadError as exc:
             raise ConfigError(f"{path}: {exc.reason}" if exc.unreadable else f"{path} is {exc.reason}") from None
         if not isinstance(data, dict):
