@@ -15,7 +15,7 @@ from .. import __version__
 from ..naming import parse_entities
 from ..outputs import main_output_sidecars
 from ..outputs import tsv_text as outputs_tsv_text
-from ..sr.io import AtomicGroup
+from ..sr.io import AtomicGroup, holds_text
 from .markup import text as esc
 from .subject import CSS, json_bool
 
@@ -144,6 +144,8 @@ def run_group(root, participants=None):
     rows = collect_rows(root, participants)
     tsv, page = root / "group_qc.tsv", root / "group_qc.html"
     texts = {tsv: tsv_text(rows), page: html_text(rows)}  # everything computed before any file is touched
+    if all(holds_text(path, text) for path, text in texts.items()):
+        return tsv, page, rows  # nothing changed since the last group level: both files left as they were
     with AtomicGroup() as group:
         for path, text in texts.items():
             group.text(text, path)

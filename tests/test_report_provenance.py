@@ -1,0 +1,80 @@
+"""Provenance and reproducibility of the dataset files, the reports and the group level (helper-32's round):
+a rerun that has nothing new to say leaves the files as they were, modification times included; the group
+page links only to subject reports that exist; what the docs say of provenance is what the code does.
+
+The derivatives are made here (tiny images, hand-written sidecars, as in tests/test_report_safety.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from test_report_safety import VERSIONS, _model_meta, _output, _root
+
+OLD_NS = 1_000_000_000 * 10**9  # 2001-09-09: a time no file written here has
+
+
+def _age(paths):
+    """Set every file of ``paths`` to :data:`OLD_NS`; return them."""
+    for path in paths:
+        os.utime(path, ns=(OLD_NS, OLD_NS))
+    return list(paths)
+
+
+def test_a_rerun_with_nothing_new_leaves_dataset_files_citation_qc_tables_and_group_tables_untouched(tmp_path):
+    from prettier_bids.outputs import write_citation, write_dataset_files
+    from prettier_bids.reports.group import run_group
+    from prettier_bids.reports.subject import write_qc_reportlets
+
+    root = _root(tmp_path)
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    for sub in ("01", "02"):
+        _output(root, sub, "prettier", "FLAIR", _model_meta(sub))
+    raw = {"Name": "archive", "BIDSVersion": "1.10.0"}
+
+    def everything():
+        write_dataset_files(root, bids, raw)
+        write_citation(root, versions=VERSIONS, subjects=["01"])
+        write_qc_reportlets(root, "01")
+        run_group(root)
+
+    everything()
+    files = _age([root / n for n in ("dataset_description.json", ".bidsignore", "descriptions.tsv",
+                                     "logs/CITATION.md", "group_qc.tsv", "group_qc.html")]
+                 + sorted((root / "sub-01" / "figures").glob("*_desc-qc_*.html")))
+    assert len(files) == 7
+    before = {p: p.read_bytes() for p in files}
+    everything()  # the same outputs, the same dataset: nothing to say that is not said
+    assert {p: p.stat().st_mtime_ns for p in files} == {p: OLD_NS for p in files}  # was: every one rewritten
+    assert {p: p.read_bytes() for p in files} == before
+
+    # what changed is written
+    write_dataset_files(root, bids, {**raw, "Name": "archive 2"})
+    assert "archive 2" in (root / "dataset_description.json").read_text()
+    assert (root / "dataset_description.json").stat().st_mtime_ns != OLD_NS
+    meta = json.loads((root / "sub-02" / "anat" / "sub-02_desc-prettier_FLAIR.json").read_text())
+    meta["ConsistencyPSNR"] = 31.5
+    (root / "sub-02" / "anat" / "sub-02_desc-prettier_FLAIR.json").write_text(json.dumps(meta))
+    run_group(root)
+    assert "31.5" in (root / "group_qc.tsv").read_text()
+    assert {(root / n).stat().st_mtime_ns != OLD_NS for n in ("group_qc.tsv", "group_qc.html")} == {True}
+
+
+def test_holds_text_is_false_for_a_link_or_a_fifo_so_they_are_replaced_as_before(tmp_path):
+    from prettier_bids.sr.io import holds_text, update_text_atomic
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("same\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert not holds_text(link, "same\n")
+    assert update_text_atomic("same\n", link) and not link.is_symlink() and target.read_text() == "same\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not holds_text(fifo, "x")  # never opened: no blocking read
+    assert not holds_text(tmp_path / "missing", "")
+    plain = tmp_path / "plain.txt"
+    assert update_text_atomic("a\n", plain) and not update_text_atomic("a\n", plain)
+    assert update_text_atomic("a\nb\n", plain) and Path(plain).read_text() == "a\nb\n"
