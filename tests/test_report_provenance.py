@@ -78,3 +78,21 @@ def test_holds_text_is_false_for_a_link_or_a_fifo_so_they_are_replaced_as_before
     plain = tmp_path / "plain.txt"
     assert update_text_atomic("a\n", plain) and not update_text_atomic("a\n", plain)
     assert update_text_atomic("a\nb\n", plain) and Path(plain).read_text() == "a\nb\n"
+
+
+def test_the_group_page_links_only_to_subject_reports_that_exist(tmp_path):
+    """A participant job stopped (SLURM time limit, SIGTERM) after its images were stored but before its report:
+    the group page names it without a link that leads nowhere."""
+    import re
+
+    from prettier_bids.reports.group import run_group
+
+    root = _root(tmp_path)
+    for sub in ("01", "02"):
+        _output(root, sub, "prettier", "FLAIR", _model_meta(sub))
+    (root / "sub-01.html").write_text("<html></html>")
+    _, page, _ = run_group(root)
+    hrefs = re.findall(r"href='([^']*)'", page.read_text())
+    assert hrefs == ["sub-01.html"]  # was: sub-02.html too, a dead link
+    assert all((root / h).is_file() for h in hrefs)
+    assert "<td>sub-02</td>" in page.read_text()

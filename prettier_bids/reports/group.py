@@ -110,7 +110,9 @@ def _psnr_plot(rows):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def html_text(rows):
+def html_text(rows, reports=None):
+    """``group_qc.html``; ``reports``: the participants (``sub-XX``) whose report ``sub-XX.html`` exists beside it,
+    the only ones linked (None: every one)."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>prettier_bids group QC</title>"
              f"<style>{CSS}</style></head><body><h1>prettier_bids group QC</h1>",
              f"<p>{len(rows)} output(s) of {len({r['participant_id'] for r in rows})} participant(s); "
@@ -129,7 +131,8 @@ def html_text(rows):
         parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>")
         for r in rows:
             link = f"{r['participant_id']}.html"
-            cells = [f"<a href='{esc(link)}'>{esc(r['participant_id'])}</a>"]
+            linked = reports is None or r["participant_id"] in reports  # a run stopped before its report: no link
+            cells = [f"<a href='{esc(link)}'>{esc(r['participant_id'])}</a>" if linked else esc(r["participant_id"])]
             cells += [esc(r.get(c, "n/a")) for c in shown[1:]]
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
@@ -143,7 +146,8 @@ def run_group(root, participants=None):
     root = Path(root)
     rows = collect_rows(root, participants)
     tsv, page = root / "group_qc.tsv", root / "group_qc.html"
-    texts = {tsv: tsv_text(rows), page: html_text(rows)}  # everything computed before any file is touched
+    reports = {r["participant_id"] for r in rows if (root / f"{r['participant_id']}.html").is_file()}
+    texts = {tsv: tsv_text(rows), page: html_text(rows, reports)}  # everything computed before any file is touched
     if all(holds_text(path, text) for path, text in texts.items()):
         return tsv, page, rows  # nothing changed since the last group level: both files left as they were
     with AtomicGroup() as group:
