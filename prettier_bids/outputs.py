@@ -1071,10 +1071,15 @@ def tsv_cell(value):
 
 
 def tsv_text(columns, rows):
-    """A TSV file's text: a header of ``columns``, then one line per row (dicts; a missing value is ``n/a``), each
-    cell through :func:`tsv_cell`, unquoted."""
+    """A TSV file's text: a header of ``columns``, then one line per row (dicts), each cell through
+    :func:`tsv_cell`, unquoted; a missing value, None (a JSON ``null``) or a cell left blank is ``n/a``, as BIDS
+    spells a missing value."""
+    def cell(value):
+        text = tsv_cell(value)
+        return text if text.strip() else "n/a"
+
     lines = ["\t".join(map(tsv_cell, columns))]
-    lines += ["\t".join(tsv_cell(row.get(c, "n/a")) for c in columns) for row in rows]
+    lines += ["\t".join(cell(row.get(c)) for c in columns) for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -96,3 +96,23 @@ def test_the_group_page_links_only_to_subject_reports_that_exist(tmp_path):
     assert hrefs == ["sub-01.html"]  # was: sub-02.html too, a dead link
     assert all((root / h).is_file() for h in hrefs)
     assert "<td>sub-02</td>" in page.read_text()
+
+
+def test_group_table_cells_with_no_value_are_n_a(tmp_path):
+    """A sidecar value that is JSON ``null`` (``Model`` of an older cubic output), empty, or only a tab is ``n/a``
+    in ``group_qc.tsv`` (BIDS: missing values are ``n/a``; a blank cell is not valid), never an empty cell."""
+    from _bids_support import read_tsv
+    from test_report_safety import _cubic_meta
+
+    from prettier_bids.reports.group import COLUMNS, run_group
+
+    root = _root(tmp_path)
+    _output(root, "01", "cubic", "T1w", _cubic_meta("01", ProjectionSkipped=""))
+    _output(root, "02", "prettier", "FLAIR", _model_meta("02", SlicePlane="\t"))
+    tsv, _, _ = run_group(root)
+    lines = tsv.read_text().splitlines()
+    assert all(len(line.split("\t")) == len(COLUMNS) for line in lines)
+    assert all(cell.strip() for line in lines for cell in line.split("\t"))  # was: '' for null, ' ' for a tab
+    cubic, model = read_tsv(tsv)
+    assert (cubic["Model"], cubic["ModelWeightsSHA256"], cubic["ProjectionSkipped"]) == ("n/a", "n/a", "n/a")
+    assert model["SlicePlane"] == "n/a" and model["Model"] == "prettier-edsr-v2"
