@@ -116,3 +116,24 @@ def test_group_table_cells_with_no_value_are_n_a(tmp_path):
     cubic, model = read_tsv(tsv)
     assert (cubic["Model"], cubic["ModelWeightsSHA256"], cubic["ProjectionSkipped"]) == ("n/a", "n/a", "n/a")
     assert model["SlicePlane"] == "n/a" and model["Model"] == "prettier-edsr-v2"
+
+
+def test_a_cubic_output_is_never_said_to_have_a_network_consistency_psnr(tmp_path):
+    """``--method cubic`` runs no network: its QC flag, its QC table and the group plot do not speak of one (was:
+    ``network consistency PSNR 14.4 dB is below the QC floor`` in the sidecar of a cubic output, and a
+    ``Network consistency PSNR`` row in its QC table)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.reports.subject import _qc_table
+    from prettier_bids.sr import super_resolve
+
+    rng = np.random.default_rng(0)
+    img = nib.Nifti1Image((rng.random((32, 32, 8)) * 1000).astype(np.float32), np.diag([1.0, 1.0, 5.0, 1.0]))
+    info = super_resolve(img, method="cubic", slice_thickness=12.0).info  # noise, wide slices: below the floor
+    assert info["QCFlags"] and info["QCFlags"][0].startswith("consistency PSNR 14.4 dB is below the QC floor")
+    assert not any("network" in flag for flag in info["QCFlags"])
+    table = _qc_table({**info, "Sources": ["bids:raw:x"]})
+    assert "etwork" not in table and "Consistency PSNR before the clip and rounding (dB)" in table
+    model_table = _qc_table({"Method": "model", "NetworkConsistencyPSNR": 30.0, "ConsistencyPSNR": 40.0})
+    assert "Network consistency PSNR (dB)" in model_table

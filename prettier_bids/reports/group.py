@@ -102,7 +102,7 @@ def _psnr_plot(rows):
         vals = [qc_psnr(r) for r in rows if (r["contrast"], r["desc"]) == g and qc_psnr(r) is not None]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=18)
     ax.set_xticks(range(len(groups)), [f"{c}\ndesc-{d}" for c, d in groups])
-    ax.set_ylabel("network consistency PSNR (dB)")
+    ax.set_ylabel("consistency PSNR before any projection (dB)")  # cubic outputs too: no network
     ax.set_xlim(-0.6, len(groups) - 0.4)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -89,6 +89,8 @@ def _qc_table(meta):
         if key is None:
             value = f"{_fmt(meta.get('SliceSpacing', 'n/a'))} / {_fmt(meta.get('SliceThickness', 'n/a'))}"
             value += _thickness_note(meta)
+        elif key == "NetworkConsistencyPSNR" and key in meta and meta.get("Method", "model") != "model":
+            label, value = "Consistency PSNR before the clip and rounding (dB)", _fmt(meta[key])  # no network
         elif key in meta:
             value = _fmt(meta[key])
         else:

@@ -613,7 +613,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "NetworkConsistencyPSNR": round(net_cons.psnr_db, 3),
         "ProjectedOntoInput": projected,
         **({"ProjectionSkipped": SKIPPED_UNKNOWN_THICKNESS} if requested and not projected else {}),
-        "QCFlags": qc_flags(net_cons.psnr_db),
+        "QCFlags": qc_flags(net_cons.psnr_db, method=method),
         "HeaderWarnings": warned,
         "ConsistencyFractionAbove10pct": round(net_cons.frac_above_10pct, 5),
         "Device": str(device),
