@@ -882,7 +882,7 @@ GIVEN_SOURCES = {"sidecar": "the BIDS sidecar's SliceThickness", "sidecar SliceT
                  "the BIDS sidecar's SliceThickness", "option": "the --slice-thickness option"}
 
 BASELINE_DESC = """\
-A cubic-spline interpolation of {which} onto the same grid (desc-{cubic}) is included as a baseline.
+A cubic-spline interpolation of the input of {which}, on the same grid (desc-{cubic}), is included as a baseline.
 """
 
 #: How the methods text names the output grid (``OutputGrid``: ``sr.preprocess.OUTPUT_GRIDS``).

@@ -137,3 +137,20 @@ def test_a_cubic_output_is_never_said_to_have_a_network_consistency_psnr(tmp_pat
     assert "etwork" not in table and "Consistency PSNR before the clip and rounding (dB)" in table
     model_table = _qc_table({"Method": "model", "NetworkConsistencyPSNR": 30.0, "ConsistencyPSNR": 40.0})
     assert "Network consistency PSNR (dB)" in model_table
+
+
+def test_the_methods_text_says_the_cubic_baseline_interpolates_the_input_not_the_super_resolved_image(tmp_path):
+    """``--write-cubic``: the baseline is the input interpolated with cubic splines; the methods text said "A
+    cubic-spline interpolation of each super-resolved image", i.e. of the network's output."""
+    from test_report_safety import _cubic_meta
+
+    from prettier_bids.outputs import dataset_methods
+
+    root = _root(tmp_path)
+    _output(root, "01", "prettier", "FLAIR", _model_meta("01"))
+    _output(root, "01", "cubic", "FLAIR", _cubic_meta("01", "FLAIR",
+                                                      BaselineOf="bids::sub-01/anat/sub-01_desc-prettier_FLAIR.nii.gz"))
+    text = " ".join(dataset_methods(root, VERSIONS).split())
+    assert "interpolation of each super-resolved image" not in text
+    assert "A cubic-spline interpolation of the input of each super-resolved image, on the same grid (desc-cubic)" \
+        in text
