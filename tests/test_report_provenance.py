@@ -154,3 +154,32 @@ def test_the_methods_text_says_the_cubic_baseline_interpolates_the_input_not_the
     assert "interpolation of each super-resolved image" not in text
     assert "A cubic-spline interpolation of the input of each super-resolved image, on the same grid (desc-cubic)" \
         in text
+
+
+def test_the_same_figures_are_the_same_bytes_on_a_rerun(tmp_path):
+    """Two runs on the same input make byte-identical figures, so that the sidecars, whose ``CompanionFiles``
+    record each figure's SHA-256, are equal apart from their time fields (was: a random animation name in each
+    flicker and the time of day in the lesion view: every figure and every main sidecar differed)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.reports.lesionview import lesion_view_svg
+    from prettier_bids.reports.reportlets import before_after_svg
+
+    rng = np.random.default_rng(0)
+    fine_data = np.zeros((30, 30, 30), np.float32)
+    fine_data[5:25, 5:25, 5:25] = 100 + rng.normal(0, 3, (20, 20, 20))
+    fine_data[12:16, 12:16, 12:16] += 80  # a bright blob: a lesion view with a region
+    fine, thick = tmp_path / "fine.nii.gz", tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(fine_data, np.eye(4)), fine)
+    nib.save(nib.Nifti1Image(fine_data[:, :, 2::5].copy(), np.diag([1.0, 1.0, 5.0, 1.0])), thick)
+    made = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        folder.mkdir()
+        made.append([Path(p).read_bytes() for p in before_after_svg([thick, fine], fine, [
+            folder / "input.svg", folder / "cubic.svg"], ["input", "cubic"], "SR")]
+            + [Path(lesion_view_svg(thick, fine, fine, folder / "lesions.svg")).read_bytes()])
+    assert made[0] == made[1]
+    assert made[0][0] != made[0][1]  # each figure its own animation name: two on one page do not share it
+    assert b"<dc:date>" not in made[0][2]
