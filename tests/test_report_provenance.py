@@ -183,3 +183,18 @@ def test_the_same_figures_are_the_same_bytes_on_a_rerun(tmp_path):
     assert made[0] == made[1]
     assert made[0][0] != made[0][1]  # each figure its own animation name: two on one page do not share it
     assert b"<dc:date>" not in made[0][2]
+
+
+def test_the_consistency_map_caption_says_which_output_it_shows():
+    """The map shows the output before the projection onto the input (the stored, projected output reproduces the
+    input): the subject report's caption said "The output put back through the acquisition model", as if the
+    stored image had those errors."""
+    import yaml
+
+    from prettier_bids.reports.subject import REPORT_SPEC
+
+    spec = yaml.safe_load(REPORT_SPEC.read_text())
+    caption = next(r["caption"] for sec in spec["sections"] for r in sec["reportlets"]
+                   if r.get("bids", {}).get("desc") == "consistency")
+    assert caption.startswith("The output before any projection onto the input")
+    assert "ProjectedOntoInput" in caption and "absolute value" in caption
