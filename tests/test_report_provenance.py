@@ -198,3 +198,18 @@ def test_the_consistency_map_caption_says_which_output_it_shows():
                    if r.get("bids", {}).get("desc") == "consistency")
     assert caption.startswith("The output before any projection onto the input")
     assert "ProjectedOntoInput" in caption and "absolute value" in caption
+
+
+def test_the_group_page_lists_the_outputs_it_leaves_out_and_why(tmp_path):
+    """An output left out of the group tables (a malformed sidecar, a damaged image) was named only in the
+    console's warnings: the page said "1 output(s)" under "All outputs" and nothing of the other."""
+    from prettier_bids.reports.group import run_group
+
+    root = _root(tmp_path)
+    _output(root, "01", "prettier", "FLAIR", _model_meta("01"))
+    _output(root, "02", "prettier", "FLAIR", _model_meta("02", ConsistencyPSNR="35.2"))  # wrong type: left out
+    _, page, rows = run_group(root)
+    text = page.read_text()
+    assert len(rows) == 1
+    assert "Left out (1)" in text
+    assert "sub-02/anat/sub-02_desc-prettier_FLAIR.json: its JSON sidecar is malformed" in text

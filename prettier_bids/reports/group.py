@@ -31,15 +31,17 @@ FLAG_MADS = 3.0
 LOGGER = logging.getLogger("prettier_bids")
 
 
-def collect_rows(root, participants=None):
+def collect_rows(root, participants=None, skipped=None):
     """One row per main output on disk; an output whose sidecar is malformed (not JSON, not an object, a value
     of the wrong type: :func:`prettier_bids.outputs.read_sidecar`) or whose image is missing is skipped with a
-    warning."""
+    warning, and ``(sidecar path relative to root, why)`` appended to ``skipped`` (a list) when given."""
     root = Path(root)
     rows = []
     for sidecar, nifti, meta, why in main_output_sidecars(root, participants or None):
         if why:
             LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
+            if skipped is not None:
+                skipped.append((sidecar.relative_to(root).as_posix(), why))
             continue
         ents = parse_entities(sidecar)
         session = f"ses-{ents['session']}" if ents.get("session") else "n/a"  # as the summary TSV writes it
@@ -110,13 +112,18 @@ def _psnr_plot(rows):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def html_text(rows, reports=None):
+def html_text(rows, reports=None, skipped=()):
     """``group_qc.html``; ``reports``: the participants (``sub-XX``) whose report ``sub-XX.html`` exists beside it,
-    the only ones linked (None: every one)."""
+    the only ones linked (None: every one); ``skipped``: the outputs left out (:func:`collect_rows`), listed with
+    why, so that the page does not pass them over in silence."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>prettier_bids group QC</title>"
              f"<style>{CSS}</style></head><body><h1>prettier_bids group QC</h1>",
              f"<p>{len(rows)} output(s) of {len({r['participant_id'] for r in rows})} participant(s); "
              f"prettier_bids {esc(__version__)}. Full table: <code>group_qc.tsv</code>.</p>"]
+    if skipped:
+        parts.append(f"<h2 class='failed'>Left out ({len(skipped)})</h2><p>Outputs on disk that are not in the "
+                     "tables (a rerun of their participant redoes them):</p><ul>"
+                     + "".join(f"<li>{esc(name)}: {esc(why)}</li>" for name, why in skipped) + "</ul>")
     if rows:
         parts.append(f"<p><img src='data:image/png;base64,{_psnr_plot(rows)}' alt='consistency PSNR per group' "
                      "style='max-width:600px;border:none'></p>")
@@ -144,10 +151,11 @@ def run_group(root, participants=None):
     """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root, both or neither (made first,
     renamed together); returns (tsv, html, rows)."""
     root = Path(root)
-    rows = collect_rows(root, participants)
+    skipped = []
+    rows = collect_rows(root, participants, skipped)
     tsv, page = root / "group_qc.tsv", root / "group_qc.html"
     reports = {r["participant_id"] for r in rows if (root / f"{r['participant_id']}.html").is_file()}
-    texts = {tsv: tsv_text(rows), page: html_text(rows, reports)}  # everything computed before any file is touched
+    texts = {tsv: tsv_text(rows), page: html_text(rows, reports, skipped)}  # all computed before any file is touched
     if all(holds_text(path, text) for path, text in texts.items()):
         return tsv, page, rows  # nothing changed since the last group level: both files left as they were
     with AtomicGroup() as group:
