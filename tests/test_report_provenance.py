@@ -213,3 +213,30 @@ def test_the_group_page_lists_the_outputs_it_leaves_out_and_why(tmp_path):
     assert len(rows) == 1
     assert "Left out (1)" in text
     assert "sub-02/anat/sub-02_desc-prettier_FLAIR.json: its JSON sidecar is malformed" in text
+
+
+def test_batch_summary_writes_and_reads_tsv_without_quoting(tmp_path):
+    """``docker/slurm/batch_summary.py`` merged the run summaries with the csv module's quoting: an input whose name
+    holds a double quote came out as ``"sub-01/anat/sub-01_acq-""x_FLAIR.nii.gz"`` (another file name for every
+    TSV reader but the csv module's), and a reason that starts with one was read as a quoted cell."""
+    import subprocess
+    import sys
+
+    from _bids_support import REPO
+
+    logs = tmp_path / "out" / "prettier" / "logs"
+    logs.mkdir(parents=True)
+    head = "participant_id\tsession\tcontrast\tinput\tstatus\treason\toutputs\n"
+    quoted = 'sub-01/anat/sub-01_acq-"x_FLAIR.nii.gz'
+    (logs / "summary_20261207-000000_aaaaaaaa.tsv").write_text(
+        head + f'sub-01\tn/a\tFLAIR\t{quoted}\tskipped\tnot a BIDS name: "x\tn/a\n'
+        + 'sub-02\tn/a\tFLAIR\tsub-02/anat/sub-02_FLAIR.nii.gz\tfailed\t"unclosed quote\tn/a\n'
+        + 'sub-03\tn/a\tFLAIR\tsub-03/anat/sub-03_FLAIR.nii.gz\tdone\tprocessed in this run\tn/a\n')
+    proc = subprocess.run([sys.executable, str(REPO / "docker" / "slurm" / "batch_summary.py"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = (logs / "batch_summary.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines]
+    assert len(rows) == 4 and {len(r) for r in rows} == {8}
+    assert [r[3] for r in rows[1:]] == [quoted, "sub-02/anat/sub-02_FLAIR.nii.gz", "sub-03/anat/sub-03_FLAIR.nii.gz"]
+    assert [r[5] for r in rows[1:]] == ['not a BIDS name: "x', '"unclosed quote', "processed in this run"]
