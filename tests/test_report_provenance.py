@@ -240,3 +240,26 @@ def test_batch_summary_writes_and_reads_tsv_without_quoting(tmp_path):
     assert len(rows) == 4 and {len(r) for r in rows} == {8}
     assert [r[3] for r in rows[1:]] == [quoted, "sub-02/anat/sub-02_FLAIR.nii.gz", "sub-03/anat/sub-03_FLAIR.nii.gz"]
     assert [r[5] for r in rows[1:]] == ['not a BIDS name: "x', '"unclosed quote', "processed in this run"]
+
+
+def test_the_consistency_map_does_not_carry_the_inputs_display_range_or_description():
+    """The map's voxels are fractions of the intensity scale (0-0.1 here): it kept the input's ``cal_max`` 600, so
+    viewers that honour the header's display range (MRIcroGL, Mango) showed it all black, and the input's
+    ``descrip`` (``FLAIR 5mm scanner XYZ``) and ``aux_file``. The output keeps them: same intensities, same range."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.sr import super_resolve
+
+    rng = np.random.default_rng(0)
+    data = np.zeros((40, 40, 8), np.int16)
+    data[5:35, 5:35, 1:7] = (500 + rng.normal(0, 20, (30, 30, 6))).astype(np.int16)
+    img = nib.Nifti1Image(data, np.diag([1.0, 1.0, 5.0, 1.0]))
+    img.header["cal_min"], img.header["cal_max"] = 0, 600
+    img.header["descrip"], img.header["aux_file"] = b"FLAIR 5mm scanner XYZ", b"lut.txt"
+    res = super_resolve(img, method="cubic", slice_thickness=5.0)
+    cmap = res.consistency_map.header
+    assert (float(cmap["cal_min"]), float(cmap["cal_max"]), cmap["aux_file"].item()) == (0.0, 0.0, b"")
+    assert cmap["descrip"].item().startswith(b"prettier consistency map")
+    out = res.image.header
+    assert (float(out["cal_min"]), float(out["cal_max"]), out["descrip"].item()) == (0.0, 600.0, b"FLAIR 5mm scanner XYZ")
