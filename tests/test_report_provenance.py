@@ -262,4 +262,5 @@ def test_the_consistency_map_does_not_carry_the_inputs_display_range_or_descript
     assert (float(cmap["cal_min"]), float(cmap["cal_max"]), cmap["aux_file"].item()) == (0.0, 0.0, b"")
     assert cmap["descrip"].item().startswith(b"prettier consistency map")
     out = res.image.header
-    assert (float(out["cal_min"]), float(out["cal_max"]), out["descrip"].item()) == (0.0, 600.0, b"FLAIR 5mm scanner XYZ")
+    assert (float(out["cal_min"]), float(out["cal_max"]), out["descrip"].item()) == \
+        (0.0, 600.0, b"FLAIR 5mm scanner XYZ")

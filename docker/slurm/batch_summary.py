@@ -39,6 +39,8 @@ def tsv_cell(value):
     """``value`` as one unquoted TSV cell (``n/a`` when missing or blank), as prettier-bids writes its summaries."""
     text = "" if value is None else TSV_UNSAFE.sub(" ", str(value))
     return text if text.strip() else "n/a"
+
+
 FINAL = {"done", "skipped"}
 EXIT_REASONS = {
     1: "some images failed", 16: "input is not a valid BIDS dataset", 17: "unknown analysis level",
