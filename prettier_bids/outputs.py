@@ -31,7 +31,7 @@ from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, outp
 from .naming import NamingError, is_nifti, sidecar_of
 from .sr import io as sr_io
 from .sr.io import clean_stale_temporaries as _clean_folder
-from .sr.io import write_text_atomic
+from .sr.io import update_text_atomic, write_text_atomic
 
 LOGGER = logging.getLogger("prettier_bids")
 
@@ -822,18 +822,19 @@ def dataset_description(bids_dir, raw_description=None):
 
 
 def write_dataset_files(root, bids_dir, raw_description=None, spec=None):
-    """dataset_description.json, .bidsignore and descriptions.tsv (atomic; safe to rewrite)."""
+    """dataset_description.json, .bidsignore and descriptions.tsv (atomic; safe to rewrite; a file that already
+    says the same is left untouched, its modification time too: ``sr.io.update_text_atomic``)."""
     spec = spec or load_io_spec()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps(dataset_description(bids_dir, raw_description), indent=2) + "\n",
-                      root / "dataset_description.json")
-    write_text_atomic("\n".join(BIDSIGNORE) + "\n", root / ".bidsignore")
+    update_text_atomic(json.dumps(dataset_description(bids_dir, raw_description), indent=2) + "\n",
+                       root / "dataset_description.json")
+    update_text_atomic("\n".join(BIDSIGNORE) + "\n", root / ".bidsignore")
     readme = root / "README.md"
     if not readme.exists():
         write_text_atomic(readme_text(spec), readme)
     rows = ["desc_id\tdescription"] + [f"desc-{o['desc']}\t{o['Description']}" for o in spec["outputs"].values()]
-    write_text_atomic("\n".join(rows) + "\n", root / "descriptions.tsv")
+    update_text_atomic("\n".join(rows) + "\n", root / "descriptions.tsv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -881,7 +882,7 @@ GIVEN_SOURCES = {"sidecar": "the BIDS sidecar's SliceThickness", "sidecar SliceT
                  "the BIDS sidecar's SliceThickness", "option": "the --slice-thickness option"}
 
 BASELINE_DESC = """\
-A cubic-spline interpolation of {which} onto the same grid (desc-{cubic}) is included as a baseline.
+A cubic-spline interpolation of the input of {which}, on the same grid (desc-{cubic}), is included as a baseline.
 """
 
 #: How the methods text names the output grid (``OutputGrid``: ``sr.preprocess.OUTPUT_GRIDS``).
@@ -1048,7 +1049,7 @@ def write_citation(root, description=None, versions=None, subjects=()):
     logs = Path(root) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     text = citation_text(dataset_methods(root, versions, subjects) if description is None else description)
-    write_text_atomic(text, logs / "CITATION.md")
+    update_text_atomic(text, logs / "CITATION.md")  # unchanged when the outputs are
     return text
 
 
@@ -1070,10 +1071,15 @@ def tsv_cell(value):
 
 
 def tsv_text(columns, rows):
-    """A TSV file's text: a header of ``columns``, then one line per row (dicts; a missing value is ``n/a``), each
-    cell through :func:`tsv_cell`, unquoted."""
+    """A TSV file's text: a header of ``columns``, then one line per row (dicts), each cell through
+    :func:`tsv_cell`, unquoted; a missing value, None (a JSON ``null``) or a cell left blank is ``n/a``, as BIDS
+    spells a missing value."""
+    def cell(value):
+        text = tsv_cell(value)
+        return text if text.strip() else "n/a"
+
     lines = ["\t".join(map(tsv_cell, columns))]
-    lines += ["\t".join(tsv_cell(row.get(c, "n/a")) for c in columns) for row in rows]
+    lines += ["\t".join(cell(row.get(c)) for c in columns) for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -195,7 +195,8 @@ def test_methods_text_describes_every_output_on_disk_not_only_the_last_runs(tmp_
         _output(root, sub, "cubic", "T1w", _cubic_meta(sub))
     text = write_citation(root, versions=VERSIONS)
     assert "Each of 3 images (3 T1w) was super-resolved" in text and "One T1w image was interpolated" in text
-    assert "A cubic-spline interpolation of 3 super-resolved image(s) onto the same grid (desc-cubic)" in text
+    assert "A cubic-spline interpolation of the input of 3 super-resolved image(s), on the same grid (desc-cubic)" \
+        in text
 
 
 def test_methods_text_names_every_software_version_of_the_outputs(tmp_path):

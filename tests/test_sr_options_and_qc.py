@@ -48,7 +48,7 @@ def test_qc_floor_flags_and_strict(tmp_path, capsys, thick_nifti, monkeypatch):
     monkeypatch.setattr(consistency, "CONSISTENCY_PSNR_FLOOR_DB", 200.0)  # every output is below it
     out, meta = tmp_path / "o.nii.gz", tmp_path / "o.json"
     rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", "--json", meta)
-    assert rc == 0 and len(lines) == 1 and lines[0].startswith(f"prettier-sr: warning: QC: {out}: network consistency PSNR")
+    assert rc == 0 and len(lines) == 1 and lines[0].startswith(f"prettier-sr: warning: QC: {out}: consistency PSNR")  # cubic: no network
     assert "below the QC floor of 200 dB" in json.loads(meta.read_text())["QCFlags"][0]
     out.unlink()
     rc, lines = run_sr(capsys, thick_nifti, out, "--method", "cubic", "-q", "--strict")

@@ -25,10 +25,22 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
 COLUMNS = ["participant_id", "session", "contrast", "input", "status", "reason", "outputs", "run_id"]
+#: What a TSV cell may not hold (the rule of ``prettier_bids.outputs.tsv_cell``, which this stdlib-only script
+#: cannot import): tabs, line breaks and other control characters become spaces; nothing is quoted.
+TSV_UNSAFE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def tsv_cell(value):
+    """``value`` as one unquoted TSV cell (``n/a`` when missing or blank), as prettier-bids writes its summaries."""
+    text = "" if value is None else TSV_UNSAFE.sub(" ", str(value))
+    return text if text.strip() else "n/a"
+
+
 FINAL = {"done", "skipped"}
 EXIT_REASONS = {
     1: "some images failed", 16: "input is not a valid BIDS dataset", 17: "unknown analysis level",
@@ -71,7 +83,7 @@ def latest_rows(root):
         bad = 0
         try:  # a summary edited by hand (saved as Latin-1, a row cut short) costs its odd rows, not the merge
             with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-                for row in csv.DictReader(fh, delimiter="\t"):
+                for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):  # BIDS TSV: no quoting
                     if not all(isinstance(row.get(k), str) and row[k] for k in ("participant_id", "input", "status")):
                         bad += 1
                         continue
@@ -160,11 +172,10 @@ def main(argv=None):
     dest = Path(args.out_file) if args.out_file else root / "logs" / "batch_summary.tsv"
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, COLUMNS, delimiter="\t", lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        fh.write("\t".join(COLUMNS) + "\n")
         for r in out_rows:
-            w.writerow({k: r.get(k, "n/a") for k in COLUMNS})
+            fh.write("\t".join(tsv_cell(r.get(k)) for k in COLUMNS) + "\n")
     os.replace(tmp, dest)
     counts = {}
     for r in out_rows:

@@ -15,7 +15,7 @@ from .. import __version__
 from ..naming import parse_entities
 from ..outputs import main_output_sidecars
 from ..outputs import tsv_text as outputs_tsv_text
-from ..sr.io import AtomicGroup
+from ..sr.io import AtomicGroup, holds_text
 from .markup import text as esc
 from .subject import CSS, json_bool
 
@@ -31,15 +31,17 @@ FLAG_MADS = 3.0
 LOGGER = logging.getLogger("prettier_bids")
 
 
-def collect_rows(root, participants=None):
+def collect_rows(root, participants=None, skipped=None):
     """One row per main output on disk; an output whose sidecar is malformed (not JSON, not an object, a value
     of the wrong type: :func:`prettier_bids.outputs.read_sidecar`) or whose image is missing is skipped with a
-    warning."""
+    warning, and ``(sidecar path relative to root, why)`` appended to ``skipped`` (a list) when given."""
     root = Path(root)
     rows = []
     for sidecar, nifti, meta, why in main_output_sidecars(root, participants or None):
         if why:
             LOGGER.warning("group level: skipped %s: %s", sidecar.relative_to(root).as_posix(), why)
+            if skipped is not None:
+                skipped.append((sidecar.relative_to(root).as_posix(), why))
             continue
         ents = parse_entities(sidecar)
         session = f"ses-{ents['session']}" if ents.get("session") else "n/a"  # as the summary TSV writes it
@@ -102,7 +104,7 @@ def _psnr_plot(rows):
         vals = [qc_psnr(r) for r in rows if (r["contrast"], r["desc"]) == g and qc_psnr(r) is not None]
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(vals)), vals, s=18)
     ax.set_xticks(range(len(groups)), [f"{c}\ndesc-{d}" for c, d in groups])
-    ax.set_ylabel("network consistency PSNR (dB)")
+    ax.set_ylabel("consistency PSNR before any projection (dB)")  # cubic outputs too: no network
     ax.set_xlim(-0.6, len(groups) - 0.4)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -110,11 +112,18 @@ def _psnr_plot(rows):
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def html_text(rows):
+def html_text(rows, reports=None, skipped=()):
+    """``group_qc.html``; ``reports``: the participants (``sub-XX``) whose report ``sub-XX.html`` exists beside it,
+    the only ones linked (None: every one); ``skipped``: the outputs left out (:func:`collect_rows`), listed with
+    why, so that the page does not pass them over in silence."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>prettier_bids group QC</title>"
              f"<style>{CSS}</style></head><body><h1>prettier_bids group QC</h1>",
              f"<p>{len(rows)} output(s) of {len({r['participant_id'] for r in rows})} participant(s); "
              f"prettier_bids {esc(__version__)}. Full table: <code>group_qc.tsv</code>.</p>"]
+    if skipped:
+        parts.append(f"<h2 class='failed'>Left out ({len(skipped)})</h2><p>Outputs on disk that are not in the "
+                     "tables (a rerun of their participant redoes them):</p><ul>"
+                     + "".join(f"<li>{esc(name)}: {esc(why)}</li>" for name, why in skipped) + "</ul>")
     if rows:
         parts.append(f"<p><img src='data:image/png;base64,{_psnr_plot(rows)}' alt='consistency PSNR per group' "
                      "style='max-width:600px;border:none'></p>")
@@ -129,7 +138,8 @@ def html_text(rows):
         parts.append("<h2>All outputs</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>")
         for r in rows:
             link = f"{r['participant_id']}.html"
-            cells = [f"<a href='{esc(link)}'>{esc(r['participant_id'])}</a>"]
+            linked = reports is None or r["participant_id"] in reports  # a run stopped before its report: no link
+            cells = [f"<a href='{esc(link)}'>{esc(r['participant_id'])}</a>" if linked else esc(r["participant_id"])]
             cells += [esc(r.get(c, "n/a")) for c in shown[1:]]
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
@@ -141,9 +151,13 @@ def run_group(root, participants=None):
     """Write ``group_qc.tsv`` and ``group_qc.html`` under the derivatives root, both or neither (made first,
     renamed together); returns (tsv, html, rows)."""
     root = Path(root)
-    rows = collect_rows(root, participants)
+    skipped = []
+    rows = collect_rows(root, participants, skipped)
     tsv, page = root / "group_qc.tsv", root / "group_qc.html"
-    texts = {tsv: tsv_text(rows), page: html_text(rows)}  # everything computed before any file is touched
+    reports = {r["participant_id"] for r in rows if (root / f"{r['participant_id']}.html").is_file()}
+    texts = {tsv: tsv_text(rows), page: html_text(rows, reports, skipped)}  # all computed before any file is touched
+    if all(holds_text(path, text) for path, text in texts.items()):
+        return tsv, page, rows  # nothing changed since the last group level: both files left as they were
     with AtomicGroup() as group:
         for path, text in texts.items():
             group.text(text, path)

@@ -143,6 +143,9 @@ def lesion_view_svg(thick, cubic, sr, out_file, slice_axis=None, n_regions=N_REG
                 ax.set_ylabel(f"region {r + 1}: {size * float(np.prod(zooms)) / 1000:.2f} ml", color="white",
                               fontsize=8)
     fig.tight_layout()
-    fig.savefig(str(out_file), format=Path(out_file).suffix[1:] or "svg", facecolor="black", dpi=100)
+    fmt = Path(out_file).suffix[1:] or "svg"
+    with plt.rc_context({"svg.hashsalt": "prettier_bids"}):  # no random ids, no date: a rerun's figure is the same
+        fig.savefig(str(out_file), format=fmt, facecolor="black", dpi=100,
+                    metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
     return str(out_file)

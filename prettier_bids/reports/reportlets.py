@@ -26,9 +26,9 @@ do).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
-from uuid import uuid4
 
 import nibabel as nib
 import numpy as np
@@ -238,7 +238,8 @@ def before_after_svg(befores, after, out_files, before_labels, after_label="afte
         foreground, _ = _place(*_rows(before_img, cuts, window, label))
         body = ('<g class="background-svg">' + "".join(background) + '</g>\n<g class="foreground-svg">'
                 + "".join(foreground) + "</g>")
-        Path(out_file).write_text(_svg(body, height, FLICKER_CSS.format(uid=uuid4()) + "\n"))
+        uid = hashlib.sha256(body.encode()).hexdigest()[:32]  # one per figure, the same for the same figure:
+        Path(out_file).write_text(_svg(body, height, FLICKER_CSS.format(uid=uid) + "\n"))  # a rerun's bytes too
         outs.append(str(Path(out_file).absolute()))
     return outs[0] if single else outs
 

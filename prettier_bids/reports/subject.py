@@ -27,7 +27,7 @@ from .. import __version__
 from ..bids import root_relative_indexer
 from ..naming import NamingError, derivative_relpath, load_io_spec, nifti_of, parse_entities, reportlet_desc
 from ..outputs import figure_problem, main_sidecar_paths, shown_outputs, thickness_kind
-from ..sr.io import AtomicGroup, write_text_atomic
+from ..sr.io import AtomicGroup, update_text_atomic, write_text_atomic
 from .markup import key as _html_key
 from .markup import text as esc
 from .offline import install_assets, localize
@@ -89,6 +89,8 @@ def _qc_table(meta):
         if key is None:
             value = f"{_fmt(meta.get('SliceSpacing', 'n/a'))} / {_fmt(meta.get('SliceThickness', 'n/a'))}"
             value += _thickness_note(meta)
+        elif key == "NetworkConsistencyPSNR" and key in meta and meta.get("Method", "model") != "model":
+            label, value = "Consistency PSNR before the clip and rounding (dB)", _fmt(meta[key])  # no network
         elif key in meta:
             value = _fmt(meta[key])
         else:
@@ -160,8 +162,8 @@ def write_qc_reportlets(root, subject):
         sources = ", ".join(meta.get("Sources", []))
         path = _qc_path(root, parse_entities(nifti), spec)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(f"<h3>{esc(nifti.name)}</h3>\n<p class='meta'>{esc(rel)} from "
-                          f"{esc(sources)}</p>\n{_qc_table(meta)}\n", path)
+        update_text_atomic(f"<h3>{esc(nifti.name)}</h3>\n<p class='meta'>{esc(rel)} from "
+                           f"{esc(sources)}</p>\n{_qc_table(meta)}\n", path)  # unchanged: left as it was
         paths.append(path)
     kept = {p for n, _ in shown for p in _figures_of(root, n, spec)}
     gone = [nifti_of(sidecar) for sidecar, _ in skipped] + _orphan_qc_tables(root, subject, spec, kept)

@@ -38,11 +38,13 @@ PROJECTION_CLIP_ITERATIONS = 4
 HEAD_THRESHOLD = 0.1
 
 
-def qc_flags(psnr_db, floor_db=None):
-    """The QC flags of an output (empty when it passes)."""
+def qc_flags(psnr_db, floor_db=None, method="model"):
+    """The QC flags of an output (empty when it passes); ``method``: how it was made (``model``: the figure is the
+    network's; ``cubic``: no network ran, the figure is the interpolation's)."""
     floor_db = CONSISTENCY_PSNR_FLOOR_DB if floor_db is None else floor_db
     if psnr_db is None or not psnr_db >= floor_db:  # NaN fails too
-        return [f"network consistency PSNR {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the output "
+        figure = "network consistency PSNR" if method == "model" else "consistency PSNR"
+        return [f"{figure} {psnr_db:.1f} dB is below the QC floor of {floor_db:g} dB: the output "
                 "before any projection does not reproduce its input (check the image and its intensities)"]
     return []
 

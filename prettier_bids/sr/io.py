@@ -246,6 +246,28 @@ def write_text_atomic(text, path):
         group.text(text, path)
 
 
+def holds_text(path, text):
+    """Whether ``path`` is a regular file (not a link) that holds exactly ``text`` as :func:`write_text_atomic`
+    writes it; False when it is anything else or cannot be read."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, encoding=None, newline="") as f:  # the encoding Path.write_text uses
+            return f.read(len(text) + 1) == text
+    except (OSError, UnicodeError, ValueError):
+        return False
+
+
+def update_text_atomic(text, path):
+    """:func:`write_text_atomic`, unless ``path`` already holds ``text`` (:func:`holds_text`): a rerun that has
+    nothing new to say leaves the file, and its modification time, as it was (backups and ``rsync`` see no
+    change). Returns whether it wrote."""
+    if holds_text(path, text):
+        return False
+    write_text_atomic(text, path)
+    return True
+
+
 def save_torch_atomic(obj, path):
     """``torch.save(obj)`` to a temporary file beside ``path``, then a rename: readers never see half a file."""
     with AtomicGroup() as group:

@@ -396,8 +396,15 @@ def _with_geometry(dataobj, affine, header, qcode, scode):
     return out
 
 
-def make_like(data, affine, reference):
-    """A NIfTI image on ``affine`` with ``reference``'s header fields (codes, units, description)."""
+#: The ``descrip`` of a consistency map (at most 80 bytes): what its voxels are, not the input's description.
+MAP_DESCRIPTION = "prettier consistency map: |re-degraded output - input| / IntensityScale"
+
+
+def make_like(data, affine, reference, description=None):
+    """A NIfTI image on ``affine`` with ``reference``'s header fields (codes, units, description, display range).
+    ``description``: for an image of other quantities than the reference's intensities (the consistency map), its
+    own ``descrip``, and none of the reference's display range (``cal_min``/``cal_max``: viewers would show a map of
+    fractions in a window of the input's intensities, all black) or lookup table (``aux_file``)."""
     hdr = reference.header.copy()
     if type(hdr) is not nib.Nifti1Header:  # NIfTI-2 (or a pair's) header: the same fields in NIfTI-1's layout
         hdr = nib.Nifti1Header.from_header(hdr, check=False)
@@ -409,6 +416,9 @@ def make_like(data, affine, reference):
     hdr["slice_code"], hdr["slice_start"], hdr["slice_end"], hdr["slice_duration"] = 0, 0, 0, 0
     freq, phase, _ = hdr.get_dim_info()
     hdr.set_dim_info(freq, phase, None)
+    if description is not None:
+        hdr["descrip"] = description.encode("ascii", "replace")[:79]
+        hdr["cal_min"], hdr["cal_max"], hdr["aux_file"] = 0.0, 0.0, b""
     qcode, scode = int(reference.header["qform_code"]), int(reference.header["sform_code"])
     if qcode or scode:  # the input's codes (one of them for the other); both 0 (orientation unknown) stay so
         qcode, scode = qcode or scode, scode or qcode
@@ -587,7 +597,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     again = redegrade(out.astype(np.float32, copy=False), axis, factor, spacing, thickness, profile)
     cons = compare(to_input(apply_scaling(again, offset, scale)), stored, axis, mask)
     image = make_like(out, hr_affine, img)
-    cmap = make_like(net_cons.error_map.astype(np.float32), img.affine, img)
+    cmap = make_like(net_cons.error_map.astype(np.float32), img.affine, img, MAP_DESCRIPTION)
     info = {
         "Method": method,
         "Model": model.name if method == "model" else None,
@@ -613,7 +623,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         "NetworkConsistencyPSNR": round(net_cons.psnr_db, 3),
         "ProjectedOntoInput": projected,
         **({"ProjectionSkipped": SKIPPED_UNKNOWN_THICKNESS} if requested and not projected else {}),
-        "QCFlags": qc_flags(net_cons.psnr_db),
+        "QCFlags": qc_flags(net_cons.psnr_db, method=method),
         "HeaderWarnings": warned,
         "ConsistencyFractionAbove10pct": round(net_cons.frac_above_10pct, 5),
         "Device": str(device),
