@@ -5,6 +5,7 @@ output sidecar stopped the group level and every later participant run."""
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -635,3 +636,30 @@ def test_a_model_option_with_method_cubic_is_a_usage_error(tmp_path, capsys):
     done = run_here(*_args(bids, out, work, "--model", "bogus"))
     assert done.returncode == 64 and "do not apply to --method cubic" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("make", ["single.nii", "single.nii.gz", "single2.nii"])
+def test_a_single_file_whose_vox_offset_points_inside_its_header_is_refused(tmp_path, capsys, make):
+    """vox_offset 0 in a .nii: nibabel reads the voxels from byte 0 (it takes 0 as Analyze's "no offset"), so the
+    header's 352 bytes became the first 88 voxels and every voxel was shifted: exit 0 with a wrong image."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    kind = nib.Nifti2Image if make.startswith("single2") else nib.Nifti1Image
+    img = kind(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1]))
+    nib.save(img, str(tmp_path / "ok.nii"))
+    raw = bytearray((tmp_path / "ok.nii").read_bytes())
+    at, fmt = (168, "<q") if kind is nib.Nifti2Image else (108, "<f")
+    raw[at: at + struct.calcsize(fmt)] = struct.pack(fmt, 0)
+    path = tmp_path / make
+    path.write_bytes(gzip.compress(bytes(raw)) if make.endswith(".gz") else bytes(raw))
+    assert np.asarray(nib.load(str(path)).dataobj).ravel(order="F")[0] != img.get_fdata().ravel(order="F")[0]
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "vox_offset 0 in the header points inside the" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+    assert main([str(tmp_path / "ok.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0

@@ -351,7 +351,8 @@ def check_raw_header(path):
     them; raises :class:`InputError` (one line). Header extensions beyond :data:`MAX_HEADER_EXTENSION_BYTES`
     (nibabel reads them all, whatever their size: up to ``vox_offset`` in a single file, to the end of a pair's
     ``.hdr``, gzipped or not, counted as it is read); a voxel size of 0 in ``pixdim`` where the geometry comes
-    from it (no sform), which nibabel reads as 1 mm. A file that is no NIfTI header is left to the reader."""
+    from it (no sform), which nibabel reads as 1 mm; a single file's ``vox_offset`` inside its header (0, which
+    nibabel reads as the data starting at byte 0). A file that is no NIfTI header is left to the reader."""
     from nibabel.openers import ImageOpener
 
     path = str(path)
@@ -378,6 +379,12 @@ def check_raw_header(path):
                     extensions += len(block)
     except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
         return
+    if single and offset < size + 4:  # nibabel reads a vox_offset of 0 as "the data start at byte 0": the header's
+        # own bytes as voxels, every voxel shifted (other values below the header nibabel refuses by itself)
+        raise InputError("vox_offset %g in the header points inside the %d-byte header of a single-file NIfTI (the "
+                         "voxels start at byte %d or later): the voxels would be read shifted, with the header's "
+                         "bytes among them; a damaged or non-conforming header, fix its vox_offset" % (offset, size,
+                                                                                                       size + 4))
     if extensions > MAX_HEADER_EXTENSION_BYTES:
         amount = "%.3g MB" % (extensions / 1e6) if single else "more than %d MB" % (MAX_HEADER_EXTENSION_BYTES >> 20)
         raise InputError("the header carries %s of header extensions, beyond the %d MB this tool reads (a damaged "
