@@ -663,3 +663,31 @@ def test_a_single_file_whose_vox_offset_points_inside_its_header_is_refused(tmp_
     assert code == 65 and len(err) == 1 and "vox_offset 0 in the header points inside the" in err[0], err
     assert not (tmp_path / "out.nii.gz").exists()
     assert main([str(tmp_path / "ok.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+
+
+@pytest.mark.parametrize("code, pixdim, warned", [(4, 1.0, True), (2 + 64, 1.0, False), (1 + 64, 0.001, False),
+                                                  (255, 1.0, True)])
+def test_xyzt_units_codes_nifti_does_not_define_are_read_as_unknown(tmp_path, capsys, code, pixdim, warned):
+    """A spatial unit code 4-7 or a time code with bit 64 set: nibabel's get_xyzt_units raised KeyError, so the run
+    computed everything and then failed with exit 1, `unexpected KeyError: np.uint8(4)`; a meter header with such a
+    time code was read as mm and refused as 0.001 mm voxels."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "units.nii", pixdim=(pixdim, pixdim, 5 * pixdim))
+    raw = bytearray(path.read_bytes())
+    raw[123] = code  # xyzt_units
+    path.write_bytes(bytes(raw))
+    out, side = tmp_path / "out.nii.gz", tmp_path / "out.json"
+    rc = main([str(path), str(out), "--method", "cubic", "-q", "--json", str(side)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    img = nib.load(str(out))
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert np.allclose(nib.affines.voxel_sizes(img.affine), [1.0, 1.0, 1.0])
+    notes = json.loads(side.read_text())["HeaderWarnings"]
+    assert any("is none NIfTI defines: read as mm" in n for n in notes) == warned, notes

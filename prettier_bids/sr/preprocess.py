@@ -202,12 +202,29 @@ def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0
 MM_PER_UNIT = {"meter": 1000.0, "micron": 0.001}
 
 
+def header_units(header):
+    """``(spatial, time)`` units of a NIfTI header's ``xyzt_units``, each read on its own: ``unknown`` for a code
+    NIfTI does not define (nibabel's ``get_xyzt_units`` raises KeyError when either is undefined, e.g. spatial
+    code 4-7 or bit 64 set) and for headers without the field."""
+    from nibabel.nifti1 import unit_codes
+
+    try:
+        code = int(header["xyzt_units"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "unknown", "unknown"
+    labels = []
+    for part in (code % 8, code - code % 8):
+        try:
+            labels.append(unit_codes.label[part] or "unknown")
+        except KeyError:
+            labels.append("unknown")
+    return tuple(labels)
+
+
 def spatial_unit(img):
     """The header's spatial unit (``mm``, ``meter``, ``micron`` or ``unknown``); ``unknown`` for other images."""
-    try:
-        return img.header.get_xyzt_units()[0] or "unknown"
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return "unknown"
+    header = getattr(img, "header", None)
+    return "unknown" if header is None else header_units(header)[0]
 
 
 def in_millimetres(img):
@@ -229,7 +246,7 @@ def in_millimetres(img):
             out.header.set_zooms(tuple(float(z) * factor for z in hdr.get_zooms()[:3]) + tuple(hdr.get_zooms()[3:]))
     except (HeaderDataError, ValueError, np.linalg.LinAlgError):  # a degenerate affine: the image is left as it is,
         return img  # for the header admission to refuse with its own message
-    out.header.set_xyzt_units("mm", hdr.get_xyzt_units()[1])
+    out.header.set_xyzt_units("mm", header_units(hdr)[1])
     return out
 
 
@@ -240,6 +257,12 @@ def header_warnings(img):
     unit = spatial_unit(img)
     if unit in MM_PER_UNIT:
         out.append(f"the header's spatial unit is {unit}: its voxel sizes and affine were converted to mm")
+    try:
+        code = int(hdr["xyzt_units"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        code = 0
+    if code % 8 > 3:  # 4-7: no NIfTI unit
+        out.append(f"the header's spatial unit code {code % 8} (xyzt_units {code}) is none NIfTI defines: read as mm")
     try:
         qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     except (KeyError, TypeError, ValueError):  # not a NIfTI header

@@ -40,6 +40,7 @@ from .preprocess import (
     clip_outliers,
     describe_zooms,
     find_slice_axis,
+    header_units,
     header_warnings,
     in_millimetres,
     intensity_scaling,
@@ -386,7 +387,7 @@ def _with_geometry(dataobj, affine, header, qcode, scode):
     """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s. A sheared
     affine has no qform (a rotation, zooms and a flip cannot hold it): the qform is then unset (code 0), so
     that no reader falls back to a shear-free approximation of the geometry."""
-    time_unit = header.get_xyzt_units()[1] if header is not None else "unknown"
+    time_unit = header_units(header)[1] if header is not None else "unknown"
     out = nib.Nifti1Image(dataobj, affine, header)
     out.set_qform(affine, code=qcode)
     if not np.allclose(out.header.get_qform(), affine, atol=1e-4):
