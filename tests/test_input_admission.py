@@ -338,3 +338,13 @@ def test_sidecar_of_a_2_5_mm_stack_records_factor_3(tmp_path, capsys):
     assert rc == 0
     info = json.loads((tmp_path / "o.json").read_text())
     assert info["UpsamplingFactor"] == 3 and info["OutputVoxelSize"][2] == pytest.approx(2.5 / 3, abs=1e-3)
+
+
+@pytest.mark.parametrize("spacing", [500.0, 1e30, 31.0])
+def test_a_slice_spacing_beyond_30_mm_fails_that_image_in_bids_selection(tmp_path, spacing):
+    """A damaged header (500 mm slices) was 'skipped' as if it were a routine 3D image, and the run exited 0; it is
+    a damaged header like a 1e-30 mm voxel: 'failed' (exit 1), in prettier-sr exit 65 as before."""
+    src = raw_nifti(tmp_path / "sub-01_FLAIR.nii", (16, 16, 6), srows=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, spacing, 0]],
+                    data=phantom((16, 16, 6)).tobytes("F"))
+    cand = bids.inspect_candidate(candidate(src))
+    assert cand.status == "failed" and "is beyond the 30 mm this tool takes" in cand.reason, cand.reason

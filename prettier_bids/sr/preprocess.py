@@ -76,16 +76,24 @@ def find_slice_axis(zooms, force=False):
         raise AlreadyHighResolution(
             "already high resolution (%s mm, every axis <= %.1f mm); nothing to do"
             % (describe_zooms(zooms), ISOTROPIC_MAX_MM))
-    if zooms[axis] > MAX_SLICE_MM:
-        shown = "%.4g" % zooms[axis]
-        if float(shown) <= MAX_SLICE_MM:  # rounded onto the limit: enough digits to show why
-            shown = repr(float(zooms[axis]))
-        raise InputError("slice spacing %s mm is beyond the %g mm this tool takes: check the header's voxel "
-                         "sizes" % (shown, MAX_SLICE_MM))
+    check_slice_spacing(zooms)
     if zooms[order[1]] > 0.8 * zooms[axis] and not force:
         raise InputError("cannot tell the slice axis: voxel size %s mm has two similar large axes"
                          % describe_zooms(zooms))
     return axis
+
+
+def check_slice_spacing(zooms):
+    """InputError when the largest voxel size (the slice spacing) is beyond :data:`MAX_SLICE_MM`: a wrong header
+    (500 mm, 1e30 mm), not a slice stack. Part of the header admission (:func:`check_geometry`), so that the
+    BIDS-App fails such an image as it does other damaged headers, and of :func:`find_slice_axis`."""
+    spacing = float(np.max(np.asarray(zooms, dtype=float)[:3]))
+    if spacing > MAX_SLICE_MM:
+        shown = "%.4g" % spacing
+        if float(shown) <= MAX_SLICE_MM:  # rounded onto the limit: enough digits to show why
+            shown = repr(spacing)
+        raise InputError("slice spacing %s mm is beyond the %g mm this tool takes: check the header's voxel "
+                         "sizes" % (shown, MAX_SLICE_MM))
 
 
 def plausible_thickness(thickness, spacing):
@@ -431,8 +439,8 @@ def check_geometry(shape, affine):
     """The header's geometry, checked before any voxel is read: returns the voxel sizes (mm).
 
     Raises :class:`InputError` (one line) when the affine is not finite, is singular (an all-zero row, voxel
-    axes that are not independent), has a voxel size below :data:`MIN_VOXEL_MM`, or when ``shape`` has more
-    than :data:`MAX_INPUT_VOXELS` voxels. (Slice spacings above :data:`MAX_SLICE_MM`: :func:`find_slice_axis`.)
+    axes that are not independent), has a voxel size below :data:`MIN_VOXEL_MM` or above :data:`MAX_SLICE_MM`
+    (:func:`check_slice_spacing`), or when ``shape`` has more than :data:`MAX_INPUT_VOXELS` voxels.
     """
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -449,6 +457,7 @@ def check_geometry(shape, affine):
         ax = int(np.argmin(zooms))
         raise InputError("voxel size %.4g mm (axis %d) is below the %g mm this tool takes: check the header's "
                          "voxel sizes" % (zooms[ax], ax, MIN_VOXEL_MM))
+    check_slice_spacing(zooms)
     n = int(np.prod([int(k) for k in shape], dtype=object))
     if n > MAX_INPUT_VOXELS:
         raise InputError("the header claims %s = %.3g voxels, beyond the %.3g this tool takes (a damaged or "
