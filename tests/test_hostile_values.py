@@ -691,3 +691,32 @@ def test_xyzt_units_codes_nifti_does_not_define_are_read_as_unknown(tmp_path, ca
     assert np.allclose(nib.affines.voxel_sizes(img.affine), [1.0, 1.0, 1.0])
     notes = json.loads(side.read_text())["HeaderWarnings"]
     assert any("is none NIfTI defines: read as mm" in n for n in notes) == warned, notes
+
+
+@pytest.mark.parametrize("field, code, refused", [("sform_code", 255, True), ("qform_code", 6, True),
+                                                  ("sform_code", 5, False), ("sform_code", -1, False)])
+def test_an_xform_code_above_those_nifti_defines_is_refused(tmp_path, capsys, field, code, refused):
+    """sform_code 255 with a valid qform: nibabel resets the code to 0 and places the image by its qform (60 mm away
+    here) where FSL/AFNI/ITK use the sform; the output was written at nibabel's place without a word (its note went
+    to the -v log)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    qform, sform = np.diag([1.0, 1, 5, 1]), np.diag([1.0, 1, 5, 1])
+    sform[:3, 3] = [30, 40, 20]
+    img = nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=1)
+    nib.save(img, str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<h", raw, 254 if field == "sform_code" else 252, code)
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    rc = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if refused:
+        assert rc == 65 and len(err) == 1 and f"{field} {code} in the header is none NIfTI defines" in err[0], err
+        assert not (tmp_path / "out.nii.gz").exists()
+    else:
+        assert rc == 0, err

@@ -356,9 +356,13 @@ def working_grid(data, zooms, slice_axis):
 MAX_HEADER_EXTENSION_BYTES = 32 << 20
 
 
+#: The ``qform_code``/``sform_code`` values NIfTI defines (unknown, scanner, aligned, Talairach, MNI, template).
+XFORM_CODES = (0, 1, 2, 3, 4, 5)
+
+
 def _header_fields(raw):
-    """``(header size, single file, extension flag, vox_offset, pixdim, sform_code)`` of a NIfTI-1 or NIfTI-2
-    header's first bytes, or None for anything else (Analyze, not a header: left to the reader)."""
+    """``(header size, single file, extension flag, vox_offset, pixdim, sform_code, qform_code)`` of a NIfTI-1 or
+    NIfTI-2 header's first bytes, or None for anything else (Analyze, not a header: left to the reader)."""
     for e in "<>":
         size = int(np.frombuffer(raw[:4], e + "i4")[0]) if len(raw) >= 4 else 0
         if size in (348, 540) and len(raw) >= size:
@@ -370,11 +374,13 @@ def _header_fields(raw):
         if raw[344:347] not in (b"n+1", b"ni1"):
             return None
         return (size, raw[344:347] == b"n+1", flag, float(np.frombuffer(raw[108:112], e + "f4")[0]),
-                np.frombuffer(raw[76:108], e + "f4"), int(np.frombuffer(raw[254:256], e + "i2")[0]))
+                np.frombuffer(raw[76:108], e + "f4"), int(np.frombuffer(raw[254:256], e + "i2")[0]),
+                int(np.frombuffer(raw[252:254], e + "i2")[0]))
     if raw[4:7] not in (b"n+2", b"ni2"):
         return None
     return (size, raw[4:7] == b"n+2", flag, float(np.frombuffer(raw[168:176], e + "i8")[0]),
-            np.frombuffer(raw[104:168], e + "f8"), int(np.frombuffer(raw[348:352], e + "i4")[0]))
+            np.frombuffer(raw[104:168], e + "f8"), int(np.frombuffer(raw[348:352], e + "i4")[0]),
+            int(np.frombuffer(raw[344:348], e + "i4")[0]))
 
 
 def check_raw_header(path):
@@ -383,7 +389,8 @@ def check_raw_header(path):
     (nibabel reads them all, whatever their size: up to ``vox_offset`` in a single file, to the end of a pair's
     ``.hdr``, gzipped or not, counted as it is read); a voxel size of 0 in ``pixdim`` where the geometry comes
     from it (no sform), which nibabel reads as 1 mm; a single file's ``vox_offset`` inside its header (0, which
-    nibabel reads as the data starting at byte 0). A file that is no NIfTI header is left to the reader."""
+    nibabel reads as the data starting at byte 0); a ``qform_code``/``sform_code`` above those NIfTI defines,
+    which nibabel resets to 0 where other readers use that transform. A file that is no NIfTI header is left to the reader."""
     from nibabel.openers import ImageOpener
 
     path = str(path)
@@ -396,7 +403,7 @@ def check_raw_header(path):
             fields = _header_fields(raw)
             if fields is None:
                 return
-            size, single, flag, offset, pixdim, sform = fields
+            size, single, flag, offset, pixdim, sform, qform = fields
             if not flag:
                 extensions = 0
             elif single:
@@ -416,6 +423,12 @@ def check_raw_header(path):
                          "voxels start at byte %d or later): the voxels would be read shifted, with the header's "
                          "bytes among them; a damaged or non-conforming header, fix its vox_offset" % (offset, size,
                                                                                                        size + 4))
+    for name, code in (("sform_code", sform), ("qform_code", qform)):
+        if code > max(XFORM_CODES):  # nibabel resets it to 0 and ignores that transform; niftilib (FSL, AFNI) and
+            # ITK use any code above 0 (below 0: unset for all of them)
+            raise InputError("%s %d in the header is none NIfTI defines (%d-%d): readers disagree on whether its "
+                             "transform holds (nibabel ignores it, FSL/AFNI/ITK use it), so the image's position is "
+                             "not known; fix the header" % (name, code, min(XFORM_CODES), max(XFORM_CODES)))
     if extensions > MAX_HEADER_EXTENSION_BYTES:
         amount = "%.3g MB" % (extensions / 1e6) if single else "more than %d MB" % (MAX_HEADER_EXTENSION_BYTES >> 20)
         raise InputError("the header carries %s of header extensions, beyond the %d MB this tool reads (a damaged "
