@@ -348,3 +348,25 @@ def test_a_slice_spacing_beyond_30_mm_fails_that_image_in_bids_selection(tmp_pat
                     data=phantom((16, 16, 6)).tobytes("F"))
     cand = bids.inspect_candidate(candidate(src))
     assert cand.status == "failed" and "is beyond the 30 mm this tool takes" in cand.reason, cand.reason
+
+
+@pytest.mark.parametrize("kind, shape, srows", [
+    # 8000 slices of 5 mm: 40000 output rows (was exit 1 after the work, `unexpected HeaderDataError: shape (3, 3,
+    # 40000) does not fit in dim datatype`)
+    ("nifti1", (3, 3, 8000), [[0.9, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 5, 0]]),
+    # a NIfTI-2 input 40000 voxels long: its outputs (and consistency map) are NIfTI-1
+    ("nifti2", (40000, 4, 2), [[0.9, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 5, 0]]),
+])
+def test_a_grid_longer_than_a_nifti1_axis_is_refused_from_the_header(tmp_path, capsys, no_voxel_reads, kind, shape,
+                                                                     srows):
+    path = tmp_path / "long.nii"
+    if kind == "nifti1":
+        raw_nifti(path, shape, srows=srows, data=np.ones(shape, np.float32).tobytes("F"))
+    else:
+        nib.save(nib.Nifti2Image(np.ones(shape, np.float32), np.vstack([srows, [0, 0, 0, 1]])), str(path))
+    rc, lines = run_sr(capsys, path, tmp_path / "out.nii.gz", "--method", "cubic", "-q")
+    assert rc == 65
+    one_error(lines, "voxels: more than the 32767 along an axis that a NIfTI-1 file", "nothing was read")
+    assert not (tmp_path / "out.nii.gz").exists()
+    cand = bids.inspect_candidate(candidate(path))
+    assert cand.status == "failed" and "32767" in cand.reason, cand.reason

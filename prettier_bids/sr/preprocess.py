@@ -44,6 +44,9 @@ MIN_VOXEL_MM = 0.05
 MAX_INPUT_VOXELS = 2 ** 27
 #: The most voxels of the ~1 mm output grid (2**27: a 512 mm cube at 1 mm).
 MAX_OUTPUT_VOXELS = 2 ** 27
+#: The most voxels along one axis of a NIfTI-1 file (its ``dim`` is int16): the outputs are NIfTI-1, also for a
+#: NIfTI-2 input.
+NIFTI1_MAX_DIM = 32767
 #: Peak memory of one super-resolution, per voxel of the output grid (float32, about twelve copies) and per
 #: input voxel (the data, its working and scaled copies): the estimate the BIDS-App's scheduler uses too.
 PEAK_BYTES_PER_OUTPUT_VOXEL = 48
@@ -544,10 +547,16 @@ def address_space_left():
 def check_output_grid(shape, zooms, slice_axis, factor=None, grid=DEFAULT_OUTPUT_GRID):
     """The output grid of an image, checked from its header: returns ``(out_shape, peak_bytes)``.
 
-    Raises :class:`InputError` when the grid has more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
+    Raises :class:`InputError` when the grid (or the input's, that of the consistency map) has more than
+    :data:`NIFTI1_MAX_DIM` voxels along an axis, more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
     peak memory (:func:`peak_memory_bytes`) is above the memory available (:func:`available_memory_bytes`).
     """
     out_shape = output_grid_shape(shape, zooms, slice_axis, factor, grid)
+    for what, grid_shape in (("the output grid would be", out_shape), ("the image (and its consistency map) is",
+                                                                        tuple(shape[:3]))):
+        if max(int(k) for k in grid_shape) > NIFTI1_MAX_DIM:
+            raise InputError("%s %s voxels: more than the %d along an axis that a NIfTI-1 file (the outputs' format) "
+                             "holds; nothing was read" % (what, "x".join(map(str, grid_shape)), NIFTI1_MAX_DIM))
     n_out = int(np.prod([int(k) for k in out_shape], dtype=object))
     if n_out > MAX_OUTPUT_VOXELS:
         raise InputError("the output grid would be %s = %.3g voxels, beyond the %.3g this tool takes; nothing was "
