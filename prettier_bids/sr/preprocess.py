@@ -420,7 +420,8 @@ def check_raw_header(path):
                     extensions += len(block)
     except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
         return
-    if single and offset < size + 4:  # nibabel reads a vox_offset of 0 as "the data start at byte 0": the header's
+    one_file = single or not path.endswith((".hdr", ".hdr.gz"))  # a .nii whose magic says "pair" (ni1) is read alike
+    if one_file and offset < size + 4:  # nibabel reads a vox_offset of 0 as "the data start at byte 0": the header's
         # own bytes as voxels, every voxel shifted (other values below the header nibabel refuses by itself)
         raise InputError("vox_offset %g in the header points inside the %d-byte header of a single-file NIfTI (the "
                          "voxels start at byte %d or later): the voxels would be read shifted, with the header's "
