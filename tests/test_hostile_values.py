@@ -485,6 +485,30 @@ def test_one_half_of_a_nifti_pair_is_a_missing_input(tmp_path, capsys, given, go
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("given, present, read", [("a.hdr", "a.img.gz", "a.img"), ("a.img.gz", "a.hdr", "a.hdr.gz")])
+def test_a_nifti_pair_gzipped_in_half_names_the_file_that_is_read(tmp_path, capsys, given, present, read):
+    """x.hdr beside x.img.gz (the .img gzipped alone; FSL reads such a pair, nibabel does not): exit 65 'cannot read
+    image data (FileNotFoundError: ... a.img)' or 'cannot read a.img.gz as NIfTI (ImageFileError)', with the other
+    file right there; now the missing input (66) with the reason."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.ones((32, 32, 6), np.float32), np.diag([1.0, 1, 5, 1])), str(tmp_path / "a.img"))
+    for name in {"a.img", "a.hdr"} - {given, present}:  # the half gzipped alone
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress((tmp_path / name).read_bytes()))
+        (tmp_path / name).unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([given, present])
+    code = main([str(tmp_path / given), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 66 and len(err) == 1, err
+    assert f"input file not found: {read} ({present} is there, but the two files of a pair are read only" in err[0]
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_a_dataset_description_with_a_byte_order_mark_is_read_and_not_called_malformed(tmp_path):
     """It was logged as 'malformed JSON file left out of the index' although the run read it and went on."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"

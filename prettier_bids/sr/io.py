@@ -79,11 +79,21 @@ def image_files(path):
 
 def missing_companion(path):
     """For one file of a NIfTI pair whose other half is missing: the other half's names (``x.img or x.img.gz``);
-    None otherwise (a single file, or a pair whose two files exist)."""
-    name = Path(path).name
+    None otherwise (a single file, or a pair whose two files exist). The half read is the one gzipped as ``path``
+    is (``x.hdr`` with ``x.img``, ``x.hdr.gz`` with ``x.img.gz``): beside the other one (``x.hdr`` and
+    ``x.img.gz``, which nibabel does not pair) the names say so."""
+    path = Path(path)
+    name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
         if name.endswith(ext) and len(name) > len(ext):
-            return None if len(image_files(path)) > 1 else " or ".join(name[:-len(ext)] + o for o in others)
+            base = name[:-len(ext)]
+            read, other = others if not ext.endswith(".gz") else others[::-1]
+            if path.with_name(base + read).exists():
+                return None
+            if path.with_name(base + other).exists():
+                return (f"{base + read} ({base + other} is there, but the two files of a pair are read only when both "
+                        "are gzipped or neither is)")
+            return " or ".join(base + o for o in others)
     return None
 
 
