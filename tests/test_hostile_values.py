@@ -746,3 +746,38 @@ def test_an_xform_code_above_those_nifti_defines_is_refused(tmp_path, capsys, fi
         assert not (tmp_path / "out.nii.gz").exists()
     else:
         assert rc == 0, err
+
+
+@pytest.mark.parametrize("damage", ["crc", "length", "stored payload", "trailer missing"])
+def test_a_gzip_file_whose_checksum_fails_is_refused(tmp_path, capsys, damage):
+    """nibabel reads a .nii.gz up to its last voxel and never reaches the gzip trailer: a file whose data were
+    changed after writing (a flipped byte that still inflates; `gzip -t`: crc error) was super-resolved, exit 0."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32) * 100,
+                             np.diag([1.0, 1, 5, 1])), str(tmp_path / "ok.nii"))
+    raw = (tmp_path / "ok.nii").read_bytes()
+    packed = bytearray(gzip.compress(raw, compresslevel=0 if damage == "stored payload" else 6))
+    if damage == "crc":
+        packed[-8] ^= 0xFF
+    elif damage == "length":
+        packed[-1] ^= 0x01
+    elif damage == "stored payload":  # one voxel's byte in a stored (level 0) block: inflates without error
+        packed[len(packed) // 2] ^= 0xFF
+    else:
+        del packed[-8:]
+    path = tmp_path / "in.nii.gz"
+    path.write_bytes(bytes(packed))
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "cannot read image data: the gzip " in err[0], err
+    assert "the file is damaged" in err[0] or "truncated" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+    whole = tmp_path / "whole.nii.gz"  # several members and trailing zeros, as gzip tools leave them: read
+    whole.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + b"\0" * 64)
+    assert main([str(whole), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0

@@ -464,3 +464,49 @@ def file_sha256(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: The gzip magic: every gzip member starts with it.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gzip_problem(path, chunk=1 << 20):
+    """Why the gzip file ``path`` is damaged (one line), or None: not gzip, or every member whole, its CRC-32 and
+    length as recorded. Readers that stop at the last voxel (nibabel) never reach a member's trailer, so a file
+    whose data were changed (a bit flip that still inflates) was read as good. Bytes after the last member that start
+    no other member are ignored, as ``gzip -d`` does. Reads in ``chunk`` blocks; memory stays bounded."""
+    import zlib
+
+    try:
+        f = open(path, "rb")
+    except OSError:  # the reader says what is wrong
+        return None
+    with f:
+        pending = f.read(chunk)
+        if not pending.startswith(GZIP_MAGIC):
+            return None
+        d = zlib.decompressobj(31)
+        while True:
+            if d.eof:  # a member ended: another one follows, or the trailing bytes are ignored
+                if len(pending) < len(GZIP_MAGIC):
+                    pending += f.read(chunk)
+                if not pending.startswith(GZIP_MAGIC):
+                    return None
+                d = zlib.decompressobj(31)
+            elif not pending:
+                pending = f.read(chunk)
+                if not pending:  # output zlib still holds (a long run capped by the output limit), then the end
+                    try:
+                        while not d.eof and d.decompress(b"", chunk * 16):
+                            pass
+                    except zlib.error as exc:
+                        return f"the gzip data fail their integrity check ({str(exc).split(': ')[-1]})"
+                    if not d.eof:
+                        return "the gzip stream ends before its end (a truncated file)"
+                    pending = d.unused_data
+                    continue
+            try:
+                d.decompress(pending, chunk * 16)
+            except zlib.error as exc:
+                return f"the gzip data fail their integrity check ({str(exc).split(': ')[-1]})"
+            pending = d.unused_data if d.eof else d.unconsumed_tail

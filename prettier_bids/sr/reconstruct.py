@@ -25,6 +25,7 @@ import torch
 from .adapt import AdaptSkipped, adapt_model
 from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
+from .io import gzip_problem
 from .models import (CONTRAST_DEFAULTS, DEFAULT_MODEL, WeightsError, available_models, canonical_contrast, load_weights,
                      resolve_weights, sha256)
 from .models.common import condition_features
@@ -302,6 +303,7 @@ def load_volume(img):
     InputError otherwise (also for values float32 cannot resolve: :func:`_check_float32_resolution`)."""
     shape, _ = check_image(img)
     wide = _wide_dtype(img.get_data_dtype())
+    image_file = getattr(getattr(img, "file_map", {}).get("image"), "filename", None)
     try:
         with warnings.catch_warnings():  # values beyond float32 (float64 data, a huge scl_slope) overflow to inf:
             warnings.simplefilter("ignore", RuntimeWarning)  # said below, in the one line of the error
@@ -312,6 +314,9 @@ def load_volume(img):
                 data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except (OSError, EOFError, ValueError, zlib_error) as exc:
         raise InputError(f"cannot read image data ({one_line(exc)})") from None
+    damaged = gzip_problem(image_file) if image_file else None  # nibabel stops at the last voxel: never at the
+    if damaged:  # trailer with the CRC-32 that says whether the voxels are those that were written
+        raise InputError(f"cannot read image data: {damaged}; the file is damaged")
     if not np.all(np.isfinite(data)):
         raise InputError("image contains NaN or infinite values (or values beyond the float32 range, "
                          f"±{np.finfo(np.float32).max:.1e}, after the header's scaling)")
