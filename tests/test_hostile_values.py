@@ -781,3 +781,26 @@ def test_a_gzip_file_whose_checksum_fails_is_refused(tmp_path, capsys, damage):
     whole = tmp_path / "whole.nii.gz"  # several members and trailing zeros, as gzip tools leave them: read
     whole.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + b"\0" * 64)
     assert main([str(whole), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+
+
+@pytest.mark.parametrize("unit, per_mm", [("mm", 1.0), ("meter", 1e-3), ("micron", 1e3)])
+def test_qform_and_sform_half_a_millimetre_apart_are_warned_about_in_any_unit(tmp_path, unit, per_mm):
+    """The comparison (atol 1e-3) was made in the header's unit: in meters the two could be 1 mm apart unsaid."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import header_warnings
+
+    qform = np.diag([0.9, 0.9, 5.0, 1.0])
+    qform[:3, 3] = [-90.0, -120.0, -60.0]
+    qform[:3] *= per_mm
+    sform = qform.copy()
+    sform[0, 3] += 0.5 * per_mm  # 0.5 mm
+    for apart, affine in ((False, qform), (True, sform)):
+        img = nib.Nifti1Image(np.ones((8, 8, 4), np.float32), None)
+        img.set_qform(qform, code=1)
+        img.set_sform(affine, code=1)
+        img.header.set_xyzt_units(unit)
+        nib.save(img, str(tmp_path / "in.nii"))
+        notes = header_warnings(nib.load(str(tmp_path / "in.nii")))
+        assert ("qform and sform disagree: the sform is used" in notes) == apart, (unit, apart, notes)

@@ -278,9 +278,12 @@ def header_warnings(img):
         qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     except (KeyError, TypeError, ValueError):  # not a NIfTI header
         return out
+    # compared in mm (1e-3 mm), whatever the header's unit: in meters, 1e-3 let them be 1 mm apart unsaid
+    qform, sform = (np.asarray(m, dtype=float)[:3] * MM_PER_UNIT.get(unit, 1.0) for m in (hdr.get_qform(),
+                                                                                         hdr.get_sform()))
     if qcode == 0 and scode == 0:
         out.append("neither qform nor sform is set: orientation is unknown")
-    elif qcode > 0 and scode > 0 and not np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
+    elif qcode > 0 and scode > 0 and not np.allclose(qform, sform, atol=1e-3):
         out.append("qform and sform disagree: the sform is used")
     aff = np.asarray(img.affine, dtype=float)[:3, :3]
     cols = aff / np.maximum(np.linalg.norm(aff, axis=0), 1e-12)
