@@ -37,6 +37,7 @@ from .sr.preprocess import (
     in_millimetres,
     load_nifti,
     plausible_thickness,
+    slice_spacing,
 )
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -773,7 +774,7 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     except InputError as exc:  # already high resolution, or no distinct slice axis
         cand.status, cand.reason = "skipped", str(exc)
         return cand
-    spacing = float(zooms[axis])
+    spacing = slice_spacing(affine, axis)  # between the slice planes (a sheared stack: across them), as the SR core
     cand.slice_axis, cand.spacing = axis, round(spacing, 4)
     cand.plane = slice_plane(img.affine, axis)
     if spacing < min_slice_spacing:

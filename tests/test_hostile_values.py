@@ -804,3 +804,37 @@ def test_qform_and_sform_half_a_millimetre_apart_are_warned_about_in_any_unit(tm
         nib.save(img, str(tmp_path / "in.nii"))
         notes = header_warnings(nib.load(str(tmp_path / "in.nii")))
         assert ("qform and sform disagree: the sform is used" in notes) == apart, (unit, apart, notes)
+
+
+def test_a_sheared_stack_measures_its_slice_spacing_across_the_slice_planes(tmp_path):
+    """Slices 5 mm apart stacked askew (a gantry tilt: each slice shifted 2.5 mm in-plane) have a voxel axis 5.59 mm
+    long; that length was taken for the slice spacing, so a contiguous 5 mm thickness read as 0.59 mm of gap
+    (`SliceGap`, the slice profile), and a sidecar's `SpacingBetweenSlices` 5 was called wrong. The output rows still
+    follow the voxel axis (factor 6: 0.93 mm along it, as before)."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids import bids
+    from prettier_bids.cli.sr import main
+
+    affine = np.diag([0.9, 0.9, 5.0, 1.0])
+    affine[1, 2] = 2.5
+    data = np.random.default_rng(0).random((40, 40, 8)).astype(np.float32) * 100
+    src = tmp_path / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz"
+    src.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, affine), str(src))
+    side = tmp_path / "out.json"
+    assert main([str(src), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q", "--slice-thickness", "5",
+                 "--json", str(side)]) == 0
+    info = json.loads(side.read_text())
+    assert info["SliceSpacing"] == 5.0 and info["SliceGap"] == 0.0, info
+    assert info["UpsamplingFactor"] == 6 and info["OutputShape"] == [40, 40, 47]  # as before: 5.59 / 6 mm rows
+    assert np.isclose(info["OutputVoxelSize"][2], np.hypot(2.5, 5.0) / 6, atol=1e-3)
+    cand = bids.Candidate(path=src, relpath="sub-01/anat/sub-01_FLAIR.nii.gz", contrast="FLAIR",
+                          entities={"subject": "01", "suffix": "FLAIR"},
+                          metadata={"SliceThickness": 5.0, "SpacingBetweenSlices": 5.0})
+    cand = bids.inspect_candidate(cand)
+    assert cand.status == "selected" and cand.spacing == 5.0 and cand.thickness == 5.0, cand
+    assert not [w for w in cand.warnings if "SpacingBetweenSlices" in w], cand.warnings

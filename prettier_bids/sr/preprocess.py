@@ -86,6 +86,21 @@ def find_slice_axis(zooms, force=False):
     return axis
 
 
+def slice_spacing(affine, axis):
+    """The distance (mm) between neighbouring slice planes: the voxel size along the slice ``axis``, or for a sheared
+    affine (slices stacked askew to their planes, as with a gantry tilt) its part perpendicular to the planes, the
+    distance a slice thickness and DICOM's ``SpacingBetweenSlices`` are measured along. The slice profile (thickness
+    / spacing) is in these units; the output rows (the upsampling factor) follow the voxel axis (:func:`voxel_sizes`)."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    along = float(np.linalg.norm(cols[:, axis]))
+    normal = np.cross(*(cols[:, k] for k in range(3) if k != axis))
+    size = float(np.linalg.norm(normal))
+    if not size > 0:
+        return along
+    across = abs(float(cols[:, axis] @ normal)) / size
+    return along if abs(across - along) <= 1e-6 * along else across
+
+
 def check_slice_spacing(zooms):
     """InputError when the largest voxel size (the slice spacing) is beyond :data:`MAX_SLICE_MM`: a wrong header
     (500 mm, 1e30 mm), not a slice stack. Part of the header admission (:func:`check_geometry`), so that the

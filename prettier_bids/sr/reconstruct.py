@@ -50,6 +50,7 @@ from .preprocess import (
     regrid_map,
     resample_inplane,
     restore_intensity,
+    slice_spacing,
     voxel_sizes,
     working_grid,
 )
@@ -507,7 +508,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     img = in_millimetres(img)  # a header in meters or microns: the geometry in mm from here on
     shape, zooms = check_image(img)  # the header alone: nothing is read before the grid is known to fit
     axis = find_slice_axis(zooms, force=force)
-    spacing = float(zooms[axis])
+    spacing = slice_spacing(img.affine, axis)  # between the slice planes: what a thickness is measured against
     given = slice_thickness is not None
     thickness = float(slice_thickness) if given else spacing
     if given and not plausible_thickness(thickness, spacing):
@@ -515,7 +516,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm (a thickness "
                          f"of {lo:.2f}-{hi:.2f} mm, {THICKNESS_RANGE[0]:g}-{THICKNESS_RANGE[1]:g} x the spacing, is "
                          "taken)")
-    factor = upsampling_factor(spacing)
+    factor = upsampling_factor(float(zooms[axis]))  # the output rows follow the voxel axis (sheared or not)
     check_output_grid(shape, zooms, axis, factor, output_grid)
     data = load_volume(img)
     ref_dtype = _reference_dtype(img, data)
