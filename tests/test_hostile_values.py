@@ -838,3 +838,21 @@ def test_a_sheared_stack_measures_its_slice_spacing_across_the_slice_planes(tmp_
     cand = bids.inspect_candidate(cand)
     assert cand.status == "selected" and cand.spacing == 5.0 and cand.thickness == 5.0, cand
     assert not [w for w in cand.warnings if "SpacingBetweenSlices" in w], cand.warnings
+
+
+@pytest.mark.parametrize("stack, plane", [("tilted planes, stacked along z", "axial (oblique)"),
+                                          ("axial planes, stacked askew", "axial"),
+                                          ("plain", "axial")])
+def test_the_slice_plane_of_a_sheared_stack_is_that_of_its_slices(stack, plane):
+    """SlicePlane named the direction of the slice axis: axial planes stacked askew (each shifted 2.5 mm in-plane)
+    were 'axial (oblique)', and planes tilted 27 degrees but stacked along z (CT's gantry tilt) were 'axial'."""
+    import numpy as np
+
+    from prettier_bids.bids import slice_plane
+
+    affine = np.diag([0.9, 0.9, 5.0, 1.0])
+    if stack.startswith("tilted"):
+        affine[2, 1] = 0.45  # the in-plane y axis rises: planes tilted about x
+    elif stack.startswith("axial planes"):
+        affine[1, 2] = 2.5
+    assert slice_plane(affine, 2) == plane
