@@ -856,3 +856,46 @@ def test_the_slice_plane_of_a_sheared_stack_is_that_of_its_slices(stack, plane):
     elif stack.startswith("axial planes"):
         affine[1, 2] = 2.5
     assert slice_plane(affine, 2) == plane
+
+
+@pytest.mark.parametrize("qform_code", [1, 0])
+def test_an_invalid_quaternion_beside_a_valid_sform_is_a_warning_not_an_internal_error(tmp_path, capsys, qform_code):
+    """quatern_b 3 (b^2 + c^2 + d^2 > 1) with an sform that places the image: the header warnings asked nibabel for
+    the qform, which raised `ValueError: w2 should be positive`: exit 1, `unexpected ValueError` (found by fuzzing
+    the header's fields)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1]))
+    img.set_qform(img.affine, code=qform_code)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<f", raw, 256, 3.0)  # quatern_b
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    code = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
+    warned = ["qform and sform disagree (the qform's quaternion is invalid)" in line for line in err]
+    assert any(warned) == bool(qform_code), err  # a qform that is not set is not compared
+    assert np.allclose(nib.load(str(tmp_path / "out.nii.gz")).affine[:3, :3], np.diag([1.0, 1, 1]))
+
+
+@pytest.mark.parametrize("offset", [1e30, float("nan")])
+def test_a_vox_offset_beyond_any_file_is_one_line(tmp_path, capsys, offset):
+    """vox_offset 1e30: nibabel's reader overflowed (exit 1, `unexpected OverflowError: Python int too large to
+    convert to C long`); NaN was `cannot read X as NIfTI (ValueError)`."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Image(np.ones((40, 40, 8), np.float32), np.diag([1.0, 1, 5, 1])), str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<f", raw, 108, offset)
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    code = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "in the header is beyond any file" in err[0], err

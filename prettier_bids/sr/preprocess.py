@@ -293,13 +293,17 @@ def header_warnings(img):
         qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     except (KeyError, TypeError, ValueError):  # not a NIfTI header
         return out
-    # compared in mm (1e-3 mm), whatever the header's unit: in meters, 1e-3 let them be 1 mm apart unsaid
-    qform, sform = (np.asarray(m, dtype=float)[:3] * MM_PER_UNIT.get(unit, 1.0) for m in (hdr.get_qform(),
-                                                                                         hdr.get_sform()))
     if qcode == 0 and scode == 0:
         out.append("neither qform nor sform is set: orientation is unknown")
-    elif qcode > 0 and scode > 0 and not np.allclose(qform, sform, atol=1e-3):
-        out.append("qform and sform disagree: the sform is used")
+    elif qcode > 0 and scode > 0:
+        try:
+            qform = hdr.get_qform()
+        except ValueError:  # a quaternion with b^2 + c^2 + d^2 > 1: nibabel reads none (niftilib a 180-degree turn)
+            out.append("qform and sform disagree (the qform's quaternion is invalid): the sform is used")
+        else:  # compared in mm (1e-3 mm), whatever the header's unit: in meters, 1e-3 let them be 1 mm apart unsaid
+            factor = MM_PER_UNIT.get(unit, 1.0)
+            if not np.allclose(np.asarray(qform)[:3] * factor, np.asarray(hdr.get_sform())[:3] * factor, atol=1e-3):
+                out.append("qform and sform disagree: the sform is used")
     aff = np.asarray(img.affine, dtype=float)[:3, :3]
     cols = aff / np.maximum(np.linalg.norm(aff, axis=0), 1e-12)
     if np.abs(cols.T @ cols - np.eye(3)).max() > 1e-3:
@@ -377,6 +381,8 @@ def working_grid(data, zooms, slice_axis):
 MAX_HEADER_EXTENSION_BYTES = 32 << 20
 
 
+#: The largest ``vox_offset`` (bytes) taken: 2**53, far beyond any image file, still exact as a float.
+MAX_VOX_OFFSET = float(2 ** 53)
 #: The ``qform_code``/``sform_code`` values NIfTI defines (unknown, scanner, aligned, Talairach, MNI, template).
 XFORM_CODES = (0, 1, 2, 3, 4, 5)
 
@@ -445,6 +451,9 @@ def check_raw_header(path):
                          "voxels start at byte %d or later): the voxels would be read shifted, with the header's "
                          "bytes among them; a damaged or non-conforming header, fix its vox_offset" % (offset, size,
                                                                                                        size + 4))
+    if not offset <= MAX_VOX_OFFSET:  # 1e30, NaN: beyond any file (nibabel's reader overflows: OverflowError)
+        raise InputError("vox_offset %g in the header is beyond any file (the voxels cannot start there): a damaged "
+                         "header, fix its vox_offset" % offset)
     for name, code in (("sform_code", sform), ("qform_code", qform)):
         if code > max(XFORM_CODES):  # nibabel resets it to 0 and ignores that transform; niftilib (FSL, AFNI) and
             # ITK use any code above 0 (below 0: unset for all of them)
