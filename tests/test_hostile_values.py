@@ -899,3 +899,26 @@ def test_a_vox_offset_beyond_any_file_is_one_line(tmp_path, capsys, offset):
     code = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 65 and len(err) == 1 and "in the header is beyond any file" in err[0], err
+
+
+@pytest.mark.parametrize("given", ["A.HDR", "A.IMG"])
+def test_an_upper_case_nifti_pair_is_read_and_its_header_checked(tmp_path, capsys, given):
+    """A pair named in upper case (old archives): its .HDR, whose vox_offset 0 is valid for a pair, was taken for a
+    single file by its name and refused (helper-31's own vox_offset check, case-sensitive); given as .IMG, the header
+    checks read the .IMG's bytes, not the header's."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1])),
+             str(tmp_path / "a.hdr"))
+    (tmp_path / "a.hdr").rename(tmp_path / "A.HDR")
+    (tmp_path / "a.img").rename(tmp_path / "A.IMG")
+    assert main([str(tmp_path / given), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+    raw = bytearray((tmp_path / "A.HDR").read_bytes())
+    struct.pack_into("<h", raw, 254, 255)  # sform_code 255: refused from the header, whichever file is named
+    (tmp_path / "A.HDR").write_bytes(bytes(raw))
+    code = main([str(tmp_path / given), str(tmp_path / "out2.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err
+    assert code == 65 and "sform_code 255 in the header" in err, err

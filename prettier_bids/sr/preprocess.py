@@ -422,8 +422,9 @@ def check_raw_header(path):
 
     path = str(path)
     for img_suffix, hdr_suffix in ((".img", ".hdr"), (".img.gz", ".hdr.gz")):
-        if path.endswith(img_suffix):
-            path = path[: -len(img_suffix)] + hdr_suffix
+        if path.lower().endswith(img_suffix):  # the header beside it, in the same case (as nibabel finds it)
+            given = path[-len(img_suffix):]
+            path = path[: -len(img_suffix)] + (hdr_suffix.upper() if given.isupper() else hdr_suffix)
     try:
         with ImageOpener(path, "rb") as f:
             raw = f.read(544)
@@ -444,7 +445,7 @@ def check_raw_header(path):
                     extensions += len(block)
     except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
         return
-    one_file = single or not path.endswith((".hdr", ".hdr.gz"))  # a .nii whose magic says "pair" (ni1) is read alike
+    one_file = single or not path.lower().endswith((".hdr", ".hdr.gz"))  # a .nii whose magic says "pair" (ni1) is read alike
     if one_file and offset < size + 4:  # nibabel reads a vox_offset of 0 as "the data start at byte 0": the header's
         # own bytes as voxels, every voxel shifted (other values below the header nibabel refuses by itself)
         raise InputError("vox_offset %g in the header points inside the %d-byte header of a single-file NIfTI (the "
