@@ -922,3 +922,28 @@ def test_an_upper_case_nifti_pair_is_read_and_its_header_checked(tmp_path, capsy
     code = main([str(tmp_path / given), str(tmp_path / "out2.nii.gz"), "--method", "cubic", "-q"])
     err = capsys.readouterr().err
     assert code == 65 and "sform_code 255 in the header" in err, err
+
+
+def test_the_other_file_of_an_upper_case_pair_is_an_input_no_output_replaces(tmp_path, capsys):
+    """`prettier-sr A.HDR out.nii.gz --json A.IMG` replaced the pair's voxels with the JSON sidecar, exit 0: the pair's
+    companions were found by lower-case names only (`a.img`, `a.img.gz`)."""
+    import hashlib
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1])),
+             str(tmp_path / "a.hdr"))
+    (tmp_path / "a.hdr").rename(tmp_path / "A.HDR")
+    (tmp_path / "a.img").rename(tmp_path / "A.IMG")
+    before = hashlib.sha256((tmp_path / "A.IMG").read_bytes()).hexdigest()
+    code = main([str(tmp_path / "A.HDR"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q",
+                 "--json", str(tmp_path / "A.IMG")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 64 and len(err) == 1 and "is the input file" in err[0], err
+    assert hashlib.sha256((tmp_path / "A.IMG").read_bytes()).hexdigest() == before
+    (tmp_path / "A.IMG").unlink()
+    assert main([str(tmp_path / "A.HDR"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 66
+    assert "input file not found: A.IMG or A.IMG.GZ beside" in capsys.readouterr().err

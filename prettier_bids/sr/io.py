@@ -71,8 +71,10 @@ def image_files(path):
     files = [path]
     name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
-        if name.endswith(ext) and len(name) > len(ext):
-            files += [p for p in (path.with_name(name[:-len(ext)] + o) for o in others) if p.exists()]
+        if name.lower().endswith(ext) and len(name) > len(ext):  # A.HDR / A.IMG too: either case is protected
+            base = name[:-len(ext)]
+            names = sorted({base + o for o in others} | {base + o.upper() for o in others})
+            files += [p for p in (path.with_name(n) for n in names) if p.exists()]
             break
     return files
 
@@ -85,8 +87,10 @@ def missing_companion(path):
     path = Path(path)
     name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
-        if name.endswith(ext) and len(name) > len(ext):
+        if name.lower().endswith(ext) and len(name) > len(ext):
             base = name[:-len(ext)]
+            if name[-len(ext):].isupper():  # A.HDR pairs with A.IMG (nibabel keeps the case)
+                others = tuple(o.upper() for o in others)
             read, other = others if not ext.endswith(".gz") else others[::-1]
             if path.with_name(base + read).exists():
                 return None
