@@ -481,6 +481,8 @@ def gzip_problem(path, chunk=1 << 20):
     no other member are ignored, as ``gzip -d`` does. Reads in ``chunk`` blocks; memory stays bounded."""
     import zlib
 
+    if not os.path.isfile(path):  # a FIFO or device read once already: opening it again could block
+        return None
     try:
         f = open(path, "rb")
     except OSError:  # the reader says what is wrong
