@@ -37,6 +37,7 @@ from .sr.preprocess import (
     in_millimetres,
     load_nifti,
     plausible_thickness,
+    slice_spacing,
 )
 
 LOGGER = logging.getLogger("prettier_bids")
@@ -773,7 +774,7 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
     except InputError as exc:  # already high resolution, or no distinct slice axis
         cand.status, cand.reason = "skipped", str(exc)
         return cand
-    spacing = float(zooms[axis])
+    spacing = slice_spacing(affine, axis)  # between the slice planes (a sheared stack: across them), as the SR core
     cand.slice_axis, cand.spacing = axis, round(spacing, 4)
     cand.plane = slice_plane(img.affine, axis)
     if spacing < min_slice_spacing:
@@ -803,8 +804,12 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
 
 
 def slice_plane(affine, axis):
-    """Anatomical plane of the slices: the world axis closest to the slice direction ("axial", ...)."""
-    col = np.asarray(affine, dtype=float)[:3, axis]
+    """Anatomical plane of the slices: the world axis closest to their normal ("axial", ...). The normal of the plane
+    of the two in-plane voxel axes: in a sheared stack (a gantry tilt) the slice axis is askew to it."""
+    cols = np.asarray(affine, dtype=float)[:3, :3]
+    col = np.cross(*(cols[:, k] for k in range(3) if k != axis))
+    if not np.linalg.norm(col) > 0:  # degenerate (refused by the header admission): the slice axis itself
+        col = cols[:, axis]
     col = col / np.linalg.norm(col)
     world = int(np.argmax(np.abs(col)))
     plane = ("sagittal", "coronal", "axial")[world]

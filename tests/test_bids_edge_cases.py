@@ -291,3 +291,38 @@ def test_a_session_label_that_no_participant_has_is_exit_18():
     with pytest.raises(BIDSError) as err:
         check_session_labels(["1", "9"], TEST_BIDS)
     assert err.value.code == 18 and "ses-9" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# A header in meters (sr.preprocess.in_millimetres) through the BIDS-App and its reports
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_an_input_whose_header_is_in_meters_is_processed_and_drawn_in_mm(tmp_path, capsys):
+    """prettier-sr converts a meter header to mm; prettier-bids selected it (in mm), then its validate node read it
+    in meters and failed it (`voxel size 0.001 mm ... below the 0.05 mm`, exit 1); the report drew the input on the
+    output's grid at 1000x its size (a few constant patches)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.reports.reportlets import _as_nifti, _on_grid, display_image
+
+    bids = _one_subject_dataset(tmp_path)
+    src = bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    img = nib.load(src)
+    meters = np.asarray(img.affine, dtype=float).copy()
+    meters[:3] /= 1000.0
+    inm = nib.Nifti1Image(np.asanyarray(img.dataobj), meters, img.header)
+    inm.header.set_xyzt_units("meter", "sec")
+    nib.save(inm, src)
+    out = tmp_path / "out"
+    code, err = _run(capsys, bids, out, *PARTICIPANT_02_T1W, "--nprocs", "1", "--omp-nthreads", "1",
+                     "-w", tmp_path / "work")
+    assert code == 0, err
+    result = out / "prettier" / "sub-02" / "anat" / "sub-02_desc-cubic_T1w.nii.gz"
+    sr = nib.load(result)
+    assert sr.header.get_xyzt_units()[0] == "mm"
+    assert np.allclose(nib.affines.voxel_sizes(sr.affine), [*nib.affines.voxel_sizes(img.affine)[:2], 1.0], atol=1e-3)
+    shown = display_image(_as_nifti(result))
+    before = np.asarray(_on_grid(_as_nifti(src), shown).dataobj, dtype=float)
+    assert np.corrcoef(before.ravel(), np.asarray(shown.dataobj, dtype=float).ravel())[0, 1] > 0.9

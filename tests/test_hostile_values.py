@@ -5,6 +5,7 @@ output sidecar stopped the group level and every later participant run."""
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -484,6 +485,30 @@ def test_one_half_of_a_nifti_pair_is_a_missing_input(tmp_path, capsys, given, go
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("given, present, read", [("a.hdr", "a.img.gz", "a.img"), ("a.img.gz", "a.hdr", "a.hdr.gz")])
+def test_a_nifti_pair_gzipped_in_half_names_the_file_that_is_read(tmp_path, capsys, given, present, read):
+    """x.hdr beside x.img.gz (the .img gzipped alone; FSL reads such a pair, nibabel does not): exit 65 'cannot read
+    image data (FileNotFoundError: ... a.img)' or 'cannot read a.img.gz as NIfTI (ImageFileError)', with the other
+    file right there; now the missing input (66) with the reason."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.ones((32, 32, 6), np.float32), np.diag([1.0, 1, 5, 1])), str(tmp_path / "a.img"))
+    for name in {"a.img", "a.hdr"} - {given, present}:  # the half gzipped alone
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress((tmp_path / name).read_bytes()))
+        (tmp_path / name).unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([given, present])
+    code = main([str(tmp_path / given), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 66 and len(err) == 1, err
+    assert f"input file not found: {read} ({present} is there, but the two files of a pair are read only" in err[0]
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_a_dataset_description_with_a_byte_order_mark_is_read_and_not_called_malformed(tmp_path):
     """It was logged as 'malformed JSON file left out of the index' although the run read it and went on."""
     bids, out, work = copy_dataset(tmp_path / "bids"), tmp_path / "out", tmp_path / "work"
@@ -648,3 +673,290 @@ def test_a_model_option_with_method_cubic_is_a_usage_error(tmp_path, capsys):
     done = run_here(*_args(bids, out, work, "--model", "bogus"))
     assert done.returncode == 64 and "do not apply to --method cubic" in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("make", ["single.nii", "single.nii.gz", "single2.nii", "pairmagic.nii"])
+def test_a_single_file_whose_vox_offset_points_inside_its_header_is_refused(tmp_path, capsys, make):
+    """vox_offset 0 in a .nii: nibabel reads the voxels from byte 0 (it takes 0 as Analyze's "no offset"), so the
+    header's 352 bytes became the first 88 voxels and every voxel was shifted: exit 0 with a wrong image."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    kind = nib.Nifti2Image if make.startswith("single2") else nib.Nifti1Image
+    img = kind(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1]))
+    nib.save(img, str(tmp_path / "ok.nii"))
+    raw = bytearray((tmp_path / "ok.nii").read_bytes())
+    at, fmt = (168, "<q") if kind is nib.Nifti2Image else (108, "<f")
+    raw[at: at + struct.calcsize(fmt)] = struct.pack(fmt, 0)
+    if make.startswith("pairmagic"):  # a .nii whose magic says "pair" (ni1), where vox_offset 0 is valid
+        raw[344:348] = b"ni1\0"
+    path = tmp_path / make
+    path.write_bytes(gzip.compress(bytes(raw)) if make.endswith(".gz") else bytes(raw))
+    assert np.asarray(nib.load(str(path)).dataobj).ravel(order="F")[0] != img.get_fdata().ravel(order="F")[0]
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "vox_offset 0 in the header points inside the" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+    assert main([str(tmp_path / "ok.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+
+
+@pytest.mark.parametrize("code, pixdim, warned", [(4, 1.0, True), (2 + 64, 1.0, False), (1 + 64, 0.001, False),
+                                                  (255, 1.0, True)])
+def test_xyzt_units_codes_nifti_does_not_define_are_read_as_unknown(tmp_path, capsys, code, pixdim, warned):
+    """A spatial unit code 4-7 or a time code with bit 64 set: nibabel's get_xyzt_units raised KeyError, so the run
+    computed everything and then failed with exit 1, `unexpected KeyError: np.uint8(4)`; a meter header with such a
+    time code was read as mm and refused as 0.001 mm voxels."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    path = _nifti(tmp_path / "units.nii", pixdim=(pixdim, pixdim, 5 * pixdim))
+    raw = bytearray(path.read_bytes())
+    raw[123] = code  # xyzt_units
+    path.write_bytes(bytes(raw))
+    out, side = tmp_path / "out.nii.gz", tmp_path / "out.json"
+    rc = main([str(path), str(out), "--method", "cubic", "-q", "--json", str(side)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    img = nib.load(str(out))
+    assert img.header.get_xyzt_units()[0] == "mm"
+    assert np.allclose(nib.affines.voxel_sizes(img.affine), [1.0, 1.0, 1.0])
+    notes = json.loads(side.read_text())["HeaderWarnings"]
+    assert any("is none NIfTI defines: read as mm" in n for n in notes) == warned, notes
+
+
+@pytest.mark.parametrize("field, code, refused", [("sform_code", 255, True), ("qform_code", 6, True),
+                                                  ("sform_code", 5, False), ("sform_code", -1, False)])
+def test_an_xform_code_above_those_nifti_defines_is_refused(tmp_path, capsys, field, code, refused):
+    """sform_code 255 with a valid qform: nibabel resets the code to 0 and places the image by its qform (60 mm away
+    here) where FSL/AFNI/ITK use the sform; the output was written at nibabel's place without a word (its note went
+    to the -v log)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    qform, sform = np.diag([1.0, 1, 5, 1]), np.diag([1.0, 1, 5, 1])
+    sform[:3, 3] = [30, 40, 20]
+    img = nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), None)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=1)
+    nib.save(img, str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<h", raw, 254 if field == "sform_code" else 252, code)
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    rc = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if refused:
+        assert rc == 65 and len(err) == 1 and f"{field} {code} in the header is none NIfTI defines" in err[0], err
+        assert not (tmp_path / "out.nii.gz").exists()
+    else:
+        assert rc == 0, err
+
+
+@pytest.mark.parametrize("damage", ["crc", "length", "stored payload", "trailer missing"])
+def test_a_gzip_file_whose_checksum_fails_is_refused(tmp_path, capsys, damage):
+    """nibabel reads a .nii.gz up to its last voxel and never reaches the gzip trailer: a file whose data were
+    changed after writing (a flipped byte that still inflates; `gzip -t`: crc error) was super-resolved, exit 0."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32) * 100,
+                             np.diag([1.0, 1, 5, 1])), str(tmp_path / "ok.nii"))
+    raw = (tmp_path / "ok.nii").read_bytes()
+    packed = bytearray(gzip.compress(raw, compresslevel=0 if damage == "stored payload" else 6))
+    if damage == "crc":
+        packed[-8] ^= 0xFF
+    elif damage == "length":
+        packed[-1] ^= 0x01
+    elif damage == "stored payload":  # one voxel's byte in a stored (level 0) block: inflates without error
+        packed[len(packed) // 2] ^= 0xFF
+    else:
+        del packed[-8:]
+    path = tmp_path / "in.nii.gz"
+    path.write_bytes(bytes(packed))
+    code = main([str(path), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "cannot read image data: the gzip " in err[0], err
+    assert "the file is damaged" in err[0] or "truncated" in err[0], err
+    assert not (tmp_path / "out.nii.gz").exists()
+    whole = tmp_path / "whole.nii.gz"  # several members and trailing zeros, as gzip tools leave them: read
+    whole.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + b"\0" * 64)
+    assert main([str(whole), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+
+
+@pytest.mark.parametrize("unit, per_mm", [("mm", 1.0), ("meter", 1e-3), ("micron", 1e3)])
+def test_qform_and_sform_half_a_millimetre_apart_are_warned_about_in_any_unit(tmp_path, unit, per_mm):
+    """The comparison (atol 1e-3) was made in the header's unit: in meters the two could be 1 mm apart unsaid."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.sr.preprocess import header_warnings
+
+    qform = np.diag([0.9, 0.9, 5.0, 1.0])
+    qform[:3, 3] = [-90.0, -120.0, -60.0]
+    qform[:3] *= per_mm
+    sform = qform.copy()
+    sform[0, 3] += 0.5 * per_mm  # 0.5 mm
+    for apart, affine in ((False, qform), (True, sform)):
+        img = nib.Nifti1Image(np.ones((8, 8, 4), np.float32), None)
+        img.set_qform(qform, code=1)
+        img.set_sform(affine, code=1)
+        img.header.set_xyzt_units(unit)
+        nib.save(img, str(tmp_path / "in.nii"))
+        notes = header_warnings(nib.load(str(tmp_path / "in.nii")))
+        assert ("qform and sform disagree: the sform is used" in notes) == apart, (unit, apart, notes)
+
+
+def test_a_sheared_stack_measures_its_slice_spacing_across_the_slice_planes(tmp_path):
+    """Slices 5 mm apart stacked askew (a gantry tilt: each slice shifted 2.5 mm in-plane) have a voxel axis 5.59 mm
+    long; that length was taken for the slice spacing, so a contiguous 5 mm thickness read as 0.59 mm of gap
+    (`SliceGap`, the slice profile), and a sidecar's `SpacingBetweenSlices` 5 was called wrong. The output rows still
+    follow the voxel axis (factor 6: 0.93 mm along it, as before)."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids import bids
+    from prettier_bids.cli.sr import main
+
+    affine = np.diag([0.9, 0.9, 5.0, 1.0])
+    affine[1, 2] = 2.5
+    data = np.random.default_rng(0).random((40, 40, 8)).astype(np.float32) * 100
+    src = tmp_path / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz"
+    src.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, affine), str(src))
+    side = tmp_path / "out.json"
+    assert main([str(src), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q", "--slice-thickness", "5",
+                 "--json", str(side)]) == 0
+    info = json.loads(side.read_text())
+    assert info["SliceSpacing"] == 5.0 and info["SliceGap"] == 0.0, info
+    assert info["UpsamplingFactor"] == 6 and info["OutputShape"] == [40, 40, 47]  # as before: 5.59 / 6 mm rows
+    assert np.isclose(info["OutputVoxelSize"][2], np.hypot(2.5, 5.0) / 6, atol=1e-3)
+    cand = bids.Candidate(path=src, relpath="sub-01/anat/sub-01_FLAIR.nii.gz", contrast="FLAIR",
+                          entities={"subject": "01", "suffix": "FLAIR"},
+                          metadata={"SliceThickness": 5.0, "SpacingBetweenSlices": 5.0})
+    cand = bids.inspect_candidate(cand)
+    assert cand.status == "selected" and cand.spacing == 5.0 and cand.thickness == 5.0, cand
+    assert not [w for w in cand.warnings if "SpacingBetweenSlices" in w], cand.warnings
+
+
+@pytest.mark.parametrize("stack, plane", [("tilted planes, stacked along z", "axial (oblique)"),
+                                          ("axial planes, stacked askew", "axial"),
+                                          ("plain", "axial")])
+def test_the_slice_plane_of_a_sheared_stack_is_that_of_its_slices(stack, plane):
+    """SlicePlane named the direction of the slice axis: axial planes stacked askew (each shifted 2.5 mm in-plane)
+    were 'axial (oblique)', and planes tilted 27 degrees but stacked along z (CT's gantry tilt) were 'axial'."""
+    import numpy as np
+
+    from prettier_bids.bids import slice_plane
+
+    affine = np.diag([0.9, 0.9, 5.0, 1.0])
+    if stack.startswith("tilted"):
+        affine[2, 1] = 0.45  # the in-plane y axis rises: planes tilted about x
+    elif stack.startswith("axial planes"):
+        affine[1, 2] = 2.5
+    assert slice_plane(affine, 2) == plane
+
+
+@pytest.mark.parametrize("qform_code", [1, 0])
+def test_an_invalid_quaternion_beside_a_valid_sform_is_a_warning_not_an_internal_error(tmp_path, capsys, qform_code):
+    """quatern_b 3 (b^2 + c^2 + d^2 > 1) with an sform that places the image: the header warnings asked nibabel for
+    the qform, which raised `ValueError: w2 should be positive`: exit 1, `unexpected ValueError` (found by fuzzing
+    the header's fields)."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    img = nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1]))
+    img.set_qform(img.affine, code=qform_code)
+    img.set_sform(img.affine, code=1)
+    nib.save(img, str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<f", raw, 256, 3.0)  # quatern_b
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    code = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
+    warned = ["qform and sform disagree (the qform's quaternion is invalid)" in line for line in err]
+    assert any(warned) == bool(qform_code), err  # a qform that is not set is not compared
+    assert np.allclose(nib.load(str(tmp_path / "out.nii.gz")).affine[:3, :3], np.diag([1.0, 1, 1]))
+
+
+@pytest.mark.parametrize("offset", [1e30, float("nan")])
+def test_a_vox_offset_beyond_any_file_is_one_line(tmp_path, capsys, offset):
+    """vox_offset 1e30: nibabel's reader overflowed (exit 1, `unexpected OverflowError: Python int too large to
+    convert to C long`); NaN was `cannot read X as NIfTI (ValueError)`."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Image(np.ones((40, 40, 8), np.float32), np.diag([1.0, 1, 5, 1])), str(tmp_path / "in.nii"))
+    raw = bytearray((tmp_path / "in.nii").read_bytes())
+    struct.pack_into("<f", raw, 108, offset)
+    (tmp_path / "in.nii").write_bytes(bytes(raw))
+    code = main([str(tmp_path / "in.nii"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 65 and len(err) == 1 and "in the header is beyond any file" in err[0], err
+
+
+@pytest.mark.parametrize("given", ["A.HDR", "A.IMG"])
+def test_an_upper_case_nifti_pair_is_read_and_its_header_checked(tmp_path, capsys, given):
+    """A pair named in upper case (old archives): its .HDR, whose vox_offset 0 is valid for a pair, was taken for a
+    single file by its name and refused (helper-31's own vox_offset check, case-sensitive); given as .IMG, the header
+    checks read the .IMG's bytes, not the header's."""
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1])),
+             str(tmp_path / "a.hdr"))
+    (tmp_path / "a.hdr").rename(tmp_path / "A.HDR")
+    (tmp_path / "a.img").rename(tmp_path / "A.IMG")
+    assert main([str(tmp_path / given), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 0
+    raw = bytearray((tmp_path / "A.HDR").read_bytes())
+    struct.pack_into("<h", raw, 254, 255)  # sform_code 255: refused from the header, whichever file is named
+    (tmp_path / "A.HDR").write_bytes(bytes(raw))
+    code = main([str(tmp_path / given), str(tmp_path / "out2.nii.gz"), "--method", "cubic", "-q"])
+    err = capsys.readouterr().err
+    assert code == 65 and "sform_code 255 in the header" in err, err
+
+
+def test_the_other_file_of_an_upper_case_pair_is_an_input_no_output_replaces(tmp_path, capsys):
+    """`prettier-sr A.HDR out.nii.gz --json A.IMG` replaced the pair's voxels with the JSON sidecar, exit 0: the pair's
+    companions were found by lower-case names only (`a.img`, `a.img.gz`)."""
+    import hashlib
+
+    import nibabel as nib
+    import numpy as np
+
+    from prettier_bids.cli.sr import main
+
+    nib.save(nib.Nifti1Pair(np.random.default_rng(0).random((40, 40, 8)).astype(np.float32), np.diag([1.0, 1, 5, 1])),
+             str(tmp_path / "a.hdr"))
+    (tmp_path / "a.hdr").rename(tmp_path / "A.HDR")
+    (tmp_path / "a.img").rename(tmp_path / "A.IMG")
+    before = hashlib.sha256((tmp_path / "A.IMG").read_bytes()).hexdigest()
+    code = main([str(tmp_path / "A.HDR"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q",
+                 "--json", str(tmp_path / "A.IMG")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 64 and len(err) == 1 and "is the input file" in err[0], err
+    assert hashlib.sha256((tmp_path / "A.IMG").read_bytes()).hexdigest() == before
+    (tmp_path / "A.IMG").unlink()
+    assert main([str(tmp_path / "A.HDR"), str(tmp_path / "out.nii.gz"), "--method", "cubic", "-q"]) == 66
+    assert "input file not found: A.IMG or A.IMG.GZ beside" in capsys.readouterr().err

@@ -338,3 +338,35 @@ def test_sidecar_of_a_2_5_mm_stack_records_factor_3(tmp_path, capsys):
     assert rc == 0
     info = json.loads((tmp_path / "o.json").read_text())
     assert info["UpsamplingFactor"] == 3 and info["OutputVoxelSize"][2] == pytest.approx(2.5 / 3, abs=1e-3)
+
+
+@pytest.mark.parametrize("spacing", [500.0, 1e30, 31.0])
+def test_a_slice_spacing_beyond_30_mm_fails_that_image_in_bids_selection(tmp_path, spacing):
+    """A damaged header (500 mm slices) was 'skipped' as if it were a routine 3D image, and the run exited 0; it is
+    a damaged header like a 1e-30 mm voxel: 'failed' (exit 1), in prettier-sr exit 65 as before."""
+    src = raw_nifti(tmp_path / "sub-01_FLAIR.nii", (16, 16, 6), srows=[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, spacing, 0]],
+                    data=phantom((16, 16, 6)).tobytes("F"))
+    cand = bids.inspect_candidate(candidate(src))
+    assert cand.status == "failed" and "is beyond the 30 mm this tool takes" in cand.reason, cand.reason
+
+
+@pytest.mark.parametrize("kind, shape, srows", [
+    # 8000 slices of 5 mm: 40000 output rows (was exit 1 after the work, `unexpected HeaderDataError: shape (3, 3,
+    # 40000) does not fit in dim datatype`)
+    ("nifti1", (3, 3, 8000), [[0.9, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 5, 0]]),
+    # a NIfTI-2 input 40000 voxels long: its outputs (and consistency map) are NIfTI-1
+    ("nifti2", (40000, 4, 2), [[0.9, 0, 0, 0], [0, 0.9, 0, 0], [0, 0, 5, 0]]),
+])
+def test_a_grid_longer_than_a_nifti1_axis_is_refused_from_the_header(tmp_path, capsys, no_voxel_reads, kind, shape,
+                                                                     srows):
+    path = tmp_path / "long.nii"
+    if kind == "nifti1":
+        raw_nifti(path, shape, srows=srows, data=np.ones(shape, np.float32).tobytes("F"))
+    else:
+        nib.save(nib.Nifti2Image(np.ones(shape, np.float32), np.vstack([srows, [0, 0, 0, 1]])), str(path))
+    rc, lines = run_sr(capsys, path, tmp_path / "out.nii.gz", "--method", "cubic", "-q")
+    assert rc == 65
+    one_error(lines, "voxels: more than the 32767 along an axis that a NIfTI-1 file", "nothing was read")
+    assert not (tmp_path / "out.nii.gz").exists()
+    cand = bids.inspect_candidate(candidate(path))
+    assert cand.status == "failed" and "32767" in cand.reason, cand.reason

@@ -42,11 +42,11 @@ class ValidateImage(SimpleInterface):
     output_spec = _ValidateImageOutputSpec
 
     def _run_interface(self, runtime):
-        from ..sr.preprocess import InputError, load_nifti
+        from ..sr.preprocess import InputError, in_millimetres, load_nifti
         from ..sr.reconstruct import load_volume
 
-        try:
-            img = load_nifti(self.inputs.in_file)
+        try:  # a header in meters or microns: its geometry in mm, as the selection and the SR core read it
+            img = in_millimetres(load_nifti(self.inputs.in_file))
         except InputError:
             raise
         except Exception as exc:

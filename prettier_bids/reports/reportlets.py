@@ -33,7 +33,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..sr.preprocess import SCALE_PERCENTILE
+from ..sr.preprocess import SCALE_PERCENTILE, in_millimetres
 
 #: Cuts per plane: fMRIPrep shows 7; 4 keep the figures readable and the reportlets cheap.
 N_CUTS = 4
@@ -52,7 +52,10 @@ FLICKER_CSS = """<style type="text/css">
 
 
 def _as_nifti(path_or_img):
+    """The image as float32 NIfTI-1, its geometry in mm (``sr.preprocess.in_millimetres``: an input whose header is
+    in meters or microns is drawn on the grid of its output, which is in mm)."""
     img = nib.load(str(path_or_img)) if isinstance(path_or_img, (str, Path)) else path_or_img
+    img = in_millimetres(img)
     data = np.asarray(img.dataobj, dtype=np.float32)
     return nib.Nifti1Image(data, img.affine)
 

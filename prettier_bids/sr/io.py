@@ -71,19 +71,33 @@ def image_files(path):
     files = [path]
     name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
-        if name.endswith(ext) and len(name) > len(ext):
-            files += [p for p in (path.with_name(name[:-len(ext)] + o) for o in others) if p.exists()]
+        if name.lower().endswith(ext) and len(name) > len(ext):  # A.HDR / A.IMG too: either case is protected
+            base = name[:-len(ext)]
+            names = sorted({base + o for o in others} | {base + o.upper() for o in others})
+            files += [p for p in (path.with_name(n) for n in names) if p.exists()]
             break
     return files
 
 
 def missing_companion(path):
     """For one file of a NIfTI pair whose other half is missing: the other half's names (``x.img or x.img.gz``);
-    None otherwise (a single file, or a pair whose two files exist)."""
-    name = Path(path).name
+    None otherwise (a single file, or a pair whose two files exist). The half read is the one gzipped as ``path``
+    is (``x.hdr`` with ``x.img``, ``x.hdr.gz`` with ``x.img.gz``): beside the other one (``x.hdr`` and
+    ``x.img.gz``, which nibabel does not pair) the names say so."""
+    path = Path(path)
+    name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
-        if name.endswith(ext) and len(name) > len(ext):
-            return None if len(image_files(path)) > 1 else " or ".join(name[:-len(ext)] + o for o in others)
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            base = name[:-len(ext)]
+            if name[-len(ext):].isupper():  # A.HDR pairs with A.IMG (nibabel keeps the case)
+                others = tuple(o.upper() for o in others)
+            read, other = others if not ext.endswith(".gz") else others[::-1]
+            if path.with_name(base + read).exists():
+                return None
+            if path.with_name(base + other).exists():
+                return (f"{base + read} ({base + other} is there, but the two files of a pair are read only when both "
+                        "are gzipped or neither is)")
+            return " or ".join(base + o for o in others)
     return None
 
 
@@ -495,3 +509,51 @@ def file_sha256(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: The gzip magic: every gzip member starts with it.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gzip_problem(path, chunk=1 << 20):
+    """Why the gzip file ``path`` is damaged (one line), or None: not gzip, or every member whole, its CRC-32 and
+    length as recorded. Readers that stop at the last voxel (nibabel) never reach a member's trailer, so a file
+    whose data were changed (a bit flip that still inflates) was read as good. Bytes after the last member that start
+    no other member are ignored, as ``gzip -d`` does. Reads in ``chunk`` blocks; memory stays bounded."""
+    import zlib
+
+    if not os.path.isfile(path):  # a FIFO or device read once already: opening it again could block
+        return None
+    try:
+        f = open(path, "rb")
+    except OSError:  # the reader says what is wrong
+        return None
+    with f:
+        pending = f.read(chunk)
+        if not pending.startswith(GZIP_MAGIC):
+            return None
+        d = zlib.decompressobj(31)
+        while True:
+            if d.eof:  # a member ended: another one follows, or the trailing bytes are ignored
+                if len(pending) < len(GZIP_MAGIC):
+                    pending += f.read(chunk)
+                if not pending.startswith(GZIP_MAGIC):
+                    return None
+                d = zlib.decompressobj(31)
+            elif not pending:
+                pending = f.read(chunk)
+                if not pending:  # output zlib still holds (a long run capped by the output limit), then the end
+                    try:
+                        while not d.eof and d.decompress(b"", chunk * 16):
+                            pass
+                    except zlib.error as exc:
+                        return f"the gzip data fail their integrity check ({str(exc).split(': ')[-1]})"
+                    if not d.eof:
+                        return "the gzip stream ends before its end (a truncated file)"
+                    pending = d.unused_data
+                    continue
+            try:
+                d.decompress(pending, chunk * 16)
+            except zlib.error as exc:
+                return f"the gzip data fail their integrity check ({str(exc).split(': ')[-1]})"
+            pending = d.unused_data if d.eof else d.unconsumed_tail

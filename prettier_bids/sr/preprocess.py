@@ -44,6 +44,9 @@ MIN_VOXEL_MM = 0.05
 MAX_INPUT_VOXELS = 2 ** 27
 #: The most voxels of the ~1 mm output grid (2**27: a 512 mm cube at 1 mm).
 MAX_OUTPUT_VOXELS = 2 ** 27
+#: The most voxels along one axis of a NIfTI-1 file (its ``dim`` is int16): the outputs are NIfTI-1, also for a
+#: NIfTI-2 input.
+NIFTI1_MAX_DIM = 32767
 #: Peak memory of one super-resolution, per voxel of the output grid (float32, about twelve copies) and per
 #: input voxel (the data, its working and scaled copies): the estimate the BIDS-App's scheduler uses too.
 PEAK_BYTES_PER_OUTPUT_VOXEL = 48
@@ -76,16 +79,39 @@ def find_slice_axis(zooms, force=False):
         raise AlreadyHighResolution(
             "already high resolution (%s mm, every axis <= %.1f mm); nothing to do"
             % (describe_zooms(zooms), ISOTROPIC_MAX_MM))
-    if zooms[axis] > MAX_SLICE_MM:
-        shown = "%.4g" % zooms[axis]
-        if float(shown) <= MAX_SLICE_MM:  # rounded onto the limit: enough digits to show why
-            shown = repr(float(zooms[axis]))
-        raise InputError("slice spacing %s mm is beyond the %g mm this tool takes: check the header's voxel "
-                         "sizes" % (shown, MAX_SLICE_MM))
+    check_slice_spacing(zooms)
     if zooms[order[1]] > 0.8 * zooms[axis] and not force:
         raise InputError("cannot tell the slice axis: voxel size %s mm has two similar large axes"
                          % describe_zooms(zooms))
     return axis
+
+
+def slice_spacing(affine, axis):
+    """The distance (mm) between neighbouring slice planes: the voxel size along the slice ``axis``, or for a sheared
+    affine (slices stacked askew to their planes, as with a gantry tilt) its part perpendicular to the planes, the
+    distance a slice thickness and DICOM's ``SpacingBetweenSlices`` are measured along. The slice profile (thickness
+    / spacing) is in these units; the output rows (the upsampling factor) follow the voxel axis (:func:`voxel_sizes`)."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    along = float(np.linalg.norm(cols[:, axis]))
+    normal = np.cross(*(cols[:, k] for k in range(3) if k != axis))
+    size = float(np.linalg.norm(normal))
+    if not size > 0:
+        return along
+    across = abs(float(cols[:, axis] @ normal)) / size
+    return along if abs(across - along) <= 1e-6 * along else across
+
+
+def check_slice_spacing(zooms):
+    """InputError when the largest voxel size (the slice spacing) is beyond :data:`MAX_SLICE_MM`: a wrong header
+    (500 mm, 1e30 mm), not a slice stack. Part of the header admission (:func:`check_geometry`), so that the
+    BIDS-App fails such an image as it does other damaged headers, and of :func:`find_slice_axis`."""
+    spacing = float(np.max(np.asarray(zooms, dtype=float)[:3]))
+    if spacing > MAX_SLICE_MM:
+        shown = "%.4g" % spacing
+        if float(shown) <= MAX_SLICE_MM:  # rounded onto the limit: enough digits to show why
+            shown = repr(spacing)
+        raise InputError("slice spacing %s mm is beyond the %g mm this tool takes: check the header's voxel "
+                         "sizes" % (shown, MAX_SLICE_MM))
 
 
 def plausible_thickness(thickness, spacing):
@@ -202,12 +228,29 @@ def restore_intensity(scaled, scale, reference, reference_dtype=None, offset=0.0
 MM_PER_UNIT = {"meter": 1000.0, "micron": 0.001}
 
 
+def header_units(header):
+    """``(spatial, time)`` units of a NIfTI header's ``xyzt_units``, each read on its own: ``unknown`` for a code
+    NIfTI does not define (nibabel's ``get_xyzt_units`` raises KeyError when either is undefined, e.g. spatial
+    code 4-7 or bit 64 set) and for headers without the field."""
+    from nibabel.nifti1 import unit_codes
+
+    try:
+        code = int(header["xyzt_units"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return "unknown", "unknown"
+    labels = []
+    for part in (code % 8, code - code % 8):
+        try:
+            labels.append(unit_codes.label[part] or "unknown")
+        except KeyError:
+            labels.append("unknown")
+    return tuple(labels)
+
+
 def spatial_unit(img):
     """The header's spatial unit (``mm``, ``meter``, ``micron`` or ``unknown``); ``unknown`` for other images."""
-    try:
-        return img.header.get_xyzt_units()[0] or "unknown"
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return "unknown"
+    header = getattr(img, "header", None)
+    return "unknown" if header is None else header_units(header)[0]
 
 
 def in_millimetres(img):
@@ -229,7 +272,7 @@ def in_millimetres(img):
             out.header.set_zooms(tuple(float(z) * factor for z in hdr.get_zooms()[:3]) + tuple(hdr.get_zooms()[3:]))
     except (HeaderDataError, ValueError, np.linalg.LinAlgError):  # a degenerate affine: the image is left as it is,
         return img  # for the header admission to refuse with its own message
-    out.header.set_xyzt_units("mm", hdr.get_xyzt_units()[1])
+    out.header.set_xyzt_units("mm", header_units(hdr)[1])
     return out
 
 
@@ -241,13 +284,26 @@ def header_warnings(img):
     if unit in MM_PER_UNIT:
         out.append(f"the header's spatial unit is {unit}: its voxel sizes and affine were converted to mm")
     try:
+        code = int(hdr["xyzt_units"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        code = 0
+    if code % 8 > 3:  # 4-7: no NIfTI unit
+        out.append(f"the header's spatial unit code {code % 8} (xyzt_units {code}) is none NIfTI defines: read as mm")
+    try:
         qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
     except (KeyError, TypeError, ValueError):  # not a NIfTI header
         return out
     if qcode == 0 and scode == 0:
         out.append("neither qform nor sform is set: orientation is unknown")
-    elif qcode > 0 and scode > 0 and not np.allclose(hdr.get_qform(), hdr.get_sform(), atol=1e-3):
-        out.append("qform and sform disagree: the sform is used")
+    elif qcode > 0 and scode > 0:
+        try:
+            qform = hdr.get_qform()
+        except ValueError:  # a quaternion with b^2 + c^2 + d^2 > 1: nibabel reads none (niftilib a 180-degree turn)
+            out.append("qform and sform disagree (the qform's quaternion is invalid): the sform is used")
+        else:  # compared in mm (1e-3 mm), whatever the header's unit: in meters, 1e-3 let them be 1 mm apart unsaid
+            factor = MM_PER_UNIT.get(unit, 1.0)
+            if not np.allclose(np.asarray(qform)[:3] * factor, np.asarray(hdr.get_sform())[:3] * factor, atol=1e-3):
+                out.append("qform and sform disagree: the sform is used")
     aff = np.asarray(img.affine, dtype=float)[:3, :3]
     cols = aff / np.maximum(np.linalg.norm(aff, axis=0), 1e-12)
     if np.abs(cols.T @ cols - np.eye(3)).max() > 1e-3:
@@ -325,9 +381,15 @@ def working_grid(data, zooms, slice_axis):
 MAX_HEADER_EXTENSION_BYTES = 32 << 20
 
 
+#: The largest ``vox_offset`` (bytes) taken: 2**53, far beyond any image file, still exact as a float.
+MAX_VOX_OFFSET = float(2 ** 53)
+#: The ``qform_code``/``sform_code`` values NIfTI defines (unknown, scanner, aligned, Talairach, MNI, template).
+XFORM_CODES = (0, 1, 2, 3, 4, 5)
+
+
 def _header_fields(raw):
-    """``(header size, single file, extension flag, vox_offset, pixdim, sform_code)`` of a NIfTI-1 or NIfTI-2
-    header's first bytes, or None for anything else (Analyze, not a header: left to the reader)."""
+    """``(header size, single file, extension flag, vox_offset, pixdim, sform_code, qform_code)`` of a NIfTI-1 or
+    NIfTI-2 header's first bytes, or None for anything else (Analyze, not a header: left to the reader)."""
     for e in "<>":
         size = int(np.frombuffer(raw[:4], e + "i4")[0]) if len(raw) >= 4 else 0
         if size in (348, 540) and len(raw) >= size:
@@ -339,11 +401,13 @@ def _header_fields(raw):
         if raw[344:347] not in (b"n+1", b"ni1"):
             return None
         return (size, raw[344:347] == b"n+1", flag, float(np.frombuffer(raw[108:112], e + "f4")[0]),
-                np.frombuffer(raw[76:108], e + "f4"), int(np.frombuffer(raw[254:256], e + "i2")[0]))
+                np.frombuffer(raw[76:108], e + "f4"), int(np.frombuffer(raw[254:256], e + "i2")[0]),
+                int(np.frombuffer(raw[252:254], e + "i2")[0]))
     if raw[4:7] not in (b"n+2", b"ni2"):
         return None
     return (size, raw[4:7] == b"n+2", flag, float(np.frombuffer(raw[168:176], e + "i8")[0]),
-            np.frombuffer(raw[104:168], e + "f8"), int(np.frombuffer(raw[348:352], e + "i4")[0]))
+            np.frombuffer(raw[104:168], e + "f8"), int(np.frombuffer(raw[348:352], e + "i4")[0]),
+            int(np.frombuffer(raw[344:348], e + "i4")[0]))
 
 
 def check_raw_header(path):
@@ -351,20 +415,23 @@ def check_raw_header(path):
     them; raises :class:`InputError` (one line). Header extensions beyond :data:`MAX_HEADER_EXTENSION_BYTES`
     (nibabel reads them all, whatever their size: up to ``vox_offset`` in a single file, to the end of a pair's
     ``.hdr``, gzipped or not, counted as it is read); a voxel size of 0 in ``pixdim`` where the geometry comes
-    from it (no sform), which nibabel reads as 1 mm. A file that is no NIfTI header is left to the reader."""
+    from it (no sform), which nibabel reads as 1 mm; a single file's ``vox_offset`` inside its header (0, which
+    nibabel reads as the data starting at byte 0); a ``qform_code``/``sform_code`` above those NIfTI defines,
+    which nibabel resets to 0 where other readers use that transform. A file that is no NIfTI header is left to the reader."""
     from nibabel.openers import ImageOpener
 
     path = str(path)
     for img_suffix, hdr_suffix in ((".img", ".hdr"), (".img.gz", ".hdr.gz")):
-        if path.endswith(img_suffix):
-            path = path[: -len(img_suffix)] + hdr_suffix
+        if path.lower().endswith(img_suffix):  # the header beside it, in the same case (as nibabel finds it)
+            given = path[-len(img_suffix):]
+            path = path[: -len(img_suffix)] + (hdr_suffix.upper() if given.isupper() else hdr_suffix)
     try:
         with ImageOpener(path, "rb") as f:
             raw = f.read(544)
             fields = _header_fields(raw)
             if fields is None:
                 return
-            size, single, flag, offset, pixdim, sform = fields
+            size, single, flag, offset, pixdim, sform, qform = fields
             if not flag:
                 extensions = 0
             elif single:
@@ -378,6 +445,22 @@ def check_raw_header(path):
                     extensions += len(block)
     except Exception:  # noqa: BLE001 (missing, not gzip, ...: the reader says what is wrong)
         return
+    one_file = single or not path.lower().endswith((".hdr", ".hdr.gz"))  # a .nii whose magic says "pair" (ni1) is read alike
+    if one_file and offset < size + 4:  # nibabel reads a vox_offset of 0 as "the data start at byte 0": the header's
+        # own bytes as voxels, every voxel shifted (other values below the header nibabel refuses by itself)
+        raise InputError("vox_offset %g in the header points inside the %d-byte header of a single-file NIfTI (the "
+                         "voxels start at byte %d or later): the voxels would be read shifted, with the header's "
+                         "bytes among them; a damaged or non-conforming header, fix its vox_offset" % (offset, size,
+                                                                                                       size + 4))
+    if not offset <= MAX_VOX_OFFSET:  # 1e30, NaN: beyond any file (nibabel's reader overflows: OverflowError)
+        raise InputError("vox_offset %g in the header is beyond any file (the voxels cannot start there): a damaged "
+                         "header, fix its vox_offset" % offset)
+    for name, code in (("sform_code", sform), ("qform_code", qform)):
+        if code > max(XFORM_CODES):  # nibabel resets it to 0 and ignores that transform; niftilib (FSL, AFNI) and
+            # ITK use any code above 0 (below 0: unset for all of them)
+            raise InputError("%s %d in the header is none NIfTI defines (%d-%d): readers disagree on whether its "
+                             "transform holds (nibabel ignores it, FSL/AFNI/ITK use it), so the image's position is "
+                             "not known; fix the header" % (name, code, min(XFORM_CODES), max(XFORM_CODES)))
     if extensions > MAX_HEADER_EXTENSION_BYTES:
         amount = "%.3g MB" % (extensions / 1e6) if single else "more than %d MB" % (MAX_HEADER_EXTENSION_BYTES >> 20)
         raise InputError("the header carries %s of header extensions, beyond the %d MB this tool reads (a damaged "
@@ -401,8 +484,8 @@ def check_geometry(shape, affine):
     """The header's geometry, checked before any voxel is read: returns the voxel sizes (mm).
 
     Raises :class:`InputError` (one line) when the affine is not finite, is singular (an all-zero row, voxel
-    axes that are not independent), has a voxel size below :data:`MIN_VOXEL_MM`, or when ``shape`` has more
-    than :data:`MAX_INPUT_VOXELS` voxels. (Slice spacings above :data:`MAX_SLICE_MM`: :func:`find_slice_axis`.)
+    axes that are not independent), has a voxel size below :data:`MIN_VOXEL_MM` or above :data:`MAX_SLICE_MM`
+    (:func:`check_slice_spacing`), or when ``shape`` has more than :data:`MAX_INPUT_VOXELS` voxels.
     """
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
@@ -419,6 +502,7 @@ def check_geometry(shape, affine):
         ax = int(np.argmin(zooms))
         raise InputError("voxel size %.4g mm (axis %d) is below the %g mm this tool takes: check the header's "
                          "voxel sizes" % (zooms[ax], ax, MIN_VOXEL_MM))
+    check_slice_spacing(zooms)
     n = int(np.prod([int(k) for k in shape], dtype=object))
     if n > MAX_INPUT_VOXELS:
         raise InputError("the header claims %s = %.3g voxels, beyond the %.3g this tool takes (a damaged or "
@@ -492,10 +576,16 @@ def address_space_left():
 def check_output_grid(shape, zooms, slice_axis, factor=None, grid=DEFAULT_OUTPUT_GRID):
     """The output grid of an image, checked from its header: returns ``(out_shape, peak_bytes)``.
 
-    Raises :class:`InputError` when the grid has more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
+    Raises :class:`InputError` when the grid (or the input's, that of the consistency map) has more than
+    :data:`NIFTI1_MAX_DIM` voxels along an axis, more than :data:`MAX_OUTPUT_VOXELS` voxels or its estimated
     peak memory (:func:`peak_memory_bytes`) is above the memory available (:func:`available_memory_bytes`).
     """
     out_shape = output_grid_shape(shape, zooms, slice_axis, factor, grid)
+    for what, grid_shape in (("the output grid would be", out_shape), ("the image (and its consistency map) is",
+                                                                        tuple(shape[:3]))):
+        if max(int(k) for k in grid_shape) > NIFTI1_MAX_DIM:
+            raise InputError("%s %s voxels: more than the %d along an axis that a NIfTI-1 file (the outputs' format) "
+                             "holds; nothing was read" % (what, "x".join(map(str, grid_shape)), NIFTI1_MAX_DIM))
     n_out = int(np.prod([int(k) for k in out_shape], dtype=object))
     if n_out > MAX_OUTPUT_VOXELS:
         raise InputError("the output grid would be %s = %.3g voxels, beyond the %.3g this tool takes; nothing was "

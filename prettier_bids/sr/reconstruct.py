@@ -25,6 +25,7 @@ import torch
 from .adapt import AdaptSkipped, adapt_model
 from .consistency import check_consistency, compare, head_mask, project_onto_input, qc_flags
 from .degrade import apply_along_axis, cubic_upsample_matrix, redegrade, target_grid, upsampling_factor
+from .io import gzip_problem
 from .models import (CONTRAST_DEFAULTS, DEFAULT_MODEL, WeightsError, available_models, canonical_contrast, load_weights,
                      resolve_weights, sha256)
 from .models.common import condition_features
@@ -40,6 +41,7 @@ from .preprocess import (
     clip_outliers,
     describe_zooms,
     find_slice_axis,
+    header_units,
     header_warnings,
     in_millimetres,
     intensity_scaling,
@@ -48,6 +50,7 @@ from .preprocess import (
     regrid_map,
     resample_inplane,
     restore_intensity,
+    slice_spacing,
     voxel_sizes,
     working_grid,
 )
@@ -301,6 +304,7 @@ def load_volume(img):
     InputError otherwise (also for values float32 cannot resolve: :func:`_check_float32_resolution`)."""
     shape, _ = check_image(img)
     wide = _wide_dtype(img.get_data_dtype())
+    image_file = getattr(getattr(img, "file_map", {}).get("image"), "filename", None)
     try:
         with warnings.catch_warnings():  # values beyond float32 (float64 data, a huge scl_slope) overflow to inf:
             warnings.simplefilter("ignore", RuntimeWarning)  # said below, in the one line of the error
@@ -311,6 +315,9 @@ def load_volume(img):
                 data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except (OSError, EOFError, ValueError, zlib_error) as exc:
         raise InputError(f"cannot read image data ({one_line(exc)})") from None
+    damaged = gzip_problem(image_file) if image_file else None  # nibabel stops at the last voxel: never at the
+    if damaged:  # trailer with the CRC-32 that says whether the voxels are those that were written
+        raise InputError(f"cannot read image data: {damaged}; the file is damaged")
     if not np.all(np.isfinite(data)):
         raise InputError("image contains NaN or infinite values (or values beyond the float32 range, "
                          f"±{np.finfo(np.float32).max:.1e}, after the header's scaling)")
@@ -386,7 +393,7 @@ def _with_geometry(dataobj, affine, header, qcode, scode):
     """The one header-conforming step: qform = sform = ``affine`` with the given codes, units mm/s. A sheared
     affine has no qform (a rotation, zooms and a flip cannot hold it): the qform is then unset (code 0), so
     that no reader falls back to a shear-free approximation of the geometry."""
-    time_unit = header.get_xyzt_units()[1] if header is not None else "unknown"
+    time_unit = header_units(header)[1] if header is not None else "unknown"
     out = nib.Nifti1Image(dataobj, affine, header)
     out.set_qform(affine, code=qcode)
     if not np.allclose(out.header.get_qform(), affine, atol=1e-4):
@@ -511,7 +518,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
     img = in_millimetres(img)  # a header in meters or microns: the geometry in mm from here on
     shape, zooms = check_image(img)  # the header alone: nothing is read before the grid is known to fit
     axis = find_slice_axis(zooms, force=force)
-    spacing = float(zooms[axis])
+    spacing = slice_spacing(img.affine, axis)  # between the slice planes: what a thickness is measured against
     given = slice_thickness is not None
     thickness = float(slice_thickness) if given else spacing
     if given and not plausible_thickness(thickness, spacing):
@@ -519,7 +526,7 @@ def super_resolve(img, model=None, method="model", slice_thickness=None, profile
         raise InputError(f"slice thickness {thickness} mm does not fit slice spacing {spacing:.2f} mm (a thickness "
                          f"of {lo:.2f}-{hi:.2f} mm, {THICKNESS_RANGE[0]:g}-{THICKNESS_RANGE[1]:g} x the spacing, is "
                          "taken)")
-    factor = upsampling_factor(spacing)
+    factor = upsampling_factor(float(zooms[axis]))  # the output rows follow the voxel axis (sheared or not)
     check_output_grid(shape, zooms, axis, factor, output_grid)
     data = load_volume(img)
     ref_dtype = _reference_dtype(img, data)
