@@ -127,7 +127,8 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
     odd = []
     bad = malformed_sidecars(root, ignore, odd)
     for path in bad:
-        LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
+        LOGGER.warning("%s left out of the index: %s", "JSON file whose content is not present (git-annex/DataLad)"
+                       if missing_content(path) else "malformed JSON file", path.relative_to(root).as_posix())
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
     if odd:  # pybids' index would abort the whole run (UnicodeEncodeError)
         LOGGER.warning("%d file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to "
@@ -430,6 +431,18 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
     return bad
 
 
+def sidecar_problem(sidecars, root):
+    """Why an image whose (inherited) JSON ``sidecars`` were left out of the index fails: the first one whose
+    git-annex/DataLad content is absent is named with the ``datalad get`` to run (``sr.io.missing_content``), else
+    ``malformed JSON sidecar ...``."""
+    root = Path(root)
+    for path in sidecars:
+        absent = missing_content(path)
+        if absent:
+            return "JSON sidecar " + absent.replace(str(path), path.relative_to(root).as_posix())
+    return "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in sidecars)
+
+
 def _sidecar_applies(sidecar, image):
     """True when ``sidecar`` would be inherited by ``image`` (BIDS inheritance principle)."""
     sidecar, image = Path(sidecar), Path(image)
@@ -657,8 +670,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
             extra = sorted(set(bf.get_entities()) - supported - {"desc"})
             broken = [p for p in malformed if _sidecar_applies(p, path)]
             if broken:
-                cand.status = "failed"
-                cand.reason = "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in broken)
+                cand.status, cand.reason = "failed", sidecar_problem(broken, root)
             try:
                 cand.metadata = dict(layout.get_metadata(bf.path))
             except Exception as exc:  # a broken sidecar: report it, do not stop everyone

@@ -73,6 +73,11 @@ def run_bids_validator(bids_dir):
         return None, proc.stdout
     first = errors[0]
     where = first.get("location") or ""
+    broken = [e for e in errors if e.get("code") == "SYMLINK_BROKEN"]
+    # a DataLad/git-annex dataset whose content is only partly fetched: say so, and how to go on
+    advice = (f"{len(broken)} broken link(s), e.g. {broken[0].get('location') or '?'}: DataLad/git-annex content "
+              "not fetched? run `datalad get` on them, or use --skip-bids-validation to process the files that are "
+              "present (each absent one then fails alone, named)") if broken else \
+        f"run {Path(exe).name} {bids_dir} for details, or use --skip-bids-validation"
     return (f"the input is not a valid BIDS dataset ({len(errors)} error(s); first: {first.get('code', first)}"
-            f"{' at ' + where if where else ''}); run {Path(exe).name} {bids_dir} for details, "
-            "or use --skip-bids-validation"), proc.stdout
+            f"{' at ' + where if where else ''}); {advice}"), proc.stdout

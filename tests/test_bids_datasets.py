@@ -1,0 +1,83 @@
+"""prettier-bids on datasets as they really come: DataLad/git-annex datasets with content not fetched, sidecars
+inherited from the dataset's top level or a session, entities and labels of real archives, participants.tsv and
+the selection at archive scale. Each test names the behaviour it checks (docs/errors.md has the rows)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def tiny_image(path, zooms=(1.0, 1.0, 4.0), shape=(16, 16, 6)):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.zeros(shape, np.float32)
+    data[2:-2, 2:-2, 1:-1] = 100
+    nib.Nifti1Image(data, np.diag(list(zooms) + [1.0])).to_filename(str(path))
+    return path
+
+
+def write_json(path, value):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return path
+
+
+def dataset(root, subjects=("01",), contrasts=("FLAIR",)):
+    """A BIDS dataset of one tiny thick-slice image per subject and contrast (no sidecars)."""
+    write_json(Path(root) / "dataset_description.json", {"Name": "synthetic", "BIDSVersion": "1.9.0"})
+    for sub in subjects:
+        for contrast in contrasts:
+            tiny_image(Path(root) / f"sub-{sub}/anat/sub-{sub}_{contrast}.nii.gz")
+    return Path(root)
+
+
+def by_subject(cands):
+    return {c.subject: c for c in cands}
+
+
+# --------------------------------------------------------------------------------------------
+# DataLad / git-annex: sidecars whose content was not fetched
+# --------------------------------------------------------------------------------------------
+
+def test_annexed_sidecar_not_fetched_names_datalad_get_not_a_malformed_json(tmp_path):
+    from prettier_bids.bids import get_layout, select
+
+    ds = dataset(tmp_path / "bids", subjects=("01", "02"), contrasts=("FLAIR", "T1w"))
+    # sub-01's own sidecar is annexed and absent (a broken link); the top-level T1w.json, inherited by every T1w,
+    # is an unlocked annexed file whose content is absent (a pointer file)
+    os.symlink("../../.git/annex/objects/Xx/Yy/MD5E-s9--abc.json/MD5E-s9--abc.json",
+               ds / "sub-01/anat/sub-01_FLAIR.json")
+    (ds / "T1w.json").write_text("/annex/objects/MD5E-s20--0123456789abcdef0123456789abcdef.json\n")
+    cands = select(get_layout(ds), ["01", "02"], contrasts=["FLAIR", "T1w"])
+    reasons = {c.relpath: (c.status, c.reason) for c in cands}
+    status, reason = reasons["sub-01/anat/sub-01_FLAIR.nii.gz"]
+    assert status == "failed" and "sub-01/anat/sub-01_FLAIR.json is a broken link" in reason, reason
+    assert "datalad get sub-01/anat/sub-01_FLAIR.json" in reason and "malformed" not in reason  # was "malformed JSON"
+    for sub in ("01", "02"):
+        status, reason = reasons[f"sub-{sub}/anat/sub-{sub}_T1w.nii.gz"]
+        assert status == "failed" and "T1w.json is a git-annex pointer" in reason and "datalad get T1w.json" in reason
+    assert reasons["sub-02/anat/sub-02_FLAIR.nii.gz"][0] == "selected"
+
+
+def test_validator_refusal_of_annexed_links_not_fetched_says_datalad_get(tmp_path, monkeypatch):
+    """A DataLad dataset fetched in part: the validator's SYMLINK_BROKEN errors were reported as any invalid
+    dataset ('run bids-validator-deno for details'); the refusal now says what they are and how to go on."""
+    from prettier_bids.cli import validator
+
+    report = {"issues": {"issues": [
+        {"code": "NIFTI_HEADER_UNREADABLE", "location": "/sub-02/anat/sub-02_FLAIR.nii.gz", "severity": "error"},
+        {"code": "SYMLINK_BROKEN", "location": "/sub-02/anat/sub-02_FLAIR.json", "severity": "error"}]}}
+    exe = tmp_path / "bids-validator-deno"
+    exe.write_text("#!/bin/sh\ncat <<'END'\n" + json.dumps(report) + "\nEND\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(validator, "find_validator", lambda: str(exe))
+    problem, _ = validator.run_bids_validator(tmp_path)
+    assert problem.startswith("the input is not a valid BIDS dataset (2 error(s); first: NIFTI_HEADER_UNREADABLE")
+    assert "1 broken link(s), e.g. /sub-02/anat/sub-02_FLAIR.json: DataLad/git-annex content not fetched?" in problem
+    assert "datalad get" in problem and "--skip-bids-validation" in problem and "\n" not in problem
