@@ -694,6 +694,12 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
                 cand.status = "skipped"
                 cand.reason = (f"has a desc entity (desc-{desc}): a derivative, not a raw image (raw images have no "
                                "desc- in their names)")
+            part = entities.get("part")
+            if part is not None and part != "mag" and cand.status == "selected":
+                cand.status = "skipped"  # was super-resolved: phase wraps blended, a nonlinear network on signed parts
+                cand.reason = (f"part-{part}: not a magnitude image (super-resolution interpolates magnitudes; "
+                               "it would blend phase wraps or change real and imaginary parts apart); its part-mag "
+                               "image is processed")
             out.append(cand)
     out.sort(key=lambda c: (c.subject, c.session or "", c.relpath))
     return out

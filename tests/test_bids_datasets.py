@@ -81,3 +81,24 @@ def test_validator_refusal_of_annexed_links_not_fetched_says_datalad_get(tmp_pat
     assert problem.startswith("the input is not a valid BIDS dataset (2 error(s); first: NIFTI_HEADER_UNREADABLE")
     assert "1 broken link(s), e.g. /sub-02/anat/sub-02_FLAIR.json: DataLad/git-annex content not fetched?" in problem
     assert "datalad get" in problem and "--skip-bids-validation" in problem and "\n" not in problem
+
+
+# --------------------------------------------------------------------------------------------
+# Entities of real archives
+# --------------------------------------------------------------------------------------------
+
+def test_phase_real_and_imaginary_parts_are_skipped_and_the_magnitude_processed(tmp_path):
+    """A complex-valued acquisition stored as parts (part-mag, part-phase, ...): the phase image was
+    super-resolved like a magnitude image, exit 0 (cubic splines across +-pi wraps, a network trained on
+    magnitudes); the derivative did not even pass the validator (PHASE_UNITS)."""
+    from prettier_bids.bids import get_layout, select
+
+    ds = dataset(tmp_path / "bids", contrasts=())
+    for part in ("mag", "phase", "real", "imag"):
+        tiny_image(ds / f"sub-01/anat/sub-01_part-{part}_T1w.nii.gz")
+    tiny_image(ds / "sub-01/anat/sub-01_echo-2_T1w.nii.gz")
+    cands = {c.entities.get("part") or "none": c for c in select(get_layout(ds), ["01"], contrasts=["T1w"])}
+    assert cands["mag"].status == "selected" and cands["none"].status == "selected"
+    for part in ("phase", "real", "imag"):
+        assert cands[part].status == "skipped", part
+        assert cands[part].reason.startswith(f"part-{part}: not a magnitude image"), cands[part].reason
