@@ -453,14 +453,44 @@ def _sidecar_applies(sidecar, image):
     return set(stem(sidecar).split("_")) <= set(stem(image).split("_"))
 
 
+#: The advice for a participant folder that holds no file (a DataLad subdataset that is not installed is an empty
+#: folder).
+EMPTY_FOLDER_HINT = ("an uninstalled DataLad subdataset? `datalad get -n sub-X` installs it, `datalad get sub-X` "
+                     "fetches its files too")
+
+
+def empty_participants(layout, labels):
+    """Those of ``labels`` whose ``sub-<label>`` folder exists but holds no indexed file: ``(empty, other)``,
+    ``empty`` holding no file at all (a DataLad subdataset not installed), ``other`` files the index leaves out."""
+    root = Path(layout.root)
+    empty, other = [], []
+    for label in labels:
+        folder = root / f"sub-{label}"
+        if LABEL.fullmatch(label) and folder.is_dir():
+            has_files = any(f for _, _, f in os.walk(folder))
+            (other if has_files else empty).append(f"sub-{label}")
+    return empty, other
+
+
 def resolve_participants(layout, labels=None):
-    """The participant labels to process; unknown labels are an error (exit code 18)."""
+    """The participant labels to process; unknown labels are an error (exit code 18), and so are asked-for folders
+    that hold no file the index holds; without labels, such folders are named in a warning."""
     known = sorted(layout.get_subjects())
+    wanted = strip_prefix(labels, "sub-")
+    empty, other = empty_participants(layout, [x for x in wanted if x not in known])
+    if empty or other:  # the folder is there (the parser checked), nothing of it was indexed
+        what = [f"{', '.join(empty)} hold(s) no file ({EMPTY_FOLDER_HINT.replace('sub-X', empty[0])})"] if empty else []
+        what += [f"{', '.join(other)} hold(s) no BIDS file the index takes{bidsignore_hint(layout)}"] if other else []
+        raise BIDSError("participant folder(s) " + "; ".join(what), exitcodes.NO_MATCH)
     if not known:
         raise BIDSError(f"no participants (sub-* folders) found in {layout.root}{bidsignore_hint(layout)}",
                         exitcodes.NO_MATCH)
-    wanted = strip_prefix(labels, "sub-")
     if not wanted:
+        folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.name[4:] not in set(known))
+        empty, _ = empty_participants(layout, folders)
+        if empty:  # e.g. a DataLad superdataset whose subject subdatasets are not all installed: said, not silent
+            LOGGER.warning("%d participant folder(s) hold no file, so they are not processed (%s): %s", len(empty),
+                           EMPTY_FOLDER_HINT, _abbrev(empty))
         return known
     missing = [x for x in wanted if x not in known]
     if missing:

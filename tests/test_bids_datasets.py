@@ -102,3 +102,31 @@ def test_phase_real_and_imaginary_parts_are_skipped_and_the_magnitude_processed(
     for part in ("phase", "real", "imag"):
         assert cands[part].status == "skipped", part
         assert cands[part].reason.startswith(f"part-{part}: not a magnitude image"), cands[part].reason
+
+
+# --------------------------------------------------------------------------------------------
+# Participants: folders with nothing in them (DataLad subdatasets not installed)
+# --------------------------------------------------------------------------------------------
+
+def test_an_empty_participant_folder_is_named_not_reported_as_no_folders_at_all(tmp_path, caplog):
+    """A DataLad superdataset whose subject subdatasets are not installed has empty sub-* folders. Asked for one,
+    the run said `no participants (sub-* folders) found in BIDS_DIR` (the layout indexes the asked-for subjects
+    only), or `not found (available: sub-01)`; without labels they were left out without a word."""
+    from prettier_bids.bids import BIDSError, get_layout, resolve_participants
+
+    ds = dataset(tmp_path / "bids", subjects=("01",))
+    (ds / "sub-02").mkdir()
+    (ds / "sub-03/anat").mkdir(parents=True)
+    for labels in (["02"], ["01", "sub-02"]):
+        try:
+            resolve_participants(get_layout(ds, participants=labels), labels)
+        except BIDSError as exc:
+            assert exc.code == 18
+            assert str(exc) == ("participant folder(s) sub-02 hold(s) no file (an uninstalled DataLad subdataset? "
+                                "`datalad get -n sub-02` installs it, `datalad get sub-02` fetches its files too)")
+        else:
+            raise AssertionError(f"{labels}: no error")
+    caplog.set_level("WARNING", logger="prettier_bids")
+    assert resolve_participants(get_layout(ds)) == ["01"]
+    assert "2 participant folder(s) hold no file, so they are not processed" in caplog.text
+    assert caplog.text.rstrip().endswith(": sub-02, sub-03")
