@@ -130,3 +130,38 @@ def test_an_empty_participant_folder_is_named_not_reported_as_no_folders_at_all(
     assert resolve_participants(get_layout(ds)) == ["01"]
     assert "2 participant folder(s) hold no file, so they are not processed" in caplog.text
     assert caplog.text.rstrip().endswith(": sub-02, sub-03")
+
+
+# --------------------------------------------------------------------------------------------
+# Archive scale: what one participant's work costs does not grow with the dataset
+# --------------------------------------------------------------------------------------------
+
+def test_a_subject_report_indexes_its_own_subject_not_the_whole_derivatives_dataset(tmp_path, monkeypatch):
+    """nireports indexed every file of OUTPUT_DIR/prettier for each subject report: 7 s a report beside 600
+    participants' outputs (an hour of reports for a 600-participant run, quadratic in the participants; each
+    array task of an archive paid the whole index). The report of sub-01 now indexes sub-01/ only, same page."""
+    from nireports.assembler import report as assembler
+
+    from prettier_bids.reports.subject import write_subject_report
+
+    root = tmp_path / "prettier"
+    write_json(root / "dataset_description.json", {"Name": "x", "BIDSVersion": "1.10.0", "DatasetType": "derivative"})
+    for sub in ("01", "02", "03"):
+        out = tiny_image(root / f"sub-{sub}/anat/sub-{sub}_desc-cubic_FLAIR.nii.gz")
+        write_json(out.with_name(out.name.replace(".nii.gz", ".json")), {
+            "Sources": [f"bids:raw:sub-{sub}/anat/sub-{sub}_FLAIR.nii.gz"], "SlicePlane": "axial", "Method": "cubic",
+            "SliceAxis": 2, "InputVoxelSize": [1.0, 1.0, 4.0], "SliceSpacing": 4.0, "SliceThickness": 4.0,
+            "SliceProfile": "boxcar", "UpsamplingFactor": 4, "OutputVoxelSize": [1.0, 1.0, 1.0],
+            "ConsistencyPSNR": 35.0, "ProjectedOntoInput": False, "QCFlags": [], "HeaderWarnings": [],
+            "ConsistencyFractionAbove10pct": 0.0, "Precision": "fp32", "RuntimeSeconds": 1.5})
+    indexed = []
+
+    class Recording(assembler.BIDSLayout):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            indexed.extend(Path(f).relative_to(root).parts[0] for f in self.get(return_type="file"))
+
+    monkeypatch.setattr(assembler, "BIDSLayout", Recording)
+    page = write_subject_report(root, "01", (), "run1", "prettier-bids ...").read_text()
+    assert "Consistency PSNR" in page  # sub-01's own QC table is shown
+    assert indexed and set(indexed) == {"sub-01"}, sorted(set(indexed))  # was every sub-* folder and top-level file
