@@ -692,6 +692,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
         query["subject"] = list(subjects)
         if sessions:
             query["session"] = sessions
+        out += _in_other_datatypes(layout, contrast, query, root)
         for bf in layout.get(return_type="object", **query):
             path = Path(bf.path)
             entities = {k: v for k, v in bf.get_entities().items() if k in supported}
@@ -732,6 +733,30 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
                                "image is processed")
             out.append(cand)
     out.sort(key=lambda c: (c.subject, c.session or "", c.relpath))
+    return out
+
+
+def _in_other_datatypes(layout, contrast, query, root):
+    """Images the ``contrast`` query would select but for their datatype folder (a T1w in ``func/``, a FLAIR in
+    ``dwi/``: a conversion's mistake, which the validator refuses): skipped Candidates that say so, so that they are
+    not left out without a word when the validation is skipped."""
+    from bids.layout import Query
+
+    if "datatype" not in query:
+        return []
+    wanted = query["datatype"] if isinstance(query["datatype"], list) else [query["datatype"]]
+    out = []
+    for bf in layout.get(return_type="object", **{**query, "datatype": Query.ANY}):
+        entities = bf.get_entities()
+        if entities.get("datatype") in wanted:
+            continue
+        path = Path(bf.path)
+        cand = Candidate(path=path, relpath=path.relative_to(root).as_posix(), contrast=contrast,
+                         entities={k: v for k, v in entities.items() if k in ("subject", "session", "suffix")},
+                         status="skipped")
+        cand.reason = (f"in a {entities.get('datatype')}/ folder: {contrast} images belong in "
+                       f"{' or '.join(d + '/' for d in wanted)} (a conversion's mistake?); move it there to process it")
+        out.append(cand)
     return out
 
 

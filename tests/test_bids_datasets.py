@@ -104,6 +104,23 @@ def test_phase_real_and_imaginary_parts_are_skipped_and_the_magnitude_processed(
         assert cands[part].reason.startswith(f"part-{part}: not a magnitude image"), cands[part].reason
 
 
+def test_an_image_in_another_datatype_folder_is_a_logged_skip_not_left_out_without_a_word(tmp_path):
+    """A T1w converted into func/, a FLAIR into dwi/ (the validator refuses them; with --skip-bids-validation they
+    were not even listed: a hospital's data team saw no sign of them)."""
+    from prettier_bids.bids import get_layout, select, summarize
+
+    ds = dataset(tmp_path / "bids", subjects=("01", "02"))
+    tiny_image(ds / "sub-01/func/sub-01_T1w.nii.gz")
+    tiny_image(ds / "sub-02/ses-1/dwi/sub-02_ses-1_FLAIR.nii.gz")
+    cands = {c.relpath: c for c in select(get_layout(ds), ["01", "02"], contrasts=["FLAIR", "T1w"])}
+    assert cands["sub-01/anat/sub-01_FLAIR.nii.gz"].status == "selected"
+    t1w, flair = cands["sub-01/func/sub-01_T1w.nii.gz"], cands["sub-02/ses-1/dwi/sub-02_ses-1_FLAIR.nii.gz"]
+    assert t1w.status == flair.status == "skipped" and flair.session == "1"
+    assert t1w.reason == ("in a func/ folder: T1w images belong in anat/ (a conversion's mistake?); move it there to "
+                          "process it")
+    assert "skipped  sub-02/ses-1/dwi/sub-02_ses-1_FLAIR.nii.gz: in a dwi/ folder" in summarize(list(cands.values()))
+
+
 # --------------------------------------------------------------------------------------------
 # Participants: folders with nothing in them (DataLad subdatasets not installed)
 # --------------------------------------------------------------------------------------------
