@@ -24,8 +24,8 @@ from . import exitcodes
 from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
-from .naming import (NamingError, bids_relpath, derivative_relpath, load_io_spec, output_desc, parse_entities,
-                     pattern_entities, stem)
+from .naming import (NamingError, bids_relpath, derivative_relpath, entity_keys, load_io_spec, output_desc,
+                     parse_entities, pattern_entities, stem)
 from .paths import TMP_NAME_EXTRA
 from .sr.io import JSONReadError, missing_content, read_json, read_small_file
 from .sr.preprocess import (
@@ -566,6 +566,7 @@ def load_bids_filters(path, spec=None):
                        for v in (wanted if isinstance(wanted, list) else [wanted])):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
                                 f"those, not {json.dumps(wanted)}", exitcodes.USAGE)
+        _check_filter_labels(key, value, entity_keys(spec))
         contrast = by_lower[key.lower()]
         if contrast in out:  # {"flair": {...}, "FLAIR": {}}: one would silently replace the other
             raise BIDSError(f"--bids-filter-file: {key!r} names the query {contrast.lower()!r} a second time (keys "
@@ -573,6 +574,20 @@ def load_bids_filters(path, spec=None):
         _check_fixed_entities(contrast, value, spec["queries"][contrast])
         out[contrast] = value
     return out
+
+
+def _check_filter_labels(query, value, keys):
+    """A filter value of an entity given with its key (``"session": "ses-pre"``, ``"acquisition": "acq-ax"``) can
+    match no file (labels hold letters and digits only; the key is not part of them): BIDSError(64) naming the label
+    meant, instead of an empty selection (exit 18, ``no FLAIR images found ... with the --bids-filter-file
+    filters``)."""
+    for entity, wanted in value.items():
+        key = keys.get(entity)
+        for label in (wanted if isinstance(wanted, list) else [wanted]) if key else ():
+            if isinstance(label, str) and label.startswith(f"{key}-") and label != f"{key}-":
+                raise BIDSError(f"--bids-filter-file: {query}.{entity} {json.dumps(label)} names the label with its "
+                                f"key: give {json.dumps(label[len(key) + 1:])} (labels are given without "
+                                f"'{key}-', as in fMRIPrep's filter files)", exitcodes.USAGE)
 
 
 def _check_fixed_entities(contrast, value, query):

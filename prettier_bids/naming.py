@@ -106,6 +106,16 @@ def pattern_entities(spec=None):
     return names
 
 
+def entity_keys(spec=None):
+    """``{entity: its key in file names}`` of the entities the path patterns name (``session`` -> ``ses``,
+    ``acquisition`` -> ``acq``)."""
+    spec = spec or load_io_spec()
+    keys = {}
+    for pattern in spec["patterns"]:
+        keys.update({entity: key for key, entity in re.findall(r"(?:^|[_/\[])([a-z]+)-\{(\w+)", pattern)})
+    return keys
+
+
 # --------------------------------------------------------------------------------------------
 # Entities and output paths (pybids)
 # --------------------------------------------------------------------------------------------

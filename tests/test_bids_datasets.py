@@ -121,6 +121,25 @@ def test_an_image_in_another_datatype_folder_is_a_logged_skip_not_left_out_witho
     assert "skipped  sub-02/ses-1/dwi/sub-02_ses-1_FLAIR.nii.gz: in a dwi/ folder" in summarize(list(cands.values()))
 
 
+def test_filter_file_label_given_with_its_key_is_a_usage_error_naming_the_label(tmp_path):
+    """`{"flair": {"session": "ses-pre"}}` (the folder's name) matched nothing: exit 18 `no FLAIR images found ...
+    with the --bids-filter-file filters`, nothing said why; --session-label takes `ses-pre`."""
+    from prettier_bids.bids import BIDSError, load_bids_filters
+
+    for query, text in ((["pre", "ses-post"], '"ses-post" names the label with its key: give "post"'),
+                        ("acq-ax", '"acq-ax" names the label with its key: give "ax"')):
+        entity = "session" if isinstance(query, list) else "acquisition"
+        path = write_json(tmp_path / "filter.json", {"flair": {entity: query}})
+        try:
+            load_bids_filters(path)
+        except BIDSError as exc:
+            assert exc.code == 64 and str(exc).startswith(f"--bids-filter-file: flair.{entity} {text} "), str(exc)
+        else:
+            raise AssertionError(f"{query}: no error")
+    path = write_json(tmp_path / "filter.json", {"flair": {"session": "pre", "acquisition": ["ax", None]}})
+    assert load_bids_filters(path) == {"FLAIR": {"session": "pre", "acquisition": ["ax", None]}}
+
+
 # --------------------------------------------------------------------------------------------
 # Participants: folders with nothing in them (DataLad subdatasets not installed)
 # --------------------------------------------------------------------------------------------
