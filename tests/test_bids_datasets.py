@@ -201,3 +201,23 @@ def test_a_subject_report_indexes_its_own_subject_not_the_whole_derivatives_data
     page = write_subject_report(root, "01", (), "run1", "prettier-bids ...").read_text()
     assert "Consistency PSNR" in page  # sub-01's own QC table is shown
     assert indexed and set(indexed) == {"sub-01"}, sorted(set(indexed))  # was every sub-* folder and top-level file
+
+
+def test_file_names_are_parsed_without_loading_pybids_configs_each_time(monkeypatch):
+    """naming.parse_entities (8 calls per output for the methods text, the reports and the group level) had pybids
+    build its configs anew on every call (6 ms each: 15-30 s of every participant run, even one with nothing to
+    do, beside 600 participants' outputs). Same entities, configs loaded once."""
+    from bids.layout import models, parse_file_entities
+
+    from prettier_bids.naming import parse_entities
+
+    name = "sub-01_ses-1_acq-ax_ce-gad_rec-x_run-2_echo-1_inv-1_mt-on_part-mag_chunk-3_desc-prettier_T1w.nii.gz"
+    expected = {**parse_file_entities("/" + name), "datatype": "anat"}
+    parse_entities("anat/sub-01_T1w.nii.gz")
+    loads = []
+    plain = models.Config.load
+    monkeypatch.setattr(models.Config, "load", classmethod(lambda cls, *a, **k: loads.append(a) or plain(*a, **k)))
+    assert parse_entities(f"/out/sub-01/ses-1/anat/{name}") == expected
+    assert parse_entities("/out/sub-01/figures/sub-01_desc-qc_FLAIR.html") == {
+        "subject": "01", "desc": "qc", "suffix": "FLAIR", "extension": ".html"}
+    assert loads == []
