@@ -507,7 +507,13 @@ def main_output_sidecars(root, subjects=None, deep=True):
     found = []
     for sidecar in main_sidecar_paths(root, subjects, warn=True):
         nifti = nifti_of(sidecar)
-        meta, why = read_sidecar(sidecar)
+        absent = [(path, who) for path, who in ((sidecar, "it"), (nifti, f"its image {nifti.name}"))
+                  if sr_io.missing_content(path)]
+        if absent:  # a DataLad/git-annex derivatives dataset whose content was not fetched (or was dropped)
+            path, who = absent[0]
+            meta, why = None, sr_io.missing_content(path).replace(str(path), who, 1)
+        else:
+            meta, why = read_sidecar(sidecar)
         if why is None and not nifti.is_file():
             meta, why = None, f"its image {nifti.name} is missing"
         if why is None:
@@ -560,8 +566,8 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                                    folder.relative_to(root).as_posix(), folder.resolve())
                 continue
             for sidecar in sorted(folder.glob("*.json")):
-                if sidecar.name.startswith(".") or not sidecar.is_file():
-                    continue
+                if sidecar.name.startswith(".") or not (sidecar.is_file() or sr_io.missing_content(sidecar)):
+                    continue  # (an annexed sidecar whose content is absent is listed: its reader says so)
                 if not sidecar.resolve().is_relative_to(real_root):  # a sidecar linked out of the dataset
                     if warn:
                         LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",

@@ -83,6 +83,30 @@ def test_validator_refusal_of_annexed_links_not_fetched_says_datalad_get(tmp_pat
     assert "datalad get" in problem and "--skip-bids-validation" in problem and "\n" not in problem
 
 
+def test_group_level_names_outputs_whose_annexed_content_is_not_fetched(tmp_path, caplog):
+    """A derivatives dataset cloned with DataLad, or whose outputs were `datalad drop`ped: the group level said
+    `group level: 0 output(s)` and wrote empty tables, without a word of the outputs it left out."""
+    from prettier_bids.reports.group import collect_rows
+
+    root = tmp_path / "prettier"
+    write_json(root / "dataset_description.json", {"Name": "x", "BIDSVersion": "1.10.0", "DatasetType": "derivative"})
+    anat = root / "sub-01/anat"
+    anat.mkdir(parents=True)
+    for name in ("sub-01_desc-cubic_FLAIR.json", "sub-01_desc-cubic_FLAIR.nii.gz"):
+        os.symlink(f"../../.git/annex/objects/Xx/Yy/MD5E-s9--{name}/MD5E-s9--{name}", anat / name)
+    tiny_image(root / "sub-02/anat/sub-02_desc-cubic_T1w.nii.gz")  # the sidecar here, the image a pointer file
+    (root / "sub-02/anat/sub-02_desc-cubic_T1w.json").write_text("{}")
+    (root / "sub-02/anat/sub-02_desc-cubic_T1w.nii.gz").write_text("/annex/objects/MD5E-s9--0123.nii.gz\n")
+    caplog.set_level("WARNING", logger="prettier_bids")
+    assert collect_rows(root) == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("group level: skipped sub-01/anat/sub-01_desc-cubic_FLAIR.json: it is a broken link")
+    assert lines[1].startswith("group level: skipped sub-02/anat/sub-02_desc-cubic_T1w.json: its image "
+                               "sub-02_desc-cubic_T1w.nii.gz is a git-annex pointer")
+    assert all("content is not present here" in ln and "datalad get" in ln for ln in lines)
+
+
 # --------------------------------------------------------------------------------------------
 # Entities of real archives
 # --------------------------------------------------------------------------------------------
