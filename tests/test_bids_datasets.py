@@ -72,14 +72,18 @@ def test_validator_refusal_of_annexed_links_not_fetched_says_datalad_get(tmp_pat
 
     report = {"issues": {"issues": [
         {"code": "NIFTI_HEADER_UNREADABLE", "location": "/sub-02/anat/sub-02_FLAIR.nii.gz", "severity": "error"},
-        {"code": "SYMLINK_BROKEN", "location": "/sub-02/anat/sub-02_FLAIR.json", "severity": "error"}]}}
+        {"code": "SYMLINK_BROKEN", "location": "/sub-02/anat/sub-02_FLAIR.json", "severity": "error"},
+        {"code": "NIFTI_HEADER_UNREADABLE", "location": "/sub-03/anat/sub-03_T1w.nii.gz", "severity": "error"}]}}
+    (tmp_path / "sub-03/anat").mkdir(parents=True)  # an unlocked annexed file not fetched: the validator's unreadable
+    (tmp_path / "sub-03/anat/sub-03_T1w.nii.gz").write_text("/annex/objects/MD5E-s9--0123.nii.gz\n")
     exe = tmp_path / "bids-validator-deno"
     exe.write_text("#!/bin/sh\ncat <<'END'\n" + json.dumps(report) + "\nEND\n")
     exe.chmod(0o755)
     monkeypatch.setattr(validator, "find_validator", lambda: str(exe))
     problem, _ = validator.run_bids_validator(tmp_path)
-    assert problem.startswith("the input is not a valid BIDS dataset (2 error(s); first: NIFTI_HEADER_UNREADABLE")
-    assert "1 broken link(s), e.g. /sub-02/anat/sub-02_FLAIR.json: DataLad/git-annex content not fetched?" in problem
+    assert problem.startswith("the input is not a valid BIDS dataset (3 error(s); first: NIFTI_HEADER_UNREADABLE")
+    assert ("2 file(s) whose content is not present (broken links or git-annex pointers), e.g. "
+            "/sub-02/anat/sub-02_FLAIR.json: DataLad/git-annex content not fetched?") in problem
     assert "datalad get" in problem and "--skip-bids-validation" in problem and "\n" not in problem
 
 
