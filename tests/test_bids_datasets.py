@@ -249,3 +249,31 @@ def test_file_names_are_parsed_without_loading_pybids_configs_each_time(monkeypa
     assert parse_entities("/out/sub-01/figures/sub-01_desc-qc_FLAIR.html") == {
         "subject": "01", "desc": "qc", "suffix": "FLAIR", "extension": ".html"}
     assert loads == []
+
+
+def test_an_array_tasks_index_has_one_pattern_for_the_other_participants_not_one_each(tmp_path, monkeypatch):
+    """get_layout(participants=...) (one participant per array task) passed pybids one ignore pattern per other
+    participant, and every path was searched against all of them: 9 million regex searches, 4 s per task beside
+    3,000 participants (quadratic in the archive); now one pattern, the same participants indexed."""
+    from prettier_bids import bids
+
+    ds = dataset(tmp_path / "bids", subjects=[f"{i:02d}" for i in range(30)] + ["010", "1"])
+    patterns = []
+    plain = bids.root_relative_indexer
+
+    def recording(base):
+        indexer = plain(base)
+
+        class Recording(indexer):
+            def __init__(self, *args, ignore=(), **kwargs):
+                patterns.extend(ignore)
+                super().__init__(*args, ignore=ignore, **kwargs)
+        return Recording
+
+    monkeypatch.setattr(bids, "root_relative_indexer", recording)
+    layout = bids.get_layout(ds, participants=["sub-01", "10"])
+    assert sorted(layout.get_subjects()) == ["01", "10"]  # not 010, nor 1
+    few = len(patterns)
+    patterns.clear()
+    bids.get_layout(ds)
+    assert few <= len(patterns) + 1, few  # was one more pattern per participant left out (30 here)
