@@ -493,7 +493,8 @@ def resolve_participants(layout, labels=None):
         raise BIDSError(f"no participants (sub-* folders) found in {layout.root}{bidsignore_hint(layout)}",
                         exitcodes.NO_MATCH)
     if not wanted:
-        folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.name[4:] not in set(known))
+        indexed = set(known)
+        folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.name[4:] not in indexed)
         empty, _ = empty_participants(layout, folders)
         if empty:  # e.g. a DataLad superdataset whose subject subdatasets are not all installed: said, not silent
             LOGGER.warning("%d participant folder(s) hold no file, so they are not processed (%s): %s", len(empty),
