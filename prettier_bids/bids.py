@@ -450,6 +450,26 @@ def sidecar_problem(sidecars, root):
     return "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in sidecars)
 
 
+def sidecar_with(image, key, root):
+    """The JSON sidecar whose ``key`` the image ``image`` gets under the BIDS inheritance principle (the nearest
+    folder first, up to the dataset ``root``; in one folder the more specific name first), e.g. the top-level
+    ``FLAIR.json`` when the image's own sidecar has no ``SliceThickness``; None when none has it."""
+    image, root = Path(image), Path(root)
+    folder = image.parent
+    while True:
+        found = [p for p in folder.glob("*.json") if p.is_file() and _sidecar_applies(p, image)]
+        for sidecar in sorted(found, key=lambda p: (-len(stem(p).split("_")), p.name)):
+            try:
+                data = read_json(sidecar)
+            except JSONReadError:
+                continue
+            if isinstance(data, dict) and key in data:
+                return sidecar
+        if folder == root or root not in folder.parents:
+            return None
+        folder = folder.parent
+
+
 def _sidecar_applies(sidecar, image):
     """True when ``sidecar`` would be inherited by ``image`` (BIDS inheritance principle)."""
     sidecar, image = Path(sidecar), Path(image)
@@ -662,6 +682,7 @@ class Candidate:
     spacing: float | None = None
     thickness: float | None = None  # the sidecar's plausible SliceThickness; None: the SR core estimates it
     thickness_source: str = ""  # SIDECAR_SOURCE when given
+    thickness_file: str = ""  # the (inherited) JSON sidecar that gave it, relative to the dataset (sidecar_with)
     plane: str = ""
     skull_stripped: bool = False  # the sidecar's SkullStripped (JSON true/false; else False and a warning)
     warnings: list = field(default_factory=list)
@@ -893,6 +914,9 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
         thickness = None
     if thickness is not None:
         cand.thickness, cand.thickness_source = round(thickness, 4), SIDECAR_SOURCE
+        root = cand.path.parents[len(Path(cand.relpath).parts) - 1]
+        given = sidecar_with(cand.path, "SliceThickness", root)
+        cand.thickness_file = given.relative_to(root).as_posix() if given else ""
     else:  # auto: the SR core estimates it from the image (its sidecar records the thickness and its source)
         cand.thickness, cand.thickness_source = None, ""
     return cand

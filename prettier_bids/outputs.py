@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, code_fingerprint
+from .bids import bids_uri
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
 from .naming import NamingError, is_nifti, sidecar_of
 from .sr import io as sr_io
@@ -201,6 +202,8 @@ def output_sidecars(cand, run_id, command, software_versions, method="model", wr
               "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
               "GeneratedByRun": {"RunId": run_id, "Command": command, "Date": run_date(run_id)},
               "ProcessingSoftwareVersions": software_versions}
+    if getattr(cand, "thickness_file", ""):  # which (inherited) sidecar gave SliceThickness: several levels may
+        common["SliceThicknessSidecar"] = bids_uri(cand.thickness_file)  # give it, the nearest wins
     if cand.warnings:  # sidecar/header mismatches found while selecting the input
         common["Warnings"] = list(cand.warnings)
     metas = {k: {"Description": spec["outputs"][k]["Description"], **common} for k in kinds}

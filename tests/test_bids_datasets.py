@@ -112,6 +112,35 @@ def test_group_level_names_outputs_whose_annexed_content_is_not_fetched(tmp_path
 
 
 # --------------------------------------------------------------------------------------------
+# The BIDS inheritance principle: SliceThickness at the top level or a session's, conflicting values
+# --------------------------------------------------------------------------------------------
+
+def test_inherited_slice_thickness_is_the_nearest_and_its_sidecar_is_recorded(tmp_path):
+    """SliceThickness given at several levels (dataset FLAIR.json, subject, session, the image's own without it):
+    the nearest is used (as pybids merges them), and the output sidecar now names the file it came from
+    (SliceThicknessSidecar, a BIDS URI); SliceThicknessSource only said `sidecar`."""
+    from prettier_bids.bids import get_layout, select
+    from prettier_bids.outputs import output_sidecars
+
+    ds = dataset(tmp_path / "bids", subjects=("02",))
+    write_json(ds / "FLAIR.json", {"SliceThickness": 3.0})
+    write_json(ds / "sub-02/anat/sub-02_FLAIR.json", {"EchoTime": 0.1})  # its own sidecar, without the thickness
+    for ses, where in (("1", "sub-01/ses-1/sub-01_ses-1_FLAIR.json"), ("2", "sub-01/sub-01_FLAIR.json")):
+        tiny_image(ds / f"sub-01/ses-{ses}/anat/sub-01_ses-{ses}_FLAIR.nii.gz")
+    write_json(ds / "sub-01/ses-1/sub-01_ses-1_FLAIR.json", {"SliceThickness": 5.0})
+    write_json(ds / "sub-01/sub-01_FLAIR.json", {"SliceThickness": 4.5})
+    cands = {c.relpath: c for c in select(get_layout(ds), ["01", "02"], contrasts=["FLAIR"])}
+    expected = {"sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz": (5.0, "sub-01/ses-1/sub-01_ses-1_FLAIR.json"),
+                "sub-01/ses-2/anat/sub-01_ses-2_FLAIR.nii.gz": (4.5, "sub-01/sub-01_FLAIR.json"),
+                "sub-02/anat/sub-02_FLAIR.nii.gz": (3.0, "FLAIR.json")}
+    for relpath, (thickness, sidecar) in expected.items():
+        cand = cands[relpath]
+        assert (cand.thickness, cand.thickness_source, cand.thickness_file) == (thickness, "sidecar", sidecar)
+        metas = output_sidecars(cand, "run1", "prettier-bids", {}, method="cubic")
+        assert {m["SliceThicknessSidecar"] for m in metas.values()} == {f"bids:raw:{sidecar}"}
+
+
+# --------------------------------------------------------------------------------------------
 # Entities of real archives
 # --------------------------------------------------------------------------------------------
 
