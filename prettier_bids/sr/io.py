@@ -72,7 +72,8 @@ def image_files(path):
     name = path.name
     for ext, others in _PAIR_COMPANIONS.items():
         if name.endswith(ext) and len(name) > len(ext):
-            files += [p for p in (path.with_name(name[:-len(ext)] + o) for o in others) if p.exists()]
+            files += [p for p in (path.with_name(name[:-len(ext)] + o) for o in others)
+                      if p.exists() or p.is_symlink()]  # a broken link: an annexed half not fetched (missing_content)
             break
     return files
 
