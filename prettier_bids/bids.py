@@ -71,6 +71,9 @@ def check_bids_dir(bids_dir):
     if not bids_dir.is_dir():
         raise BIDSError(f"BIDS_DIR is not a folder: {bids_dir}", exitcodes.NOINPUT)
     desc = bids_dir / "dataset_description.json"
+    absent = missing_content(desc)
+    if absent:  # a DataLad dataset whose every file is annexed, cloned without `datalad get`
+        raise BIDSError(f"cannot read the dataset's description: {absent}", exitcodes.BIDS_INVALID)
     if not desc.is_file():
         raise BIDSError(f"not a BIDS dataset: {desc} is missing", exitcodes.BIDS_INVALID)
     try:

@@ -65,6 +65,25 @@ def test_annexed_sidecar_not_fetched_names_datalad_get_not_a_malformed_json(tmp_
     assert reasons["sub-02/anat/sub-02_FLAIR.nii.gz"][0] == "selected"
 
 
+def test_dataset_description_not_fetched_is_named_not_called_missing(tmp_path):
+    """A DataLad dataset whose every file is annexed (no text2git), cloned without `datalad get`: the run said
+    `not a BIDS dataset: .../dataset_description.json is missing` (or `not valid JSON` for a pointer file)."""
+    from prettier_bids.bids import BIDSError, check_bids_dir
+
+    desc = tmp_path / "dataset_description.json"
+    for make in (lambda: os.symlink(".git/annex/objects/Xx/Yy/K/K", desc),
+                 lambda: desc.write_text("/annex/objects/MD5E-s40--0123.json\n")):
+        make()
+        try:
+            check_bids_dir(tmp_path)
+        except BIDSError as exc:
+            assert exc.code == 16 and str(exc).startswith(f"cannot read the dataset's description: {desc} is a ")
+            assert "content is not present here" in str(exc) and "datalad get" in str(exc)
+        else:
+            raise AssertionError("no error")
+        desc.unlink()
+
+
 def test_validator_refusal_of_annexed_links_not_fetched_says_datalad_get(tmp_path, monkeypatch):
     """A DataLad dataset fetched in part: the validator's SYMLINK_BROKEN errors were reported as any invalid
     dataset ('run bids-validator-deno for details'); the refusal now says what they are and how to go on."""
