@@ -159,6 +159,25 @@ def test_inherited_slice_thickness_is_the_nearest_and_its_sidecar_is_recorded(tm
         assert {m["SliceThicknessSidecar"] for m in metas.values()} == {f"bids:raw:{sidecar}"}
 
 
+def test_group_level_on_a_derivatives_clone_whose_description_is_not_fetched(tmp_path, capsys):
+    """A DataLad clone of the derivatives (every file annexed, none fetched): the group level said `no
+    participant-level outputs in X (run the participant level first)`, exit 66; it now goes on and names each
+    output whose content is absent."""
+    from _bids_support import run_in_process
+
+    ds = dataset(tmp_path / "bids")
+    root = tmp_path / "out" / "prettier"
+    anat = root / "sub-01/anat"
+    anat.mkdir(parents=True)
+    os.symlink(".git/annex/objects/Xx/Yy/K/K", root / "dataset_description.json")
+    os.symlink("../../.git/annex/objects/Xx/Yy/K1/K1", anat / "sub-01_desc-cubic_FLAIR.json")
+    os.symlink("../../.git/annex/objects/Xx/Yy/K2/K2", anat / "sub-01_desc-cubic_FLAIR.nii.gz")
+    code, lines = run_in_process(capsys, ds, tmp_path / "out", "group", "--skip-bids-validation")
+    assert code == 0, lines
+    assert any("group level: skipped sub-01/anat/sub-01_desc-cubic_FLAIR.json: it is a broken link" in ln
+               and "datalad get" in ln for ln in lines), lines
+
+
 # --------------------------------------------------------------------------------------------
 # Entities of real archives
 # --------------------------------------------------------------------------------------------
