@@ -24,8 +24,8 @@ from . import exitcodes
 from .exitcodes import CodedError
 
 # load_io_spec and derivative_relpath live in .naming (the naming module); imported here by their old names too
-from .naming import (NamingError, bids_relpath, derivative_relpath, load_io_spec, output_desc, parse_entities,
-                     pattern_entities, stem)
+from .naming import (NamingError, bids_relpath, derivative_relpath, entity_keys, load_io_spec, output_desc,
+                     parse_entities, pattern_entities, stem)
 from .paths import TMP_NAME_EXTRA
 from .sr.io import JSONReadError, missing_content, read_json, read_small_file
 from .sr.preprocess import (
@@ -72,6 +72,9 @@ def check_bids_dir(bids_dir):
     if not bids_dir.is_dir():
         raise BIDSError(f"BIDS_DIR is not a folder: {bids_dir}", exitcodes.NOINPUT)
     desc = bids_dir / "dataset_description.json"
+    absent = missing_content(desc)
+    if absent:  # a DataLad dataset whose every file is annexed, cloned without `datalad get`
+        raise BIDSError(f"cannot read the dataset's description: {absent}", exitcodes.BIDS_INVALID)
     if not desc.is_file():
         raise BIDSError(f"not a BIDS dataset: {desc} is missing", exitcodes.BIDS_INVALID)
     try:
@@ -120,15 +123,15 @@ def get_layout(bids_dir, exclude=(), database_dir=None, participants=None):
             LOGGER.warning("skipped %s: %r is not a BIDS label (letters and digits only), so it is not indexed; "
                            "rename the folder to process it", shown_name(folder.name), shown_name(folder.name[4:]))
             ignore.append(exact_ignore(folder.name))  # pybids would index sub-a+b (its labels allow '+')
-    if participants:
-        wanted = {f"sub-{label}" for label in strip_prefix(participants, "sub-")}
-        ignore += [exact_ignore(p.name) for p in root.glob("sub-*") if p.is_dir() and p.name not in wanted]
+    if participants:  # one pattern, not one per other participant: 9 million regex searches beside 3,000
+        ignore.append(other_participants(strip_prefix(participants, "sub-")))
     # pybids aborts the whole indexing on one malformed JSON sidecar: find those first, leave them out of
     # the index, and let the images they belong to fail alone (see collect_candidates).
     odd = []
     bad = malformed_sidecars(root, ignore, odd)
     for path in bad:
-        LOGGER.warning("malformed JSON file left out of the index: %s", path.relative_to(root).as_posix())
+        LOGGER.warning("%s left out of the index: %s", "JSON file whose content is not present (git-annex/DataLad)"
+                       if missing_content(path) else "malformed JSON file", path.relative_to(root).as_posix())
     ignore += [exact_ignore(p.relative_to(root).as_posix()) for p in bad]
     if odd:  # pybids' index would abort the whole run (UnicodeEncodeError)
         LOGGER.warning("%d file(s) or folder(s) whose names are not UTF-8 left out of the index (rename them to "
@@ -368,6 +371,14 @@ def exact_ignore(relpath):
     return re.compile(r"^/?" + re.escape(relpath) + r"(/|$)")
 
 
+def other_participants(labels):
+    """One ignore pattern (as :func:`exact_ignore`'s) that hides every ``sub-*`` folder but those of ``labels``:
+    an array task's index of its own participants costs the same beside 100 or 10,000 others (a pattern per other
+    participant made each task's selection quadratic in the archive)."""
+    keep = "|".join(re.escape(label) for label in sorted(set(labels), key=len, reverse=True))
+    return re.compile(rf"^/?sub-(?!(?:{keep})(?:/|$))[^/]*(?:/|$)")
+
+
 #: A name that is not UTF-8 (Python keeps its bytes as surrogate escapes): pybids' SQLite index cannot store it.
 NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
@@ -431,6 +442,38 @@ def malformed_sidecars(root, ignore=(), odd_names=None):
     return bad
 
 
+def sidecar_problem(sidecars, root):
+    """Why an image whose (inherited) JSON ``sidecars`` were left out of the index fails: the first one whose
+    git-annex/DataLad content is absent is named with the ``datalad get`` to run (``sr.io.missing_content``), else
+    ``malformed JSON sidecar ...``."""
+    root = Path(root)
+    for path in sidecars:
+        absent = missing_content(path)
+        if absent:
+            return "JSON sidecar " + absent.replace(str(path), path.relative_to(root).as_posix())
+    return "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in sidecars)
+
+
+def sidecar_with(image, key, root):
+    """The JSON sidecar whose ``key`` the image ``image`` gets under the BIDS inheritance principle (the nearest
+    folder first, up to the dataset ``root``; in one folder the more specific name first), e.g. the top-level
+    ``FLAIR.json`` when the image's own sidecar has no ``SliceThickness``; None when none has it."""
+    image, root = Path(image), Path(root)
+    folder = image.parent
+    while True:
+        found = [p for p in folder.glob("*.json") if p.is_file() and _sidecar_applies(p, image)]
+        for sidecar in sorted(found, key=lambda p: (-len(stem(p).split("_")), p.name)):
+            try:
+                data = read_json(sidecar)
+            except JSONReadError:
+                continue
+            if isinstance(data, dict) and key in data:
+                return sidecar
+        if folder == root or root not in folder.parents:
+            return None
+        folder = folder.parent
+
+
 def _sidecar_applies(sidecar, image):
     """True when ``sidecar`` would be inherited by ``image`` (BIDS inheritance principle)."""
     sidecar, image = Path(sidecar), Path(image)
@@ -441,14 +484,45 @@ def _sidecar_applies(sidecar, image):
     return set(stem(sidecar).split("_")) <= set(stem(image).split("_"))
 
 
+#: The advice for a participant folder that holds no file (a DataLad subdataset that is not installed is an empty
+#: folder).
+EMPTY_FOLDER_HINT = ("an uninstalled DataLad subdataset? `datalad get -n sub-X` installs it, `datalad get sub-X` "
+                     "fetches its files too")
+
+
+def empty_participants(layout, labels):
+    """Those of ``labels`` whose ``sub-<label>`` folder exists but holds no indexed file: ``(empty, other)``,
+    ``empty`` holding no file at all (a DataLad subdataset not installed), ``other`` files the index leaves out."""
+    root = Path(layout.root)
+    empty, other = [], []
+    for label in labels:
+        folder = root / f"sub-{label}"
+        if LABEL.fullmatch(label) and folder.is_dir():
+            has_files = any(f for _, _, f in os.walk(folder))
+            (other if has_files else empty).append(f"sub-{label}")
+    return empty, other
+
+
 def resolve_participants(layout, labels=None):
-    """The participant labels to process; unknown labels are an error (exit code 18)."""
+    """The participant labels to process; unknown labels are an error (exit code 18), and so are asked-for folders
+    that hold no file the index holds; without labels, such folders are named in a warning."""
     known = sorted(layout.get_subjects())
+    wanted = strip_prefix(labels, "sub-")
+    empty, other = empty_participants(layout, [x for x in wanted if x not in known])
+    if empty or other:  # the folder is there (the parser checked), nothing of it was indexed
+        what = [f"{', '.join(empty)} hold(s) no file ({EMPTY_FOLDER_HINT.replace('sub-X', empty[0])})"] if empty else []
+        what += [f"{', '.join(other)} hold(s) no BIDS file the index takes{bidsignore_hint(layout)}"] if other else []
+        raise BIDSError("participant folder(s) " + "; ".join(what), exitcodes.NO_MATCH)
     if not known:
         raise BIDSError(f"no participants (sub-* folders) found in {layout.root}{bidsignore_hint(layout)}",
                         exitcodes.NO_MATCH)
-    wanted = strip_prefix(labels, "sub-")
     if not wanted:
+        indexed = set(known)
+        folders = sorted(p.name[4:] for p in Path(layout.root).glob("sub-*") if p.name[4:] not in indexed)
+        empty, _ = empty_participants(layout, folders)
+        if empty:  # e.g. a DataLad superdataset whose subject subdatasets are not all installed: said, not silent
+            LOGGER.warning("%d participant folder(s) hold no file, so they are not processed (%s): %s", len(empty),
+                           EMPTY_FOLDER_HINT, _abbrev(empty))
         return known
     missing = [x for x in wanted if x not in known]
     if missing:
@@ -524,6 +598,7 @@ def load_bids_filters(path, spec=None):
                        for v in (wanted if isinstance(wanted, list) else [wanted])):
                 raise BIDSError(f"--bids-filter-file: {key}.{entity} must be a string, number, null or a list of "
                                 f"those, not {json.dumps(wanted)}", exitcodes.USAGE)
+        _check_filter_labels(key, value, entity_keys(spec))
         contrast = by_lower[key.lower()]
         if contrast in out:  # {"flair": {...}, "FLAIR": {}}: one would silently replace the other
             raise BIDSError(f"--bids-filter-file: {key!r} names the query {contrast.lower()!r} a second time (keys "
@@ -531,6 +606,20 @@ def load_bids_filters(path, spec=None):
         _check_fixed_entities(contrast, value, spec["queries"][contrast])
         out[contrast] = value
     return out
+
+
+def _check_filter_labels(query, value, keys):
+    """A filter value of an entity given with its key (``"session": "ses-pre"``, ``"acquisition": "acq-ax"``) can
+    match no file (labels hold letters and digits only; the key is not part of them): BIDSError(64) naming the label
+    meant, instead of an empty selection (exit 18, ``no FLAIR images found ... with the --bids-filter-file
+    filters``)."""
+    for entity, wanted in value.items():
+        key = keys.get(entity)
+        for label in (wanted if isinstance(wanted, list) else [wanted]) if key else ():
+            if isinstance(label, str) and label.startswith(f"{key}-") and label != f"{key}-":
+                raise BIDSError(f"--bids-filter-file: {query}.{entity} {json.dumps(label)} names the label with its "
+                                f"key: give {json.dumps(label[len(key) + 1:])} (labels are given without "
+                                f"'{key}-', as in fMRIPrep's filter files)", exitcodes.USAGE)
 
 
 def _check_fixed_entities(contrast, value, query):
@@ -597,6 +686,7 @@ class Candidate:
     spacing: float | None = None
     thickness: float | None = None  # the sidecar's plausible SliceThickness; None: the SR core estimates it
     thickness_source: str = ""  # SIDECAR_SOURCE when given
+    thickness_file: str = ""  # the (inherited) JSON sidecar that gave it, relative to the dataset (sidecar_with)
     plane: str = ""
     skull_stripped: bool = False  # the sidecar's SkullStripped (JSON true/false; else False and a warning)
     warnings: list = field(default_factory=list)
@@ -650,6 +740,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
         query["subject"] = list(subjects)
         if sessions:
             query["session"] = sessions
+        out += _in_other_datatypes(layout, contrast, query, root)
         for bf in layout.get(return_type="object", **query):
             path = Path(bf.path)
             entities = {k: v for k, v in bf.get_entities().items() if k in supported}
@@ -658,8 +749,7 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
             extra = sorted(set(bf.get_entities()) - supported - {"desc"})
             broken = [p for p in malformed if _sidecar_applies(p, path)]
             if broken:
-                cand.status = "failed"
-                cand.reason = "malformed JSON sidecar " + ", ".join(p.relative_to(root).as_posix() for p in broken)
+                cand.status, cand.reason = "failed", sidecar_problem(broken, root)
             try:
                 cand.metadata = dict(layout.get_metadata(bf.path))
             except Exception as exc:  # a broken sidecar: report it, do not stop everyone
@@ -683,8 +773,38 @@ def collect_candidates(layout, subjects, sessions=None, contrasts=None, filters=
                 cand.status = "skipped"
                 cand.reason = (f"has a desc entity (desc-{desc}): a derivative, not a raw image (raw images have no "
                                "desc- in their names)")
+            part = entities.get("part")
+            if part is not None and part != "mag" and cand.status == "selected":
+                cand.status = "skipped"  # was super-resolved: phase wraps blended, a nonlinear network on signed parts
+                cand.reason = (f"part-{part}: not a magnitude image (super-resolution interpolates magnitudes; "
+                               "it would blend phase wraps or change real and imaginary parts apart); its part-mag "
+                               "image is processed")
             out.append(cand)
     out.sort(key=lambda c: (c.subject, c.session or "", c.relpath))
+    return out
+
+
+def _in_other_datatypes(layout, contrast, query, root):
+    """Images the ``contrast`` query would select but for their datatype folder (a T1w in ``func/``, a FLAIR in
+    ``dwi/``: a conversion's mistake, which the validator refuses): skipped Candidates that say so, so that they are
+    not left out without a word when the validation is skipped."""
+    from bids.layout import Query
+
+    if "datatype" not in query:
+        return []
+    wanted = query["datatype"] if isinstance(query["datatype"], list) else [query["datatype"]]
+    out = []
+    for bf in layout.get(return_type="object", **{**query, "datatype": Query.ANY}):
+        entities = bf.get_entities()
+        if entities.get("datatype") in wanted:
+            continue
+        path = Path(bf.path)
+        cand = Candidate(path=path, relpath=path.relative_to(root).as_posix(), contrast=contrast,
+                         entities={k: v for k, v in entities.items() if k in ("subject", "session", "suffix")},
+                         status="skipped")
+        cand.reason = (f"in a {entities.get('datatype')}/ folder: {contrast} images belong in "
+                       f"{' or '.join(d + '/' for d in wanted)} (a conversion's mistake?); move it there to process it")
+        out.append(cand)
     return out
 
 
@@ -798,6 +918,9 @@ def inspect_candidate(cand, min_slice_spacing=MIN_SLICE_SPACING_MM, output_grid=
         thickness = None
     if thickness is not None:
         cand.thickness, cand.thickness_source = round(thickness, 4), SIDECAR_SOURCE
+        root = cand.path.parents[len(Path(cand.relpath).parts) - 1]
+        given = sidecar_with(cand.path, "SliceThickness", root)
+        cand.thickness_file = given.relative_to(root).as_posix() if given else ""
     else:  # auto: the SR core estimates it from the image (its sidecar records the thickness and its source)
         cand.thickness, cand.thickness_source = None, ""
     return cand

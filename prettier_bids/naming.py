@@ -106,6 +106,16 @@ def pattern_entities(spec=None):
     return names
 
 
+def entity_keys(spec=None):
+    """``{entity: its key in file names}`` of the entities the path patterns name (``session`` -> ``ses``,
+    ``acquisition`` -> ``acq``)."""
+    spec = spec or load_io_spec()
+    keys = {}
+    for pattern in spec["patterns"]:
+        keys.update({entity: key for key, entity in re.findall(r"(?:^|[_/\[])([a-z]+)-\{(\w+)", pattern)})
+    return keys
+
+
 # --------------------------------------------------------------------------------------------
 # Entities and output paths (pybids)
 # --------------------------------------------------------------------------------------------
@@ -115,6 +125,19 @@ DATATYPE_FOLDERS = frozenset({"anat", "beh", "dwi", "eeg", "fmap", "func", "ieeg
                               "nirs", "perf", "pet"})
 
 
+@lru_cache(maxsize=None)
+def _file_entities():
+    """The entities ``parse_file_entities`` matches by default (pybids' ``bids`` and ``derivatives`` configs),
+    loaded once: pybids builds them anew for every call (6 ms: 30 s for the methods text of a 600-participant
+    derivatives dataset, in every participant run)."""
+    from bids.layout.models import Config
+
+    entities = {}
+    for name in ("bids", "derivatives"):
+        entities.update(Config.load(name).entities)
+    return tuple(entities.values())
+
+
 def parse_entities(path):
     """BIDS entities of a file (pybids' ``parse_file_entities``) from its name, and its ``datatype`` from its
     folder where that is a datatype folder (``anat``). The folders above never count: a dataset kept under a
@@ -122,7 +145,7 @@ def parse_entities(path):
     from bids.layout import parse_file_entities
 
     path = Path(path)
-    ents = parse_file_entities("/" + path.name)
+    ents = parse_file_entities("/" + path.name, entities=_file_entities())
     if path.parent.name in DATATYPE_FOLDERS:
         ents["datatype"] = path.parent.name
     return ents

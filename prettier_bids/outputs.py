@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, code_fingerprint
+from .bids import bids_uri
 from .naming import derivative_relpath, load_io_spec, main_descs, nifti_of, output_desc, parse_entities, reportlet_desc
 from .naming import NamingError, is_nifti, sidecar_of
 from .sr import io as sr_io
@@ -201,6 +202,8 @@ def output_sidecars(cand, run_id, command, software_versions, method="model", wr
               "SourceFile": source_file(cand.path),  # reruns redo the image when the input file changes
               "GeneratedByRun": {"RunId": run_id, "Command": command, "Date": run_date(run_id)},
               "ProcessingSoftwareVersions": software_versions}
+    if getattr(cand, "thickness_file", ""):  # which (inherited) sidecar gave SliceThickness: several levels may
+        common["SliceThicknessSidecar"] = bids_uri(cand.thickness_file)  # give it, the nearest wins
     if cand.warnings:  # sidecar/header mismatches found while selecting the input
         common["Warnings"] = list(cand.warnings)
     metas = {k: {"Description": spec["outputs"][k]["Description"], **common} for k in kinds}
@@ -507,7 +510,13 @@ def main_output_sidecars(root, subjects=None, deep=True):
     found = []
     for sidecar in main_sidecar_paths(root, subjects, warn=True):
         nifti = nifti_of(sidecar)
-        meta, why = read_sidecar(sidecar)
+        absent = [(path, who) for path, who in ((sidecar, "it"), (nifti, f"its image {nifti.name}"))
+                  if sr_io.missing_content(path)]
+        if absent:  # a DataLad/git-annex derivatives dataset whose content was not fetched (or was dropped)
+            path, who = absent[0]
+            meta, why = None, sr_io.missing_content(path).replace(str(path), who, 1)
+        else:
+            meta, why = read_sidecar(sidecar)
         if why is None and not nifti.is_file():
             meta, why = None, f"its image {nifti.name} is missing"
         if why is None:
@@ -560,8 +569,8 @@ def main_sidecar_paths(root, subjects=None, warn=False):
                                    folder.relative_to(root).as_posix(), folder.resolve())
                 continue
             for sidecar in sorted(folder.glob("*.json")):
-                if sidecar.name.startswith(".") or not sidecar.is_file():
-                    continue
+                if sidecar.name.startswith(".") or not (sidecar.is_file() or sr_io.missing_content(sidecar)):
+                    continue  # (an annexed sidecar whose content is absent is listed: its reader says so)
                 if not sidecar.resolve().is_relative_to(real_root):  # a sidecar linked out of the dataset
                     if warn:
                         LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",

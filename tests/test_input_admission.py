@@ -246,6 +246,39 @@ def test_broken_link_input_says_its_content_is_not_present(tmp_path, capsys):
     one_error(lines, "broken link", "content is not present", "datalad get")
 
 
+def annex_pointer(folder, name):
+    """An unlocked git-annex file whose content is absent (``git annex unlock``, DataLad's adjusted branches)."""
+    path = Path(folder) / name
+    path.write_text("/annex/objects/MD5E-s12345--0123456789abcdef0123456789abcdef.nii.gz\n")
+    return path
+
+
+def test_annex_pointer_input_says_its_content_is_not_present(tmp_path, capsys):
+    # was exit 65 `cannot read X as NIfTI (ImageFileError)`: nothing said the content was simply not fetched
+    src = annex_pointer(tmp_path, "sub-01_FLAIR.nii.gz")
+    rc, lines = run_sr(capsys, src, tmp_path / "out.nii.gz", "--method", "cubic", "-q")
+    assert rc == 66
+    one_error(lines, "git-annex pointer", "content is not present", "datalad get")
+    cand = bids.inspect_candidate(candidate(src))
+    assert cand.status == "failed" and "datalad get" in cand.reason, cand.reason
+    assert "ImageFileError" not in cand.reason
+
+
+def test_annexed_half_of_a_nifti_pair_not_fetched_says_its_content_is_not_present(tmp_path, capsys):
+    # was 66 `input file not found: x.img or x.img.gz beside x.hdr` (a broken link), or 65 `cannot read image data
+    # (... could the file be damaged?)` (a pointer file)
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Pair(phantom(), AFF), str(tmp_path / "x.hdr"))
+    (tmp_path / "x.img").unlink()
+    for make in (lambda: annexed_link(tmp_path, "x.img"), lambda: annex_pointer(tmp_path, "x.img")):
+        make()
+        rc, lines = run_sr(capsys, tmp_path / "x.hdr", tmp_path / "out.nii.gz", "--method", "cubic", "-q")
+        assert rc == 66
+        one_error(lines, "x.img is a ", "content is not present", "datalad get")
+        (tmp_path / "x.img").unlink()
+
+
 def test_broken_link_fails_that_image_in_bids_selection_with_the_reason(tmp_path):
     cand = bids.inspect_candidate(candidate(annexed_link(tmp_path, "sub-01_FLAIR.nii.gz")))
     assert cand.status == "failed"

@@ -38,10 +38,12 @@ def run_group_level(config):
     from ..outputs import GROUP_FILES
     from ..paths import OutputPathError, check_output_files
     from ..reports.group import run_group
+    from ..sr.io import missing_content
 
     setup_logging(config.verbose)
     root = config.output_root
-    if not (root / "dataset_description.json").is_file():
+    description = root / "dataset_description.json"
+    if not (description.is_file() or missing_content(description)):  # (a DataLad clone's: its outputs say so)
         raise CLIError(f"no participant-level outputs in {root} (run the participant level first)", exitcodes.NOINPUT)
     try:
         check_output_files(root, GROUP_FILES)

@@ -131,7 +131,7 @@ def _main(args):
     if args.method == "cubic" and (args.weights or args.model):
         raise CLIError("--weights and --model choose the network: they do not apply to --method cubic",
                        exitcodes.USAGE)
-    broken = missing_content(inp)
+    broken = next(filter(None, map(missing_content, image_files(inp))), None)  # a NIfTI pair's two halves too
     if broken:
         raise CLIError(broken, exitcodes.NOINPUT)
     if not inp.is_file():

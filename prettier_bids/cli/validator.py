@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import exitcodes
+from ..sr.io import missing_content
 from ..sr.preprocess import address_space_left
 
 VALIDATORS = ("bids-validator-deno", "bids-validator")
@@ -73,6 +74,18 @@ def run_bids_validator(bids_dir):
         return None, proc.stdout
     first = errors[0]
     where = first.get("location") or ""
+    broken = [e for e in errors if e.get("code") == "SYMLINK_BROKEN" or _annexed_absent(bids_dir, e.get("location"))]
+    # a DataLad/git-annex dataset whose content is only partly fetched: say so, and how to go on
+    advice = (f"{len(broken)} file(s) whose content is not present (broken links or git-annex pointers), e.g. {broken[0].get('location') or '?'}: DataLad/git-annex content "
+              "not fetched? run `datalad get` on them, or use --skip-bids-validation to process the files that are "
+              "present (each absent one then fails alone, named)") if broken else \
+        f"run {Path(exe).name} {bids_dir} for details, or use --skip-bids-validation"
     return (f"the input is not a valid BIDS dataset ({len(errors)} error(s); first: {first.get('code', first)}"
-            f"{' at ' + where if where else ''}); run {Path(exe).name} {bids_dir} for details, "
-            "or use --skip-bids-validation"), proc.stdout
+            f"{' at ' + where if where else ''}); {advice}"), proc.stdout
+
+
+def _annexed_absent(bids_dir, location):
+    """True when the validator's issue ``location`` (``/sub-01/anat/x.nii.gz``) is a git-annex file whose content
+    is absent (an unlocked file's pointer: the validator calls it unreadable, NIFTI_HEADER_UNREADABLE)."""
+    return isinstance(location, str) and bool(location.strip("/")) and \
+        missing_content(Path(bids_dir) / location.strip("/")) is not None

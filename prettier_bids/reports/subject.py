@@ -246,7 +246,7 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
         "Outputs": "each output's QC table names the run that made it (Made by run)",
     }}
     path = root / f"sub-{subject}.html"
-    with AtomicGroup() as group, _root_relative_figures():  # the page appears whole or not at all
+    with AtomicGroup() as group, _root_relative_figures(subject):  # the page appears whole or not at all
         tmp = group.reserve(path)
         report = Report(root, run_id or None, bootstrap_file=REPORT_SPEC, out_filename=tmp.name, reportlets_dir=root,
                         plugins=[], metadata={"summary-meta": summary, "provenance": provenance}, subject=subject)
@@ -258,14 +258,28 @@ def write_subject_report(root, subject, cands=(), run_id="", command=""):
 
 
 @contextmanager
-def _root_relative_figures():
+def _root_relative_figures(subject=None):
     """nireports indexes the figures with its own pybids indexer, which reads entities from the absolute path
     (an OUTPUT_DIR under a folder named ``sub-99`` or ``desc-old`` gave an empty report): while the report is
-    assembled it uses :func:`prettier_bids.bids.root_relative_indexer`'s."""
+    assembled it uses :func:`prettier_bids.bids.root_relative_indexer`'s. With ``subject``, that indexer indexes
+    ``sub-<subject>/`` only: nireports indexes the whole derivatives dataset for each report (7 s a report of 600
+    participants, an hour for the reports of a 600-participant run; every array task paid it in full)."""
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
     from nireports.assembler import report as assembler
 
     plain = assembler.BIDSLayoutIndexer
-    assembler.BIDSLayoutIndexer = root_relative_indexer(plain)
+    indexer = root_relative_indexer(plain)
+    if subject is not None:
+        others = re.compile(rf"^/(?!sub-{re.escape(subject)}(?:/|$))[^/]")  # every other top-level entry
+
+        class OneSubjectIndexer(indexer):
+            def __init__(self, *args, ignore=None, **kwargs):
+                ignore = list(DEFAULT_LOCATIONS_TO_IGNORE) if ignore is None else \
+                    [ignore] if isinstance(ignore, (str, re.Pattern, Path)) else list(ignore)
+                super().__init__(*args, ignore=[*ignore, others], **kwargs)
+
+        indexer = OneSubjectIndexer
+    assembler.BIDSLayoutIndexer = indexer
     try:
         yield
     finally:

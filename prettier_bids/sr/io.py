@@ -74,7 +74,8 @@ def image_files(path):
         if name.lower().endswith(ext) and len(name) > len(ext):  # A.HDR / A.IMG too: either case is protected
             base = name[:-len(ext)]
             names = sorted({base + o for o in others} | {base + o.upper() for o in others})
-            files += [p for p in (path.with_name(n) for n in names) if p.exists()]
+            files += [p for p in (path.with_name(n) for n in names)
+                      if p.exists() or p.is_symlink()]  # a broken link: an annexed half not fetched (missing_content)
             break
     return files
 
@@ -480,18 +481,48 @@ def is_disk_full(exc):
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+#: What an unlocked git-annex file (``git annex unlock``, DataLad's adjusted branches) holds while its content is
+#: absent: a one-line pointer ``/annex/objects/KEY``, in the file's place.
+ANNEX_POINTER_PREFIX = b"/annex/objects/"
+#: The largest pointer file read (keys are well under this).
+MAX_ANNEX_POINTER_BYTES = 1024
+
+
+def annex_pointer(path):
+    """The git-annex key a regular file at ``path`` points to when it is an unlocked annexed file whose content is
+    absent (a pointer file: ``/annex/objects/KEY``); None otherwise (or when it cannot be read)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ANNEX_POINTER_BYTES:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(MAX_ANNEX_POINTER_BYTES)
+    except OSError:
+        return None
+    text = head.strip()
+    if not text.startswith(ANNEX_POINTER_PREFIX) or b"\n" in text:
+        return None
+    return text[len(ANNEX_POINTER_PREFIX):].decode("utf-8", "replace")
+
+
 def missing_content(path):
-    """A one-line explanation when ``path`` is a broken symbolic link (a git-annex or DataLad file whose content
-    was not fetched, or a link into a moved folder); None otherwise."""
+    """A one-line explanation when ``path`` is a git-annex or DataLad file whose content was not fetched (a broken
+    symbolic link, or an unlocked file's pointer ``/annex/objects/KEY`` in its place), or a link into a moved
+    folder; None otherwise."""
     path = Path(path)
-    if not path.is_symlink() or path.exists():
+    get = f"run `datalad get {path}` or `git annex get {path}`"
+    if not path.is_symlink():
+        key = annex_pointer(path)
+        if key is None:
+            return None
+        return (f"{path} is a git-annex pointer (to {key}), not the file: its content is not present here (an "
+                f"annexed file that was not fetched: {get})")
+    if path.exists():
         return None
     target = os.readlink(path)
     annexed = ".git/annex/objects" in target.replace(os.sep, "/")
-    hint = ("its content is not present here (an annexed file that was not fetched: run `datalad get "
-            f"{path}` or `git annex get {path}`)" if annexed else
-            "its content is not present here (if it is a DataLad/git-annex file, run `datalad get "
-            f"{path}` or `git annex get {path}`)")
+    hint = (f"its content is not present here (an annexed file that was not fetched: {get})" if annexed else
+            f"its content is not present here (if it is a DataLad/git-annex file, {get})")
     return f"{path} is a broken link (to {target}): {hint}"
 
 
