@@ -8,7 +8,8 @@
 * every output's folder must exist and be writable, and its name leave room for the temporary the
   atomic writer makes beside it (``.NAME.PID-IDENT.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
   before the computation;
-* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`;
+* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`; every folder a
+  run writes below its output root, writable: :func:`check_writable_folders` (exit 73);
 * every folder a run writes below its output root must stay below it and out of the input dataset, symlinks
   resolved: :func:`check_output_dirs` (usage error, exit 64);
 * a folder whose files a run loads back (the work directory: Nipype unpickles its ``result_*.pklz``) must be
@@ -120,6 +121,15 @@ def check_output_folder(label, folder, code=exitcodes.CANTCREAT):
         raise OutputPathError(f"cannot {'write to' if base == folder else 'create'} {label} {folder}: {base} is "
                               "not writable", code)
     return folder
+
+
+def check_writable_folders(root, folders):
+    """Raise OutputPathError(73) when one of ``folders`` (relative to the output root ``root``; ``.`` is ``root``)
+    is not a folder, or it (where it exists) or the nearest existing folder above it (where it is made later)
+    cannot be written by this user: a read-only or another user's ``sub-XX``, ``figures`` or ``anat`` folder,
+    where every write would fail after the work (:func:`check_output_folder` on each). Creates nothing."""
+    for rel in sorted({Path(f) for f in folders}, key=lambda p: (len(p.parts), str(p))):
+        check_output_folder("the output folder", Path(root) / rel)
 
 
 def check_output_paths(inputs, outputs):

@@ -3,6 +3,7 @@ exit-code table, kill -9 and SIGTERM at any moment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -263,3 +264,49 @@ def test_a_full_disk_is_exit_73_in_one_line(tmp_path, tiny_disk):
                           text=True, timeout=600)
     assert proc.returncode == 73 and "No space left on device" in proc.stderr, proc.stderr[-2000:]
     assert not (tiny_disk / "w" / ".prettier-bids.lock").exists()
+
+
+@contextlib.contextmanager
+def _read_only_folder(folder):
+    """``folder`` read-only for this process: chmod a-w, or a read-only bind mount where this is root (which
+    ignores the mode bits); skipped where neither can be done."""
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("needs mount rights for a read-only bind mount (this runs as root)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only")
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("which", ["prettier", "prettier/sub-02/anat", "prettier/sub-02/figures"])
+def test_an_unwritable_folder_below_output_dir_is_exit_73_before_any_work(tmp_path, which):
+    """OUTPUT_DIR writable but OUTPUT_DIR/prettier, a subject's anat or figures folder read-only (another user's,
+    a read-only share): exit 1 `unexpected PermissionError` after the checks, or an image `failed` with a crash
+    file after the work, a log file and summary written (helper-29)."""
+    from _bids_support import run_here
+
+    bids, out = copy_dataset(tmp_path / "bids"), tmp_path / "out"
+    opts = ["participant", "--participant-label", "02", "--contrast", "T1w", "--method", "cubic", "--nprocs", "1",
+            "--skip-bids-validation", "-w", tmp_path / "w"]
+    assert run_here(bids, out, *opts).returncode == 0
+    (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.json").unlink()  # to be redone
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with _read_only_folder(out / which):
+        proc = run_here(bids, out, *opts)
+    assert proc.returncode == exitcodes.CANTCREAT, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert lines == [f"prettier-bids: error: cannot write to the output folder {out / which}: {out / which} is not "
+                     "writable"], proc.stderr[-2000:]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before  # nothing written, no log

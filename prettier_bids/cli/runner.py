@@ -152,18 +152,23 @@ def select_inputs(config):
 def check_output_folders(config, subjects, cands):
     """Every folder this run would write below OUTPUT_DIR/prettier (``outputs.output_folders``), symlinks resolved,
     stays below it and out of BIDS_DIR (``paths.check_output_dirs``), else CLIError(64): checked before anything
-    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
+    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset); each of them
+    writable by this user (``paths.check_writable_folders``), else CLIError(73)."""
     from ..outputs import output_files, output_folders
-    from ..paths import OutputPathError, check_output_dirs, check_output_files
+    from ..paths import OutputPathError, check_output_dirs, check_output_files, check_writable_folders
     from ..reports.subject import report_outputs
 
     mine = [c for c in cands if c.subject in set(subjects)]
     try:
-        check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
-                                                             config.write_cubic, reportlets=config.reportlets),
-                          config.bids_dir)
+        folders = output_folders(config.output_root, mine, config.run_id, config.method, config.write_cubic,
+                                 reportlets=config.reportlets)
+        check_output_dirs(config.output_root, folders, config.bids_dir)
         files = output_files(subjects) + report_outputs(config.output_root, subjects, mine)
-        check_output_files(config.output_root, files + ([] if config.reports_only else _image_outputs(config, mine)))
+        files += [] if config.reports_only else _image_outputs(config, mine)
+        check_output_files(config.output_root, files)
+        # a read-only or another user's folder below OUTPUT_DIR/prettier: exit 73 now, not after the work
+        check_writable_folders(config.output_root, {".", "logs", *(Path(f).parent for f in files),
+                                                    *([] if config.reports_only else folders)})
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
 
