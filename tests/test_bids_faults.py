@@ -310,3 +310,53 @@ def test_an_unwritable_folder_below_output_dir_is_exit_73_before_any_work(tmp_pa
     assert lines == [f"prettier-bids: error: cannot write to the output folder {out / which}: {out / which} is not "
                      "writable"], proc.stderr[-2000:]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before  # nothing written, no log
+
+
+_SLOW_RUN = """
+import sys, time
+import prettier_bids.cli.runner as runner
+runner.participant = lambda *args: (print("working", flush=True), time.sleep(120))
+from prettier_bids.cli.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_participant_in_use_by_another_run_is_exit_75_whatever_the_work_dir(tmp_path):
+    """Two runs of one participant at once with their own work directories (a job resubmitted while the first still
+    ran, overlapping --participant-label lists, --reports-only during a run): the first run's report dropped the
+    second's output in progress ('changed since the sidecar was written') and removed its figures, the second run
+    then exit 1 with it `failed` (helper-29). Now the second exits 75 at once, naming the first's PID; other
+    participants, and other sessions of the participant, run beside it; the lock goes with the process."""
+    from _bids_support import run_here
+
+    bids, out = copy_dataset(tmp_path / "bids"), tmp_path / "out"
+    opts = ["participant", "--method", "cubic", "--contrast", "FLAIR", "--nprocs", "1", "--skip-bids-validation"]
+    holders = [subprocess.Popen(  # runs that are working on sub-02, and on sub-01's ses-1
+        [sys.executable, "-c", _SLOW_RUN, str(bids), str(out), *opts, *labels, "-w", str(tmp_path / f"held{k}")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        for k, labels in enumerate((["--participant-label", "02"],
+                                    ["--participant-label", "01", "--session-label", "1"]))]
+    try:
+        assert [h.stdout.readline().strip() for h in holders] == ["working", "working"]
+        before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+        for extra, key, holder in ((["--participant-label", "02", "03"], "sub-02", holders[0]),
+                                   (["--participant-label", "02", "--reports-only"], "sub-02", holders[0]),
+                                   (["--participant-label", "01"], "sub-01_ses-1", holders[1])):
+            proc = run_here(bids, out, *opts, *extra, "-w", tmp_path / "w")
+            assert proc.returncode == exitcodes.TEMPFAIL, proc.stderr[-2000:]
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+            assert lines == [f"prettier-bids: error: {key} of {out / 'prettier'} is in use by another run (PID "
+                             f"{holder.pid}): wait for it to finish, or leave it out of this run (one run per "
+                             "participant and session at a time)"], proc.stderr[-2000:]
+            assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before  # no work dir
+        for extra in (["--participant-label", "03"], ["--participant-label", "01", "--session-label", "2"]):
+            proc = run_here(bids, out, *opts, *extra, "-w", tmp_path / "w3")  # another participant, another session
+            assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / "prettier/sub-03/anat/sub-03_desc-cubic_FLAIR.json").is_file()
+        assert (out / "prettier/sub-01/ses-2/anat/sub-01_ses-2_desc-cubic_FLAIR.json").is_file()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    proc = run_here(bids, out, *opts, "--participant-label", "02", "-w", tmp_path / "w")  # gone with its process
+    assert proc.returncode == 0, proc.stderr[-2000:]
