@@ -360,3 +360,35 @@ def test_a_participant_in_use_by_another_run_is_exit_75_whatever_the_work_dir(tm
             holder.wait()
     proc = run_here(bids, out, *opts, "--participant-label", "02", "-w", tmp_path / "w")  # gone with its process
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_validator_dies_with_prettier_bids_on_kill_9(tmp_path):
+    """kill -9 of prettier-bids (the OOM killer) while the BIDS validator ran left the validator orphaned, reading
+    the dataset for as long as it takes (minutes and gigabytes on a large archive; the 600 s timeout died with its
+    parent) (helper-29). Now it gets SIGKILL with its parent (processes.die_with_parent)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "validator.pid"
+    fake = bin_dir / "bids-validator-deno"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from prettier_bids.cli.validator import "
+                               "run_bids_validator; run_bids_validator(sys.argv[1])", str(tmp_path)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.is_file() and pid_file.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the validator outlived prettier-bids killed with -9")
