@@ -67,9 +67,9 @@ TABLE = (
              "missing input file, BIDS_DIR, training data or model weights", ALL),
     ExitCode("CANTCREAT", CANTCREAT, "cannot write output",
              "cannot write an output (missing or read-only folder, disk full)"),
-    ExitCode("TEMPFAIL", TEMPFAIL, "work directory in use",
-             "the work directory is in use by another run (its PID is named); retry when it has finished, or use "
-             "another -w", ("prettier-bids",)),
+    ExitCode("TEMPFAIL", TEMPFAIL, "work directory or participant in use",
+             "the work directory, or a participant's outputs, is in use by another run (its PID is named); retry "
+             "when it has finished, or use another -w", ("prettier-bids",)),
     ExitCode("INTERRUPTED", INTERRUPTED, "interrupted",
              "interrupted (Ctrl-C); rerun the same command to resume", ALL),
     ExitCode("TERMINATED", TERMINATED, "terminated (SIGTERM)",

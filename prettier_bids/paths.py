@@ -8,7 +8,8 @@
 * every output's folder must exist and be writable, and its name leave room for the temporary the
   atomic writer makes beside it (``.NAME.PID-IDENT.tmp.nii.gz``, :data:`TMP_NAME_EXTRA` bytes more) -> exit 73,
   before the computation;
-* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`;
+* an output folder (a run directory) must be a folder, or creatable: :func:`check_output_folder`; every folder a
+  run writes below its output root, writable: :func:`check_writable_folders` (exit 73);
 * every folder a run writes below its output root must stay below it and out of the input dataset, symlinks
   resolved: :func:`check_output_dirs` (usage error, exit 64);
 * a folder whose files a run loads back (the work directory: Nipype unpickles its ``result_*.pklz``) must be
@@ -120,6 +121,15 @@ def check_output_folder(label, folder, code=exitcodes.CANTCREAT):
         raise OutputPathError(f"cannot {'write to' if base == folder else 'create'} {label} {folder}: {base} is "
                               "not writable", code)
     return folder
+
+
+def check_writable_folders(root, folders):
+    """Raise OutputPathError(73) when one of ``folders`` (relative to the output root ``root``; ``.`` is ``root``)
+    is not a folder, or it (where it exists) or the nearest existing folder above it (where it is made later)
+    cannot be written by this user: a read-only or another user's ``sub-XX``, ``figures`` or ``anat`` folder,
+    where every write would fail after the work (:func:`check_output_folder` on each). Creates nothing."""
+    for rel in sorted({Path(f) for f in folders}, key=lambda p: (len(p.parts), str(p))):
+        check_output_folder("the output folder", Path(root) / rel)
 
 
 def check_output_paths(inputs, outputs):
@@ -375,5 +385,78 @@ class FolderLock:
                 except OSError:
                     pass
         finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+class ParticipantLocks:
+    """One run at a time per participant and session of a derivatives dataset, whatever its work directory: a POSIX
+    record lock (``lockf``) on one byte per key (``sub-02``, ``sub-01_ses-1``) of
+    ``FOLDER/.prettier-bids-participants.lock`` (the dataset's ``logs`` folder), the byte chosen by the key's SHA-256,
+    so that one file and one descriptor serve any number of them. The kernel drops the locks when the process ends
+    (exit, SIGTERM, kill -9). Two runs of the same participant at once (a job resubmitted while the first still
+    runs, overlapping ``--participant-label`` lists, a ``--reports-only`` during a run) rewrote each other's outputs:
+    one report dropped the other's output in progress and removed its figures, the other run failed it."""
+
+    NAME = ".prettier-bids-participants.lock"
+
+    def __init__(self, folder, dataset):
+        self.path = Path(folder).absolute() / self.NAME
+        self.dataset = dataset  # for messages: the derivatives dataset
+        self.fd = None
+
+    @staticmethod
+    def offset(key):
+        import hashlib
+
+        return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:5], "big")
+
+    def _holder(self, offset):
+        """``PID 123`` of the run that holds the byte at ``offset`` (``F_GETLK``), or ``PID unknown``."""
+        import struct
+
+        fmt = "hhqqi"
+        try:
+            req = struct.pack(fmt, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0) + b"\0" * 8
+            pid = struct.unpack(fmt, fcntl.fcntl(self.fd, fcntl.F_GETLK, req)[:struct.calcsize(fmt)])[4]
+        except (OSError, struct.error, ValueError):
+            pid = 0
+        return f"PID {pid}" if pid > 0 else "PID unknown"
+
+    def acquire(self, keys, hint=""):
+        """Lock every one of ``keys`` (``sub-02``, ``sub-01_ses-1``), or raise OutputPathError(75) naming the first
+        one another run holds (and its PID), with none of them locked. Returns False, unlocked, where the file
+        system cannot lock or the lock file is another user's; one that is not a regular file of its own (a FIFO, a
+        symlink, a hard link to another file) is exit 73."""
+        try:  # readable and writable by the group where the umask allows: a lab's members share a dataset
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # another user's file: run unlocked, warned
+                return False
+            raise OutputPathError(f"cannot lock the participants of {self.dataset}: {self.path}: "
+                                  f"{exc.strerror or exc}", exitcodes.CANTCREAT) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise OutputPathError(f"cannot lock the participants of {self.dataset}: {self.path} is not a regular "
+                                  "file of its own; refusing to use it: remove it", exitcodes.CANTCREAT)
+        self.fd = fd
+        for key in sorted(set(keys)):
+            offset = self.offset(key)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset, os.SEEK_SET)
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                holder = self._holder(offset) if busy else ""
+                self.release()
+                if busy:
+                    raise OutputPathError(f"{key} of {self.dataset} is in use by another run "
+                                          f"({holder})" + (f": {hint}" if hint else ""), exitcodes.TEMPFAIL) from None
+                return False
+        return True
+
+    def release(self):
+        """Drop every lock (closing the descriptor does); the file stays (another run may be opening it)."""
+        if self.fd is not None:
             os.close(self.fd)
             self.fd = None

@@ -3,6 +3,7 @@ exit-code table, kill -9 and SIGTERM at any moment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -263,3 +264,131 @@ def test_a_full_disk_is_exit_73_in_one_line(tmp_path, tiny_disk):
                           text=True, timeout=600)
     assert proc.returncode == 73 and "No space left on device" in proc.stderr, proc.stderr[-2000:]
     assert not (tiny_disk / "w" / ".prettier-bids.lock").exists()
+
+
+@contextlib.contextmanager
+def _read_only_folder(folder):
+    """``folder`` read-only for this process: chmod a-w, or a read-only bind mount where this is root (which
+    ignores the mode bits); skipped where neither can be done."""
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("needs mount rights for a read-only bind mount (this runs as root)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only")
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("which", ["prettier", "prettier/sub-02/anat", "prettier/sub-02/figures"])
+def test_an_unwritable_folder_below_output_dir_is_exit_73_before_any_work(tmp_path, which):
+    """OUTPUT_DIR writable but OUTPUT_DIR/prettier, a subject's anat or figures folder read-only (another user's,
+    a read-only share): exit 1 `unexpected PermissionError` after the checks, or an image `failed` with a crash
+    file after the work, a log file and summary written (helper-29)."""
+    from _bids_support import run_here
+
+    bids, out = copy_dataset(tmp_path / "bids"), tmp_path / "out"
+    opts = ["participant", "--participant-label", "02", "--contrast", "T1w", "--method", "cubic", "--nprocs", "1",
+            "--skip-bids-validation", "-w", tmp_path / "w"]
+    assert run_here(bids, out, *opts).returncode == 0
+    (out / "prettier/sub-02/anat/sub-02_desc-cubic_T1w.json").unlink()  # to be redone
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with _read_only_folder(out / which):
+        proc = run_here(bids, out, *opts)
+    assert proc.returncode == exitcodes.CANTCREAT, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert lines == [f"prettier-bids: error: cannot write to the output folder {out / which}: {out / which} is not "
+                     "writable"], proc.stderr[-2000:]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before  # nothing written, no log
+
+
+_SLOW_RUN = """
+import sys, time
+import prettier_bids.cli.runner as runner
+runner.participant = lambda *args: (print("working", flush=True), time.sleep(120))
+from prettier_bids.cli.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_participant_in_use_by_another_run_is_exit_75_whatever_the_work_dir(tmp_path):
+    """Two runs of one participant at once with their own work directories (a job resubmitted while the first still
+    ran, overlapping --participant-label lists, --reports-only during a run): the first run's report dropped the
+    second's output in progress ('changed since the sidecar was written') and removed its figures, the second run
+    then exit 1 with it `failed` (helper-29). Now the second exits 75 at once, naming the first's PID; other
+    participants, and other sessions of the participant, run beside it; the lock goes with the process."""
+    from _bids_support import run_here
+
+    bids, out = copy_dataset(tmp_path / "bids"), tmp_path / "out"
+    opts = ["participant", "--method", "cubic", "--contrast", "FLAIR", "--nprocs", "1", "--skip-bids-validation"]
+    holders = [subprocess.Popen(  # runs that are working on sub-02, and on sub-01's ses-1
+        [sys.executable, "-c", _SLOW_RUN, str(bids), str(out), *opts, *labels, "-w", str(tmp_path / f"held{k}")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        for k, labels in enumerate((["--participant-label", "02"],
+                                    ["--participant-label", "01", "--session-label", "1"]))]
+    try:
+        assert [h.stdout.readline().strip() for h in holders] == ["working", "working"]
+        before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+        for extra, key, holder in ((["--participant-label", "02", "03"], "sub-02", holders[0]),
+                                   (["--participant-label", "02", "--reports-only"], "sub-02", holders[0]),
+                                   (["--participant-label", "01"], "sub-01_ses-1", holders[1])):
+            proc = run_here(bids, out, *opts, *extra, "-w", tmp_path / "w")
+            assert proc.returncode == exitcodes.TEMPFAIL, proc.stderr[-2000:]
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+            assert lines == [f"prettier-bids: error: {key} of {out / 'prettier'} is in use by another run (PID "
+                             f"{holder.pid}): wait for it to finish, or leave it out of this run (one run per "
+                             "participant and session at a time)"], proc.stderr[-2000:]
+            assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before  # no work dir
+        for extra in (["--participant-label", "03"], ["--participant-label", "01", "--session-label", "2"]):
+            proc = run_here(bids, out, *opts, *extra, "-w", tmp_path / "w3")  # another participant, another session
+            assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / "prettier/sub-03/anat/sub-03_desc-cubic_FLAIR.json").is_file()
+        assert (out / "prettier/sub-01/ses-2/anat/sub-01_ses-2_desc-cubic_FLAIR.json").is_file()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    proc = run_here(bids, out, *opts, "--participant-label", "02", "-w", tmp_path / "w")  # gone with its process
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_validator_dies_with_prettier_bids_on_kill_9(tmp_path):
+    """kill -9 of prettier-bids (the OOM killer) while the BIDS validator ran left the validator orphaned, reading
+    the dataset for as long as it takes (minutes and gigabytes on a large archive; the 600 s timeout died with its
+    parent) (helper-29). Now it gets SIGKILL with its parent (processes.die_with_parent)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "validator.pid"
+    fake = bin_dir / "bids-validator-deno"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from prettier_bids.cli.validator import "
+                               "run_bids_validator; run_bids_validator(sys.argv[1])", str(tmp_path)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.is_file() and pid_file.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the validator outlived prettier-bids killed with -9")

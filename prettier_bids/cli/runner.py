@@ -154,18 +154,23 @@ def select_inputs(config):
 def check_output_folders(config, subjects, cands):
     """Every folder this run would write below OUTPUT_DIR/prettier (``outputs.output_folders``), symlinks resolved,
     stays below it and out of BIDS_DIR (``paths.check_output_dirs``), else CLIError(64): checked before anything
-    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset)."""
+    is written (a ``sub-XX`` symlinked to BIDS_DIR/sub-XX would put the derivatives into the raw dataset); each of them
+    writable by this user (``paths.check_writable_folders``), else CLIError(73)."""
     from ..outputs import output_files, output_folders
-    from ..paths import OutputPathError, check_output_dirs, check_output_files
+    from ..paths import OutputPathError, check_output_dirs, check_output_files, check_writable_folders
     from ..reports.subject import report_outputs
 
     mine = [c for c in cands if c.subject in set(subjects)]
     try:
-        check_output_dirs(config.output_root, output_folders(config.output_root, mine, config.run_id, config.method,
-                                                             config.write_cubic, reportlets=config.reportlets),
-                          config.bids_dir)
+        folders = output_folders(config.output_root, mine, config.run_id, config.method, config.write_cubic,
+                                 reportlets=config.reportlets)
+        check_output_dirs(config.output_root, folders, config.bids_dir)
         files = output_files(subjects) + report_outputs(config.output_root, subjects, mine)
-        check_output_files(config.output_root, files + ([] if config.reports_only else _image_outputs(config, mine)))
+        files += [] if config.reports_only else _image_outputs(config, mine)
+        check_output_files(config.output_root, files)
+        # a read-only or another user's folder below OUTPUT_DIR/prettier: exit 73 now, not after the work
+        check_writable_folders(config.output_root, {".", "logs", *(Path(f).parent for f in files),
+                                                    *([] if config.reports_only else folders)})
     except OutputPathError as exc:
         raise CLIError(str(exc), exc.code) from None
 
@@ -200,6 +205,28 @@ def lock_work_dir(config, made_here):
     return lock
 
 
+def lock_participants(config, subjects, cands, log_dir):
+    """Lock the participants of this run in the derivatives dataset, each session it selects (``sub-01_ses-1``; a
+    participant without sessions: ``sub-02``), whatever the work directory (``paths.ParticipantLocks``, in its
+    ``logs`` folder): a second run of one of them (a resubmitted job, overlapping ``--participant-label`` lists,
+    ``--reports-only`` during a run) exits 75 at once, naming the run's PID, instead of rewriting the same outputs
+    and reports; jobs of other sessions of a participant still run side by side. The locks go with the process
+    (exit, SIGTERM, kill -9)."""
+    from ..paths import OutputPathError, ParticipantLocks
+
+    mine = set(subjects)
+    keys = {f"sub-{c.subject}" + (f"_ses-{c.session}" if c.session else "") for c in cands if c.subject in mine}
+    locks = ParticipantLocks(log_dir, config.output_root)
+    try:
+        if not locks.acquire(keys, "wait for it to finish, or leave it out of this run (one run per participant and "
+                                   "session at a time)"):
+            LOGGER.warning("cannot lock the participants in %s (the file system does not support locks, or %s is "
+                           "another user's): make sure no other run processes them", config.output_root, locks.path)
+    except OutputPathError as exc:
+        raise CLIError(str(exc), exc.code) from None
+    return locks
+
+
 def run_participant_level(config):
     """Check everything that can fail before any work (the model, the BIDS validation, the selection, the output
     folders), then create and lock the work directory and create OUTPUT_DIR: a run that fails before any work
@@ -209,7 +236,7 @@ def run_participant_level(config):
     models = load_model_or_exit(config)
     setup_logging(config.verbose)
     held = hold_log_records()
-    handler = lock = None
+    handler = lock = busy = None
     try:
         LOGGER.info("prettier-bids %s, run %s: %s", __version__, config.run_id, config.command)
         if models is not None:
@@ -230,6 +257,7 @@ def run_participant_level(config):
                 lock = lock_work_dir(config, made_work)
             make_output(config.output_dir, created)
             log_dir = make_dir(config.output_root / "logs", "the log folder", created)
+            busy = lock_participants(config, subjects, cands, log_dir)
         except CLIError:
             if lock is not None:  # a work dir this run made is removed (empty): its lock file goes first
                 lock.release(remove=made_work)
@@ -245,6 +273,8 @@ def run_participant_level(config):
     except BaseException:
         if lock is not None:
             lock.release()
+        if busy is not None:
+            busy.release()
         raise
     finally:
         release_log_records(held, handler)
@@ -259,6 +289,7 @@ def run_participant_level(config):
         close_log_file(handler)
         if lock is not None:
             lock.release()
+        busy.release()
 
 
 def reports_only(config, subjects, cands):

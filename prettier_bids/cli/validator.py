@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import exitcodes
+from ..processes import die_with_parent
 from ..sr.io import missing_content
 from ..sr.preprocess import address_space_left
 
@@ -44,7 +45,9 @@ def run_bids_validator(bids_dir):
     cmd = [exe, str(bids_dir), "--format", "json"] if "deno" in Path(exe).name else [exe, str(bids_dir), "--json"]
     proc = None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, errors="replace")
+        # it dies with this process: kill -9 (the OOM killer) left it validating for minutes, orphaned
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, errors="replace",
+                              preexec_fn=die_with_parent)
         report = json.loads(proc.stdout)
         if not isinstance(report, dict):
             raise ValueError("not a JSON object")

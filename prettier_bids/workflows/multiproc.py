@@ -24,18 +24,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin, process_initializer
 
-PR_SET_PDEATHSIG = 1
+from ..processes import die_with_parent
+
 WATCHDOG_PERIOD_S = 1.0
-
-
-def _set_pdeathsig():
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):  # not Linux
-        return False
 
 
 def _watchdog(parent_pid):
@@ -52,7 +43,7 @@ def worker_initializer(cwd, parent_pid):
     the parent stops its workers itself (``cli.runner.abandon_run``: SIGKILL) and they die with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _set_pdeathsig()
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
     threading.Thread(target=_watchdog, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
