@@ -91,7 +91,7 @@ def test_group_qc_tsv_keeps_one_line_per_output_whatever_the_sidecar_values(tmp_
     lines = tsv_text([row]).splitlines()  # was csv quoting: a quoted field over three lines, tabs inside
     assert len(lines) == 2 and all(ln.count("\t") == len(COLUMNS) - 1 for ln in lines)
     cells = dict(zip(COLUMNS, lines[1].split("\t")))
-    assert cells["Model"] == "evil col sub-99 injected" and '"' not in lines[1] and cells["ModelWeightsSHA256"] == ""
+    assert cells["Model"] == "evil col sub-99 injected" and '"' not in lines[1] and cells["ModelWeightsSHA256"] == "n/a"  # None: BIDS' n/a
 
 
 def test_run_summary_tsv_has_no_carriage_return_or_quoting_from_a_file_name(tmp_path):
