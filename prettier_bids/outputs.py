@@ -510,11 +510,11 @@ def main_output_sidecars(root, subjects=None, deep=True):
     found = []
     for sidecar in main_sidecar_paths(root, subjects, warn=True):
         nifti = nifti_of(sidecar)
-        absent = [(path, who) for path, who in ((sidecar, "it"), (nifti, f"its image {nifti.name}"))
-                  if sr_io.missing_content(path)]
-        if absent:  # a DataLad/git-annex derivatives dataset whose content was not fetched (or was dropped)
-            path, who = absent[0]
-            meta, why = None, sr_io.missing_content(path).replace(str(path), who, 1)
+        for path, who in ((sidecar, "it"), (nifti, f"its image {nifti.name}")):
+            gone = sr_io.missing_content(path)
+            if gone:  # a DataLad/git-annex derivatives dataset whose content was not fetched (or was dropped)
+                meta, why = None, gone.replace(str(path), who, 1)
+                break
         else:
             meta, why = read_sidecar(sidecar)
         if why is None and not nifti.is_file():
