@@ -324,12 +324,13 @@ def _unreadable(exc):
 MAX_FIGURE_BYTES = 16 << 20
 
 
-def figure_problem(path, closing=b"</svg>"):
+def figure_problem(path, closing=b"</svg>", root=None):
     """Why the figure ``path`` (an SVG reportlet; with ``closing=None`` any reportlet, e.g. a QC table) is not one
     to keep and show as it is, or None: not a regular file (a symbolic link, through which the report's assembler
     would write; a pipe, on which it would block; a folder), empty, beyond :data:`MAX_FIGURE_BYTES`, or cut short
     (no ``closing`` tag at its end: a killed write, a damaged disk). Only the file's status and its last bytes
-    are read."""
+    are read. With the derivatives dataset ``root``, a link into the git-annex store of the repository that holds
+    it (:func:`own_annex_link`: ``datalad save`` annexed the figure) is checked as the file it points to."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -337,7 +338,12 @@ def figure_problem(path, closing=b"</svg>"):
     except OSError as exc:
         return _unreadable(exc)
     if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link"
+        if root is None or not own_annex_link(path, root):
+            return "is a symbolic link"
+        try:
+            st = os.stat(path)
+        except OSError as exc:  # its content dropped or never fetched
+            return sr_io.missing_content(path) or _unreadable(exc)
     if stat.S_ISDIR(st.st_mode):
         return "is a folder"
     if not stat.S_ISREG(st.st_mode):
@@ -355,6 +361,26 @@ def figure_problem(path, closing=b"</svg>"):
     except OSError as exc:
         return _unreadable(exc)
     return None if closing in tail else f"is cut short (no closing {closing.decode()})"
+
+
+def own_annex_link(path, root):
+    """Whether ``path`` is a symbolic link into the git-annex store (``A/.git/annex/objects/``) of a repository
+    ``A`` that holds the derivatives dataset ``root`` (``A`` is ``root`` or a folder above it): how ``datalad save``
+    stores the outputs it annexes. Such a link is the dataset's own file, not one that leads elsewhere."""
+    if not os.path.islink(path):
+        return False
+    parts = Path(os.path.realpath(path)).parts
+    for k in range(1, len(parts) - 3):
+        if parts[k:k + 3] == (".git", "annex", "objects"):
+            return Path(os.path.realpath(root)).is_relative_to(Path(*parts[:k]))
+    return False
+
+
+def in_dataset(path, root):
+    """Whether the file ``path`` is the derivatives dataset ``root``'s own: it resolves below ``root``, or it is a
+    link into the git-annex store of the repository that holds ``root`` (:func:`own_annex_link`). Files that lead
+    elsewhere are never read or taken as outputs."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve()) or own_annex_link(path, root)
 
 
 def source_changed(recorded, path, marker=None):
@@ -401,12 +427,12 @@ def companions_changed(meta, expected):
             continue  # the marker is checked otherwise; a missing file is said below
         rel = path.relative_to(expected.root).as_posix()
         main = path == expected.niftis[expected.marker_kind]
-        if main and not path.resolve().is_relative_to(Path(expected.root).resolve()):  # as outdated_output says
+        if main and not in_dataset(path, expected.root):  # as outdated_output says
             return f"{path.name} is a link out of this derivatives dataset (to {path.resolve()})"
         if rel not in recorded and not main:
             return f"{path.name} was not made with {expected.marker.name} (another run's)"
         if path in expected.figures:  # nireports rewrote them in place (before 2026-12-07): not hashed, but whole
-            why = figure_problem(path)
+            why = figure_problem(path, root=expected.root)
             if why:
                 return f"{path.name} {why}"
             continue
@@ -450,7 +476,6 @@ def outdated_output(meta, nifti, root, deep=True):
     if not recorded:
         return _legacy_map_of_other(meta, Path(nifti), Path(root))
     root = Path(root)
-    real_root = root.resolve()
     descs = main_descs()
     for rel, record in recorded.items():
         if "figures" in Path(rel).parts:
@@ -460,7 +485,7 @@ def outdated_output(meta, nifti, root, deep=True):
             continue  # the --write-cubic baseline beside it: its damage is the baseline's, not this output's
         what = "its image" if path == Path(nifti) else Path(rel).name
         try:
-            if not path.resolve().is_relative_to(real_root):  # never read outside the dataset
+            if not in_dataset(path, root):  # never read outside the dataset
                 if path == Path(nifti):  # a rewritten image would pass unseen
                     return f"{what} is a link out of this derivatives dataset (to {path.resolve()})"
                 continue
@@ -571,7 +596,7 @@ def main_sidecar_paths(root, subjects=None, warn=False):
             for sidecar in sorted(folder.glob("*.json")):
                 if sidecar.name.startswith(".") or not (sidecar.is_file() or sr_io.missing_content(sidecar)):
                     continue  # (an annexed sidecar whose content is absent is listed: its reader says so)
-                if not sidecar.resolve().is_relative_to(real_root):  # a sidecar linked out of the dataset
+                if not in_dataset(sidecar, root):  # a sidecar linked out of the dataset
                     if warn:
                         LOGGER.warning("skipped %s: a symlink to %s, outside this derivatives dataset",
                                        sidecar.relative_to(root).as_posix(), sidecar.resolve())

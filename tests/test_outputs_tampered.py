@@ -8,6 +8,8 @@ import hashlib
 import os
 import shutil
 
+import pytest
+
 from _bids_support import copy_dataset, run_app, run_here
 
 
@@ -200,3 +202,34 @@ def test_an_input_newer_than_outputs_that_recorded_no_source_file_is_redone(tmp_
     assert "newer than its outputs" in source_changed(None, source, marker)
     os.utime(source, (900_000_000, 900_000_000))
     assert source_changed(None, source, marker) is None and source_changed(None, source) is None
+
+
+def _annex(path, repo):
+    """What `datalad save` does to a file it annexes: content moved into repo/.git/annex/objects, a link left."""
+    key = hashlib.sha256(path.read_bytes()).hexdigest()
+    store = repo / ".git" / "annex" / "objects" / key[:2] / key[2:4] / key
+    store.mkdir(parents=True)
+    shutil.move(str(path), store / key)
+    path.symlink_to(os.path.relpath(store / key, path.parent))
+
+
+@pytest.mark.parametrize("repo_at", ["OUTPUT_DIR", "OUTPUT_DIR/prettier"])
+def test_outputs_annexed_by_datalad_in_the_derivatives_are_not_redone(tmp_path, repo_at):
+    """`datalad save` in OUTPUT_DIR annexed the outputs (links into OUTPUT_DIR/.git/annex/objects): every rerun
+    redid every image ('... is a symbolic link'), hours on an archive (helper-30). A link into another repository's
+    store (the raw dataset's) is still no figure of this dataset: made again."""
+    bids, out, work, figures = _first_run(tmp_path)
+    svgs = sorted(figures.glob("*.svg"))
+    raw = sorted(figures.glob("*flicker*_FLAIR.svg"))[0]
+    for path in sorted(p for p in (out / "prettier" / "sub-02").rglob("*") if p.is_file()):  # all, as datalad does
+        _annex(path, (out if repo_at == "OUTPUT_DIR" else out / "prettier") if path != raw else bids)
+    images = {p: p.resolve() for p in (out / "prettier" / "sub-02" / "anat").glob("*.nii.gz")}
+    done = run_here(*_args(bids, out, work))
+    assert done.returncode == 0, done.stderr
+    redone = [ln for ln in done.stderr.splitlines() if "redoing" in ln]
+    assert len(redone) == 1 and raw.name in redone[0] and "symbolic link" in redone[0], done.stderr
+    t1w = [svg for svg in svgs if svg.name.endswith("_T1w.svg")]
+    assert t1w and all(svg.is_symlink() for svg in t1w)  # kept, not rewritten (the FLAIR's are made again)
+    assert not raw.is_symlink() and raw.read_text().rstrip().endswith("</svg>")  # made again
+    flair = [p for p in images if p.name.endswith("_FLAIR.nii.gz")]
+    assert flair and all(p.resolve() == images[p] for p in images if p not in flair)  # T1w not redone: still links

@@ -190,7 +190,7 @@ FIGURE_LEAD = "<!-- prettier_bids figure -->"
 def guard_figures(root, subject):
     """Before nireports reads the subject's figures: each ``sub-<subject>/figures/*.svg`` (or QC table ``*.html``)
     that :func:`~prettier_bids.outputs.figure_problem` finds wrong is removed (a symbolic link itself, never what it
-    points to; a pipe; an empty, oversized or cut-short file) with a warning, so that the report neither writes
+    points to, unless it is the dataset's own git-annex link; a pipe; an empty, oversized or cut-short file) with a warning, so that the report neither writes
     through a link, nor blocks, nor shows half a figure; the next participant run makes it again. The others get
     what nireports would do to them (size attributes of the ``<svg`` line removed, lines before it dropped),
     written atomically, with :data:`FIGURE_LEAD` before the tag so that nireports writes nothing."""
@@ -204,7 +204,7 @@ def guard_figures(root, subject):
         if name.startswith(".") or not name.endswith((".svg", ".html")):
             continue
         svg = name.endswith(".svg")  # else a QC table, read whole and pasted in by nireports: its file status only
-        why = figure_problem(path, b"</svg>" if svg else None)
+        why = figure_problem(path, b"</svg>" if svg else None, root)
         if why == "is a folder":
             continue  # nireports' own error, as before
         if why:
